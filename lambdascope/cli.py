@@ -1,0 +1,252 @@
+"""`lambdascope`: the command line over the SDK (up, audit, train, models, jobs, report)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import signal
+import sys
+import threading
+
+import grpc
+
+from lambdascope import specs
+from lambdascope.client import Client, PlatformNotFound, discovery_file
+from lambdascope.local import LocalPlatform
+from lambdascope.progress import ProgressBar
+from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2, trainer_pb2
+
+LOSSES = {"mse": models_pb2.LOSS_KIND_MSE, "cross_entropy": models_pb2.LOSS_KIND_CROSS_ENTROPY}
+SAMPLER_FLAGS = {  # flag -> (SamplerConfig field, type)
+    "chains": ("chains", int), "draws": ("draws", int), "burnin": ("burnin", int),
+    "thin": ("thin", int), "step_size": ("step_size", float),
+    "localization": ("localization", float), "nbeta": ("nbeta", float),
+    "batch_size": ("batch_size", int), "seed": ("seed", int),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except PlatformNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except grpc.RpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    return 1
+
+
+# -- commands -----------------------------------------------------------------------------
+
+def cmd_up(args: argparse.Namespace) -> int:
+    platform = LocalPlatform(args.data_dir, host=args.host)
+    endpoints = platform.start()
+    path = discovery_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"endpoints": endpoints, "pid": os.getpid(),
+                                "data_dir": str(platform.data_dir)}))
+    for name, address in endpoints.items():
+        print(f"{name:<10} {address}  (metrics http://{platform.metrics[name]}/metrics)",
+              flush=True)
+    print(f"data in {platform.data_dir}; Ctrl-C stops the platform", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            dead = [n for n, p in platform.procs.items() if p.poll() is not None]
+            if dead:
+                print(f"error: {', '.join(dead)} stopped; see {platform.data_dir}/logs",
+                      file=sys.stderr)
+                return 1
+    finally:
+        platform.stop()
+        path.unlink(missing_ok=True)
+    print("stopped", flush=True)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    config = audit_pb2.AuditConfig(loss=LOSSES[args.loss], device=args.device or "")
+    for flag, (field, _kind) in SAMPLER_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(config.sampler, field, value)
+    with Client(args.server) as client:
+        if args.model:
+            name = args.name or pathlib.Path(args.model).stem
+            version = client.upload_model(args.model, name)
+            _note(f"model   {version.model_name} v{version.version} ({version.id})")
+            version_id = version.id
+        else:
+            version_id = args.model_version
+        if args.data:
+            dataset_id = client.upload_dataset(args.data, pathlib.Path(args.data).stem).id
+            _note(f"dataset {dataset_id}")
+        else:
+            dataset_id = args.dataset
+        job = client.start_audit(version_id, dataset_id, config)
+        job = _follow(client, job, "audit")
+        if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
+            return 1
+        report = client.get_report(job.output_ids[0])
+    _print_report(report)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(specs.to_dict(report), indent=2))
+        _note(f"report written to {args.json}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    spec = specs.load(args.spec, trainer_pb2.TrainSpec())
+    with Client(args.server) as client:
+        job = client.start_training(spec)
+        if args.no_wait:
+            print(job.id)
+            return 0
+        job = _follow(client, job, "train")
+        if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
+            return 1
+        for name, value in sorted(job.metrics.items()):
+            print(f"{name:<24} {value:.4f}")
+        print("checkpoints: " + " ".join(job.output_ids))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from lambdascope.v1 import registry_pb2
+
+    with Client(args.server) as client:
+        if args.name:
+            reply = client.registry.ListModelVersions(
+                registry_pb2.ListModelVersionsRequest(model_name=args.name, page_size=1000))
+            for v in reply.versions:
+                fmt = models_pb2.ArtifactFormat.Name(v.format).removeprefix("ARTIFACT_FORMAT_")
+                print(f"{v.model_name}\tv{v.version}\t{v.id}\t{fmt.lower()}\t{v.size_bytes} B"
+                      f"\tjob={v.lineage.job_id or '-'} step={v.lineage.step}")
+        else:
+            reply = client.registry.ListModels(registry_pb2.ListModelsRequest(page_size=1000))
+            for m in reply.models:
+                print(f"{m.name}\t{m.latest_version} version(s)")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    with Client(args.server) as client:
+        if args.action == "list":
+            kinds = [args.kind] if args.kind else ["train", "audit"]
+            for kind in kinds:
+                for job in client.list_jobs(kind):
+                    print(_job_line(job))
+        elif args.action == "show":
+            print(json.dumps(specs.to_dict(client.get_job(args.job_id)), indent=2))
+        elif args.action == "cancel":
+            print(_job_line(client.cancel_job(args.job_id)))
+        elif args.action == "watch":
+            job = _follow(client, client.get_job(args.job_id), args.job_id.split("-")[0])
+            return 0 if job.state == jobs_pb2.JOB_STATE_SUCCEEDED else 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    with Client(args.server) as client:
+        report = client.get_report(args.report_id)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(specs.to_dict(report), indent=2))
+    _print_report(report)
+    return 0
+
+
+# -- output -------------------------------------------------------------------------------
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _state(state: int) -> str:
+    return jobs_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+
+
+def _job_line(job: jobs_pb2.Job) -> str:
+    return f"{job.id}\t{_state(job.state)}\t{job.step}/{job.total}\t{job.message}"
+
+
+def _follow(client: Client, job: jobs_pb2.Job, kind: str) -> jobs_pb2.Job:
+    """Watch a job with a progress bar; print how it ended."""
+    bar = ProgressBar(f"{kind} {job.id}")
+    final = client.wait(job.id, on_event=bar.update)
+    bar.close()
+    if final.state != jobs_pb2.JOB_STATE_SUCCEEDED:
+        _note(f"{kind} {final.id} {_state(final.state)}: {final.message}")
+    return final
+
+
+def _print_report(report: audit_pb2.AuditReport) -> None:
+    per_chain = ", ".join(f"{v:.2f}" for v in report.llc.per_chain)
+    s = report.config.sampler
+    print(f"LLC  {report.llc.mean:.3f} ± {report.llc.std:.3f}   (chains: {per_chain})")
+    print(f"L_n(w*) {report.init_loss:.5g}   n={report.num_examples}   "
+          f"params={report.num_parameters}   nbeta={s.nbeta:.4g}")
+    print(f"sampler: {s.chains} chains x {s.draws} draws (burn-in {s.burnin}), step {s.step_size:g}, "
+          f"localization {s.localization:g}, batch {s.batch_size}, seed {s.seed}")
+    print(f"time {report.timing.seconds:.1f} s (sampling {report.timing.sampling_seconds:.1f} s) "
+          f"on {report.device}; report {report.id}")
+
+
+# -- arguments ----------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lambdascope", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        if name != "up":
+            p.add_argument("--server", metavar="HOST:PORT",
+                           help="any lambdascope service (default: the platform `up` started)")
+        return p
+
+    up = command("up", cmd_up, "start the platform locally and keep it running")
+    up.add_argument("--data-dir", default="~/.lambdascope/data",
+                    help="embedded storage (SQLite + objects)")
+    up.add_argument("--host", default="127.0.0.1")
+
+    audit = command("audit", cmd_audit, "estimate the LLC of a model on a dataset")
+    model = audit.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", metavar="FILE", help="a torch.export archive (.pt2) to upload")
+    model.add_argument("--model-version", metavar="ID", help="a registered model version")
+    data = audit.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", metavar="FILE", help="safetensors with tensors x and y")
+    data.add_argument("--dataset", metavar="ID", help="a registered dataset")
+    audit.add_argument("--loss", choices=sorted(LOSSES), required=True)
+    audit.add_argument("--name", help="registry model name (default: the file's stem)")
+    for flag, (_field, kind) in SAMPLER_FLAGS.items():
+        audit.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind)
+    audit.add_argument("--device", help="cpu, cuda, cuda:N (default: automatic)")
+    audit.add_argument("--json", metavar="OUT.json", help="write the full report as JSON")
+
+    train = command("train", cmd_train, "train a model from a spec (YAML or JSON TrainSpec)")
+    train.add_argument("spec")
+    train.add_argument("--no-wait", action="store_true", help="print the job id and return")
+
+    models = command("models", cmd_models, "list models, or the versions of one")
+    models.add_argument("name", nargs="?")
+
+    jobs = command("jobs", cmd_jobs, "list, show, watch or cancel jobs")
+    jobs.add_argument("action", nargs="?", default="list",
+                      choices=["list", "show", "watch", "cancel"])
+    jobs.add_argument("job_id", nargs="?")
+    jobs.add_argument("--kind", choices=["train", "audit"])
+
+    report = command("report", cmd_report, "print an audit report")
+    report.add_argument("report_id")
+    report.add_argument("--json", metavar="OUT.json")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

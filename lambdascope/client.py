@@ -1,0 +1,295 @@
+"""The Python SDK: one Client over the registry, trainer and estimator.
+
+    client = Client()                      # finds a `lambdascope up` platform, or
+    client = Client("host:port")           # any service's address; it names the others
+    version = client.upload_model("m.pt2", "my-model")
+    data = client.upload_dataset("d.safetensors", "my-data")
+    job = client.start_audit(version.id, data.id, AuditConfig(loss=LOSS_KIND_MSE))
+    job = client.wait(job.id)
+    report = client.get_report(job.output_ids[0])
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from lambdascope.v1 import (audit_pb2, estimator_pb2, estimator_pb2_grpc, jobs_pb2, models_pb2,
+                            platform_pb2, platform_pb2_grpc, registry_pb2, registry_pb2_grpc,
+                            trainer_pb2, trainer_pb2_grpc)
+
+CHUNK = 1 << 20
+SERVICES = ("registry", "trainer", "estimator")
+_RETRY = json.dumps({"methodConfig": [{
+    "name": [{}],
+    "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.2s", "maxBackoff": "2s",
+                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
+
+
+class PlatformNotFound(RuntimeError):
+    pass
+
+
+def home() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("LAMBDASCOPE_HOME", "~/.lambdascope")).expanduser()
+
+
+def discovery_file() -> pathlib.Path:
+    """Where `lambdascope up` writes the addresses of the platform it runs."""
+    return home() / "platform.json"
+
+
+def _channel(address: str, token: str) -> grpc.Channel:
+    channel = grpc.insecure_channel(address, options=[
+        ("grpc.service_config", _RETRY), ("grpc.enable_retries", 1),
+        ("grpc.max_receive_message_length", 8 * 2**20)])
+    if token:
+        channel = grpc.intercept_channel(channel, _BearerToken(token))
+    return channel
+
+
+def describe(address: str, token: str = "", timeout: float = 10.0) -> dict[str, str]:
+    """Ask the service at `address` where the platform's services are."""
+    with _channel(address, token) as channel:
+        reply = platform_pb2_grpc.PlatformStub(channel).Describe(
+            platform_pb2.DescribeRequest(), timeout=timeout, wait_for_ready=True)
+    endpoints = {e.name: e.address for e in reply.endpoints}
+    endpoints.setdefault(reply.service, address)
+    return endpoints
+
+
+def resolve_endpoints(server: str | None = None, token: str = "", **explicit: str | None
+                      ) -> dict[str, str]:
+    """Addresses from: explicit arguments (alone, when no `server` is given), `server` (or
+    LAMBDASCOPE_SERVER) asked via Describe, LAMBDASCOPE_<SERVICE>_ADDRESS variables, then the
+    file a running `lambdascope up` wrote."""
+    given = {k: v for k, v in explicit.items() if v}
+    if given and not server:
+        return given
+    found: dict[str, str] = {}
+    server = server or os.environ.get("LAMBDASCOPE_SERVER")
+    if server:
+        found.update(describe(server, token))
+    else:
+        for name in SERVICES:
+            if os.environ.get(f"LAMBDASCOPE_{name.upper()}_ADDRESS"):
+                found[name] = os.environ[f"LAMBDASCOPE_{name.upper()}_ADDRESS"]
+        path = discovery_file()
+        if not found and path.is_file():
+            found.update(json.loads(path.read_text()).get("endpoints", {}))
+    found.update(given)
+    return found
+
+
+class Client:
+    def __init__(self, server: str | None = None, *, registry: str | None = None,
+                 trainer: str | None = None, estimator: str | None = None,
+                 token: str | None = None, timeout: float = 60.0):
+        self.token = token if token is not None else os.environ.get("LAMBDASCOPE_AUTH_TOKEN", "")
+        self.endpoints = resolve_endpoints(server, self.token, registry=registry,
+                                           trainer=trainer, estimator=estimator)
+        self.timeout = timeout
+        self._channels: dict[str, grpc.Channel] = {}
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def channel(self, service: str) -> grpc.Channel:
+        if service not in self._channels:
+            address = self.endpoints.get(service)
+            if not address:
+                raise PlatformNotFound(
+                    f"no address for the {service} service: start the platform with "
+                    "`lambdascope up`, or pass --server HOST:PORT of any lambdascope service")
+            self._channels[service] = _channel(address, self.token)
+        return self._channels[service]
+
+    @property
+    def registry(self) -> registry_pb2_grpc.RegistryStub:
+        return registry_pb2_grpc.RegistryStub(self.channel("registry"))
+
+    @property
+    def trainer(self) -> trainer_pb2_grpc.TrainerStub:
+        return trainer_pb2_grpc.TrainerStub(self.channel("trainer"))
+
+    @property
+    def estimator(self) -> estimator_pb2_grpc.EstimatorStub:
+        return estimator_pb2_grpc.EstimatorStub(self.channel("estimator"))
+
+    # -- registry -------------------------------------------------------------------------
+
+    def upload_model(self, path: str | os.PathLike, model_name: str, *,
+                     format: int | None = None, architecture: models_pb2.Architecture | None = None,
+                     task_outputs: int = 0, lineage: registry_pb2.Lineage | None = None,
+                     metadata: dict[str, str] | None = None) -> registry_pb2.ModelVersion:
+        """Upload a .pt2 archive, or safetensors weights of a built-in `architecture`."""
+        path = pathlib.Path(path)
+        if format is None:
+            format = (models_pb2.ARTIFACT_FORMAT_TORCH_EXPORT if path.suffix == ".pt2"
+                      else models_pb2.ARTIFACT_FORMAT_SAFETENSORS)
+        sha, size = file_digest(path)
+        header = registry_pb2.ModelUploadHeader(
+            model_name=model_name, format=format, architecture=architecture,
+            task_outputs=task_outputs, lineage=lineage, metadata=metadata or {},
+            sha256=sha, size_bytes=size)
+        messages = _upload_stream(path, registry_pb2.UploadModelVersionRequest, header)
+        return self.registry.UploadModelVersion(messages, timeout=None)
+
+    def upload_dataset(self, path: str | os.PathLike, name: str,
+                       metadata: dict[str, str] | None = None) -> registry_pb2.Dataset:
+        """Upload a safetensors file holding tensors `x` and `y`."""
+        path = pathlib.Path(path)
+        sha, size = file_digest(path)
+        header = registry_pb2.DatasetUploadHeader(name=name, metadata=metadata or {},
+                                                  sha256=sha, size_bytes=size)
+        messages = _upload_stream(path, registry_pb2.UploadDatasetRequest, header)
+        return self.registry.UploadDataset(messages, timeout=None)
+
+    def download_model_version(self, version_id: str, dest: str | os.PathLike) -> pathlib.Path:
+        return _download(self.registry.DownloadModelVersion(
+            registry_pb2.DownloadModelVersionRequest(version_id=version_id)), pathlib.Path(dest))
+
+    def download_dataset(self, dataset_id: str, dest: str | os.PathLike) -> pathlib.Path:
+        return _download(self.registry.DownloadDataset(
+            registry_pb2.DownloadDatasetRequest(dataset_id=dataset_id)), pathlib.Path(dest))
+
+    def get_model_version(self, version_id: str) -> registry_pb2.ModelVersion:
+        return self.registry.GetModelVersion(
+            registry_pb2.GetModelVersionRequest(version_id=version_id), timeout=self.timeout)
+
+    def get_dataset(self, dataset_id: str) -> registry_pb2.Dataset:
+        return self.registry.GetDataset(registry_pb2.GetDatasetRequest(dataset_id=dataset_id),
+                                        timeout=self.timeout)
+
+    def put_report(self, report: audit_pb2.AuditReport) -> audit_pb2.AuditReport:
+        return self.registry.PutReport(registry_pb2.PutReportRequest(report=report),
+                                       timeout=self.timeout)
+
+    def get_report(self, report_id: str) -> audit_pb2.AuditReport:
+        return self.registry.GetReport(registry_pb2.GetReportRequest(report_id=report_id),
+                                       timeout=self.timeout)
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def start_audit(self, model_version_id: str, dataset_id: str,
+                    config: audit_pb2.AuditConfig, request_id: str | None = None) -> jobs_pb2.Job:
+        return self.estimator.StartAudit(estimator_pb2.StartAuditRequest(
+            request_id=request_id or str(uuid.uuid4()), model_version_id=model_version_id,
+            dataset_id=dataset_id, config=config), timeout=self.timeout)
+
+    def start_training(self, spec: trainer_pb2.TrainSpec,
+                       request_id: str | None = None) -> jobs_pb2.Job:
+        return self.trainer.StartTraining(trainer_pb2.StartTrainingRequest(
+            request_id=request_id or str(uuid.uuid4()), spec=spec), timeout=self.timeout)
+
+    def jobs_stub(self, job_id_or_kind: str) -> Any:
+        """The service that owns a job: ids start with their kind ("train-", "audit-")."""
+        if job_id_or_kind.startswith("train"):
+            return self.trainer
+        if job_id_or_kind.startswith("audit"):
+            return self.estimator
+        raise ValueError(f"{job_id_or_kind!r} is not a job id (they start with train- or audit-)")
+
+    def get_job(self, job_id: str) -> jobs_pb2.Job:
+        return self.jobs_stub(job_id).GetJob(jobs_pb2.GetJobRequest(job_id=job_id),
+                                             timeout=self.timeout)
+
+    def cancel_job(self, job_id: str) -> jobs_pb2.Job:
+        return self.jobs_stub(job_id).CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id),
+                                                timeout=self.timeout)
+
+    def list_jobs(self, kind: str, state: int = 0, page_size: int = 0) -> Iterator[jobs_pb2.Job]:
+        token = ""
+        while True:
+            page = self.jobs_stub(kind).ListJobs(jobs_pb2.ListJobsRequest(
+                page_size=page_size, page_token=token, state=state), timeout=self.timeout)
+            yield from page.jobs
+            token = page.next_page_token
+            if not token:
+                return
+
+    def watch(self, job_id: str) -> Iterator[jobs_pb2.JobEvent]:
+        return self.jobs_stub(job_id).WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id))
+
+    def wait(self, job_id: str, on_event: Callable[[jobs_pb2.JobEvent], None] | None = None
+             ) -> jobs_pb2.Job:
+        """Follow a job's events until it ends; return its final record."""
+        for event in self.watch(job_id):
+            if on_event is not None:
+                on_event(event)
+        return self.get_job(job_id)
+
+
+def file_digest(path: pathlib.Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as src:
+        while chunk := src.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _upload_stream(path: pathlib.Path, message_type: Any, header: Any) -> Iterator[Any]:
+    yield message_type(header=header)
+    with open(path, "rb") as src:
+        while chunk := src.read(CHUNK):
+            yield message_type(chunk=chunk)
+
+
+def _download(chunks: Iterator[registry_pb2.DownloadChunk], dest: pathlib.Path) -> pathlib.Path:
+    """Write a download stream to `dest` atomically, checking size and sha256."""
+    digest, size, expected = hashlib.sha256(), 0, None
+    partial = dest.with_name(dest.name + ".partial")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(partial, "wb") as out:
+            for message in chunks:
+                if expected is None:
+                    expected = (message.sha256, message.size_bytes)
+                digest.update(message.chunk)
+                size += len(message.chunk)
+                out.write(message.chunk)
+        if expected is None or (digest.hexdigest(), size) != expected:
+            raise IOError(f"download of {dest.name} is corrupt: got {size} bytes with sha256 "
+                          f"{digest.hexdigest()}, expected {expected}")
+        os.replace(partial, dest)
+    finally:
+        partial.unlink(missing_ok=True)
+    return dest
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                   grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call."""
+
+    def __init__(self, token: str):
+        self.metadata = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: Any) -> Any:
+        return details._replace(metadata=[*(details.metadata or ()), self.metadata])
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)

@@ -1,0 +1,64 @@
+"""Errors that carry a gRPC status: raised anywhere in a servicer, answered by the bootstrap.
+
+Servicers stay thin by raising these instead of threading `context.abort` through helpers; the
+server interceptor (lambdascope.server) turns them into the status and message the client sees.
+"""
+from __future__ import annotations
+
+import grpc
+
+
+class ApiError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(ApiError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(ApiError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(ApiError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(ApiError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class DataLoss(ApiError):
+    code = grpc.StatusCode.DATA_LOSS
+
+
+class ResourceExhausted(ApiError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(ApiError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Unauthenticated(ApiError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+def call_upstream(service: str, call, *args, **kwargs):
+    """Call another lambdascope service: its NOT_FOUND and INVALID_ARGUMENT become ours,
+    its absence UNAVAILABLE; anything else propagates."""
+    try:
+        return call(*args, **kwargs)
+    except grpc.RpcError as exc:
+        code = exc.code()
+        if code == grpc.StatusCode.NOT_FOUND:
+            raise NotFound(exc.details()) from None
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            raise InvalidArgument(exc.details()) from None
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise Unavailable(f"the {service} is unreachable: {exc.details()}") from None
+        raise

@@ -1,0 +1,345 @@
+"""Job bookkeeping shared by the job-running services (trainer, estimator).
+
+A job is a row in the service's SQL database; it survives restarts. Starting is idempotent on
+the client's request id. Each job runs in a worker process started fresh (never forked from the
+gRPC server) from `python -m <worker_module>`; the worker reports JobEvent JSON lines on its
+stdout (see lambdascope.worker). At most `max_concurrent_jobs` run at once; the rest queue.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent import futures
+
+import sqlalchemy as sa
+from google.protobuf import json_format, timestamp_pb2
+
+from lambdascope import config, errors, paging
+from lambdascope.config import Settings
+from lambdascope.v1 import jobs_pb2
+
+log = logging.getLogger("lambdascope.jobs")
+
+State = jobs_pb2.JobState
+TERMINAL = {State.JOB_STATE_SUCCEEDED, State.JOB_STATE_FAILED, State.JOB_STATE_CANCELLED,
+            State.JOB_STATE_INTERRUPTED}
+
+_metadata = sa.MetaData()
+jobs_table = sa.Table(
+    "jobs", _metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("request_id", sa.String(128), nullable=False, unique=True),
+    sa.Column("spec_json", sa.Text, nullable=False),
+    sa.Column("state", sa.Integer, nullable=False, index=True),
+    sa.Column("step", sa.BigInteger, nullable=False, default=0),
+    sa.Column("total", sa.BigInteger, nullable=False, default=0),
+    sa.Column("message", sa.Text, nullable=False, default=""),
+    sa.Column("metrics_json", sa.Text, nullable=False, default="{}"),
+    sa.Column("output_ids_json", sa.Text, nullable=False, default="[]"),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+)
+
+
+def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+    if seconds is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def _to_job(row: sa.Row) -> jobs_pb2.Job:
+    return jobs_pb2.Job(
+        id=row.id, kind=row.kind, state=row.state, request_id=row.request_id, step=row.step,
+        total=row.total, message=row.message, metrics=json.loads(row.metrics_json),
+        output_ids=json.loads(row.output_ids_json), created_at=_timestamp(row.created_at),
+        started_at=_timestamp(row.started_at), finished_at=_timestamp(row.finished_at),
+        spec_json=row.spec_json,
+    )
+
+
+def event_of(job: jobs_pb2.Job) -> jobs_pb2.JobEvent:
+    event = jobs_pb2.JobEvent(job_id=job.id, state=job.state, step=job.step, total=job.total,
+                              metrics=job.metrics, message=job.message, output_ids=job.output_ids)
+    event.time.GetCurrentTime()
+    return event
+
+
+class JobManager:
+    def __init__(self, *, kind: str, engine: sa.Engine, worker_module: str, settings: Settings):
+        self.kind = kind
+        self.engine = engine
+        self.worker_module = worker_module
+        self.settings = settings
+        _metadata.create_all(engine)
+        self._lock = threading.Lock()
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._cancelling: set[str] = set()
+        self._subscribers: dict[str, list[queue.Queue]] = {}
+        self._closing = False
+        self._pool = futures.ThreadPoolExecutor(max(1, settings.max_concurrent_jobs),
+                                                thread_name_prefix=f"{kind}-job")
+        self._recover()
+
+    # -- the API the servicers call -------------------------------------------------------
+
+    def start(self, request_id: str, spec_json: str, total: int = 0) -> jobs_pb2.Job:
+        """Create and queue a job, or return the one this request id already created."""
+        request_id = request_id or f"auto-{uuid.uuid4()}"
+        if len(request_id) > 128:
+            raise errors.InvalidArgument("request_id is longer than 128 characters")
+        existing = self._by_request(request_id)
+        if existing is None:
+            job_id = f"{self.kind}-{uuid.uuid4().hex[:16]}"
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(jobs_table.insert().values(
+                        id=job_id, kind=self.kind, request_id=request_id, spec_json=spec_json,
+                        state=State.JOB_STATE_QUEUED, step=0, total=total, message="",
+                        metrics_json="{}", output_ids_json="[]", created_at=time.time()))
+            except sa.exc.IntegrityError:
+                existing = self._by_request(request_id)  # a concurrent retry won the race
+            else:
+                self._submit(job_id)
+                return self.get(job_id)
+        if existing.spec_json != spec_json:
+            raise errors.AlreadyExists(
+                f"request_id {request_id!r} was already used for a different request "
+                f"(job {existing.id}); use a new request id for a new job")
+        return _to_job(existing)
+
+    def get(self, job_id: str) -> jobs_pb2.Job:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs_table).where(jobs_table.c.id == job_id)).first()
+        if row is None:
+            raise errors.NotFound(f"no {self.kind} job with id {job_id!r}")
+        return _to_job(row)
+
+    def list(self, request: jobs_pb2.ListJobsRequest) -> jobs_pb2.ListJobsResponse:
+        size, offset = paging.size(request.page_size), paging.decode_token(request.page_token)
+        query = sa.select(jobs_table).order_by(jobs_table.c.created_at.desc(), jobs_table.c.id)
+        if request.state:
+            query = query.where(jobs_table.c.state == request.state)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.offset(offset).limit(size + 1)).all()
+        more = len(rows) > size
+        return jobs_pb2.ListJobsResponse(
+            jobs=[_to_job(r) for r in rows[:size]],
+            next_page_token=paging.encode_token(offset + size) if more else "")
+
+    def cancel(self, job_id: str) -> jobs_pb2.Job:
+        """Cancel a queued or running job; a finished job is returned unchanged."""
+        job = self.get(job_id)
+        if job.state in TERMINAL:
+            return job
+        with self._lock:
+            self._cancelling.add(job_id)
+            proc = self._procs.get(job_id)
+        if proc is None:
+            self._finish_if_queued(job_id)
+        else:
+            _terminate(proc)
+        return self._wait_terminal(job_id, timeout=15.0)
+
+    def watch(self, job_id: str, is_active: Callable[[], bool]) -> Iterator[jobs_pb2.JobEvent]:
+        """The job's current state, then every change until it ends or the client leaves."""
+        inbox: queue.Queue = queue.Queue()
+        with self._lock:
+            self._subscribers.setdefault(job_id, []).append(inbox)
+        try:
+            job = self.get(job_id)
+            yield event_of(job)
+            if job.state in TERMINAL:
+                return
+            while is_active():
+                try:
+                    event = inbox.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                yield event
+                if event.state in TERMINAL:
+                    return
+        finally:
+            with self._lock:
+                self._subscribers[job_id].remove(inbox)
+                if not self._subscribers[job_id]:
+                    del self._subscribers[job_id]
+
+    def shutdown(self) -> None:
+        """Stop workers; their jobs become INTERRUPTED (kept, not lost); queued ones stay queued."""
+        with self._lock:
+            self._closing = True
+            procs = list(self._procs.values())
+        for proc in procs:
+            _terminate(proc)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._mark_running(State.JOB_STATE_INTERRUPTED,
+                           f"the {self.kind} service shut down while this job ran; "
+                           "start it again with a new request id")
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _by_request(self, request_id: str) -> sa.Row | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(jobs_table).where(jobs_table.c.request_id == request_id)).first()
+
+    def _recover(self) -> None:
+        """On start: jobs left RUNNING by a crash are INTERRUPTED; QUEUED ones run again."""
+        self._mark_running(State.JOB_STATE_INTERRUPTED,
+                           f"the {self.kind} service stopped while this job ran; "
+                           "start it again with a new request id")
+        with self.engine.connect() as conn:
+            queued = conn.execute(sa.select(jobs_table.c.id)
+                                  .where(jobs_table.c.state == State.JOB_STATE_QUEUED)
+                                  .order_by(jobs_table.c.created_at)).scalars().all()
+        for job_id in queued:
+            self._submit(job_id)
+
+    def _mark_running(self, state: int, message: str) -> None:
+        with self.engine.connect() as conn:
+            running = conn.execute(sa.select(jobs_table.c.id).where(
+                jobs_table.c.state == State.JOB_STATE_RUNNING)).scalars().all()
+        for job_id in running:
+            self._update(job_id, state=state, message=message, finished_at=time.time())
+
+    def _submit(self, job_id: str) -> None:
+        self._pool.submit(self._run_guarded, job_id)
+
+    def _update(self, job_id: str, **values: object) -> jobs_pb2.Job:
+        if "metrics" in values:
+            values["metrics_json"] = json.dumps(values.pop("metrics"))
+        if "output_ids" in values:
+            values["output_ids_json"] = json.dumps(list(values.pop("output_ids")))
+        with self.engine.begin() as conn:
+            conn.execute(jobs_table.update().where(jobs_table.c.id == job_id).values(**values))
+        job = self.get(job_id)
+        self._publish(event_of(job))
+        return job
+
+    def _publish(self, event: jobs_pb2.JobEvent) -> None:
+        with self._lock:
+            inboxes = list(self._subscribers.get(event.job_id, ()))
+        for inbox in inboxes:
+            inbox.put(event)
+
+    def _finish_if_queued(self, job_id: str) -> None:
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                jobs_table.update()
+                .where(jobs_table.c.id == job_id, jobs_table.c.state == State.JOB_STATE_QUEUED)
+                .values(state=State.JOB_STATE_CANCELLED, message="cancelled before it started",
+                        finished_at=time.time())).rowcount
+        if changed:
+            self._publish(event_of(self.get(job_id)))
+
+    def _wait_terminal(self, job_id: str, timeout: float) -> jobs_pb2.Job:
+        deadline = time.monotonic() + timeout
+        job = self.get(job_id)
+        while job.state not in TERMINAL and time.monotonic() < deadline:
+            time.sleep(0.05)
+            job = self.get(job_id)
+        return job
+
+    def _run_guarded(self, job_id: str) -> None:
+        try:
+            self._run(job_id)
+        except Exception:  # noqa: BLE001 - a job's failure must never kill the pool thread
+            log.exception("job runner failed", extra={"job_id": job_id})
+            self._update(job_id, state=State.JOB_STATE_FAILED, finished_at=time.time(),
+                         message="internal error while running the job (see the service log)")
+
+    def _run(self, job_id: str) -> None:
+        with self._lock:
+            if self._closing or job_id in self._cancelling:
+                return
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                jobs_table.update()
+                .where(jobs_table.c.id == job_id, jobs_table.c.state == State.JOB_STATE_QUEUED)
+                .values(state=State.JOB_STATE_RUNNING, started_at=time.time())).rowcount
+        if not claimed:
+            return
+        job = self.get(job_id)
+        self._publish(event_of(job))
+        env = {**os.environ, **config.to_env(self.settings)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", self.worker_module], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, env=env, start_new_session=True)
+        with self._lock:
+            self._procs[job_id] = proc
+        log.info("job started", extra={"job_id": job_id, "pid": proc.pid})
+        try:
+            proc.stdin.write(json.dumps({"job_id": job_id, "kind": self.kind,
+                                         "spec_json": job.spec_json}).encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        final = self._follow(job_id, proc)
+        returncode = proc.wait()
+        with self._lock:
+            self._procs.pop(job_id, None)
+            cancelled = job_id in self._cancelling
+            closing = self._closing
+        now = time.time()
+        if cancelled:
+            self._update(job_id, state=State.JOB_STATE_CANCELLED, message="cancelled by request",
+                         finished_at=now)
+        elif closing:
+            return  # shutdown() marks it INTERRUPTED
+        elif returncode == 0 and final is not None and final.state == State.JOB_STATE_SUCCEEDED:
+            self._update(job_id, state=State.JOB_STATE_SUCCEEDED, finished_at=now,
+                         message=final.message, output_ids=final.output_ids,
+                         metrics=dict(final.metrics), step=final.step, total=final.total)
+        else:
+            reason = final.message if final is not None and final.message else (
+                f"the worker process ended with exit code {returncode} without a result")
+            self._update(job_id, state=State.JOB_STATE_FAILED, message=reason, finished_at=now)
+        log.info("job ended", extra={"job_id": job_id, "returncode": returncode})
+
+    def _follow(self, job_id: str, proc: subprocess.Popen) -> jobs_pb2.JobEvent | None:
+        """Apply the worker's progress events; return its final (terminal) event, if any."""
+        final = None
+        for raw in proc.stdout:
+            try:
+                event = json_format.Parse(raw, jobs_pb2.JobEvent())
+            except json_format.ParseError:
+                log.warning("unreadable worker output", extra={"job_id": job_id, "line": raw[:200]})
+                continue
+            if event.state in TERMINAL:
+                final = event
+                continue
+            self._update(job_id, step=event.step, total=event.total, metrics=dict(event.metrics),
+                         message=event.message)
+        return final
+
+
+def _terminate(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM the worker's process group, SIGKILL it if it lingers."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+
+    def reap() -> None:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    threading.Thread(target=reap, daemon=True).start()

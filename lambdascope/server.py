@@ -1,0 +1,256 @@
+"""Server bootstrap shared by every service: health, reflection, /metrics, auth, logs, shutdown.
+
+A service calls `serve(settings, [ServiceBinding...], on_shutdown=...)`. The interceptor here
+counts every call in the grpc_server_* metrics, checks the bearer token when one is configured,
+and answers lambdascope.errors.ApiError with its status; unexpected exceptions are logged with
+a traceback and answered INTERNAL.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from lambdascope import __version__, errors
+from lambdascope.config import Settings
+from lambdascope.metrics import Observation, ServerMetrics, rpc_type, split_method
+from lambdascope.v1 import platform_pb2, platform_pb2_grpc
+
+log = logging.getLogger("lambdascope.server")
+
+# Calls that never need a token: load balancers and probes must reach them.
+_OPEN_SERVICES = {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                  "grpc.reflection.v1.ServerReflection"}
+
+
+@dataclasses.dataclass
+class ServiceBinding:
+    """One gRPC service to host: its full name and the function that adds it to a server."""
+
+    name: str
+    add: Callable[[grpc.Server], None]
+
+
+class _Interceptor(grpc.ServerInterceptor):
+    def __init__(self, metrics: ServerMetrics, token: str):
+        self.metrics = metrics
+        self.token = token
+
+    def intercept_service(self, continuation, details):
+        handler = continuation(details)
+        if handler is None:
+            return None
+        service, method = split_method(details.method)
+        kind = rpc_type(handler)
+        if self.token and service not in _OPEN_SERVICES:
+            sent = dict(details.invocation_metadata or ()).get("authorization", "")
+            if sent != f"Bearer {self.token}":
+                return self._refuse(handler, kind, service, method)
+        return self._wrap(handler, kind, service, method)
+
+    def _refuse(self, handler, kind, service, method):
+        def deny(request: Any, context: grpc.ServicerContext) -> Any:
+            obs = Observation(self.metrics, kind, service, method)
+            obs.finish(grpc.StatusCode.UNAUTHENTICATED)
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing or wrong bearer token: send 'authorization: Bearer <token>' "
+                "(set LAMBDASCOPE_AUTH_TOKEN for the CLI)",
+            )
+
+        return _replace_behavior(handler, deny)
+
+    def _wrap(self, handler, kind, service, method):
+        original = _behavior(handler)
+        metrics = self.metrics
+
+        if handler.response_streaming:
+
+            def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                obs = Observation(metrics, kind, service, method)
+                if handler.request_streaming:
+                    request = obs.count_requests(request)
+                code = grpc.StatusCode.CANCELLED  # if the client goes away mid-stream
+                try:
+                    for response in original(request, context):
+                        obs.sent()
+                        yield response
+                    code = context.code() or grpc.StatusCode.OK
+                except Exception as exc:  # noqa: BLE001 - every failure is answered
+                    code = _fail(exc, context, service, method)
+                finally:
+                    obs.finish(code)
+
+            return _replace_behavior(handler, stream)
+
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            obs = Observation(metrics, kind, service, method)
+            if handler.request_streaming:
+                request = obs.count_requests(request)
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                response = original(request, context)
+                code = context.code() or grpc.StatusCode.OK
+                return response
+            except Exception as exc:  # noqa: BLE001 - every failure is answered
+                code = _fail(exc, context, service, method)
+            finally:
+                obs.finish(code)
+
+        return _replace_behavior(handler, unary)
+
+
+def _fail(exc: Exception, context: grpc.ServicerContext, service: str, method: str) -> grpc.StatusCode:
+    """Answer `exc` on `context` (raises, as context.abort does); return the code sent."""
+    if isinstance(exc, errors.ApiError):
+        code, message = exc.code, exc.message
+        log.info("rpc refused", extra={"rpc": f"{service}/{method}", "code": code.name, "reason": message})
+    elif context.code() not in (None, grpc.StatusCode.OK):
+        # context.abort() was called by the servicer: keep its status.
+        return context.code()
+    else:
+        incident = uuid.uuid4().hex[:12]
+        log.exception("rpc failed", extra={"rpc": f"{service}/{method}", "incident": incident})
+        code, message = grpc.StatusCode.INTERNAL, f"internal error (incident {incident} in the server log)"
+    try:
+        context.abort(code, message)
+    except Exception:  # noqa: BLE001 - abort always raises; the status is now set
+        pass
+    return code
+
+
+def _behavior(handler: grpc.RpcMethodHandler) -> Callable:
+    return (handler.unary_unary or handler.unary_stream or handler.stream_unary
+            or handler.stream_stream)
+
+
+def _replace_behavior(handler: grpc.RpcMethodHandler, behavior: Callable) -> grpc.RpcMethodHandler:
+    factory = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+    return factory(behavior, request_deserializer=handler.request_deserializer,
+                   response_serializer=handler.response_serializer)
+
+
+class _Platform(platform_pb2_grpc.PlatformServicer):
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def Describe(self, request, context):
+        return platform_pb2.DescribeResponse(
+            service=self.settings.service,
+            version=__version__,
+            endpoints=[platform_pb2.ServiceEndpoint(name=n, address=a)
+                       for n, a in sorted(self.settings.endpoints.items())],
+        )
+
+
+@dataclasses.dataclass
+class RunningServer:
+    """A started server: its addresses, and how to stop it."""
+
+    server: grpc.Server
+    address: str
+    metrics_address: str
+    metrics: ServerMetrics
+    health: health.HealthServicer
+    _on_shutdown: Callable[[], None] | None
+    _http: Any = None
+    _stopped: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Refuse new work, let in-flight calls finish for `grace` seconds, mark jobs, stop."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        if self._on_shutdown is not None:
+            self._on_shutdown()
+        self.server.stop(grace).wait()
+        if self._http is not None:
+            self._http.shutdown()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+
+def start(settings: Settings, bindings: list[ServiceBinding], *,
+          on_shutdown: Callable[[], None] | None = None, max_workers: int = 64) -> RunningServer:
+    """Start a server hosting `bindings` plus health, reflection and Platform.Describe."""
+    registry = CollectorRegistry()
+    metrics = ServerMetrics(registry)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=settings.service),
+        interceptors=[_Interceptor(metrics, settings.auth_token)],
+        options=[("grpc.max_receive_message_length", 8 * 2**20),
+                 ("grpc.so_reuseport", 0)],
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    platform_pb2_grpc.add_PlatformServicer_to_server(_Platform(settings), server)
+    for binding in bindings:
+        binding.add(server)
+    names = [b.name for b in bindings] + [
+        platform_pb2.DESCRIPTOR.services_by_name["Platform"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ]
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise SystemExit(f"{settings.service}: cannot listen on {settings.host}:{settings.port}")
+    http = None
+    metrics_address = ""
+    if settings.metrics_port >= 0:
+        http, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+        metrics_address = f"{settings.host}:{http.server_port}"
+    server.start()
+    for name in ["", *[b.name for b in bindings]]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    address = f"{settings.host}:{port}"
+    log.info("serving", extra={"address": address, "metrics": metrics_address})
+    return RunningServer(server, address, metrics_address, metrics, health_servicer, on_shutdown, http)
+
+
+def serve_forever(running: RunningServer, settings: Settings) -> None:
+    """Announce readiness on stdout (one JSON line), then block until SIGTERM/SIGINT."""
+    print(json.dumps({"service": settings.service, "address": running.address,
+                      "metrics": running.metrics_address}), flush=True)
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    done.wait()
+    running.stop(settings.grace_seconds)
+    log.info("stopped")
+    sys.stdout.flush()
+
+
+def arg_parser(service: str) -> argparse.ArgumentParser:
+    """Command-line flags every service takes; they override LAMBDASCOPE_* variables."""
+    parser = argparse.ArgumentParser(prog=f"python -m services.{service}")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--metrics-port", dest="metrics_port", type=int)
+    parser.add_argument("--data-dir", dest="data_dir")
+    return parser

@@ -1,0 +1,1 @@
+"""Storage plumbing shared by the services: SQL engines and the object store."""

@@ -1,0 +1,105 @@
+"""The worker side of a job: one process runs one job and reports on its stdout.
+
+Protocol with lambdascope.jobs: the job ({"job_id", "kind", "spec_json"}) arrives as JSON on
+stdin; progress and the final result leave as JobEvent JSON lines on stdout. Anything else a
+library prints goes to stderr (stdout is reserved). Exit codes tell failures apart, so a
+scheduler (a local pool or a Kubernetes Job's podFailurePolicy) can react: 0 success,
+EXIT_BAD_INPUT when the user's input cannot work, EXIT_INFRASTRUCTURE for anything else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import IO
+
+from google.protobuf import json_format
+
+from lambdascope import config, logs
+from lambdascope.config import Settings
+from lambdascope.v1 import jobs_pb2
+
+EXIT_OK = 0
+EXIT_INFRASTRUCTURE = 1
+EXIT_BAD_INPUT = 2
+
+log = logging.getLogger("lambdascope.worker")
+
+
+class BadInput(Exception):
+    """The job cannot succeed with the input it was given; the message tells the user why."""
+
+
+@dataclasses.dataclass
+class JobContext:
+    job_id: str
+    kind: str
+    spec_json: str
+    settings: Settings
+    _out: IO[str]
+    _last_emit: float = 0.0
+
+    def progress(self, step: int, total: int, metrics: dict[str, float] | None = None,
+                 message: str = "", *, force: bool = False) -> None:
+        """Report progress; calls closer than 0.2 s apart are dropped, except the last step's
+        and forced ones."""
+        now = time.monotonic()
+        if not force and step != total and now - self._last_emit < 0.2:
+            return
+        self._last_emit = now
+        self._emit(jobs_pb2.JobEvent(job_id=self.job_id, state=jobs_pb2.JOB_STATE_RUNNING,
+                                     step=step, total=total, metrics=metrics or {},
+                                     message=message))
+
+    def _emit(self, event: jobs_pb2.JobEvent) -> None:
+        self._out.write(json_format.MessageToJson(event, indent=None) + "\n")
+        self._out.flush()
+
+
+@dataclasses.dataclass
+class Result:
+    output_ids: list[str]
+    metrics: dict[str, float]
+    message: str = ""
+    step: int = 0
+    total: int = 0
+
+
+def main(service: str, run: Callable[[JobContext], Result]) -> None:
+    """Entry point of a service's worker module: read the job, run it, report, exit."""
+    settings = config.load(service)
+    logs.configure(f"{service}-worker", settings.log_level)
+    # Keep the protocol channel for ourselves; stray prints from libraries go to stderr.
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout = sys.stderr
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_INFRASTRUCTURE))
+    import torch
+
+    torch.set_num_threads(settings.threads_per_worker)
+    job = json.loads(sys.stdin.read())
+    ctx = JobContext(job["job_id"], job["kind"], job["spec_json"], settings, out)
+    final = jobs_pb2.JobEvent(job_id=ctx.job_id)
+    try:
+        result = run(ctx)
+    except BadInput as exc:
+        final.state, final.message = jobs_pb2.JOB_STATE_FAILED, str(exc)
+        code = EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001 - reported to the user, logged in full
+        log.exception("job failed", extra={"job_id": ctx.job_id})
+        final.state = jobs_pb2.JOB_STATE_FAILED
+        final.message = f"internal error: {type(exc).__name__}: {exc}"
+        code = EXIT_INFRASTRUCTURE
+    else:
+        final.state = jobs_pb2.JOB_STATE_SUCCEEDED
+        final.output_ids[:] = result.output_ids
+        final.metrics.update(result.metrics)
+        final.message, final.step, final.total = result.message, result.step, result.total
+        code = EXIT_OK
+    ctx._emit(final)
+    out.close()
+    sys.exit(code)

@@ -1,0 +1,26 @@
+"""Wire the estimator together from settings: job manager, registry client, server."""
+from __future__ import annotations
+
+from lambdascope import config, logs, server
+from lambdascope.client import Client
+from lambdascope.jobs import JobManager
+from lambdascope.storage import db
+from services.estimator.servicer import binding
+
+
+def start(settings: config.Settings) -> server.RunningServer:
+    if not settings.registry_address:
+        raise SystemExit("the estimator needs the registry's address: set "
+                         "LAMBDASCOPE_REGISTRY_ADDRESS")
+    jobs = JobManager(kind="audit", engine=db.engine(settings.database),
+                      worker_module="services.estimator.worker", settings=settings)
+    registry = Client(registry=settings.registry_address, token=settings.auth_token)
+    return server.start(settings, [binding(jobs, registry, settings.max_chain_steps)],
+                        on_shutdown=jobs.shutdown)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = server.arg_parser("estimator").parse_args(argv)
+    settings = config.load("estimator", **vars(args))
+    logs.configure("estimator", settings.log_level)
+    server.serve_forever(start(settings), settings)

@@ -1,0 +1,54 @@
+"""Estimator RPCs: check an audit request, queue it as a job; job queries go to the manager."""
+from __future__ import annotations
+
+from lambdascope import errors
+from lambdascope.specs import canonical_json
+from lambdascope.client import Client
+from lambdascope.jobs import JobManager
+from lambdascope.server import ServiceBinding
+from lambdascope.v1 import estimator_pb2, estimator_pb2_grpc
+from services.estimator import audit_spec
+
+
+class EstimatorServicer(estimator_pb2_grpc.EstimatorServicer):
+    def __init__(self, jobs: JobManager, registry: Client, max_chain_steps: int):
+        self.jobs = jobs
+        self.registry = registry
+        self.max_chain_steps = max_chain_steps
+
+    def StartAudit(self, request, context):
+        if not request.model_version_id:
+            raise errors.InvalidArgument("model_version_id is required")
+        if not request.dataset_id:
+            raise errors.InvalidArgument("dataset_id is required")
+        try:
+            sgld = audit_spec.check_request(request.config, self.max_chain_steps)
+            version = errors.call_upstream("registry", self.registry.get_model_version, request.model_version_id)
+            dataset = errors.call_upstream("registry", self.registry.get_dataset, request.dataset_id)
+            audit_spec.check_fit(version, dataset, request.config.loss)
+        except audit_spec.SpecError as exc:
+            raise errors.InvalidArgument(str(exc)) from None
+        spec = estimator_pb2.StartAuditRequest()
+        spec.CopyFrom(request)
+        spec.ClearField("request_id")
+        return self.jobs.start(request.request_id, canonical_json(spec),
+                               total=sgld.chains * sgld.total_steps)
+
+    def GetJob(self, request, context):
+        return self.jobs.get(request.job_id)
+
+    def ListJobs(self, request, context):
+        return self.jobs.list(request)
+
+    def CancelJob(self, request, context):
+        return self.jobs.cancel(request.job_id)
+
+    def WatchJob(self, request, context):
+        return self.jobs.watch(request.job_id, context.is_active)
+
+
+def binding(jobs: JobManager, registry: Client, max_chain_steps: int) -> ServiceBinding:
+    servicer = EstimatorServicer(jobs, registry, max_chain_steps)
+    return ServiceBinding(
+        estimator_pb2.DESCRIPTOR.services_by_name["Estimator"].full_name,
+        lambda server: estimator_pb2_grpc.add_EstimatorServicer_to_server(servicer, server))

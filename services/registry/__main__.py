@@ -1,0 +1,4 @@
+"""`python -m services.registry`: run the registry server."""
+from services.registry.app import main
+
+main()

@@ -1,0 +1,25 @@
+"""Wire the trainer together from settings: job manager, registry client, server."""
+from __future__ import annotations
+
+from lambdascope import config, logs, server
+from lambdascope.client import Client
+from lambdascope.jobs import JobManager
+from lambdascope.storage import db
+from services.trainer.servicer import binding
+
+
+def start(settings: config.Settings) -> server.RunningServer:
+    if not settings.registry_address:
+        raise SystemExit("the trainer needs the registry's address: set "
+                         "LAMBDASCOPE_REGISTRY_ADDRESS")
+    jobs = JobManager(kind="train", engine=db.engine(settings.database),
+                      worker_module="services.trainer.worker", settings=settings)
+    registry = Client(registry=settings.registry_address, token=settings.auth_token)
+    return server.start(settings, [binding(jobs, registry)], on_shutdown=jobs.shutdown)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = server.arg_parser("trainer").parse_args(argv)
+    settings = config.load("trainer", **vars(args))
+    logs.configure("trainer", settings.log_level)
+    server.serve_forever(start(settings), settings)
