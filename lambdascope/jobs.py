@@ -343,3 +343,22 @@ def _terminate(proc: subprocess.Popen, grace: float = 5.0) -> None:
                 pass
 
     threading.Thread(target=reap, daemon=True).start()
+
+
+class JobQueries:
+    """The job RPCs every job-running servicer offers (GetJob, ListJobs, CancelJob, WatchJob),
+    answered from its `self.jobs` manager. List it before the generated servicer base."""
+
+    jobs: JobManager
+
+    def GetJob(self, request, context):
+        return self.jobs.get(request.job_id)
+
+    def ListJobs(self, request, context):
+        return self.jobs.list(request)
+
+    def CancelJob(self, request, context):
+        return self.jobs.cancel(request.job_id)
+
+    def WatchJob(self, request, context):
+        return self.jobs.watch(request.job_id, context.is_active)

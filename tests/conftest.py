@@ -44,3 +44,10 @@ def regression_files(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
     torch.export.save(program, model_path)
     save_file({"x": x, "y": y}, str(data_path))
     return model_path, data_path
+
+
+def pytest_collection_finish(session) -> None:
+    """A run that collects nothing is a broken run, not a green one."""
+    if not session.items and not session.config.option.keyword \
+            and not session.config.option.markexpr:
+        raise pytest.UsageError("no tests were collected: check testpaths and file names")

@@ -59,11 +59,6 @@ def check_fit(version: registry_pb2.ModelVersion, dataset: registry_pb2.Dataset,
     in_shape, out_shape = list(version.input_shape), list(version.output_shape)
     if dataset.x_dtype not in FLOAT_DTYPES:
         raise SpecError(f"dataset x must be floating point (got {dataset.x_dtype})")
-    if in_shape and in_shape[0] >= 0:
-        raise SpecError(
-            f"model {version.model_name} v{version.version} was exported with a fixed batch size "
-            f"of {in_shape[0]}; export it with a dynamic batch dimension: torch.export.export("
-            "model, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},))")
     if in_shape and not _fits(x_shape[1:], in_shape[1:]):
         raise SpecError(
             f"dataset x has shape {x_shape} but model {version.model_name} v{version.version} "

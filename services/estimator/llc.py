@@ -23,15 +23,24 @@ __all__ = ["LLCResult", "SGLDConfig", "SamplerDivergedError", "default_nbeta", "
 class SGLDConfig:
     """Sampler settings. ``draws`` counts kept steps after burn-in and thinning.
 
-    Defaults (a first cut, before automatic step-size calibration): see DEFAULTS_NOTE.
+    Default step_size = 1e-3 and localization = 10 are a first cut, before automatic step-size
+    calibration. Chosen on an MLP 64→256→10 trained to 99.9% on sklearn digits (x / 16, CE,
+    n = 1797, nβ = n / log n ≈ 240, top Hessian eigenvalue at w* ≈ 1), 4 chains:
+    - γ = 10, long chains (3000 steps): ε = 3e-4 → λ̂ 33.5, 1e-3 → 35.8, 2e-3 → 52, 1e-2 → 575.
+      So ε ≤ 1e-3 sits on a plateau; above it discretization error inflates λ̂ fast.
+    - with these defaults (300 steps): λ̂ = 35.3 ± 2.5 (seed 0), 35.8 ± 1.8 (seed 1), no divergence;
+      traces level off after ~150-200 steps, hence the 200-step burn-in.
+    - γ = 100 swamps the loss at this nβ (λ̂ ≈ 6 for any ε); γ = 1 no longer localizes
+      (λ̂ keeps climbing, 70-80 and rising over 1500 steps at ε = 1e-3).
+    What matters is ε·nβ (≈ 0.24 here): for larger data sets scale step_size down like 1 / nβ.
     """
 
     chains: int = 4
     draws: int = 200
-    burnin: int = 100
+    burnin: int = 200
     thin: int = 1
-    step_size: float = 1e-4
-    localization: float = 100.0
+    step_size: float = 1e-3
+    localization: float = 10.0
     nbeta: float | None = None
     batch_size: int = 256
     seed: int = 0
@@ -50,6 +59,7 @@ class SGLDConfig:
             ("step_size", math.isfinite(self.step_size) and self.step_size > 0, "> 0 and finite"),
             ("localization", math.isfinite(self.localization) and self.localization >= 0, ">= 0 and finite"),
             ("nbeta", self.nbeta is None or (math.isfinite(self.nbeta) and self.nbeta > 0), "> 0 and finite"),
+            ("seed", self.seed >= 0, ">= 0"),
         ]
         for name, ok, rule in checks:
             if not ok:
@@ -114,15 +124,18 @@ def estimate_llc(
     """Estimate the LLC of ``model`` at its current weights w* on the data (x, y).
 
     ``loss_fn(output, target)`` must return the MEAN loss over the batch. The model is evaluated
-    in its current train/eval mode and never mutated. ``progress(step, total_steps, running λ̂)``
-    is called every ~1% of steps and at the end. ``vectorize=False`` skips vmap (for debugging;
-    vmap failures fall back to that path by themselves).
+    in its current mode (call ``.eval()`` first if it has dropout or batch norm) and never
+    mutated. ``progress(step, total_steps, running λ̂)`` is called every ~1% of steps and at the
+    end. ``vectorize=False`` skips vmap (for debugging; vmap failures fall back to that path
+    by themselves). A non-finite loss raises :class:`SamplerDivergedError` within 50 steps.
     """
     config.validate()
     n = x.shape[0]
     if y.shape[0] != n:
-        raise ValueError(f"x and y must hold the same number of examples (got {n} and {y.shape[0]})")
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        raise ValueError(f"x and y must hold as many examples (got {n} and {y.shape[0]})")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
     model = _on_device(model, device)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     if dtype is None:

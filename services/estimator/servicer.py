@@ -1,16 +1,16 @@
-"""Estimator RPCs: check an audit request, queue it as a job; job queries go to the manager."""
+"""Estimator RPCs: check an audit request and queue it as a job (job queries: JobQueries)."""
 from __future__ import annotations
 
 from lambdascope import errors
-from lambdascope.specs import canonical_json
 from lambdascope.client import Client
-from lambdascope.jobs import JobManager
+from lambdascope.jobs import JobManager, JobQueries
 from lambdascope.server import ServiceBinding
+from lambdascope.specs import canonical_json
 from lambdascope.v1 import estimator_pb2, estimator_pb2_grpc
 from services.estimator import audit_spec
 
 
-class EstimatorServicer(estimator_pb2_grpc.EstimatorServicer):
+class EstimatorServicer(JobQueries, estimator_pb2_grpc.EstimatorServicer):
     def __init__(self, jobs: JobManager, registry: Client, max_chain_steps: int):
         self.jobs = jobs
         self.registry = registry
@@ -23,8 +23,10 @@ class EstimatorServicer(estimator_pb2_grpc.EstimatorServicer):
             raise errors.InvalidArgument("dataset_id is required")
         try:
             sgld = audit_spec.check_request(request.config, self.max_chain_steps)
-            version = errors.call_upstream("registry", self.registry.get_model_version, request.model_version_id)
-            dataset = errors.call_upstream("registry", self.registry.get_dataset, request.dataset_id)
+            version = errors.call_upstream("registry", self.registry.get_model_version,
+                                           request.model_version_id)
+            dataset = errors.call_upstream("registry", self.registry.get_dataset,
+                                           request.dataset_id)
             audit_spec.check_fit(version, dataset, request.config.loss)
         except audit_spec.SpecError as exc:
             raise errors.InvalidArgument(str(exc)) from None
@@ -33,18 +35,6 @@ class EstimatorServicer(estimator_pb2_grpc.EstimatorServicer):
         spec.ClearField("request_id")
         return self.jobs.start(request.request_id, canonical_json(spec),
                                total=sgld.chains * sgld.total_steps)
-
-    def GetJob(self, request, context):
-        return self.jobs.get(request.job_id)
-
-    def ListJobs(self, request, context):
-        return self.jobs.list(request)
-
-    def CancelJob(self, request, context):
-        return self.jobs.cancel(request.job_id)
-
-    def WatchJob(self, request, context):
-        return self.jobs.watch(request.job_id, context.is_active)
 
 
 def binding(jobs: JobManager, registry: Client, max_chain_steps: int) -> ServiceBinding:

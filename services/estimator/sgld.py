@@ -145,15 +145,16 @@ def _grad_fn(
     return looped
 
 
-def _raise_if_diverged(losses: Tensor, upto: int, step_size: float, localization: float) -> None:
-    bad = ~torch.isfinite(losses[:, :upto])
+def _raise_if_diverged(losses: Tensor, start: int, stop: int, step_size: float, localization: float) -> None:
+    """Raise on the first non-finite loss among steps [start, stop)."""
+    bad = ~torch.isfinite(losses[:, start:stop])
     if not bad.any():
         return
     step = int(bad.any(dim=0).nonzero()[0, 0])
     chain = int(bad[:, step].nonzero()[0, 0])
     raise SamplerDivergedError(
-        f"SGLD chain {chain} diverged at step {step} of {losses.shape[1]}: minibatch loss "
-        f"{losses[chain, step].item()}. Lower the step size (now {step_size:g}) or raise "
+        f"SGLD chain {chain} diverged at step {start + step} of {losses.shape[1]}: minibatch loss "
+        f"{losses[chain, start + step].item()}. Lower the step size (now {step_size:g}) or raise "
         f"localization (now {localization:g})."
     )
 
@@ -189,6 +190,7 @@ def run_sgld(
     fixed.update({k: b.detach().clone() for k, b in model.named_buffers()})
     params = {k: w.unsqueeze(0).repeat(chains, *([1] * w.dim())) for k, w in center.items()}
     sizes = [w.numel() for w in center.values()]
+    total = sum(sizes)
     dtype = next(iter(center.values())).dtype
 
     generators = [torch.Generator(device=device).manual_seed(s) for s in chain_seeds(seed, chains)]
@@ -199,9 +201,9 @@ def run_sgld(
     vectorized = vectorize
     grad_fn = _grad_fn(model, fixed, loss_fn, vectorized, full_batch)
     losses = torch.empty(chains, steps, dtype=dtype, device=device)
-    every = max(1, min(50, steps // 100))
+    every, checked = max(1, min(50, steps // 100)), 0
     half, scale = step_size / 2, math.sqrt(step_size)
-    start = time.perf_counter()
+    began = time.perf_counter()
     for t in range(steps):
         if full_batch:
             xb, yb = x, y
@@ -219,15 +221,15 @@ def run_sgld(
             grad_fn = _grad_fn(model, fixed, loss_fn, vectorized, full_batch)
             grads, loss = grad_fn(params, xb, yb)
         losses[:, t] = loss.detach()
-        noise = torch.stack([torch.randn(sum(sizes), generator=g, device=device, dtype=dtype) for g in generators])
+        noise = torch.stack([torch.randn(total, generator=g, device=device, dtype=dtype) for g in generators])
         with torch.no_grad():
             for (k, w), eta in zip(params.items(), noise.split(sizes, dim=1)):
                 drift = grads[k].mul(nbeta).add_(w - center[k], alpha=localization)
                 w.add_(drift, alpha=-half).add_(eta.reshape(w.shape), alpha=scale)
         done = t + 1
         if done % every == 0 or done == steps:
-            _raise_if_diverged(losses, done, step_size, localization)
+            _raise_if_diverged(losses, checked, done, step_size, localization)
+            checked = done
             if on_check is not None:
                 on_check(done, losses[:, :done])
-    seconds = time.perf_counter() - start
-    return SGLDTrace(losses=losses.cpu(), vectorized=vectorized, seconds=seconds)
+    return SGLDTrace(losses=losses.cpu(), vectorized=vectorized, seconds=time.perf_counter() - began)

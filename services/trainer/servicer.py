@@ -1,16 +1,16 @@
-"""Trainer RPCs: check a training spec, queue it as a job; job queries go to the manager."""
+"""Trainer RPCs: check a training spec and queue it as a job (job queries: JobQueries)."""
 from __future__ import annotations
 
 from lambdascope import errors
-from lambdascope.specs import canonical_json
 from lambdascope.client import Client
-from lambdascope.jobs import JobManager
+from lambdascope.jobs import JobManager, JobQueries
 from lambdascope.server import ServiceBinding
+from lambdascope.specs import canonical_json
 from lambdascope.v1 import trainer_pb2, trainer_pb2_grpc
 from services.trainer import train_spec
 
 
-class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
+class TrainerServicer(JobQueries, trainer_pb2_grpc.TrainerServicer):
     def __init__(self, jobs: JobManager, registry: Client):
         self.jobs = jobs
         self.registry = registry
@@ -22,23 +22,12 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         try:
             train_spec.train_config(spec)
             if spec.dataset.HasField("dataset_id"):
-                dataset = errors.call_upstream("registry", self.registry.get_dataset, spec.dataset.dataset_id)
+                dataset = errors.call_upstream("registry", self.registry.get_dataset,
+                                               spec.dataset.dataset_id)
                 train_spec.check_dataset(spec, dataset)
         except train_spec.SpecError as exc:
             raise errors.InvalidArgument(str(exc)) from None
         return self.jobs.start(request.request_id, canonical_json(spec))
-
-    def GetJob(self, request, context):
-        return self.jobs.get(request.job_id)
-
-    def ListJobs(self, request, context):
-        return self.jobs.list(request)
-
-    def CancelJob(self, request, context):
-        return self.jobs.cancel(request.job_id)
-
-    def WatchJob(self, request, context):
-        return self.jobs.watch(request.job_id, context.is_active)
 
 
 def binding(jobs: JobManager, registry: Client) -> ServiceBinding:
