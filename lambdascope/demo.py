@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--self-model-weight", type=float, default=50.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--draws", type=int, default=400, help="SGLD draws per chain")
     parser.add_argument("--data-dir", help="keep the platform's data here (default: temporary)")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="lambdascope-run-")
@@ -54,16 +55,20 @@ def main(argv: list[str] | None = None) -> int:
         for name, address in platform.endpoints.items():
             print(f"  {name:<10} {address}", flush=True)
         with Client(**platform.endpoints) as client:
-            rows = run_comparison(client, args)
+            rows, sampler = run_comparison(client, args)
     print()
-    print(f"{'model':<16} {'test acc':>9} {'LLC (λ̂)':>16} {'train s':>8} {'audit s':>8}")
+    print(f"{'model':<18} {'test acc':>9} {'LLC':>9}   {'± std':<7} {'train s':>8} {'audit s':>8}")
     for label, acc, llc, std, train_s, audit_s in rows:
-        print(f"{label:<16} {100 * acc:8.2f}% {llc:9.2f} ± {std:<5.2f} {train_s:8.1f} {audit_s:8.1f}")
+        print(f"{label:<18} {100 * acc:8.2f}% {llc:9.2f} ± {std:<5.2f} {train_s:8.1f} {audit_s:8.1f}")
+    print(f"\nLLC: λ̂ = nβ·(E[L_n(w)] − L_n(w*)) from {sampler.chains} SGLD chains × {sampler.draws} "
+          f"draws (step {sampler.step_size:g}, localization {sampler.localization:g}, "
+          f"nβ {sampler.nbeta:.1f}) on each model's training split; ± is the spread across chains.")
     print("\nplatform stopped cleanly")
     return 0
 
 
-def run_comparison(client: Client, args: argparse.Namespace) -> list[tuple]:
+def run_comparison(client: Client, args: argparse.Namespace
+                   ) -> tuple[list[tuple], audit_pb2.SamplerConfig]:
     runs = {"baseline": 0.0, f"self-model w={args.self_model_weight:g}": args.self_model_weight}
     rows = []
     for label, weight in runs.items():
@@ -74,14 +79,14 @@ def run_comparison(client: Client, args: argparse.Namespace) -> list[tuple]:
         train_s = time.perf_counter() - started
         final = client.get_model_version(job.output_ids[-1])
         config = audit_pb2.AuditConfig(loss=models_pb2.LOSS_KIND_CROSS_ENTROPY)
-        config.sampler.seed = args.seed
+        config.sampler.seed, config.sampler.draws = args.seed, args.draws
         started = time.perf_counter()
         audit = wait(client, client.start_audit(final.id, final.lineage.dataset_version_id, config),
                      f"audit {label}")
         report = client.get_report(audit.output_ids[0])
         rows.append((label, job.metrics["test_accuracy"], report.llc.mean, report.llc.std,
                      train_s, time.perf_counter() - started))
-    return rows
+    return rows, report.config.sampler
 
 
 if __name__ == "__main__":
