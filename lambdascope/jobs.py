@@ -280,6 +280,9 @@ class JobManager:
             stdout=subprocess.PIPE, env=env, start_new_session=True)
         with self._lock:
             self._procs[job_id] = proc
+            cancelled_meanwhile = job_id in self._cancelling or self._closing
+        if cancelled_meanwhile:  # a cancel or shutdown came between the claim and the spawn
+            _terminate(proc)
         log.info("job started", extra={"job_id": job_id, "pid": proc.pid})
         try:
             proc.stdin.write(json.dumps({"job_id": job_id, "kind": self.kind,
@@ -305,7 +308,8 @@ class JobManager:
                          metrics=dict(final.metrics), step=final.step, total=final.total)
         else:
             reason = final.message if final is not None and final.message else (
-                f"the worker process ended with exit code {returncode} without a result")
+                f"the worker process ended with exit code {returncode} without a result"
+                + (f" (killed by signal {-returncode}; out of memory?)" if returncode < 0 else ""))
             self._update(job_id, state=State.JOB_STATE_FAILED, message=reason, finished_at=now)
         log.info("job ended", extra={"job_id": job_id, "returncode": returncode})
 

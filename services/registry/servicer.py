@@ -42,7 +42,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return self.store.list_models(request.page_size, request.page_token)
 
     def UploadModelVersion(self, request_iterator, context):
-        staged = uploads.receive(request_iterator, self.staging_dir, MAX_ARTIFACT_BYTES)
+        staged = uploads.receive(request_iterator, self.staging_dir, MAX_ARTIFACT_BYTES,
+                                 self._check_model_header)
         try:
             version = self._inspect_model(staged)
             self.objects.put_file(content_key(staged.sha256), staged.path)
@@ -63,10 +64,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     # -- datasets -------------------------------------------------------------------------
 
     def UploadDataset(self, request_iterator, context):
-        staged = uploads.receive(request_iterator, self.staging_dir, MAX_ARTIFACT_BYTES)
+        staged = uploads.receive(request_iterator, self.staging_dir, MAX_ARTIFACT_BYTES,
+                                 lambda header: _check_name("header.name", header.name))
         try:
             header = staged.header
-            _check_name("header.name", header.name)
             try:
                 info = artifacts.inspect_dataset(staged.path)
             except artifacts.ArtifactError as exc:
@@ -107,21 +108,39 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
 
     # -- helpers --------------------------------------------------------------------------
 
+    def _check_model_header(self, header: registry_pb2.ModelUploadHeader) -> None:
+        """Refuse what the header alone shows to be wrong, before the body is stored."""
+        _check_name("header.model_name", header.model_name)
+        if header.task_outputs < 0:
+            raise errors.InvalidArgument(
+                f"header.task_outputs must be >= 0 (got {header.task_outputs})")
+        if header.format not in (models_pb2.ARTIFACT_FORMAT_SAFETENSORS,
+                                 models_pb2.ARTIFACT_FORMAT_TORCH_EXPORT):
+            raise errors.InvalidArgument(
+                "header.format must be ARTIFACT_FORMAT_SAFETENSORS (weights of a built-in "
+                "architecture) or ARTIFACT_FORMAT_TORCH_EXPORT (a .pt2 archive)")
+        if header.format == models_pb2.ARTIFACT_FORMAT_SAFETENSORS:
+            if not header.HasField("architecture"):
+                raise errors.InvalidArgument(
+                    "header.architecture is required for safetensors weights: it says which "
+                    "built-in architecture the weights belong to")
+            try:
+                architectures.validate_architecture(header.architecture)
+            except ValueError as exc:
+                raise errors.InvalidArgument(f"header.{exc}") from None
+        self._check_lineage(header.lineage)
+
     def _inspect_model(self, staged: uploads.Staged) -> registry_pb2.ModelVersion:
         """Check the staged artifact parses as its declared format; describe it as a version."""
         header = staged.header
-        _check_name("header.model_name", header.model_name)
         version = registry_pb2.ModelVersion(
             model_name=header.model_name, format=header.format, task_outputs=header.task_outputs,
             sha256=staged.sha256, size_bytes=staged.size, lineage=header.lineage,
             metadata=header.metadata)
-        if header.task_outputs < 0:
-            raise errors.InvalidArgument(f"header.task_outputs must be >= 0 (got {header.task_outputs})")
-        self._check_lineage(header.lineage)
         try:
             if header.format == models_pb2.ARTIFACT_FORMAT_SAFETENSORS:
                 self._inspect_weights(header, staged.path, version)
-            elif header.format == models_pb2.ARTIFACT_FORMAT_TORCH_EXPORT:
+            else:
                 info = artifacts.inspect_pt2(staged.path)
                 if len(info.input_shapes) != 1 or len(info.output_shapes) != 1:
                     raise errors.InvalidArgument(
@@ -129,10 +148,6 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                         f"(it takes {len(info.input_shapes)} and returns {len(info.output_shapes)})")
                 version.input_shape[:] = info.input_shapes[0]
                 version.output_shape[:] = info.output_shapes[0]
-            else:
-                raise errors.InvalidArgument(
-                    "header.format must be ARTIFACT_FORMAT_SAFETENSORS (weights of a built-in "
-                    "architecture) or ARTIFACT_FORMAT_TORCH_EXPORT (a .pt2 archive)")
         except artifacts.ArtifactError as exc:
             raise errors.InvalidArgument(f"not a valid artifact: {exc}") from None
         if version.task_outputs and version.output_shape and version.output_shape[-1] > 0 \
@@ -143,14 +158,6 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return version
 
     def _inspect_weights(self, header, path: pathlib.Path, version: registry_pb2.ModelVersion) -> None:
-        if not header.HasField("architecture"):
-            raise errors.InvalidArgument(
-                "header.architecture is required for safetensors weights: it says which built-in "
-                "architecture the weights belong to")
-        try:
-            architectures.validate_architecture(header.architecture)
-        except ValueError as exc:
-            raise errors.InvalidArgument(str(exc)) from None
         tensors = artifacts.inspect_safetensors(path)
         expected = architectures.expected_parameters(header.architecture)
         found = {name: tuple(info.shape) for name, info in tensors.items()}

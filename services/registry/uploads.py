@@ -11,7 +11,7 @@ import os
 import pathlib
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from lambdascope import errors
@@ -31,12 +31,15 @@ class Staged:
         self.path.unlink(missing_ok=True)
 
 
-def receive(requests: Iterator[Any], staging_dir: pathlib.Path, max_bytes: int) -> Staged:
-    """Read a header message then chunks into a staging file; check size and sha256."""
+def receive(requests: Iterator[Any], staging_dir: pathlib.Path, max_bytes: int,
+            check_header: Callable[[Any], None]) -> Staged:
+    """Read a header message then chunks into a staging file; check size and sha256.
+    `check_header` refuses a bad header before any data is stored."""
     first = next(requests, None)
     if first is None or first.WhichOneof("part") != "header":
         raise errors.InvalidArgument("an upload must start with a header message, then chunks")
     header = first.header
+    check_header(header)
     declared = header.sha256.lower()
     if not HEX64.match(declared):
         raise errors.InvalidArgument(

@@ -74,6 +74,20 @@ def test_upload_audit_and_read_the_report_back(client, uploaded):
     assert report.timing.seconds >= report.timing.sampling_seconds > 0
 
 
+def test_downloads_return_the_uploaded_bytes(client, uploaded, regression_files, tmp_path):
+    version, dataset = uploaded
+    model_path, data_path = regression_files
+    got = client.download_model_version(version.id, tmp_path / "m.pt2")
+    assert got.read_bytes() == model_path.read_bytes()
+    got = client.download_dataset(dataset.id, tmp_path / "d.safetensors")
+    assert got.read_bytes() == data_path.read_bytes()
+    # the same bytes uploaded twice make two versions of one stored object
+    first = client.upload_model(model_path, "regressor-copies")
+    second = client.upload_model(model_path, "regressor-copies")
+    assert (first.version, second.version) == (1, 2)
+    assert first.sha256 == second.sha256 == version.sha256
+
+
 def test_retried_start_returns_the_same_job(client, uploaded):
     version, dataset = uploaded
     request_id = str(uuid.uuid4())

@@ -52,3 +52,55 @@ def test_self_modeling_checkpoints_mark_task_outputs_and_audit(client):
     audit = client.wait(client.start_audit(final.id, final.lineage.dataset_version_id, config).id)
     assert audit.state == jobs_pb2.JOB_STATE_SUCCEEDED, audit.message
     assert client.get_report(audit.output_ids[0]).llc.mean > 0
+
+
+def test_training_on_a_registry_dataset_from_the_cli(platform, client, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    x = torch.randn(400, 6)
+    y = (x[:, :3].sum(dim=1) > 0).long() + 2 * (x[:, 3] > 0).long()
+    path = tmp_path / "quad.safetensors"
+    save_file({"x": x, "y": y}, str(path))
+    dataset = client.upload_dataset(path, "quadrants")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"""
+model_name: quadrant-mlp
+architecture: {{mlp: {{widths: [6, 16, 4], activation: ACTIVATION_TANH}}}}
+loss: LOSS_KIND_CROSS_ENTROPY
+dataset: {{dataset_id: {dataset.id}}}
+optimizer: {{kind: adam, learning_rate: 0.01}}
+epochs: 30
+batch_size: 50
+checkpoints: {{count: 2}}
+""")
+    result = subprocess.run(
+        [sys.executable, "-m", "lambdascope.cli", "train", str(spec), "--server",
+         platform.endpoints["trainer"]], capture_output=True, text=True, timeout=180,
+        env={**os.environ, "LAMBDASCOPE_HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "train_accuracy" in result.stdout
+    ids = result.stdout.split("checkpoints:")[1].split()
+    final = client.get_model_version(ids[-1])
+    assert final.model_name == "quadrant-mlp" and final.lineage.dataset_version_id == dataset.id
+    accuracy = float(next(line.split()[1] for line in result.stdout.splitlines()
+                          if line.startswith("train_accuracy")))
+    assert accuracy > 0.9
+
+
+def test_cli_rejects_unknown_spec_fields(tmp_path):
+    import subprocess
+    import sys
+
+    spec = tmp_path / "spec.json"
+    spec.write_text('{"model_name": "m", "epochz": 3}')
+    result = subprocess.run([sys.executable, "-m", "lambdascope.cli", "train", str(spec),
+                             "--server", "127.0.0.1:1"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert "epochz" in result.stderr
