@@ -23,6 +23,7 @@ SAMPLER_FLAGS = {  # flag -> (SamplerConfig field, type)
     "thin": ("thin", int), "step_size": ("step_size", float),
     "localization": ("localization", float), "nbeta": ("nbeta", float),
     "batch_size": ("batch_size", int), "seed": ("seed", int),
+    "weight_decay": ("weight_decay", float),
 }
 
 
@@ -70,34 +71,66 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    config = audit_pb2.AuditConfig(loss=LOSSES[args.loss], device=args.device or "")
-    for flag, (field, _kind) in SAMPLER_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            setattr(config.sampler, field, value)
+    config = audit_config(args)
     with Client(args.server) as client:
         if args.model:
             name = args.name or pathlib.Path(args.model).stem
             version = client.upload_model(args.model, name)
             _note(f"model   {version.model_name} v{version.version} ({version.id})")
-            version_id = version.id
+            version_ids = [version.id]
+        elif args.training_job:
+            version_ids = list(client.get_job(args.training_job).output_ids)
+            if not version_ids:
+                raise ValueError(f"training job {args.training_job} registered no checkpoints")
         else:
-            version_id = args.model_version
+            version_ids = args.model_version
         if args.data:
             dataset_id = client.upload_dataset(args.data, pathlib.Path(args.data).stem).id
             _note(f"dataset {dataset_id}")
-        else:
+        elif args.dataset:
             dataset_id = args.dataset
-        job = client.start_audit(version_id, dataset_id, config)
+        else:  # the data the (first) version was trained on, from its lineage
+            dataset_id = client.get_model_version(version_ids[0]).lineage.dataset_version_id
+            if not dataset_id:
+                raise ValueError("the model version records no training dataset: pass --data "
+                                 "or --dataset")
+        job = client.start_audit(version_ids, dataset_id, config)
         job = _follow(client, job, "audit")
         if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
             return 1
-        report = client.get_report(job.output_ids[0])
-    _print_report(report)
+        reports = [client.get_report(r) for r in job.output_ids]
+    if len(reports) == 1:
+        _print_report(reports[0])
+    else:
+        _print_trajectory(reports)
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(specs.to_dict(report), indent=2))
+        body = specs.to_dict(reports[0]) if len(reports) == 1 else {
+            "trajectory": [{"model_version_id": r.model_version_id, "step": r.step,
+                            "llc_mean": r.llc.mean, "llc_std": r.llc.std,
+                            "verdict": _verdict(r)} for r in reports],
+            "reports": [specs.to_dict(r) for r in reports]}
+        pathlib.Path(args.json).write_text(json.dumps(body, indent=2))
         _note(f"report written to {args.json}")
-    return 0
+    failed = any(r.verdict.state == audit_pb2.VERDICT_STATE_FAILED for r in reports)
+    return 3 if failed else 0
+
+
+def audit_config(args: argparse.Namespace) -> audit_pb2.AuditConfig:
+    config = audit_pb2.AuditConfig(loss=LOSSES[args.loss], device=args.device or "",
+                                   dtype=args.dtype or "")
+    for flag, (field, _kind) in SAMPLER_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(config.sampler, field, value)
+    measures = config.measures
+    measures.per_layer_llc, measures.hessian = args.per_layer, args.hessian
+    measures.weight_statistics = args.weight_stats
+    for group in args.group or []:
+        name, sep, patterns = group.partition("=")
+        if not sep or not name or not patterns:
+            raise ValueError(f"--group {group!r}: write NAME=PATTERN[,PATTERN...]")
+        measures.groups.add(name=name, patterns=patterns.split(","))
+    return config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -184,16 +217,44 @@ def _follow(client: Client, job: jobs_pb2.Job, kind: str) -> jobs_pb2.Job:
     return final
 
 
+def _verdict(report: audit_pb2.AuditReport) -> str:
+    return audit_pb2.VerdictState.Name(report.verdict.state).removeprefix("VERDICT_STATE_").lower()
+
+
 def _print_report(report: audit_pb2.AuditReport) -> None:
     per_chain = ", ".join(f"{v:.2f}" for v in report.llc.per_chain)
-    s = report.config.sampler
+    s, d = report.config.sampler, report.diagnostics
     print(f"LLC  {report.llc.mean:.3f} ± {report.llc.std:.3f}   (chains: {per_chain})")
+    print(f"verdict: {_verdict(report)}")
+    for reason in report.verdict.reasons:
+        print(f"  - {reason}")
+    print(f"diagnostics: R-hat {d.rhat:.3f}, ESS {d.ess:.0f}, acceptance {d.acceptance:.3f}, "
+          f"draws below L_n(w*) {100 * d.below_init_fraction:.1f}%")
     print(f"L_n(w*) {report.init_loss:.5g}   n={report.num_examples}   "
-          f"params={report.num_parameters}   nbeta={s.nbeta:.4g}")
-    print(f"sampler: {s.chains} chains x {s.draws} draws (burn-in {s.burnin}), step {s.step_size:g}, "
-          f"localization {s.localization:g}, batch {s.batch_size}, seed {s.seed}")
-    print(f"time {report.timing.seconds:.1f} s (sampling {report.timing.sampling_seconds:.1f} s) "
-          f"on {report.device}; report {report.id}")
+          f"params={report.num_parameters}   nbeta={s.nbeta:.4g}   WBIC {report.wbic:.5g}")
+    how = "calibrated" if report.calibration.ran else "given"
+    print(f"sampler: {s.chains} chains x {s.draws} draws (burn-in {s.burnin}), step {s.step_size:.3g} "
+          f"({how}), localization {s.localization:g}, batch {s.batch_size}, seed {s.seed}")
+    if report.calibration.summary:
+        print(f"calibration: {report.calibration.summary}")
+    for group in report.group_llc:
+        print(f"  LLC[{group.name}] {group.llc.mean:.3f} ± {group.llc.std:.3f} "
+              f"({group.num_parameters} params)")
+    if report.HasField("hessian"):
+        h = report.hessian
+        print(f"Hessian: trace {h.trace:.4g} ± {h.trace_stderr:.2g}, top eigenvalue "
+              f"{h.top_eigenvalue:.4g}")
+    for w in report.weight_statistics:
+        print(f"  {w.name:<28} std {w.std:.4g}  kurtosis {w.kurtosis:+.3f}")
+    print(f"time {report.timing.seconds:.1f} s (sampling {report.timing.sampling_seconds:.1f} s, "
+          f"{report.timing.chain_steps_per_second:.0f} chain-steps/s) on {report.device}; "
+          f"report {report.id}")
+
+
+def _print_trajectory(reports: list[audit_pb2.AuditReport]) -> None:
+    print(f"{'step':>8}  {'LLC':>9}  {'± std':>7}  verdict   version")
+    for r in reports:
+        print(f"{r.step:>8}  {r.llc.mean:9.3f}  {r.llc.std:7.3f}  {_verdict(r):<8}  {r.model_version_id}")
 
 
 # -- arguments ----------------------------------------------------------------------------
@@ -218,8 +279,11 @@ def _parser() -> argparse.ArgumentParser:
     audit = command("audit", cmd_audit, "estimate the LLC of a model on a dataset")
     model = audit.add_mutually_exclusive_group(required=True)
     model.add_argument("--model", metavar="FILE", help="a torch.export archive (.pt2) to upload")
-    model.add_argument("--model-version", metavar="ID", help="a registered model version")
-    data = audit.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model-version", metavar="ID", nargs="+",
+                       help="registered model version(s); several give LLC over training")
+    model.add_argument("--training-job", metavar="JOB_ID",
+                       help="every checkpoint of a training run (LLC over training)")
+    data = audit.add_mutually_exclusive_group()
     data.add_argument("--data", metavar="FILE", help="safetensors with tensors x and y")
     data.add_argument("--dataset", metavar="ID", help="a registered dataset")
     audit.add_argument("--loss", choices=sorted(LOSSES), required=True)
@@ -227,6 +291,12 @@ def _parser() -> argparse.ArgumentParser:
     for flag, (_field, kind) in SAMPLER_FLAGS.items():
         audit.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind)
     audit.add_argument("--device", help="cpu, cuda, cuda:N (default: automatic)")
+    audit.add_argument("--dtype", choices=["float32", "float64"])
+    audit.add_argument("--per-layer", action="store_true", help="restricted LLC of each layer")
+    audit.add_argument("--group", action="append", metavar="NAME=PATTERN[,PATTERN]",
+                       help="restricted LLC of the parameters matching the patterns")
+    audit.add_argument("--hessian", action="store_true", help="Hessian trace and top eigenvalue")
+    audit.add_argument("--weight-stats", action="store_true", help="per-layer weight statistics")
     audit.add_argument("--json", metavar="OUT.json", help="write the full report as JSON")
 
     train = command("train", cmd_train, "train a model from a spec (YAML or JSON TrainSpec)")

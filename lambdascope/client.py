@@ -185,11 +185,16 @@ class Client:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def start_audit(self, model_version_id: str, dataset_id: str,
+    def start_audit(self, model_version: str | list[str], dataset_id: str,
                     config: audit_pb2.AuditConfig, request_id: str | None = None) -> jobs_pb2.Job:
-        return self.estimator.StartAudit(estimator_pb2.StartAuditRequest(
-            request_id=request_id or str(uuid.uuid4()), model_version_id=model_version_id,
-            dataset_id=dataset_id, config=config), timeout=self.timeout)
+        """Audit one model version, or several in order (LLC over training: one report each)."""
+        request = estimator_pb2.StartAuditRequest(
+            request_id=request_id or str(uuid.uuid4()), dataset_id=dataset_id, config=config)
+        if isinstance(model_version, str):
+            request.model_version_id = model_version
+        else:
+            request.model_version_ids[:] = model_version
+        return self.estimator.StartAudit(request, timeout=self.timeout)
 
     def start_training(self, spec: trainer_pb2.TrainSpec,
                        request_id: str | None = None) -> jobs_pb2.Job:

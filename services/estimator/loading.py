@@ -26,15 +26,20 @@ class TaskOutputs(torch.nn.Module):
         return self.inner(x)[..., : self.count]
 
 
-def load_model(version: registry_pb2.ModelVersion, path: pathlib.Path) -> torch.nn.Module:
-    """The module of `version` whose weights are at `path`; raises ValueError if unusable."""
+def load_model(version: registry_pb2.ModelVersion, path: pathlib.Path,
+               dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """The module of `version` whose weights are at `path` (in `dtype` when given); raises
+    ValueError if unusable."""
     if version.format == models_pb2.ARTIFACT_FORMAT_TORCH_EXPORT:
         module = artifacts.load_exported_program(path).module()
     elif version.format == models_pb2.ARTIFACT_FORMAT_SAFETENSORS:
         module = architectures.build_module(version.architecture)
         architectures.load_weights(module, artifacts.load_safetensors(path))
+        module.eval()
     else:
         raise ValueError(f"model version {version.id} has no known artifact format")
+    if dtype is not None:
+        module = module.to(dtype)
     if version.task_outputs:
         module = TaskOutputs(module, version.task_outputs)
     return module

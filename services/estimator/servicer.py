@@ -17,24 +17,24 @@ class EstimatorServicer(JobQueries, estimator_pb2_grpc.EstimatorServicer):
         self.max_chain_steps = max_chain_steps
 
     def StartAudit(self, request, context):
-        if not request.model_version_id:
-            raise errors.InvalidArgument("model_version_id is required")
         if not request.dataset_id:
             raise errors.InvalidArgument("dataset_id is required")
         try:
-            sgld = audit_spec.check_request(request.config, self.max_chain_steps)
-            version = errors.call_upstream("registry", self.registry.get_model_version,
-                                           request.model_version_id)
+            ids = audit_spec.version_ids(request)
+            settings = audit_spec.audit_settings(request.config, self.max_chain_steps)
             dataset = errors.call_upstream("registry", self.registry.get_dataset,
                                            request.dataset_id)
-            audit_spec.check_fit(version, dataset, request.config.loss)
+            for version_id in ids:
+                version = errors.call_upstream("registry", self.registry.get_model_version,
+                                               version_id)
+                audit_spec.check_fit(version, dataset, request.config.loss)
         except audit_spec.SpecError as exc:
             raise errors.InvalidArgument(str(exc)) from None
         spec = estimator_pb2.StartAuditRequest()
         spec.CopyFrom(request)
         spec.ClearField("request_id")
         return self.jobs.start(request.request_id, canonical_json(spec),
-                               total=sgld.chains * sgld.total_steps)
+                               total=len(ids) * settings.sgld.chains * settings.sgld.total_steps)
 
 
 def binding(jobs: JobManager, registry: Client, max_chain_steps: int) -> ServiceBinding:

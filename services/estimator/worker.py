@@ -1,7 +1,8 @@
-"""One audit, in its own process: fetch model and data, sample, store the report.
+"""Audits, in their own process: fetch model(s) and data, run the audit, store the reports.
 
 Started by the estimator's job manager as `python -m services.estimator.worker` (protocol in
-lambdascope.worker); the same entry point runs in a Kubernetes Job's pod.
+lambdascope.worker); the same entry point runs in a Kubernetes Job's pod. Several model
+versions (LLC over training) are audited in order with the same settings, one report each.
 """
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from google.protobuf import json_format
 
 from lambdascope import artifacts, worker
 from lambdascope.client import Client
-from lambdascope.v1 import audit_pb2, estimator_pb2, models_pb2
+from lambdascope.v1 import audit_pb2, estimator_pb2, models_pb2, registry_pb2
 from services.estimator import audit_spec
-from services.estimator.llc import SamplerDivergedError, estimate_llc
+from services.estimator.audit import AuditResult, run_audit
+from services.estimator.llc import SamplerDivergedError
 from services.estimator.loading import load_model
 
 LOSSES = {
@@ -27,66 +29,112 @@ LOSSES = {
 
 
 def run(ctx: worker.JobContext) -> worker.Result:
-    started = time.perf_counter()
     request = json_format.Parse(ctx.spec_json, estimator_pb2.StartAuditRequest())
     settings = ctx.settings
     try:
-        sgld = audit_spec.check_request(request.config, settings.max_chain_steps)
+        audit_settings = audit_spec.audit_settings(request.config, settings.max_chain_steps)
     except audit_spec.SpecError as exc:
         raise worker.BadInput(str(exc)) from None
+    version_ids = audit_spec.version_ids(request)
+    device = request.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    per_version = audit_settings.sgld.chains * audit_settings.sgld.total_steps
+    total = len(version_ids) * per_version
     with Client(registry=settings.registry_address, token=settings.auth_token) as client, \
             tempfile.TemporaryDirectory(prefix="audit-") as scratch:
         try:
-            version = client.get_model_version(request.model_version_id)
+            versions = [client.get_model_version(v) for v in version_ids]
             dataset = client.get_dataset(request.dataset_id)
+            for version in versions:
+                audit_spec.check_fit(version, dataset, request.config.loss)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise worker.BadInput(exc.details()) from None
             raise
-        try:
-            audit_spec.check_fit(version, dataset, request.config.loss)
         except audit_spec.SpecError as exc:
             raise worker.BadInput(str(exc)) from None
-        ctx.progress(0, 0, message="downloading model and data", force=True)
-        model_path = client.download_model_version(version.id, f"{scratch}/model")
-        data_path = client.download_dataset(dataset.id, f"{scratch}/data")
+        ctx.progress(0, total, message="downloading data", force=True)
         try:
-            model = load_model(version, model_path)
-            x, y = artifacts.load_dataset(data_path)
-        except (ValueError, artifacts.ArtifactError) as exc:
-            raise worker.BadInput(f"cannot load the model or data: {exc}") from None
-        load_seconds = time.perf_counter() - started
-        device = request.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        total = sgld.chains * sgld.total_steps
+            x, y = artifacts.load_dataset(client.download_dataset(dataset.id, f"{scratch}/data"))
+        except artifacts.ArtifactError as exc:
+            raise worker.BadInput(f"cannot load the dataset: {exc}") from None
+        report_ids, last = [], None
+        for index, version in enumerate(versions):
+            started = time.perf_counter()
+            path = client.download_model_version(version.id, f"{scratch}/model-{index}")
+            try:
+                model = load_model(version, path, audit_spec.DTYPES.get(request.config.dtype))
+            except (ValueError, artifacts.ArtifactError) as exc:
+                raise worker.BadInput(f"cannot load model version {version.id}: {exc}") from None
+            load_seconds = time.perf_counter() - started
 
-        def progress(step: int, steps: int, running_llc: float) -> None:
-            ctx.progress(step * sgld.chains, total, {"llc": running_llc})
+            def progress(step: int, steps: int, running_llc: float, offset=index * per_version
+                         ) -> None:
+                done = offset + round(per_version * step / max(steps, 1))
+                ctx.progress(done, total, {"llc": running_llc})
 
-        try:
-            result = estimate_llc(model, x, y, LOSSES[request.config.loss], sgld, device=device,
-                                  progress=progress)
-        except SamplerDivergedError as exc:
-            raise worker.BadInput(str(exc)) from None
-        except ValueError as exc:
-            raise worker.BadInput(f"the audit cannot run: {exc}") from None
-        if not all(math.isfinite(v) for v in [result.mean, result.std, *result.per_chain]):
-            raise worker.BadInput("the estimate is not finite; lower the step size")
-        report = audit_pb2.AuditReport(
-            model_version_id=version.id, dataset_id=dataset.id, job_id=ctx.job_id,
-            config=audit_spec.resolved_config(request.config, sgld, result.nbeta, device),
-            llc=audit_pb2.LLCEstimate(mean=result.mean, std=result.std,
-                                      per_chain=result.per_chain),
-            init_loss=result.init_loss, num_examples=result.num_examples,
-            num_parameters=result.num_parameters,
-            traces=[audit_pb2.ChainTrace(loss=t) for t in result.traces],
-            timing=audit_pb2.Timing(seconds=time.perf_counter() - started,
-                                    load_seconds=load_seconds,
-                                    sampling_seconds=result.sampling_seconds),
-            device=device)
-        stored = client.put_report(report)
-    return worker.Result(output_ids=[stored.id],
-                         metrics={"llc": result.mean, "llc_std": result.std},
-                         step=total, total=total)
+            try:
+                result = run_audit(model, x, y, LOSSES[request.config.loss], audit_settings,
+                                   device=device, progress=progress)
+            except SamplerDivergedError as exc:
+                raise worker.BadInput(str(exc)) from None
+            except ValueError as exc:
+                raise worker.BadInput(f"the audit cannot run: {exc}") from None
+            report = to_report(result, request.config, version, dataset, ctx.job_id, device)
+            report.timing.load_seconds = load_seconds
+            report.timing.seconds = time.perf_counter() - started
+            report_ids.append(client.put_report(report).id)
+            last = result
+    metrics = {"llc": last.llc.mean, "llc_std": last.llc.std}
+    return worker.Result(output_ids=report_ids, metrics=metrics, step=total, total=total,
+                         message=f"verdict: {last.verdict.state}")
+
+
+def to_report(result: AuditResult, config: audit_pb2.AuditConfig,
+              version: registry_pb2.ModelVersion, dataset: registry_pb2.Dataset, job_id: str,
+              device: str) -> audit_pb2.AuditReport:
+    llc = result.llc
+    if not all(math.isfinite(v) for v in [llc.mean, llc.std, *llc.per_chain]):
+        raise worker.BadInput("the estimate is not finite; lower the step size")
+    calibration = audit_pb2.Calibration(ran=False)
+    if llc.calibration is not None:
+        c = llc.calibration
+        calibration = audit_pb2.Calibration(
+            ran=c.ran, chosen_step_size=c.chosen_step_size, summary=c.summary, seconds=c.seconds,
+            candidates=[audit_pb2.CalibrationCandidate(
+                step_size=k.step_size, acceptance=k.acceptance, llc=k.llc, stable=k.stable,
+                note=k.note) for k in c.candidates])
+    d = result.diagnostics
+    report = audit_pb2.AuditReport(
+        model_version_id=version.id, dataset_id=dataset.id, job_id=job_id, step=version.lineage.step,
+        config=audit_spec.resolved_config(config, llc, device),
+        llc=estimate_of(llc), init_loss=llc.init_loss, num_examples=llc.num_examples,
+        num_parameters=llc.num_parameters,
+        traces=[audit_pb2.ChainTrace(loss=t) for t in llc.traces],
+        timing=audit_pb2.Timing(sampling_seconds=llc.sampling_seconds,
+                                calibration_seconds=calibration.seconds,
+                                chain_steps_per_second=llc.chain_steps_per_second),
+        device=device, calibration=calibration, wbic=llc.wbic,
+        diagnostics=audit_pb2.Diagnostics(
+            rhat=d.rhat, ess=d.ess, acceptance=d.acceptance,
+            below_init_fraction=d.below_init_fraction, diverged_chains=d.diverged_chains),
+        verdict=audit_pb2.Verdict(state=audit_spec.VERDICTS[result.verdict.state],
+                                  reasons=result.verdict.reasons),
+        group_llc=[audit_pb2.GroupLLC(name=g.name, parameter_names=g.parameter_names,
+                                      num_parameters=g.llc.num_parameters, llc=estimate_of(g.llc))
+                   for g in result.groups],
+        weight_statistics=[audit_pb2.WeightStatistics(
+            name=w.name, numel=w.numel, mean=w.mean, std=w.std, kurtosis=w.kurtosis)
+            for w in result.weight_statistics])
+    if result.hessian is not None:
+        h = result.hessian
+        report.hessian.CopyFrom(audit_pb2.HessianSummary(
+            trace=h.trace, trace_stderr=h.trace_stderr, top_eigenvalue=h.top_eigenvalue,
+            probes=h.probes, power_iterations=h.power_iterations))
+    return report
+
+
+def estimate_of(llc) -> audit_pb2.LLCEstimate:
+    return audit_pb2.LLCEstimate(mean=llc.mean, std=llc.std, per_chain=llc.per_chain)
 
 
 if __name__ == "__main__":

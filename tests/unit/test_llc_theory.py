@@ -18,6 +18,16 @@ from services.estimator.theory import dln_learning_coefficient
 mse = torch.nn.functional.mse_loss
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: intra-op threads only add synchronization (and oversubscription on a shared
+    machine, which made this file 5-10x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _dln_teacher(widths: tuple[int, ...], rank: int, seed: int = 0) -> torch.nn.Sequential:
     """Bias-free linear layers with N(0, 1/fan_in) weights; the first layer's rank cut to ``rank``."""
     gen = torch.Generator().manual_seed(seed)
@@ -194,3 +204,37 @@ def test_result_is_plain_data() -> None:
     result = estimate_llc(model, x, y, mse, SGLDConfig(chains=1, draws=5, burnin=0), device="cpu")
     assert isinstance(result, LLCResult) and result.std == 0.0 and len(result.per_chain) == 1
     assert all(isinstance(v, float) for v in result.traces[0])
+    assert result.calibration.ran and result.calibration.states is None  # no tensors left behind
+    assert all(isinstance(v, float) for v in (result.acceptance, result.wbic, result.step_size,
+                                              result.localization, result.chain_steps_per_second))
+
+
+def test_wbic_and_run_facts_come_from_the_kept_draws() -> None:
+    model, x, y = _small_mlp()
+    config = SGLDConfig(chains=3, draws=40, burnin=20, thin=2, step_size=1e-4, localization=10.0, batch_size=64)
+
+    result = estimate_llc(model, x, y, mse, config, device="cpu")
+
+    kept = torch.tensor(result.traces, dtype=torch.float64)[:, 20::2]
+    n = x.shape[0]
+    assert result.wbic == pytest.approx(n * kept.mean().item(), rel=1e-12)
+    # with nβ = n / log n, λ̂ = nβ (E L − L*) and WBIC = n E L are tied: WBIC = n L* + λ̂ log n
+    assert result.wbic == pytest.approx(n * result.init_loss + result.mean * math.log(n), rel=1e-9)
+    assert result.step_size == 1e-4 and result.localization == 10.0
+    assert result.chain_steps_per_second == pytest.approx(3 * 100 / result.sampling_seconds, rel=1e-9)
+    assert 0 <= result.acceptance <= 1 and len(result.acceptance_per_chain) == 3
+
+
+def test_unknown_parameter_names_are_refused_by_name() -> None:
+    model, x, y = _small_mlp()
+    with pytest.raises(ValueError, match=r"unknown parameter name\(s\): 1.weight, nope"):
+        estimate_llc(model, x, y, mse, SGLDConfig(step_size=1e-4), device="cpu", params=["0.weight", "1.weight", "nope"])
+
+
+def test_restricted_run_freezes_the_other_parameters() -> None:
+    model, x, y = _small_mlp()
+    config = SGLDConfig(chains=2, draws=30, burnin=10, step_size=1e-4, batch_size=64)
+
+    result = estimate_llc(model, x, y, mse, config, device="cpu", params=["2.weight", "2.bias"])
+
+    assert result.num_parameters == 7 and math.isfinite(result.mean)

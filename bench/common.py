@@ -1,0 +1,151 @@
+"""Helpers shared by the benchmarks that run OUR estimator (main venv only; imports services)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+for _p in (str(ROOT), str(BENCH)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import torch  # noqa: E402
+
+import dln  # noqa: E402
+from services.estimator.llc import SGLDConfig, estimate_llc  # noqa: E402
+
+
+def calibration_supported() -> bool:
+    """True once ``SGLDConfig(step_size=None)`` means "calibrate" (validates without error)."""
+    try:
+        SGLDConfig(step_size=None).validate()
+    except Exception:
+        return False
+    return True
+
+
+def make_config(*, chains: int, steps: int, burnin: int, step_size: float | None, seed: int,
+                nbeta: float, localization: float = dln.LOCALIZATION,
+                batch_size: int = dln.BATCH_SIZE, **extra) -> SGLDConfig:
+    """Explicit settings; ``step_size=None`` asks for automatic calibration.
+
+    ``extra`` fields (e.g. accept_every) are passed only if this SGLDConfig has them, so the
+    benchmarks run against the estimator as it is on the branch they are run from."""
+    known = {f.name for f in dataclasses.fields(SGLDConfig)}
+    return SGLDConfig(chains=chains, draws=steps - burnin, burnin=burnin, thin=1, step_size=step_size,
+                      localization=localization, nbeta=nbeta, batch_size=batch_size, seed=seed,
+                      **{k: v for k, v in extra.items() if k in known})
+
+
+def _get(obj, name):
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def chosen_step_size(result, config: SGLDConfig) -> float | None:
+    """The ε the estimator actually used: the calibration's choice when it ran, else the config's.
+
+    Looks in the places the calibration work may put it (result.calibration.chosen_step_size,
+    result.step_size, result.config.step_size) so this keeps working whichever lands.
+    """
+    calib = _get(result, "calibration")
+    for value in (_get(calib, "chosen_step_size"), _get(calib, "step_size"), _get(result, "step_size"),
+                  _get(_get(result, "config"), "step_size"), config.step_size):
+        if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
+            return float(value)
+    return None
+
+
+def calibration_seconds(result) -> float | None:
+    for value in (_get(_get(result, "calibration"), "seconds"), _get(result, "calibration_seconds")):
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
+def segment_llcs(traces: list[list[float]], init_loss: float, nbeta: float, segments: int = 10) -> list[float]:
+    """nβ·(mean loss − L_n(w*)) over each tenth of the chains (all chains pooled): a trend check."""
+    t = torch.tensor(traces, dtype=torch.float64)
+    steps = t.shape[1]
+    edges = [round(i * steps / segments) for i in range(segments + 1)]
+    return [nbeta * (t[:, a:b].mean().item() - init_loss) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def run_ours(case: dln.Case, config: SGLDConfig, *, problem=None) -> dict:
+    """Run estimate_llc on a case; returns a JSON-able record (theory, estimate, timings, ε)."""
+    model, x, y = problem if problem is not None else dln.make_problem(case)
+    began = time.perf_counter()
+    result = estimate_llc(model, x, y, dln.mse, config, device="cpu")
+    wall = time.perf_counter() - began
+    lam = case.theory_lambda()
+    steps = config.total_steps
+    return {
+        "case": case.name,
+        "widths": list(case.widths),
+        "layers": case.layers,
+        "rank": case.rank,
+        "d": case.num_parameters,
+        "lambda_theory": lam,
+        "lambda_hat": result.mean,
+        "std": result.std,
+        "per_chain": result.per_chain,
+        "rel_err": result.mean / lam - 1.0,
+        "init_loss": result.init_loss,
+        "nbeta": result.nbeta,
+        "step_size": chosen_step_size(result, config),
+        "calibrated": config.step_size is None,
+        "calibration_seconds": calibration_seconds(result),
+        "wall_seconds": wall,
+        "sampling_seconds": result.sampling_seconds,
+        "ms_per_chain_step": 1e3 * result.sampling_seconds / (steps * config.chains),
+        "vectorized": result.vectorized,
+        "acceptance": _get(result, "acceptance"),
+        "segment_llc": segment_llcs(result.traces, result.init_loss, result.nbeta),
+    }
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def config_dict(config: SGLDConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(config).items()}
+
+
+def write_json(path: Path, payload: dict, *, final: bool = True) -> None:
+    """Write ``path.tmp`` (partial results as a run goes) and, when ``final``, rename it to ``path``:
+    a killed run leaves only the gitignored .tmp, never half a results file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    if final:
+        tmp.replace(path)

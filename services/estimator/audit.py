@@ -1,0 +1,114 @@
+"""One complexity audit in plain PyTorch: the LLC with its diagnostics and verdict, plus the
+optional companion measures (restricted LLC per group, Hessian, weight statistics).
+
+The worker translates requests into AuditSettings and results into the report message; this
+module knows nothing of either.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+
+from services.estimator import diagnostics, hessian, weights
+from services.estimator.llc import LLCResult, SGLDConfig, estimate_llc
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditSettings:
+    sgld: SGLDConfig
+    # name -> shell-style patterns over parameter names; each gets a restricted LLC.
+    groups: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
+    per_layer: bool = False
+    hessian: bool = False
+    weight_statistics: bool = False
+
+
+@dataclasses.dataclass
+class GroupResult:
+    name: str
+    parameter_names: list[str]
+    llc: LLCResult
+
+
+@dataclasses.dataclass
+class AuditResult:
+    llc: LLCResult
+    diagnostics: diagnostics.Diagnostics
+    verdict: diagnostics.Verdict
+    groups: list[GroupResult]
+    hessian: hessian.HessianSummary | None
+    weight_statistics: list[weights.WeightStatistics]
+
+
+def resolve_groups(model: torch.nn.Module, settings: AuditSettings) -> dict[str, list[str]]:
+    """Parameter names of every requested group; a pattern that matches nothing is an error."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    groups: dict[str, list[str]] = {}
+    if settings.per_layer:
+        groups.update(weights.layer_groups(model))
+    for group, patterns in settings.groups.items():
+        matched = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+        if not matched:
+            raise ValueError(f"parameter group {group!r} ({', '.join(patterns)}) matches no "
+                             f"parameter; the model has: {', '.join(names[:20])}"
+                             + (" ..." if len(names) > 20 else ""))
+        groups[group] = matched
+    return groups
+
+
+def run_audit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
+              settings: AuditSettings, *, device: torch.device | str | None = None,
+              progress: Callable[[int, int, float], None] | None = None) -> AuditResult:
+    """Estimate the LLC at the model's weights, diagnose the chains, and measure what was asked.
+
+    `progress(step, total, running_llc)` counts the steps of every sampling run together.
+    Raises ValueError for input that cannot be audited and SamplerDivergedError when chains
+    diverge."""
+    check_finite(x, y)
+    groups = resolve_groups(model, settings)
+    runs = 1 + len(groups)
+    steps_per_run = settings.sgld.total_steps
+    total = runs * steps_per_run
+
+    def stage(index: int) -> Callable[[int, int, float], None] | None:
+        if progress is None:
+            return None
+        return lambda step, _steps, llc: progress(index * steps_per_run + step, total, llc)
+
+    llc = estimate_llc(model, x, y, loss_fn, settings.sgld, device=device, progress=stage(0))
+    kept = [trace[settings.sgld.burnin::settings.sgld.thin] for trace in llc.traces]
+    diag = diagnostics.diagnose(kept, llc.init_loss, acceptance=llc.acceptance)
+    verdict = diagnostics.judge(diag, llc.per_chain, llc.mean, llc.std,
+                                num_parameters=llc.num_parameters)
+    # Restricted runs reuse the step size the full run settled on: calibrating again per
+    # group would make the numbers incomparable.
+    restricted = dataclasses.replace(settings.sgld, step_size=llc.step_size,
+                                     localization=llc.localization)
+    group_results = [
+        GroupResult(name, names, estimate_llc(model, x, y, loss_fn, restricted, device=device,
+                                              params=names, progress=stage(i + 1)))
+        for i, (name, names) in enumerate(groups.items())]
+    summary = None
+    if settings.hessian:
+        summary = hessian.hessian_summary(model, x, y, loss_fn, batch_size=settings.sgld.batch_size)
+    stats = weights.weight_statistics(model) if settings.weight_statistics else []
+    return AuditResult(llc, diag, verdict, group_results, summary, stats)
+
+
+def check_finite(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Refuse data with NaN or infinity: every estimate on it would be silently meaningless."""
+    for name, tensor in (("x", x), ("y", y)):
+        if tensor.is_floating_point():
+            bad = (~torch.isfinite(tensor)).sum().item()
+            if bad:
+                rows = (~torch.isfinite(tensor.reshape(len(tensor), -1))).any(dim=1)
+                first = int(rows.nonzero()[0])
+                raise ValueError(f"dataset {name} holds {bad} NaN or infinite values "
+                                 f"(first in row {first}); clean the data and upload it again")
+    if len(x) < 2:
+        raise ValueError(f"the dataset needs at least 2 examples (got {len(x)})")

@@ -1,0 +1,402 @@
+"""Automatic step-size calibration for the SGLD LLC estimator.
+
+Why not "acceptance ≈ 0.9": the MALA acceptance of an SGLD step says how far one step is from an
+exact Metropolis step, but how that translates into bias of λ̂ depends on the dimension. For a
+Gaussian posterior with d equally stiff directions, ε·a = stiffness × step, the stationary
+ULA chain has ``log α ≈ −(ε/8)·Σ a_i²·(x_i'² − x_i²)``, so ``1 − acceptance ≈ 0.1·√(d·(εa)³)``,
+while the relative bias of λ̂ is ``εa/4``. At acceptance 0.9 that is a +20% bias for d = 2, +9%
+for d = 20 (measured: +21% at 0.89 on a 20-parameter linear regression), +2.6% for d = 864 and
+< 1% for d = 20 000. A single acceptance target is therefore too lax for small models and too
+strict for large ones. Acceptance is still measured and reported (and is the fallback criterion
+when λ̂ itself is unusable); the step size is chosen on a direct estimate of the bias instead.
+
+The bias estimate. To first order in ε, Euler–Maruyama on a Gaussian posterior inflates the
+expected loss energy nβ·(E L − L*) by ``(ε/8)·nβ·tr ∇²L`` (discretization) plus
+``(ε/8)·nβ²·tr Cov(∇L_B)`` (minibatch gradient noise); both sums are basis-free and are measured
+along the chains for free by the acceptance computation (see :mod:`services.estimator.sgld`:
+``curvature`` and ``grad_noise``). Checked against long runs: linear regression (λ = 10):
+ε = 3e-3, 1e-3, 3e-4, 1e-4 → λ̂ − 10 = 9.1, 2.15, 0.68, 0.25; predicted 9.4, 2.0, 0.53, 0.17.
+DLN (10, 20, 10), λ = 50, n = 1e5: ε = 2e-6 … 1.25e-7 → λ̂ 56.2, 52.9, 51.5, 50.8, 50.4; minus the
+predicted bias 50.2, 50.3, 50.2, 50.2, 50.1. On a ReLU MLP (sklearn digits) the prediction is
+conservative (it over-predicts), which only makes the chosen step smaller.
+
+The procedure (:func:`calibrate`), all with the run's own chains, batch size, nβ, γ and weight
+decay:
+
+1. Curvature scale: the top Hessian eigenvalue h of the loss at w*, by power iteration on a
+   subsample of at most 2048 examples; the stiffest direction of the potential has
+   a = nβ·h + γ + wd, and Euler–Maruyama is unstable beyond ε = 4/a.
+2. A log grid ε_k = (2/a)·2^(−k): the first candidate is half the stability limit, so it is
+   usually stable but visibly biased.
+3. Each candidate runs a short pilot segment (every second step scored); the chains CONTINUE
+   from segment to segment (a diverged segment is rolled back), so the large early steps act as
+   a fast burn-in for the flat directions, and the main run starts where calibration stopped.
+   On the second half of a segment: λ̂, the acceptance, and the predicted bias.
+4. A candidate passes if it is stable (no non-finite or exploding loss, acceptance ≥ 0.05,
+   λ̂ not beyond twice the regular ceiling d/2) and its predicted bias is at most ``target_bias``
+   (2%) of its λ̂. The search jumps along the grid using the bias being linear in ε, and stops at
+   the largest passing grid step whose larger neighbour fails (or must fail: bias at 2ε ≥ 2×).
+5. Budget: the pilots take about ``calibration_budget`` (25%) of the main run's chain-steps,
+   with a floor of three 30-step segments for tiny runs. If no candidate passes in the budget,
+   the grid step that the bias predicts to pass is taken (said in the summary).
+
+γ is checked, not tuned: the summary warns when γ is comparable to the stiffest loss curvature
+nβ·h (then it shrinks λ̂), when λ̂ was still rising through the chosen pilot (not yet
+equilibrated, or not localized: raise γ or the burn-in), and says whether the localization
+relaxes (1/(ε·γ) steps) within the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from services.estimator.sgld import LossFn, SamplerDivergedError, run_sgld
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CalibrationCandidate", "CalibrationResult", "DEFAULT_TARGET_BIAS", "calibrate"]
+
+DEFAULT_TARGET_BIAS = 0.02  # predicted bias of λ̂ allowed, as a fraction of λ̂
+GRID_FACTOR = 2.0  # neighbouring candidates differ by this factor
+SCORE_EVERY = 2  # pilots score every second step (one extra gradient each)
+MIN_SEGMENT, MAX_SEGMENT = 24, 400  # pilot segment length in steps
+MIN_SEGMENTS, MAX_SEGMENTS = 4, 12
+KEEP_BIAS = 0.3  # a segment's end states seed the next only if its predicted bias is below this
+REFERENCE_BIAS = 0.5  # ... and its λ̂ − bias serves as the reference λ if the bias is below this
+WARMUP_MAX = 16.0  # the main run's first half of burn-in runs at up to this multiple of the step
+WARMUP_RELAX = 60  # ... and at most burnin / WARMUP_RELAX times it (see calibrate)
+EXPECTED_SEGMENTS = 4  # the budget is split into about this many segments
+MIN_ACCEPTANCE = 0.05  # below this the step is plainly broken, whatever the bias says
+HESSIAN_SUBSAMPLE = 2048
+HESSIAN_ITERATIONS = 20
+
+
+@dataclass
+class CalibrationCandidate:
+    step_size: float
+    acceptance: float  # mean MALA acceptance over the segment's second half
+    llc: float  # λ̂ over the segment's second half (short: a rough value)
+    stable: bool
+    note: str
+    bias: float = math.nan  # predicted first-order bias of λ̂ at this step size (λ units)
+    steps: int = 0  # steps the segment ran (fewer if it diverged)
+
+
+@dataclass
+class CalibrationResult:
+    ran: bool
+    chosen_step_size: float
+    candidates: list[CalibrationCandidate] = field(default_factory=list)
+    summary: str = ""
+    seconds: float = 0.0
+    target_bias: float = DEFAULT_TARGET_BIAS
+    top_eigenvalue: float = math.nan  # of the loss Hessian at w* (subsample), nan if unavailable
+    # step size of the first half of the main run's burn-in (see estimate_llc and refine)
+    warmup_step_size: float = math.nan
+    reference_llc: float = math.nan  # best estimate of λ from the pilots (λ̂ − predicted bias)
+    unstable_step_size: float = math.inf  # smallest step a pilot found unstable
+    # The chains' states where calibration left them (chains, D) on the sampling device; used to
+    # start the main run, then dropped by estimate_llc (never part of a report).
+    states: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+
+def _top_eigenvalue(model, x, y, loss_fn, params: Sequence[str], seed: int) -> float:
+    """Top Hessian eigenvalue of the loss at w* on a seeded subsample; nan if it cannot be had."""
+    try:
+        from services.estimator.hessian import top_eigenvalue
+    except ImportError:  # pragma: no cover - the module ships with the estimator
+        return math.nan
+    n = x.shape[0]
+    if n > HESSIAN_SUBSAMPLE:
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(n, generator=gen)[:HESSIAN_SUBSAMPLE].to(x.device)
+        x, y = x[idx], y[idx]
+    try:
+        return float(top_eigenvalue(model, x, y, loss_fn, iterations=HESSIAN_ITERATIONS, tol=1e-2,
+                                    batch_size=x.shape[0], seed=seed, params=list(params)))
+    except Exception as err:  # any model the power iteration cannot handle: start from nβ alone
+        log.warning("calibration: no Hessian eigenvalue (%s: %s); starting the grid from nβ",
+                    type(err).__name__, err)
+        return math.nan
+
+
+def _segment_seed(seed: int, index: int) -> int:
+    return (seed * 1_000_003 + 7_919 * (index + 1) + 104_729) % (2**62)
+
+
+@dataclass
+class _Stats:
+    llc: float
+    llc_first: float  # second quarter, for the trend
+    llc_last: float  # fourth quarter
+    acceptance: float
+    bias: float
+    loc_energy: float
+    reference: float = math.nan  # the λ̂ the bias is compared with (see calibrate)
+
+
+def _segment_stats(trace, nbeta: float, init_loss: float, step_size: float) -> _Stats:
+    losses = trace.losses.double()
+    steps = losses.shape[1]
+    half, quarter = steps // 2, steps // 4
+    energy = nbeta * (losses - init_loss)
+    after = trace.accept_steps >= half
+    acc = trace.acceptance[:, after]
+    curv = trace.curvature[:, after]
+    noise = trace.grad_noise[:, after]
+    noise = noise[torch.isfinite(noise)]
+    bias = curv.mean().item() / 8 + (step_size * noise.mean().item() / 16 if noise.numel() else 0.0)
+    return _Stats(
+        llc=energy[:, half:].mean().item(),
+        llc_first=energy[:, quarter:half].mean().item(),
+        llc_last=energy[:, steps - quarter:].mean().item(),
+        acceptance=acc.mean().item() if acc.numel() else math.nan,
+        bias=bias,
+        loc_energy=trace.localization_energy[:, after].mean().item() if after.any() else math.nan,
+    )
+
+
+def calibrate(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+    config,
+    *,
+    params: Sequence[str],
+    nbeta: float,
+    init_loss: float,
+    explode_at: float | None,
+    vectorize: bool = True,
+    target_bias: float = DEFAULT_TARGET_BIAS,
+) -> CalibrationResult:
+    """Choose the SGLD step size for ``config`` (an SGLDConfig) on this model and data.
+
+    ``model``, ``x``, ``y`` already on the sampling device; ``params`` the sampled parameter
+    names; ``init_loss`` = L_n(w*); ``explode_at`` the divergence threshold of the main run. See
+    the module docstring for the procedure. Never raises for a diverging candidate (that is a
+    finding); the returned ``states`` warm-start the main run.
+    """
+    began = time.perf_counter()
+    named = dict(model.named_parameters())
+    dim = sum(named[k].numel() for k in params)
+    gamma, wd = config.localization, config.weight_decay
+    chains = config.chains
+
+    h_max = _top_eigenvalue(model, x, y, loss_fn, params, config.seed)
+    curvature = nbeta * h_max if math.isfinite(h_max) and h_max > 0 else 0.0
+    a_max = curvature + gamma + wd
+    if a_max <= 0:  # no curvature, no localization, no prior: nothing sets a scale but nβ
+        a_max = nbeta
+    base = 0.5 / a_max
+
+    budget_steps = config.calibration_budget * config.total_steps
+    cost = 1.0 + 1.0 / SCORE_EVERY
+    seg = int(min(MAX_SEGMENT, max(MIN_SEGMENT, budget_steps / (cost * EXPECTED_SEGMENTS))))
+    seg += seg % 2
+    max_segments = int(min(MAX_SEGMENTS, max(MIN_SEGMENTS, budget_steps // (cost * seg))))
+    ceiling = float(dim)  # twice the regular d/2: beyond it the step is absurd, not just biased
+
+    def eps(k: int) -> float:
+        return base * GRID_FACTOR ** (-k)
+
+    tested: dict[int, tuple[CalibrationCandidate, _Stats | None, bool]] = {}  # k -> (cand, stats, passed)
+    order: list[int] = []
+    states = None
+    last_stats = None
+    k = 0
+    for index in range(max_segments):
+        step = eps(k)
+        try:
+            trace = run_sgld(
+                model, x, y, loss_fn, chains=chains, steps=seg, step_size=step, localization=gamma,
+                nbeta=nbeta, batch_size=config.batch_size, seed=_segment_seed(config.seed, index),
+                weight_decay=wd, params=params, accept_every=SCORE_EVERY, explode_at=explode_at,
+                init=states, vectorize=vectorize)
+        except SamplerDivergedError as err:
+            cand = CalibrationCandidate(step, math.nan, math.nan, False,
+                                        f"diverged at step {err.step}: loss {err.loss:.4g}", steps=err.step)
+            tested[k] = (cand, None, False)
+        else:
+            st = _segment_stats(trace, nbeta, init_loss, step)
+            last_stats = st
+            notes = []
+            stable = True
+            if not st.acceptance >= MIN_ACCEPTANCE:
+                stable = False
+                notes.append(f"acceptance {st.acceptance:.3f} < {MIN_ACCEPTANCE}")
+            if st.llc > ceiling:
+                stable = False
+                notes.append(f"λ̂ {st.llc:.4g} beyond twice the regular ceiling d/2 = {dim / 2:g}")
+            # The denominator: this pilot's λ̂, or, if larger, the best equilibrated reference: a
+            # short pilot from w* has not relaxed yet (its λ̂ is low, its bias fraction too high),
+            # while a larger-step pilot relaxes faster and, less its predicted bias, estimates λ.
+            reference = max([st.llc] + [o.llc - o.bias for c, o, _ in tested.values()
+                                        if c.stable and o is not None and o.llc > 0
+                                        and o.bias <= REFERENCE_BIAS * o.llc])
+            st.reference = reference
+            frac = st.bias / reference if reference > 0 else math.inf
+            if st.llc <= 0:
+                notes.append("loss below L_n(w*): λ̂ ≤ 0")
+            passed = stable and frac <= target_bias
+            if stable and frac <= KEEP_BIAS:
+                states = trace.final  # else roll back: far-off states would slow the next segment
+            notes.append(f"predicted bias {st.bias:+.3g} ({100 * frac:+.1f}% of λ̂ ≈ {reference:.4g})"
+                         if math.isfinite(frac) else f"predicted bias {st.bias:+.3g}")
+            cand = CalibrationCandidate(step, st.acceptance, st.llc, stable, "; ".join(notes),
+                                        bias=st.bias, steps=seg)
+            tested[k] = (cand, st, passed)
+        order.append(k)
+        nxt = _next_k(k, tested, target_bias)
+        if nxt is None:
+            if len(order) >= 2 or index + 1 >= max_segments:
+                break
+            # Only one candidate so far: look at the larger neighbour, so that the choice is
+            # seen to be the largest passing step (and the chains get a faster warm-up).
+            nxt = min(tested) - 1
+            if nxt in tested:
+                break
+        k = nxt
+
+    chosen_k, how = _choose(tested, target_bias)
+    chosen = eps(chosen_k)
+    cands = [tested[j][0] for j in order]
+    summary = _summary(chosen, chosen_k, how, tested, order, h_max, nbeta, gamma, wd, a_max, seg,
+                       config, target_bias, dim)
+    # Warm-up step for the first half of the main run's burn-in: larger, for faster diffusion
+    # along flat directions (what singular models need: on a 5-layer DLN, 2000 steps at 8× the
+    # step then 1500 at it gave λ̂ 195 at once, where 3000 plain steps gave 163 and 8000 steps at
+    # 2× gave 190). The warm-up over-spreads the directions with ε_w·a ≳ 0.1 (> 2.5% energy);
+    # at the chosen ε those relax within 10·ε_w/ε steps, so the factor is at most
+    # burnin / WARMUP_RELAX (three such times in the second half of the burn-in). And it is
+    # never larger than a pilot step seen stable with a predicted bias below KEEP_BIAS: the
+    # stiffness a chain meets away from w* can exceed the Hessian's at w*, so no extrapolation.
+    factor = min(WARMUP_MAX, max(1.0, config.burnin / WARMUP_RELAX))
+    seen = [c.step_size for c, st, _ in tested.values()
+            if c.stable and st is not None and st.llc > 0 and st.bias <= KEEP_BIAS * st.llc]
+    warm = min(chosen * factor, max(seen, default=chosen))
+    warm = max(warm, chosen)
+    unstable = [tested[j][0].step_size for j in tested if not tested[j][0].stable]
+    refs = [st.reference for c, st, _ in tested.values() if st is not None and c.stable]
+    return CalibrationResult(
+        ran=True, chosen_step_size=chosen, candidates=cands, summary=summary,
+        seconds=time.perf_counter() - began, target_bias=target_bias, top_eigenvalue=h_max,
+        warmup_step_size=warm, reference_llc=max(refs, default=math.nan),
+        unstable_step_size=min(unstable, default=math.inf), states=states)
+
+
+def refine(result: CalibrationResult, trace, nbeta: float, init_loss: float, step_size: float) -> float:
+    """The step size for the rest of the main run, from its first half of burn-in (``trace``, run
+    at ``step_size`` = ``result.warmup_step_size``), whose statistics are far better relaxed than
+    the short pilots'. Bias is linear in ε: ε ← ε · target·λ_ref / bias, with λ_ref the larger of
+    this stage's λ̂ and the pilots' reference; kept within [chosen/4, 2·ε] and below half of any
+    step a pilot found unstable. Updates ``result`` (a candidate, the summary, the chosen step).
+    """
+    st = _segment_stats(trace, nbeta, init_loss, step_size)
+    chosen = result.chosen_step_size
+    reference = max(st.llc, result.reference_llc if math.isfinite(result.reference_llc) else -math.inf)
+    if not st.acceptance >= MIN_ACCEPTANCE or not reference > 0 or not st.bias > 0:
+        new = chosen
+    else:
+        new = step_size * result.target_bias * reference / st.bias
+        new = min(max(new, chosen / 4), 2 * step_size, result.unstable_step_size / GRID_FACTOR)
+    frac = st.bias / reference if reference > 0 else math.nan
+    result.candidates.append(CalibrationCandidate(
+        step_size, st.acceptance, st.llc, True,
+        f"first half of the main burn-in; predicted bias {st.bias:+.3g} ({100 * frac:+.1f}% of λ̂ ≈ {reference:.4g})",
+        bias=st.bias, steps=trace.losses.shape[1]))
+    result.summary += (f" Refined on the first half of the burn-in ({trace.losses.shape[1]} steps at "
+                       f"{step_size:.3g}: λ̂ ≈ {st.llc:.4g}, predicted bias {st.bias:+.3g}): step size "
+                       f"{chosen:.3g} → {new:.3g} for the rest of the run.")
+    result.chosen_step_size = new
+    return new
+
+
+def _next_k(k: int, tested: dict, target: float) -> int | None:
+    """The next grid index to try after index k, or None when the choice is settled."""
+    passing = sorted(j for j, (_, _, ok) in tested.items() if ok)
+    if passing:
+        best = passing[0]  # smallest index = largest step size
+        cand, st, _ = tested[best]
+        larger = best - 1
+        failed_above = [j for j, (_, _, ok) in tested.items() if not ok and j < best]
+        if larger in tested or GRID_FACTOR * st.bias > target * st.reference:
+            return None
+        # bias is linear in ε: jump up as far as it predicts, but not onto a failed step
+        frac = max(st.bias / st.reference, 1e-12)
+        jump = max(1, int(math.floor(math.log(target / frac, GRID_FACTOR))))
+        nxt = best - jump
+        if failed_above:
+            nxt = max(nxt, max(failed_above) + 1)
+        return nxt if nxt not in tested else None
+    cand, st, _ = tested[k]
+    if st is None:  # diverged: far too large
+        jump = 3
+    elif not cand.stable:
+        jump = 2
+    elif st.reference > 0 and st.bias > 0:
+        jump = max(1, int(math.ceil(math.log(st.bias / (target * st.reference), GRID_FACTOR) - 1e-6)))
+        jump = min(jump, 6)
+    else:  # no usable λ̂ (w* not a minimum): walk down one step at a time
+        jump = 1
+    nxt = k + jump
+    while nxt in tested:
+        nxt += 1
+    return nxt
+
+
+def _choose(tested: dict, target: float) -> tuple[int, str]:
+    passing = sorted(j for j, (_, _, ok) in tested.items() if ok)
+    if passing:
+        return passing[0], "largest grid step meeting the bias target"
+    stable = [(j, st) for j, (c, st, _) in tested.items() if c.stable and st is not None]
+    usable = [(j, st) for j, st in stable if st.reference > 0 and st.bias > 0]
+    if usable:
+        j, st = min(usable, key=lambda item: item[1].bias / item[1].reference)
+        jump = max(0, int(math.ceil(math.log(st.bias / (target * st.reference), GRID_FACTOR) - 1e-6)))
+        return j + jump, "not confirmed by a pilot (budget spent): the grid step the bias predicts to pass"
+    accepting = [j for j, st in stable if st.acceptance >= 0.9]
+    if accepting:
+        return min(accepting), "no usable λ̂ in the pilots: the largest step with acceptance ≥ 0.9"
+    worst = max(tested)
+    return worst + 3, "no stable pilot: eight times below the smallest step tried"
+
+
+def _summary(chosen, chosen_k, how, tested, order, h_max, nbeta, gamma, wd, a_max, seg, config,
+             target, dim) -> str:
+    parts = [f"step size {chosen:.3g} ({how}; target bias ≤ {100 * target:g}% of λ̂)"]
+    entry = tested.get(chosen_k)
+    if entry is not None and entry[1] is not None:
+        cand, st, _ = entry
+        parts.append(f"its pilot: λ̂ ≈ {st.llc:.4g}, predicted bias {st.bias:+.3g}, "
+                     f"acceptance {st.acceptance:.3f}")
+    grid = ", ".join(f"{tested[j][0].step_size:.3g}" + ("✓" if tested[j][2] else "✗") for j in order)
+    curv = f"nβ·h = {nbeta * h_max:.4g} (h = top Hessian eigenvalue at w*)" if math.isfinite(h_max) \
+        else "no Hessian eigenvalue available"
+    parts.append(f"{len(order)} pilots of {seg} steps × {config.chains} chains from 0.5/(nβ·h + γ + wd); "
+                 f"{curv}; tried {grid}")
+    # γ checks
+    notes = []
+    if math.isfinite(h_max) and h_max > 0 and gamma > 0.3 * nbeta * h_max:
+        notes.append(f"γ = {gamma:g} is comparable to the stiffest loss curvature nβ·h = {nbeta * h_max:.3g}: "
+                     "the localization shrinks λ̂ — use a smaller localization")
+    if entry is not None and entry[1] is not None:
+        st = entry[1]
+        noise = abs(st.llc) * 0.1 + 1e-12
+        if st.llc_last - st.llc_first > max(noise, 0.15 * abs(st.llc_first)):
+            notes.append(f"λ̂ was still rising through the pilot ({st.llc_first:.3g} → {st.llc_last:.3g}): "
+                         "if it keeps rising over the run, raise burnin, or localization if it never levels off")
+    if gamma > 0:
+        relax = 1.0 / (chosen * gamma)
+        steps = config.total_steps
+        where = "within" if relax < steps else "beyond"
+        notes.append(f"localization relaxes in 1/(ε·γ) ≈ {relax:.3g} steps, {where} the run's {steps}")
+    if notes:
+        parts.append("; ".join(notes))
+    return ". ".join(parts) + "."
