@@ -130,10 +130,11 @@ def machine() -> dict:
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "torch_default_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "load_average_at_start": os.getloadavg(),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
     }
 
 

@@ -57,11 +57,17 @@ def main(argv: list[str] | None = None) -> int:
         with Client(**platform.endpoints) as client:
             rows, sampler = run_comparison(client, args)
     print()
-    print(f"{'model':<18} {'test acc':>9} {'LLC':>9}   {'± std':<7} {'train s':>8} {'audit s':>8}")
-    for label, acc, llc, std, train_s, audit_s in rows:
-        print(f"{label:<18} {100 * acc:8.2f}% {llc:9.2f} ± {std:<5.2f} {train_s:8.1f} {audit_s:8.1f}")
+    print(f"{'model':<18} {'test acc':>9} {'LLC':>9}   {'± std':<7} {'verdict':<8} {'step':>9} "
+          f"{'train s':>8} {'audit s':>8}")
+    for label, acc, report, train_s, audit_s in rows:
+        verdict = audit_pb2.VerdictState.Name(report.verdict.state).removeprefix("VERDICT_STATE_")
+        print(f"{label:<18} {100 * acc:8.2f}% {report.llc.mean:9.2f} ± {report.llc.std:<5.2f} "
+              f"{verdict.lower():<8} {report.config.sampler.step_size:9.3g} {train_s:8.1f} "
+              f"{audit_s:8.1f}")
+        for reason in report.verdict.reasons:
+            print(f"    {reason}")
     print(f"\nLLC: λ̂ = nβ·(E[L_n(w)] − L_n(w*)) from {sampler.chains} SGLD chains × {sampler.draws} "
-          f"draws (step {sampler.step_size:g}, localization {sampler.localization:g}, "
+          f"draws (step calibrated per model, localization {sampler.localization:g}, "
           f"nβ {sampler.nbeta:.1f}) on each model's training split; ± is the spread across chains.")
     print("\nplatform stopped cleanly")
     return 0
@@ -84,8 +90,8 @@ def run_comparison(client: Client, args: argparse.Namespace
         audit = wait(client, client.start_audit(final.id, final.lineage.dataset_version_id, config),
                      f"audit {label}")
         report = client.get_report(audit.output_ids[0])
-        rows.append((label, job.metrics["test_accuracy"], report.llc.mean, report.llc.std,
-                     train_s, time.perf_counter() - started))
+        rows.append((label, job.metrics["test_accuracy"], report, train_s,
+                     time.perf_counter() - started))
     return rows, report.config.sampler
 
 
