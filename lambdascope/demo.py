@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--self-model-weight", type=float, default=50.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--draws", type=int, default=400, help="SGLD draws per chain")
+    parser.add_argument("--draws", type=int, default=600, help="SGLD draws per chain")
+    parser.add_argument("--burnin", type=int, default=1000,
+                        help="SGLD burn-in steps (the digits MLP's λ̂ keeps rising for ~1000)")
     parser.add_argument("--data-dir", help="keep the platform's data here (default: temporary)")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="lambdascope-run-")
@@ -86,6 +88,7 @@ def run_comparison(client: Client, args: argparse.Namespace
         final = client.get_model_version(job.output_ids[-1])
         config = audit_pb2.AuditConfig(loss=models_pb2.LOSS_KIND_CROSS_ENTROPY)
         config.sampler.seed, config.sampler.draws = args.seed, args.draws
+        config.sampler.burnin = args.burnin
         started = time.perf_counter()
         audit = wait(client, client.start_audit(final.id, final.lineage.dataset_version_id, config),
                      f"audit {label}")
