@@ -17,6 +17,8 @@ from services.estimator.llc import SamplerDivergedError, SGLDConfig, estimate_ll
 from services.estimator.sgld import run_sgld
 from services.estimator.theory import dln_learning_coefficient
 
+from dln_teacher import dln_teacher
+
 mse = torch.nn.functional.mse_loss
 
 
@@ -47,19 +49,8 @@ def _regression(d: int = 20, n: int = 2000, bias: bool = False, dtype=torch.floa
 
 
 def _dln(widths: tuple[int, ...], rank: int, n: int):
-    """Bias-free DLN teacher (first layer's rank cut), inputs U(-10, 10), noise-free targets."""
-    gen = torch.Generator().manual_seed(0)
-    layers = []
-    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
-        w = torch.randn(fan_out, fan_in, generator=gen, dtype=torch.float64) / math.sqrt(fan_in)
-        if i == 0:
-            u, s, vh = torch.linalg.svd(w, full_matrices=False)
-            w = u[:, :rank] @ torch.diag(s[:rank]) @ vh[:rank]
-        layer = torch.nn.Linear(fan_in, fan_out, bias=False, dtype=torch.float64)
-        with torch.no_grad():
-            layer.weight.copy_(w)
-        layers.append(layer)
-    model = torch.nn.Sequential(*layers)
+    """The DLN teacher with inputs U(-10, 10) and its noise-free targets."""
+    model = dln_teacher(widths, rank)
     x = torch.rand(n, widths[0], generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 20 - 10
     with torch.no_grad():
         return model, x, model(x)

@@ -15,6 +15,8 @@ import torch
 from services.estimator.llc import LLCResult, SamplerDivergedError, SGLDConfig, estimate_llc
 from services.estimator.theory import dln_learning_coefficient
 
+from dln_teacher import dln_teacher
+
 mse = torch.nn.functional.mse_loss
 
 
@@ -26,22 +28,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def _dln_teacher(widths: tuple[int, ...], rank: int, seed: int = 0) -> torch.nn.Sequential:
-    """Bias-free linear layers with N(0, 1/fan_in) weights; the first layer's rank cut to ``rank``."""
-    gen = torch.Generator().manual_seed(seed)
-    layers = []
-    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
-        w = torch.randn(fan_out, fan_in, generator=gen, dtype=torch.float64) / math.sqrt(fan_in)
-        if i == 0:
-            u, s, vh = torch.linalg.svd(w, full_matrices=False)
-            w = u[:, :rank] @ torch.diag(s[:rank]) @ vh[:rank]
-        layer = torch.nn.Linear(fan_in, fan_out, bias=False, dtype=torch.float64)
-        with torch.no_grad():
-            layer.weight.copy_(w)
-        layers.append(layer)
-    return torch.nn.Sequential(*layers)
 
 
 def _dln_data(model: torch.nn.Module, n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,7 +84,7 @@ def test_regular_model_gives_half_the_parameter_count() -> None:
 def test_deep_linear_network_matches_aoyagi() -> None:
     widths, rank = (4, 3, 4), 1
     expected = dln_learning_coefficient(widths, rank)  # 6.0, against d/2 = 12
-    model = _dln_teacher(widths, rank)
+    model = dln_teacher(widths, rank)
     x, y = _dln_data(model, n=10_000)
     config = SGLDConfig(chains=16, draws=1500, burnin=1500, step_size=3e-6, localization=1.0, batch_size=500)
 
@@ -114,7 +100,7 @@ def test_deep_linear_network_matches_aoyagi() -> None:
 
 @pytest.mark.parametrize("example_batch", [2, 3])
 def test_exported_program_matches_eager_module(example_batch: int) -> None:
-    model = _dln_teacher((4, 3, 4), 1)
+    model = dln_teacher((4, 3, 4), 1)
     x, y = _dln_data(model, n=1001)  # odd n and batch 100 exercise the padding of fixed-batch programs
     exported = torch.export.export(model, (x[:example_batch].clone(),)).module()
     config = SGLDConfig(chains=4, draws=200, burnin=100, step_size=3e-6, localization=1.0, batch_size=100, seed=7)
