@@ -54,12 +54,10 @@ def ensure_venv() -> None:
     if not VENV_PY.exists():
         print(f"creating {VENV} ({DEVINTERP_PIN}, {torch_pin}) ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        # The CPU torch wheel lies in /opt/wheels on these machines (as for the product's venv);
+        # the same torch pin keeps pip from reaching for another build. Elsewhere pip resolves
+        # torch from its index, and the check below refuses a CUDA build.
         links = ["--find-links", "/opt/wheels"] if Path("/opt/wheels").is_dir() else []
-        # torch first, from the same CPU wheel the product uses, so devinterp's "torch" requirement is
-        # already met and pip never reaches for a CUDA build.
-        subprocess.run([str(VENV_PY), "-m", "pip", "install", "-q", *links, torch_pin,
-                        "--extra-index-url", "https://download.pytorch.org/whl/cpu"] if not links else
-                       [str(VENV_PY), "-m", "pip", "install", "-q", *links, torch_pin], check=True)
         subprocess.run([str(VENV_PY), "-m", "pip", "install", "-q", *links, torch_pin, DEVINTERP_PIN], check=True)
     probe = subprocess.run(
         [str(VENV_PY), "-c", "import importlib.metadata as m, torch; "
