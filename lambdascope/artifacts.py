@@ -154,16 +154,8 @@ def inspect_safetensors(
     JSON object (no repeated keys), `__metadata__` a str->str map, known dtypes, integer shapes
     >= 0, `data_offsets` of the right length, non-overlapping and covering the data exactly.
     """
-    name = os.fspath(path)
-    try:
-        f = open(name, "rb")
-    except OSError as e:
-        raise ArtifactError(f"cannot open {name}: {e.strerror}") from None
-    with f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ArtifactError(f"{name} is not a regular file")
-        size = st.st_size
+    with _open_regular(path, "safetensors file") as f:
+        size = os.fstat(f.fileno()).st_size
         head = f.read(8)
         if len(head) < 8:
             raise ArtifactError(
@@ -982,7 +974,8 @@ def _inspect_open_pt2(f: BinaryIO, max_uncompressed_bytes: int) -> tuple[_Pt2Pla
 
 
 @contextlib.contextmanager
-def _open_regular(path: str | os.PathLike) -> Iterator[BinaryIO]:
+def _open_regular(path: str | os.PathLike, kind: str) -> Iterator[BinaryIO]:
+    """Open a non-empty regular file (not a device, FIFO or directory) for reading."""
     name = os.fspath(path)
     try:
         f = open(name, "rb")
@@ -993,7 +986,7 @@ def _open_regular(path: str | os.PathLike) -> Iterator[BinaryIO]:
         if not stat.S_ISREG(st.st_mode):
             raise ArtifactError(f"{name} is not a regular file")
         if st.st_size == 0:
-            raise ArtifactError("not a .pt2 archive: the file is empty")
+            raise ArtifactError(f"not a {kind}: the file is empty")
         yield f
 
 
@@ -1017,7 +1010,7 @@ def inspect_pt2(path: str | os.PathLike, *, max_uncompressed_bytes: int = 8 * 2*
     (b) pass `torch.load(weights_only=True)` here. A file that passes can never reach the fallback;
     `load_exported_program` additionally re-saves what the weights-only load returned.
     """
-    with _open_regular(path) as f:
+    with _open_regular(path, ".pt2 archive") as f:
         plan, _ = _inspect_open_pt2(f, max_uncompressed_bytes)
     return plan.info
 
@@ -1127,7 +1120,7 @@ def load_exported_program(
     """
     import torch
 
-    with _open_regular(path) as f:
+    with _open_regular(path, ".pt2 archive") as f:
         plan, sample = _inspect_open_pt2(f, max_uncompressed_bytes)
         zf = zipfile.ZipFile(f)
         with tempfile.TemporaryDirectory(prefix="lambdascope-pt2-") as tmp:
