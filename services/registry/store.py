@@ -87,13 +87,10 @@ class RegistryStore:
         return model
 
     def list_models(self, size: int, token: str) -> registry_pb2.ListModelsResponse:
-        size, offset = paging.size(size), paging.decode_token(token)
-        with self.engine.connect() as conn:
-            names = conn.execute(sa.select(models.c.name).order_by(models.c.name)
-                                 .offset(offset).limit(size + 1)).scalars().all()
-        return registry_pb2.ListModelsResponse(
-            models=[self.get_model(n) for n in names[:size]],
-            next_page_token=paging.encode_token(offset + size) if len(names) > size else "")
+        names, next_token = self._page(sa.select(models.c.name).order_by(models.c.name),
+                                       size, token)
+        return registry_pb2.ListModelsResponse(models=[self.get_model(n) for n in names],
+                                               next_page_token=next_token)
 
     # -- versions -------------------------------------------------------------------------
 
@@ -132,18 +129,16 @@ class RegistryStore:
 
     def list_versions(self, request: registry_pb2.ListModelVersionsRequest
                       ) -> registry_pb2.ListModelVersionsResponse:
-        size, offset = paging.size(request.page_size), paging.decode_token(request.page_token)
         query = sa.select(versions.c.proto).order_by(versions.c.model_name, versions.c.version)
         if request.model_name:
             self.get_model(request.model_name)  # NOT_FOUND for an unknown model
             query = query.where(versions.c.model_name == request.model_name)
         if request.job_id:
             query = query.where(versions.c.job_id == request.job_id)
-        with self.engine.connect() as conn:
-            blobs = conn.execute(query.offset(offset).limit(size + 1)).scalars().all()
+        blobs, next_token = self._page(query, request.page_size, request.page_token)
         return registry_pb2.ListModelVersionsResponse(
-            versions=[registry_pb2.ModelVersion.FromString(b) for b in blobs[:size]],
-            next_page_token=paging.encode_token(offset + size) if len(blobs) > size else "")
+            versions=[registry_pb2.ModelVersion.FromString(b) for b in blobs],
+            next_page_token=next_token)
 
     # -- datasets -------------------------------------------------------------------------
 
@@ -166,14 +161,11 @@ class RegistryStore:
         return registry_pb2.Dataset.FromString(blob)
 
     def list_datasets(self, size: int, token: str) -> registry_pb2.ListDatasetsResponse:
-        size, offset = paging.size(size), paging.decode_token(token)
-        with self.engine.connect() as conn:
-            blobs = conn.execute(sa.select(datasets.c.proto)
-                                 .order_by(datasets.c.created_at, datasets.c.id)
-                                 .offset(offset).limit(size + 1)).scalars().all()
+        blobs, next_token = self._page(
+            sa.select(datasets.c.proto).order_by(datasets.c.created_at, datasets.c.id), size, token)
         return registry_pb2.ListDatasetsResponse(
-            datasets=[registry_pb2.Dataset.FromString(b) for b in blobs[:size]],
-            next_page_token=paging.encode_token(offset + size) if len(blobs) > size else "")
+            datasets=[registry_pb2.Dataset.FromString(b) for b in blobs],
+            next_page_token=next_token)
 
     # -- reports --------------------------------------------------------------------------
 
@@ -200,13 +192,18 @@ class RegistryStore:
 
     def list_reports(self, request: registry_pb2.ListReportsRequest
                      ) -> registry_pb2.ListReportsResponse:
-        size, offset = paging.size(request.page_size), paging.decode_token(request.page_token)
         query = sa.select(reports.c.proto).order_by(reports.c.created_at, reports.c.id)
         if request.model_version_id:
             self.get_version(request.model_version_id)
             query = query.where(reports.c.model_version_id == request.model_version_id)
-        with self.engine.connect() as conn:
-            blobs = conn.execute(query.offset(offset).limit(size + 1)).scalars().all()
+        blobs, next_token = self._page(query, request.page_size, request.page_token)
         return registry_pb2.ListReportsResponse(
-            reports=[audit_pb2.AuditReport.FromString(b) for b in blobs[:size]],
-            next_page_token=paging.encode_token(offset + size) if len(blobs) > size else "")
+            reports=[audit_pb2.AuditReport.FromString(b) for b in blobs],
+            next_page_token=next_token)
+
+    def _page(self, query: sa.Select, size: int, token: str) -> tuple[list, str]:
+        """One page of the query's first column, and the token of the next page ("" at the end)."""
+        size, offset = paging.size(size), paging.decode_token(token)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.offset(offset).limit(size + 1)).scalars().all()
+        return list(rows[:size]), paging.encode_token(offset + size) if len(rows) > size else ""
