@@ -171,6 +171,18 @@ class Client:
         return self.registry.GetModelVersion(
             registry_pb2.GetModelVersionRequest(version_id=version_id), timeout=self.timeout)
 
+    def list_model_versions(self, model_name: str, job_id: str = ""
+                            ) -> Iterator[registry_pb2.ModelVersion]:
+        """Every version of `model_name` (only those a training job produced, given job_id)."""
+        token = ""
+        while True:
+            page = self.registry.ListModelVersions(registry_pb2.ListModelVersionsRequest(
+                model_name=model_name, job_id=job_id, page_token=token), timeout=self.timeout)
+            yield from page.versions
+            token = page.next_page_token
+            if not token:
+                return
+
     def get_dataset(self, dataset_id: str) -> registry_pb2.Dataset:
         return self.registry.GetDataset(registry_pb2.GetDatasetRequest(dataset_id=dataset_id),
                                         timeout=self.timeout)

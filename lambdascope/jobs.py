@@ -78,8 +78,12 @@ def event_of(job: jobs_pb2.Job) -> jobs_pb2.JobEvent:
 
 
 class JobManager:
-    def __init__(self, *, kind: str, engine: sa.Engine, worker_module: str, settings: Settings):
+    def __init__(self, *, kind: str, engine: sa.Engine, worker_module: str, settings: Settings,
+                 resumable: bool = False):
+        """resumable: the workers save their progress and continue from it, so jobs that a
+        stop or crash interrupted are queued again when the service starts."""
         self.kind = kind
+        self.resumable = resumable
         self.engine = engine
         self.worker_module = worker_module
         self.settings = settings
@@ -186,8 +190,9 @@ class JobManager:
             _terminate(proc)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._mark_running(State.JOB_STATE_INTERRUPTED,
-                           f"the {self.kind} service shut down while this job ran; "
-                           "start it again with a new request id")
+                           f"the {self.kind} service shut down while this job ran; " + (
+                               "it continues from its last checkpoint when the service starts"
+                               if self.resumable else "start it again with a new request id"))
 
     # -- internals -----------------------------------------------------------------------
 
@@ -197,10 +202,19 @@ class JobManager:
                 sa.select(jobs_table).where(jobs_table.c.request_id == request_id)).first()
 
     def _recover(self) -> None:
-        """On start: jobs left RUNNING by a crash are INTERRUPTED; QUEUED ones run again."""
-        self._mark_running(State.JOB_STATE_INTERRUPTED,
-                           f"the {self.kind} service stopped while this job ran; "
-                           "start it again with a new request id")
+        """On start: jobs left RUNNING by a crash are INTERRUPTED; QUEUED ones run again, and
+        so do INTERRUPTED ones when the workers can resume."""
+        if self.resumable:
+            with self.engine.begin() as conn:
+                conn.execute(jobs_table.update().where(jobs_table.c.state.in_(
+                    [State.JOB_STATE_RUNNING, State.JOB_STATE_INTERRUPTED])).values(
+                    state=State.JOB_STATE_QUEUED, finished_at=None,
+                    message=f"the {self.kind} service restarted; this job continues from "
+                            "its last checkpoint"))
+        else:
+            self._mark_running(State.JOB_STATE_INTERRUPTED,
+                               f"the {self.kind} service stopped while this job ran; "
+                               "start it again with a new request id")
         with self.engine.connect() as conn:
             queued = conn.execute(sa.select(jobs_table.c.id)
                                   .where(jobs_table.c.state == State.JOB_STATE_QUEUED)

@@ -43,30 +43,42 @@ class LocalPlatform:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
         self.endpoints = {name: f"{self.host}:{free_port(self.host)}" for name in SERVICES}
-        env = {**os.environ, **self.extra_env, "LAMBDASCOPE_DATA_DIR": str(self.data_dir),
-               "LAMBDASCOPE_HOST": self.host}
-        env.update({f"LAMBDASCOPE_{n.upper()}_ADDRESS": a for n, a in self.endpoints.items()})
         try:
             for name in SERVICES:
-                port = self.endpoints[name].rpartition(":")[2]
-                log = open(self.data_dir / "logs" / f"{name}.log", "ab")
-                self.procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", f"services.{name}", "--port", port,
-                     "--metrics-port", "0"], stdout=subprocess.PIPE, stderr=log, env=env,
-                    start_new_session=True)
-                log.close()
+                self._spawn(name)
             for name in SERVICES:
-                ready = _read_line(self.procs[name], timeout)
-                if ready is None:
-                    raise RuntimeError(f"the {name} service did not start; see "
-                                       f"{self.data_dir / 'logs' / (name + '.log')}")
-                self.metrics[name] = json.loads(ready)["metrics"]
-            for name in SERVICES:
-                wait_serving(self.endpoints[name], timeout)
+                self._wait_ready(name, timeout)
         except BaseException:
             self.stop()
             raise
         return self.endpoints
+
+    def restart(self, name: str, timeout: float = 60.0) -> int:
+        """Stop one service gracefully and start it again on the same port (its exit code)."""
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout)
+        self._spawn(name)
+        self._wait_ready(name, timeout)
+        return code
+
+    def _spawn(self, name: str) -> None:
+        env = {**os.environ, **self.extra_env, "LAMBDASCOPE_DATA_DIR": str(self.data_dir),
+               "LAMBDASCOPE_HOST": self.host}
+        env.update({f"LAMBDASCOPE_{n.upper()}_ADDRESS": a for n, a in self.endpoints.items()})
+        port = self.endpoints[name].rpartition(":")[2]
+        with open(self.data_dir / "logs" / f"{name}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}", "--port", port, "--metrics-port", "0"],
+                stdout=subprocess.PIPE, stderr=log, env=env, start_new_session=True)
+
+    def _wait_ready(self, name: str, timeout: float) -> None:
+        ready = _read_line(self.procs[name], timeout)
+        if ready is None:
+            raise RuntimeError(f"the {name} service did not start; see "
+                               f"{self.data_dir / 'logs' / (name + '.log')}")
+        self.metrics[name] = json.loads(ready)["metrics"]
+        wait_serving(self.endpoints[name], timeout)
 
     def stop(self, timeout: float = 30.0) -> dict[str, int]:
         """SIGTERM every service (graceful: jobs are marked), wait, then kill stragglers."""

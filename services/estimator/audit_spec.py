@@ -13,7 +13,8 @@ from services.estimator.llc import LLCResult, SGLDConfig
 
 FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64"}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-LOSS_NAMES = {models_pb2.LOSS_KIND_MSE: "mse", models_pb2.LOSS_KIND_CROSS_ENTROPY: "cross_entropy"}
+LOSS_NAMES = {models_pb2.LOSS_KIND_MSE: "mse", models_pb2.LOSS_KIND_CROSS_ENTROPY: "cross_entropy",
+              models_pb2.LOSS_KIND_MAE: "mae"}
 VERDICTS = {"ok": audit_pb2.VERDICT_STATE_OK, "warning": audit_pb2.VERDICT_STATE_WARNING,
             "failed": audit_pb2.VERDICT_STATE_FAILED}
 MAX_VERSIONS = 1000
@@ -52,7 +53,7 @@ def sgld_config(config: audit_pb2.AuditConfig) -> SGLDConfig:
 def audit_settings(config: audit_pb2.AuditConfig, max_chain_steps: int) -> AuditSettings:
     """Check a request's configuration on its own (no model yet) and build the core's settings."""
     if config.loss not in LOSS_NAMES:
-        raise SpecError("config.loss must be LOSS_KIND_MSE or LOSS_KIND_CROSS_ENTROPY")
+        raise SpecError("config.loss must be LOSS_KIND_MSE, LOSS_KIND_MAE or LOSS_KIND_CROSS_ENTROPY")
     if config.dtype and config.dtype not in DTYPES:
         raise SpecError(f"config.dtype must be one of {sorted(DTYPES)} or empty (got {config.dtype!r})")
     sgld = sgld_config(config)
@@ -109,9 +110,10 @@ def check_fit(version: registry_pb2.ModelVersion, dataset: registry_pb2.Dataset,
         if len(out_shape) != 2:
             raise SpecError(f"cross_entropy needs model outputs of shape [batch, classes] "
                             f"({where} returns {_fmt(out_shape)})")
-    elif loss == models_pb2.LOSS_KIND_MSE:
+    else:
+        name = LOSS_NAMES[loss]
         if dataset.y_dtype not in FLOAT_DTYPES:
-            raise SpecError(f"mse needs floating-point targets y (got {dataset.y_dtype}); for "
+            raise SpecError(f"{name} needs floating-point targets y (got {dataset.y_dtype}); for "
                             "class labels use cross_entropy")
         expected = [*out_shape[1:-1], outputs] if out_shape else None
         if expected is not None and not _fits(y_shape[1:], expected):

@@ -10,7 +10,7 @@ import pathlib
 
 import torch
 
-from lambdascope import architectures, artifacts
+from lambdascope import artifacts, modules
 from lambdascope.v1 import models_pb2, registry_pb2
 
 
@@ -33,8 +33,8 @@ def load_model(version: registry_pb2.ModelVersion, path: pathlib.Path,
     if version.format == models_pb2.ARTIFACT_FORMAT_TORCH_EXPORT:
         module = artifacts.load_exported_program(path).module()
     elif version.format == models_pb2.ARTIFACT_FORMAT_SAFETENSORS:
-        module = architectures.build_module(version.architecture)
-        architectures.load_weights(module, artifacts.load_safetensors(path))
+        module = modules.build_module(version.architecture)
+        modules.load_weights(module, artifacts.load_safetensors(path))
         module.eval()
     else:
         raise ValueError(f"model version {version.id} has no known artifact format")

@@ -25,6 +25,7 @@ from services.estimator.loading import load_model
 LOSSES = {
     models_pb2.LOSS_KIND_MSE: torch.nn.functional.mse_loss,
     models_pb2.LOSS_KIND_CROSS_ENTROPY: torch.nn.functional.cross_entropy,
+    models_pb2.LOSS_KIND_MAE: torch.nn.functional.l1_loss,
 }
 
 

@@ -13,7 +13,8 @@ def start(settings: config.Settings) -> server.RunningServer:
         raise SystemExit("the trainer needs the registry's address: set "
                          "LAMBDASCOPE_REGISTRY_ADDRESS")
     jobs = JobManager(kind="train", engine=db.engine(settings.database),
-                      worker_module="services.trainer.worker", settings=settings)
+                      worker_module="services.trainer.worker", settings=settings,
+                      resumable=True)
     registry = Client(registry=settings.registry_address, token=settings.auth_token)
     return server.start(settings, [binding(jobs, registry)], on_shutdown=jobs.shutdown)
 

@@ -3,6 +3,11 @@
 Started by the trainer's job manager as `python -m services.trainer.worker` (protocol in
 lambdascope.worker). Each checkpoint is uploaded to the registry as a version of
 spec.model_name with lineage: this job, the step, the previous checkpoint, the dataset.
+
+Restarts: after each checkpoint the full training state is saved (services.trainer.resume). A
+job that the restarted trainer runs again continues from there, and a checkpoint that was
+uploaded just before a crash is found in the registry (by job and step) instead of being
+uploaded twice.
 """
 from __future__ import annotations
 
@@ -14,83 +19,135 @@ import torch
 from google.protobuf import json_format
 from safetensors.torch import save_file
 
-from lambdascope import architectures, artifacts, worker
+from lambdascope import architectures, artifacts, modules, worker
 from lambdascope.client import Client
 from lambdascope.v1 import registry_pb2, trainer_pb2
-from services.trainer import datasets, train_spec
-from services.trainer.training import train
+from services.trainer import datasets, resume, train_spec
+from services.trainer.datasets import TrainingData
+from services.trainer.training import TrainState, train
 
 
-def load_data(spec: trainer_pb2.TrainSpec, client: Client, scratch: pathlib.Path
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    if spec.dataset.HasField("builtin"):
-        return datasets.load_digits_dataset()
+def load_data(spec: trainer_pb2.TrainSpec, client: Client, scratch: pathlib.Path) -> TrainingData:
+    """The spec's data, split into train and test; BadInput when it cannot be used."""
+    source = spec.dataset.WhichOneof("source")
     try:
-        dataset = client.get_dataset(spec.dataset.dataset_id)
-        train_spec.check_dataset(spec, dataset)
-        path = client.download_dataset(dataset.id, scratch / "data")
-        return artifacts.load_dataset(path)
+        if source == "dln_teacher":
+            return datasets.dln_teacher(spec.dataset.dln_teacher)
+        if source == "quadratic_regression":
+            return datasets.quadratic_regression(spec.dataset.quadratic_regression)
+        if source == "modular_addition":
+            x, y = datasets.modular_addition(spec.dataset.modular_addition)
+        elif source == "builtin":
+            x, y = datasets.BUILTIN_DATASETS[spec.dataset.builtin]()
+        else:
+            dataset = client.get_dataset(spec.dataset.dataset_id)
+            train_spec.check_dataset(spec, dataset)
+            x, y = artifacts.load_dataset(client.download_dataset(dataset.id, scratch / "data"))
+        return datasets.split(x, y, spec.dataset.test_fraction, spec.seed)
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.NOT_FOUND:
             raise worker.BadInput(exc.details()) from None
         raise
-    except (train_spec.SpecError, artifacts.ArtifactError) as exc:
-        raise worker.BadInput(str(exc)) from None
+    except (ValueError, artifacts.ArtifactError) as exc:
+        raise worker.BadInput(f"spec.dataset: {exc}") from None
 
 
 def register_training_data(spec: trainer_pb2.TrainSpec, job_id: str, client: Client,
-                           scratch: pathlib.Path, x: torch.Tensor, y: torch.Tensor) -> str:
-    """The registry id of exactly the rows trained on, so lineage (and audits) can use them."""
-    if spec.dataset.HasField("dataset_id") and not spec.dataset.test_fraction:
+                           scratch: pathlib.Path, data: TrainingData) -> str:
+    """The registry id of exactly the rows trained on, shaped as an audit needs them (an
+    autoencoder's target is its input), so lineage and audits can use them."""
+    reconstruct = architectures.reconstructs_input(spec.architecture)
+    if spec.dataset.HasField("dataset_id") and not spec.dataset.test_fraction and not reconstruct:
         return spec.dataset.dataset_id
     path = scratch / "train.safetensors"
-    save_file({"x": x.contiguous(), "y": y.contiguous()}, str(path))
-    source = spec.dataset.builtin or spec.dataset.dataset_id
+    target = data.x_train if reconstruct else data.y_train
+    save_file({"x": data.x_train.contiguous(), "y": target.contiguous()}, str(path))
+    source = spec.dataset.WhichOneof("source")
     dataset = client.upload_dataset(path, f"{spec.model_name}-train", metadata={
-        "source": source, "split": "train", "test_fraction": str(spec.dataset.test_fraction),
-        "seed": str(spec.seed), "job_id": job_id})
+        "source": spec.dataset.builtin or spec.dataset.dataset_id or source, "split": "train",
+        "test_fraction": str(spec.dataset.test_fraction), "seed": str(spec.seed),
+        "job_id": job_id, **{k: str(v) for k, v in data.info.items()}})
     path.unlink()
     return dataset.id
 
 
+def existing_checkpoint(client: Client, model_name: str, job_id: str,
+                        step: int) -> registry_pb2.ModelVersion | None:
+    """The version this job registered for `step` before a restart, if any."""
+    try:
+        for version in client.list_model_versions(model_name, job_id=job_id):
+            if version.lineage.step == step:
+                return version
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+    return None
+
+
 def run(ctx: worker.JobContext) -> worker.Result:
+    state_dir = resume.job_dir(ctx.settings.data_dir, ctx.job_id)
+    try:
+        return _run(ctx, state_dir)
+    except worker.BadInput:
+        resume.discard(state_dir)  # the job fails for good: nothing to resume
+        raise
+
+
+def _run(ctx: worker.JobContext, state_dir: pathlib.Path) -> worker.Result:
     spec = json_format.Parse(ctx.spec_json, trainer_pb2.TrainSpec())
     try:
-        config = train_spec.train_config(spec)
+        train_spec.train_config(spec)
     except train_spec.SpecError as exc:
         raise worker.BadInput(str(exc)) from None
     arch = train_spec.model_architecture(spec)
-    settings = ctx.settings
-    with Client(registry=settings.registry_address, token=settings.auth_token) as client, \
+    with Client(registry=ctx.settings.registry_address, token=ctx.settings.auth_token) as client, \
             tempfile.TemporaryDirectory(prefix="train-") as tmp:
         scratch = pathlib.Path(tmp)
-        x, y = load_data(spec, client, scratch)
-        x_train, y_train, x_test, y_test = datasets.train_test_split(
-            x, y, spec.dataset.test_fraction, spec.seed)
-        train_data_id = register_training_data(spec, ctx.job_id, client, scratch, x_train, y_train)
-        module = architectures.build_module(arch, seed=spec.seed)
-        versions: list[str] = []
+        data = load_data(spec, client, scratch)
+        own_test = spec.dataset.WhichOneof("source") in train_spec.OWN_TEST_SET
+        rows = len(data.x_train) + (0 if own_test else len(data.x_test))
+        classes = None if data.y_train.is_floating_point() else int(data.y_train.max()) + 1
+        try:
+            config = train_spec.train_config(spec, train_spec.DataFacts(rows, classes))
+        except train_spec.SpecError as exc:
+            raise worker.BadInput(str(exc)) from None
+        job = resume.load_job(state_dir)
+        if "train_data_id" not in job:
+            job["train_data_id"] = register_training_data(spec, ctx.job_id, client, scratch, data)
+            resume.save_job(state_dir, job)
+        saved = resume.load_state(state_dir)
+        start, versions = saved if saved is not None else (None, [])
+        if start is not None:
+            ctx.progress(start.step, 0, message=f"resumed from the checkpoint at step "
+                         f"{start.step}", force=True)
+        module = modules.build_module(arch, seed=spec.seed)
 
-        def on_checkpoint(step: int, state: dict[str, torch.Tensor]) -> None:
-            path = scratch / f"step-{step}.safetensors"
-            save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-            version = client.upload_model(
-                path, spec.model_name, architecture=arch,
-                task_outputs=config.task_outputs if config.self_modeling else 0,
-                lineage=registry_pb2.Lineage(
-                    job_id=ctx.job_id, step=step,
-                    parent_version_id=versions[-1] if versions else "",
-                    dataset_version_id=train_data_id),
-                metadata={"step": str(step)})
+        def on_checkpoint(step: int, weights: dict[str, torch.Tensor], state: TrainState) -> None:
+            version = existing_checkpoint(client, spec.model_name, ctx.job_id, step)
+            if version is None:
+                path = scratch / f"step-{step}.safetensors"
+                save_file({k: v.contiguous() for k, v in weights.items()}, str(path))
+                version = client.upload_model(
+                    path, spec.model_name, architecture=arch,
+                    task_outputs=config.task_outputs if config.self_modeling else 0,
+                    lineage=registry_pb2.Lineage(
+                        job_id=ctx.job_id, step=step,
+                        parent_version_id=versions[-1] if versions else "",
+                        dataset_version_id=job["train_data_id"]),
+                    metadata={"step": str(step)})
+                path.unlink()
             versions.append(version.id)
-            path.unlink()
+            resume.save_state(state_dir, state, versions)
 
         try:
-            result = train(module, x_train, y_train, x_test, y_test, config,
+            result = train(module, data.x_train, data.y_train, data.x_test, data.y_test, config,
+                           rows_train=data.rows_train, resume=start,
                            on_progress=ctx.progress, on_checkpoint=on_checkpoint)
         except (ValueError, FloatingPointError) as exc:
             raise worker.BadInput(str(exc)) from None
-    return worker.Result(output_ids=versions, metrics=result.metrics, step=result.steps,
+    resume.discard(state_dir)
+    metrics = {**result.metrics, **{f"data_{k}": v for k, v in data.info.items()}}
+    return worker.Result(output_ids=versions, metrics=metrics, step=result.steps,
                          total=result.steps)
 
 

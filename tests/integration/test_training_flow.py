@@ -104,3 +104,41 @@ def test_cli_rejects_unknown_spec_fields(tmp_path):
                             timeout=60)
     assert result.returncode == 1
     assert "epochz" in result.stderr
+
+
+def test_a_restarted_trainer_resumes_the_job_from_its_last_checkpoint(tmp_path):
+    """SIGTERM the trainer mid-run, start it again: the job continues from its last checkpoint,
+    registers each checkpoint once, and ends with exactly the weights of an uninterrupted run."""
+    from lambdascope.client import Client
+    from lambdascope.local import LocalPlatform
+
+    def spec(name: str) -> trainer_pb2.TrainSpec:
+        s = digits_spec(name, epochs=0, steps=6000)
+        s.checkpoints.count = 0
+        s.checkpoints.steps[:] = [300, 1500]
+        s.optimizer.noise.kind = trainer_pb2.NOISE_KIND_ANTI_PGD
+        s.optimizer.noise.sigma = 1e-3
+        return s
+
+    with LocalPlatform(tmp_path / "data") as platform, Client(**platform.endpoints) as client:
+        job = client.start_training(spec("resumed"), request_id="resume-me")
+        for event in client.watch(job.id):
+            assert event.state in (jobs_pb2.JOB_STATE_QUEUED, jobs_pb2.JOB_STATE_RUNNING), event
+            if event.step > 1600:
+                break
+        assert platform.restart("trainer") == 0
+        events = []
+        done = client.wait(job.id, on_event=events.append)
+        assert done.state == jobs_pb2.JOB_STATE_SUCCEEDED, done.message
+        assert any(e.message == "resumed from the checkpoint at step 1500" for e in events)
+        versions = [client.get_model_version(v) for v in done.output_ids]
+        assert [v.lineage.step for v in versions] == [300, 1500, 6000]
+        assert [v.lineage.parent_version_id for v in versions[1:]] == [v.id for v in versions[:-1]]
+        assert len(list(client.list_model_versions("resumed", job_id=job.id))) == 3
+        assert client.start_training(spec("resumed"), request_id="resume-me").id == job.id
+
+        straight = client.wait(client.start_training(spec("straight")).id)
+        assert straight.state == jobs_pb2.JOB_STATE_SUCCEEDED, straight.message
+        final = client.get_model_version(straight.output_ids[-1])
+        assert final.sha256 == versions[-1].sha256  # bit-identical weights
+        assert straight.metrics["test_accuracy"] == done.metrics["test_accuracy"]
