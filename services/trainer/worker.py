@@ -60,7 +60,7 @@ def register_training_data(spec: trainer_pb2.TrainSpec, job_id: str, client: Cli
     if spec.dataset.HasField("dataset_id") and not spec.dataset.test_fraction and not reconstruct:
         return spec.dataset.dataset_id
     path = scratch / "train.safetensors"
-    target = data.x_train if reconstruct else data.y_train
+    target = data.x_train.clone() if reconstruct else data.y_train  # safetensors: no shared storage
     save_file({"x": data.x_train.contiguous(), "y": target.contiguous()}, str(path))
     source = spec.dataset.WhichOneof("source")
     dataset = client.upload_dataset(path, f"{spec.model_name}-train", metadata={

@@ -175,6 +175,22 @@ def test_bad_training_specs_name_the_field(client):
         (dict(base, model_name="no spaces please"), "model_name"),
         (dict(base, optimizer=trainer_pb2.OptimizerSpec(kind="lbfgs")), "optimizer.kind"),
         (dict(base, dataset=trainer_pb2.DatasetSpec(dataset_id="ds-nope")), None),
+        (dict(base, routing=trainer_pb2.GradientRoutingSpec(rules=[trainer_pb2.RoutingRule(
+            site="hidden.9", groups=[trainer_pb2.RouteGroup(
+                labels=trainer_pb2.LabelSet(labels=[1]),
+                units=trainer_pb2.UnitRange(start=0, stop=4))])])),
+         "spec.routing.rules[0].site"),
+        (dict(base, optimizer=trainer_pb2.OptimizerSpec(kind="sgd", noise=trainer_pb2.NoiseInjection(
+            kind=trainer_pb2.NOISE_KIND_ANTI_PGD, sigma=-0.5))), "spec.optimizer.noise.sigma"),
+        (dict(base, architecture=models_pb2.Architecture(
+            mlp=models_pb2.MLPArchitecture(widths=[100, 16, 10]))), "spec.dataset"),
+        (dict(base, loss=models_pb2.LOSS_KIND_MSE, architecture=models_pb2.Architecture(
+            quadratic=models_pb2.QuadraticArchitecture(dim=50)),
+            dataset=trainer_pb2.DatasetSpec(quadratic_regression=trainer_pb2.QuadraticRegressionData(
+                dim=100))), "spec.dataset.quadratic_regression"),
+        (dict(base, penalties=[trainer_pb2.ActivationPenalty(
+            site="latent", kind=trainer_pb2.PENALTY_KIND_L1, weight=1.0)]), "spec.penalties[0].site"),
+        (dict(base, epochs=3, steps=100), "spec.epochs and spec.steps"),
     ]
     for fields, named in cases:
         code, message = code_of(client.start_training, trainer_pb2.TrainSpec(**fields))

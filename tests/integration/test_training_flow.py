@@ -142,3 +142,50 @@ def test_a_restarted_trainer_resumes_the_job_from_its_last_checkpoint(tmp_path):
         final = client.get_model_version(straight.output_ids[-1])
         assert final.sha256 == versions[-1].sha256  # bit-identical weights
         assert straight.metrics["test_accuracy"] == done.metrics["test_accuracy"]
+
+
+def test_routed_autoencoder_trains_from_yaml_and_its_checkpoints_audit_with_mae(client, tmp_path):
+    """A YAML spec with the techniques on (routing, penalties, a schedule), the trainer's
+    reconstruction dataset registered for lineage (y = x), and LLC over training with MAE."""
+    import yaml
+    from google.protobuf import json_format
+
+    from lambdascope import specs
+    from lambdascope.v1 import audit_pb2
+
+    doc = {
+        "model_name": "routed-ae",
+        "architecture": {"autoencoder": {"encoder_widths": [64, 32, 8]}},
+        "loss": "LOSS_KIND_MAE",
+        "dataset": {"builtin": "digits", "test_fraction": 0.2},
+        "optimizer": {"kind": "adam", "learning_rate": 0.003,
+                      "schedule": {"kind": "SCHEDULE_KIND_COSINE", "warmup_steps": 10}},
+        "epochs": 4, "seed": 2,
+        "penalties": [{"site": "latent", "kind": "PENALTY_KIND_L1", "weight": 0.003},
+                      {"site": "latent", "kind": "PENALTY_KIND_HALF_DECORRELATION",
+                       "weight": 0.1}],
+        "routing": {"rules": [{"site": "latent", "groups": [
+            {"labels": {"labels": [0, 1, 2, 3, 4]}, "units": {"start": 0, "stop": 4}},
+            {"labels": {"labels": [5, 6, 7, 8, 9]}, "units": {"start": 4, "stop": 8}}]}]},
+        "checkpoints": {"count": 2},
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    spec = specs.load(str(path), trainer_pb2.TrainSpec())
+    assert json_format.MessageToDict(spec)["routing"]["rules"][0]["site"] == "latent"
+    events = []
+    done = client.wait(client.start_training(spec).id, on_event=events.append)
+    assert done.state == jobs_pb2.JOB_STATE_SUCCEEDED, done.message
+    progress = [e.metrics for e in events if e.state == jobs_pb2.JOB_STATE_RUNNING and e.metrics]
+    assert progress and {"loss", "task_loss", "penalty", "lr", "steps_per_second"} <= set(progress[-1])
+    assert "test_loss" in done.metrics and "test_accuracy" not in done.metrics
+    versions = [client.get_model_version(v) for v in done.output_ids]
+    assert len(versions) == 2 and versions[0].architecture.HasField("autoencoder")
+    data = client.get_dataset(versions[-1].lineage.dataset_version_id)
+    assert list(data.x_shape) == list(data.y_shape) == [round(1797 * 0.8), 64]
+    config = audit_pb2.AuditConfig(loss=models_pb2.LOSS_KIND_MAE)
+    config.sampler.draws, config.sampler.burnin, config.sampler.chains = 60, 60, 2
+    audit = client.wait(client.start_audit([v.id for v in versions], data.id, config).id)
+    assert audit.state == jobs_pb2.JOB_STATE_SUCCEEDED, audit.message
+    reports = [client.get_report(r) for r in audit.output_ids]
+    assert len(reports) == 2 and all(r.llc.per_chain for r in reports)
