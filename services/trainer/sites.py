@@ -5,11 +5,12 @@ Gradient routing (Cloud et al. 2024, arXiv 2410.04332) rewrites it (`intercept`)
 activation penalties and self-modeling read it (`capture`), possibly at the same site in
 the same forward. Both use forward hooks that are removed when the block exits.
 
-Hook order: intercept hooks are prepended and capture hooks appended, so at any site every
-transform runs before any capture, whichever block was entered first: a capture records the
-tensor that flows on (e.g. the routed activation, still part of the graph). Two intercepts
-on the same site compose innermost-first: the transform of the block entered last sees the
-raw output and the outer block's transform sees its result.
+Hook order: capture hooks are prepended and intercept hooks appended, so at any site every
+capture runs before any transform, whichever block was entered first: a capture records the
+module's own output (still part of the graph), not a routed version of it. That is what the
+gradient-routing reference does: penalties on the code act on the raw code, so their gradients
+are not masked along with the task's. Two intercepts on the same site compose in the order
+their blocks were entered: the outer block's transform sees the raw output.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def intercept(
     subs = resolve_sites(module, list(transforms))
     handles = [
         subs[name].register_forward_hook(
-            lambda _mod, _inp, out, f=transform: f(out), prepend=True
+            lambda _mod, _inp, out, f=transform: f(out)
         )
         for name, transform in transforms.items()
     ]
@@ -61,7 +62,7 @@ def intercept(
 @contextmanager
 def capture(module: nn.Module, names: Sequence[str]) -> Iterator[dict[str, Tensor]]:
     """Yields a dict that maps each name to the latest forward output of that submodule in
-    the block (after every `intercept` transform at that site; not detached). The dict keeps
+    the block (before any `intercept` transform at that site; not detached). The dict keeps
     its entries after the block; the hooks are removed."""
     subs = resolve_sites(module, names)
     captured: dict[str, Tensor] = {}
@@ -72,6 +73,7 @@ def capture(module: nn.Module, names: Sequence[str]) -> Iterator[dict[str, Tenso
 
         return record
 
-    handles = [sub.register_forward_hook(recorder(name)) for name, sub in subs.items()]
+    handles = [sub.register_forward_hook(recorder(name), prepend=True)
+               for name, sub in subs.items()]
     with hooked(handles):
         yield captured

@@ -250,3 +250,24 @@ def test_compile_routing_errors_name_the_field(rules, num_classes, field, detail
     message = str(err.value)
     assert message.startswith(field + ":") or message.startswith(field + " "), message
     assert detail in message, message
+
+
+def test_a_penalty_at_a_routed_site_is_not_masked_by_the_routing():
+    """As in the reference implementation: routing masks what flows downstream of the site,
+    while a penalty on the site's activations reaches every unit whatever the mask."""
+    from services.trainer.penalties import CompiledPenalty, total_penalty
+    from services.trainer.sites import capture, intercept
+
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"enc": nn.Linear(3, 4), "site": nn.Identity(), "dec": nn.Linear(4, 2)})
+    x = torch.randn(6, 3)
+    zero = {"site": lambda a: route(a, torch.zeros(len(a), 4))}
+    with intercept(model, zero), capture(model, ["site"]) as seen:
+        out = model["dec"](model["site"](model["enc"](x)))
+    penalty = total_penalty([CompiledPenalty("site", "l1", 1.0)], seen)
+    (out.sum() + penalty).backward()
+    routed_grad = model["enc"].weight.grad.clone()
+    model.zero_grad()
+    total_penalty([CompiledPenalty("site", "l1", 1.0)],
+                  {"site": model["enc"](x)}).backward()
+    assert torch.equal(routed_grad, model["enc"].weight.grad)  # only the penalty's gradient

@@ -55,27 +55,32 @@ def test_capture_records_latest_output_in_the_graph():
 
 
 @pytest.mark.parametrize("capture_first", [True, False])
-def test_capture_sees_the_intercepted_tensor_whichever_block_is_outer(capture_first):
+def test_capture_sees_the_raw_output_whichever_block_is_outer(capture_first):
     model, x = net(), torch.randn(5, 3)
     h = model["hidden"][0](x)
     double = {"hidden.1": lambda a: 2 * a}
     if capture_first:
         with capture(model, ["hidden.1"]) as got, intercept(model, double):
-            forward(model, x)
+            out = forward(model, x)
     else:
         with intercept(model, double), capture(model, ["hidden.1"]) as got:
-            forward(model, x)
-    assert torch.allclose(got["hidden.1"], 2 * h)
+            out = forward(model, x)
+    assert torch.allclose(got["hidden.1"], h)  # the module's own output, not the transform's
+    with torch.no_grad():
+        assert not torch.allclose(out, forward(model, x))  # while the transform did apply
 
 
-def test_nested_intercepts_apply_innermost_first():
+def test_nested_intercepts_apply_in_the_order_entered():
     model, x = net(), torch.randn(5, 3)
     h = model["hidden"][0](x)
     with intercept(model, {"hidden.1": lambda a: a + 1}), intercept(
         model, {"hidden.1": lambda a: 3 * a}
     ), capture(model, ["hidden.1"]) as got:
-        forward(model, x)
-    assert torch.allclose(got["hidden.1"], 3 * h + 1)
+        out = forward(model, x)
+    with intercept(model, {"hidden.1": lambda a: 3 * (a + 1)}):
+        expected = forward(model, x)
+    assert torch.allclose(got["hidden.1"], h)
+    assert torch.allclose(out, expected)
 
 
 def test_hooks_removed_after_block_also_when_it_raises():
