@@ -1,4 +1,5 @@
-"""`lambdascope`: the command line over the SDK (up, audit, train, models, jobs, report)."""
+"""`lambdascope`: the command line over the SDK (up, audit, train, models, alias, tag, rm, gc,
+jobs, report)."""
 from __future__ import annotations
 
 import argparse
@@ -154,16 +155,66 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     with Client(args.server) as client:
         if args.name:
-            reply = client.registry.ListModelVersions(
-                registry_pb2.ListModelVersionsRequest(model_name=args.name, page_size=1000))
-            for v in reply.versions:
+            tags = dict(t.split("=", 1) for t in args.tag or [])
+            for v in client.search_model_versions(model_name=args.name, tags=tags):
                 fmt = models_pb2.ArtifactFormat.Name(v.format).removeprefix("ARTIFACT_FORMAT_")
+                labels = " ".join([*(f"@{a}" for a in v.aliases),
+                                   *(f"{k}={val}" for k, val in sorted(v.tags.items()))])
                 print(f"{v.model_name}\tv{v.version}\t{v.id}\t{fmt.lower()}\t{v.size_bytes} B"
-                      f"\tjob={v.lineage.job_id or '-'} step={v.lineage.step}")
+                      f"\tjob={v.lineage.job_id or '-'} step={v.lineage.step}\t{labels}")
         else:
-            reply = client.registry.ListModels(registry_pb2.ListModelsRequest(page_size=1000))
-            for m in reply.models:
-                print(f"{m.name}\t{m.latest_version} version(s)")
+            request = registry_pb2.ListModelsRequest(page_size=1000)
+            while True:
+                reply = client.registry.ListModels(request)
+                for m in reply.models:
+                    print(f"{m.name}\t{m.latest_version} version(s)\towner={m.owner}")
+                if not reply.next_page_token:
+                    break
+                request.page_token = reply.next_page_token
+    return 0
+
+
+def cmd_alias(args: argparse.Namespace) -> int:
+    """`alias NAME ALIAS VERSION` moves it; `--delete` removes it; `--history` lists its moves."""
+    with Client(args.server) as client:
+        if args.history:
+            for e in client.alias_history(args.name, args.alias):
+                when = e.at.ToDatetime().isoformat(timespec="seconds")
+                print(f"{when}\t{e.by}\t{e.from_version_id or '-'} -> {e.to_version_id or '-'}")
+        elif args.delete:
+            client.delete_alias(args.name, args.alias)
+        elif args.version:
+            alias = client.set_alias(args.name, args.alias, args.version)
+            print(f"{alias.model_name}@{alias.alias} -> v{alias.version} ({alias.version_id})")
+        else:
+            print(client.get_model_version(f"{args.name}@{args.alias}").id)
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    pairs = dict(t.split("=", 1) for t in args.set or [])
+    with Client(args.server) as client:
+        target = {"dataset_id": args.target} if args.target.startswith("ds-") else {
+            "version_id": args.target}
+        tags = client.set_tags(**target, set=pairs, remove=args.remove or [])
+    print(" ".join(f"{k}={v}" for k, v in tags.items()))
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    with Client(args.server) as client:
+        freed = (client.delete_dataset(args.target) if args.target.startswith("ds-")
+                 else client.delete_model_version(args.target))
+    print(f"deleted {args.target}" + ("" if freed else " (its bytes are shared and stay)"))
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    with Client(args.server) as client:
+        out = client.collect_garbage(dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {out.objects_removed} object(s), {out.bytes_freed} bytes, "
+          f"{out.staging_removed} abandoned staging upload(s)")
     return 0
 
 
@@ -305,6 +356,27 @@ def _parser() -> argparse.ArgumentParser:
 
     models = command("models", cmd_models, "list models, or the versions of one")
     models.add_argument("name", nargs="?")
+    models.add_argument("--tag", action="append", metavar="KEY=VALUE",
+                        help="only versions with this tag")
+
+    alias = command("alias", cmd_alias,
+                    "show, move or delete NAME@ALIAS (versions: id, NAME/N, NAME/latest)")
+    alias.add_argument("name")
+    alias.add_argument("alias")
+    alias.add_argument("version", nargs="?", help="point the alias here")
+    alias.add_argument("--delete", action="store_true")
+    alias.add_argument("--history", action="store_true", help="every move, oldest first")
+
+    tag = command("tag", cmd_tag, "set or remove tags on a model version or dataset (ds-...)")
+    tag.add_argument("target")
+    tag.add_argument("--set", action="append", metavar="KEY=VALUE")
+    tag.add_argument("--remove", action="append", metavar="KEY")
+
+    rm = command("rm", cmd_rm, "delete a model version (or a dataset, ds-...)")
+    rm.add_argument("target")
+
+    gc = command("gc", cmd_gc, "remove unreferenced stored bytes and abandoned uploads")
+    gc.add_argument("--dry-run", action="store_true")
 
     jobs = command("jobs", cmd_jobs, "list, show, watch or cancel jobs")
     jobs.add_argument("action", nargs="?", default="list",

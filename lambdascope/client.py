@@ -135,7 +135,8 @@ class Client:
     def upload_model(self, path: str | os.PathLike, model_name: str, *,
                      format: int | None = None, architecture: models_pb2.Architecture | None = None,
                      task_outputs: int = 0, lineage: registry_pb2.Lineage | None = None,
-                     metadata: dict[str, str] | None = None) -> registry_pb2.ModelVersion:
+                     metadata: dict[str, str] | None = None,
+                     tags: dict[str, str] | None = None) -> registry_pb2.ModelVersion:
         """Upload a .pt2 archive, or safetensors weights of a built-in `architecture`."""
         path = pathlib.Path(path)
         if format is None:
@@ -145,17 +146,18 @@ class Client:
         header = registry_pb2.ModelUploadHeader(
             model_name=model_name, format=format, architecture=architecture,
             task_outputs=task_outputs, lineage=lineage, metadata=metadata or {},
-            sha256=sha, size_bytes=size)
+            tags=tags or {}, sha256=sha, size_bytes=size)
         messages = _upload_stream(path, registry_pb2.UploadModelVersionRequest, header)
         return self.registry.UploadModelVersion(messages, timeout=None)
 
     def upload_dataset(self, path: str | os.PathLike, name: str,
-                       metadata: dict[str, str] | None = None) -> registry_pb2.Dataset:
+                       metadata: dict[str, str] | None = None,
+                       tags: dict[str, str] | None = None) -> registry_pb2.Dataset:
         """Upload a safetensors file holding tensors `x` and `y`."""
         path = pathlib.Path(path)
         sha, size = file_digest(path)
         header = registry_pb2.DatasetUploadHeader(name=name, metadata=metadata or {},
-                                                  sha256=sha, size_bytes=size)
+                                                  tags=tags or {}, sha256=sha, size_bytes=size)
         messages = _upload_stream(path, registry_pb2.UploadDatasetRequest, header)
         return self.registry.UploadDataset(messages, timeout=None)
 
@@ -182,6 +184,59 @@ class Client:
             token = page.next_page_token
             if not token:
                 return
+
+    def search_model_versions(self, **filters: Any) -> Iterator[registry_pb2.ModelVersion]:
+        """Every version matching the filters of SearchModelVersionsRequest (tags, alias,
+        job_id, parent_version_id, dataset_version_id, created_after, ...), page by page."""
+        request = registry_pb2.SearchModelVersionsRequest(**filters)
+        while True:
+            page = self.registry.SearchModelVersions(request, timeout=self.timeout)
+            yield from page.versions
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    def set_alias(self, model_name: str, alias: str, version: str) -> registry_pb2.Alias:
+        """Point `model_name@alias` at a version (an id or "name/3", "name/latest", ...)."""
+        return self.registry.SetAlias(registry_pb2.SetAliasRequest(
+            model_name=model_name, alias=alias, version_id=version), timeout=self.timeout)
+
+    def delete_alias(self, model_name: str, alias: str) -> registry_pb2.Alias:
+        return self.registry.DeleteAlias(registry_pb2.DeleteAliasRequest(
+            model_name=model_name, alias=alias), timeout=self.timeout)
+
+    def alias_history(self, model_name: str, alias: str) -> list[registry_pb2.AliasEvent]:
+        request = registry_pb2.GetAliasHistoryRequest(model_name=model_name, alias=alias)
+        events = []
+        while True:
+            page = self.registry.GetAliasHistory(request, timeout=self.timeout)
+            events.extend(page.events)
+            if not page.next_page_token:
+                return events
+            request.page_token = page.next_page_token
+
+    def set_tags(self, *, version_id: str = "", dataset_id: str = "",
+                 set: dict[str, str] | None = None, remove: list[str] | None = None
+                 ) -> dict[str, str]:
+        request = registry_pb2.SetTagsRequest(set=set or {}, remove=remove or [])
+        if version_id:
+            request.version_id = version_id
+        if dataset_id:
+            request.dataset_id = dataset_id
+        return dict(self.registry.SetTags(request, timeout=self.timeout).tags)
+
+    def delete_model_version(self, version: str) -> bool:
+        """Delete a version; True when its artifact's bytes were freed."""
+        return self.registry.DeleteModelVersion(registry_pb2.DeleteModelVersionRequest(
+            version_id=version), timeout=self.timeout).artifact_freed
+
+    def delete_dataset(self, dataset_id: str) -> bool:
+        return self.registry.DeleteDataset(registry_pb2.DeleteDatasetRequest(
+            dataset_id=dataset_id), timeout=self.timeout).artifact_freed
+
+    def collect_garbage(self, dry_run: bool = False) -> registry_pb2.CollectGarbageResponse:
+        return self.registry.CollectGarbage(registry_pb2.CollectGarbageRequest(dry_run=dry_run),
+                                            timeout=None)
 
     def get_dataset(self, dataset_id: str) -> registry_pb2.Dataset:
         return self.registry.GetDataset(registry_pb2.GetDatasetRequest(dataset_id=dataset_id),

@@ -1,7 +1,11 @@
-"""One place for configuration: environment variables, overridden by command-line flags.
+"""One place for configuration.
 
-Every service reads the same Settings; `lambdascope up` and the Kubernetes manifests set the
-same variables. Addresses of the other services come from here, never from shared files.
+Precedence: explicit overrides (command-line flags) > LAMBDASCOPE_* environment variables >
+the YAML file named by LAMBDASCOPE_CONFIG (a mapping of the field names below, e.g.
+`object_store: s3://models`) > defaults. Every service reads the same Settings; `lambdascope up`
+and the Kubernetes manifests set the same variables. Addresses of the other services come from
+here, never from shared files. Secrets (auth_token, s3_secret_key) may sit in the file, but
+prefer the environment (a Kubernetes Secret): the file tends to get copied and committed.
 """
 from __future__ import annotations
 
@@ -9,7 +13,11 @@ import dataclasses
 import os
 import pathlib
 
+import yaml
+
 ENV_PREFIX = "LAMBDASCOPE_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 @dataclasses.dataclass
@@ -22,8 +30,23 @@ class Settings:
     data_dir: pathlib.Path = pathlib.Path("~/.lambdascope/data").expanduser()
     # SQLAlchemy URL of this service's metadata; default: SQLite under data_dir.
     database_url: str = ""
-    # Where the registry keeps objects; default: a directory under data_dir.
+    # Where the registry keeps objects: `s3://bucket[/prefix]` or a directory (default: under
+    # data_dir).
     object_store: str = ""
+    # The S3-compatible server for an s3:// object_store, as host:port.
+    s3_endpoint: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_secure: bool = True
+    s3_region: str = ""
+    # Seconds between garbage collections of unreferenced objects; 0 disables the schedule.
+    gc_interval_seconds: float = 3600.0
+    # Staging uploads older than this are abandoned and may be removed.
+    staging_ttl_seconds: float = 86400.0
+    # The team id stamped on records when a call names none.
+    default_owner: str = "default"
+    # Lifetime of presigned download URLs.
+    presign_seconds: int = 3600
     registry_address: str = ""
     trainer_address: str = ""
     estimator_address: str = ""
@@ -65,8 +88,12 @@ class Settings:
 
 
 def load(service: str, **overrides: object) -> Settings:
-    """Settings for `service` from LAMBDASCOPE_* variables, then non-None overrides."""
+    """Settings for `service`: defaults, then the LAMBDASCOPE_CONFIG file, then LAMBDASCOPE_*
+    variables, then non-None overrides."""
     settings = Settings(service=service)
+    if os.environ.get(CONFIG_ENV):
+        for name, value in _read_file(pathlib.Path(os.environ[CONFIG_ENV])).items():
+            setattr(settings, name, value)
     for field in dataclasses.fields(Settings):
         if field.name == "service":
             continue
@@ -81,23 +108,67 @@ def load(service: str, **overrides: object) -> Settings:
 
 
 def to_env(settings: Settings) -> dict[str, str]:
-    """The variables that reproduce `settings` in a child process (workers, other services)."""
-    env = {}
+    """The variables that reproduce `settings` in a child process (workers, other services).
+    They carry every field, so the child reads no config file: one that changed on disk since
+    the parent started must not give the two different settings."""
+    env = {CONFIG_ENV: ""}
     for field in dataclasses.fields(Settings):
         if field.name != "service":
             env[ENV_PREFIX + field.name.upper()] = str(getattr(settings, field.name))
     return env
 
 
+def _kinds() -> dict[str, str]:
+    return {f.name: f.type for f in dataclasses.fields(Settings) if f.name != "service"}
+
+
+def _read_file(path: pathlib.Path) -> dict[str, object]:
+    """The settings in a YAML config file, checked: a typo must not be silently ignored."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"{CONFIG_ENV}={path}: cannot read it: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SystemExit(f"{CONFIG_ENV}={path}: expected a mapping of setting names to values")
+    kinds = _kinds()
+    values = {}
+    for name, value in data.items():
+        if name not in kinds:
+            raise SystemExit(f"{path}: unknown setting {name!r}; known: {', '.join(kinds)}")
+        kind = kinds[name]
+        matches = {
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "bool": isinstance(value, bool),
+        }.get(kind, isinstance(value, str))  # str and paths: quote numbers in the YAML
+        if not matches:
+            raise SystemExit(f"{path}: setting {name!r} must be {_KIND_NAMES[kind]}, "
+                             f"not {value!r}")
+        values[name] = _coerce(name, value) if isinstance(value, str) else (
+            float(value) if kind == "float" else value)
+    return values
+
+
+_KIND_NAMES = {"pathlib.Path": "a path (a string)", "str": "a string (quote it)",
+               "int": "an integer", "float": "a number", "bool": "true or false"}
+
+
 def _coerce(name: str, raw: str) -> object:
-    kind = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
+    kind = _kinds()[name]
     try:
         if kind == "int":
             return int(raw)
         if kind == "float":
             return float(raw)
+        if kind == "bool":
+            if raw.lower() in _TRUE | _FALSE:
+                return raw.lower() in _TRUE
+            raise ValueError(raw)
         if kind == "pathlib.Path":
             return pathlib.Path(raw).expanduser()
     except ValueError:
-        raise SystemExit(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
+        raise SystemExit(f"{ENV_PREFIX}{name.upper()}={raw!r} is not "
+                         f"{_KIND_NAMES[kind]}") from None
     return raw

@@ -30,10 +30,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 class LocalPlatform:
     def __init__(self, data_dir: str | os.PathLike, host: str = "127.0.0.1",
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None,
+                 services: tuple[str, ...] = SERVICES):
         self.data_dir = pathlib.Path(data_dir).expanduser().resolve()
         self.host = host
         self.extra_env = extra_env or {}
+        self.services = services
         self.endpoints: dict[str, str] = {}
         self.metrics: dict[str, str] = {}
         self.procs: dict[str, subprocess.Popen] = {}
@@ -42,11 +44,11 @@ class LocalPlatform:
         """Start every service; return once all report SERVING on their health service."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
-        self.endpoints = {name: f"{self.host}:{free_port(self.host)}" for name in SERVICES}
+        self.endpoints = {name: f"{self.host}:{free_port(self.host)}" for name in self.services}
         try:
-            for name in SERVICES:
+            for name in self.services:
                 self._spawn(name)
-            for name in SERVICES:
+            for name in self.services:
                 self._wait_ready(name, timeout)
         except BaseException:
             self.stop()

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
+
+from google.protobuf.message import Message
 
 from lambdascope import errors
 
@@ -29,3 +33,38 @@ def size(requested: int) -> int:
     if requested < 0:
         raise errors.InvalidArgument(f"page_size must be >= 0 (got {requested})")
     return min(requested or DEFAULT_PAGE, MAX_PAGE)
+
+
+# Keyset pagination: the token carries the sort key of the last row served and a fingerprint of
+# the query, so a page is stable under concurrent inserts and a token from another query is
+# refused instead of silently paging the wrong result.
+
+
+def fingerprint(request: Message) -> str:
+    """A short digest of a List/Search request without its paging fields."""
+    query = type(request)()
+    query.CopyFrom(request)
+    for name in ("page_token", "page_size"):
+        query.ClearField(name)
+    return hashlib.sha256(query.SerializeToString(deterministic=True)).hexdigest()[:16]
+
+
+def encode_keyset(query: str, key: list) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"q": query, "k": key}).encode()).decode()
+
+
+def decode_keyset(token: str, query: str) -> list | None:
+    """The last served sort key (None on the first page); INVALID_ARGUMENT for a token this
+    server did not issue or issued for another query."""
+    if not token:
+        return None
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(token.encode()))
+        key, issued_for = doc["k"], doc["q"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise errors.InvalidArgument(
+            "page_token is not one this server issued; start again without it") from None
+    if issued_for != query or not isinstance(key, list):
+        raise errors.InvalidArgument(
+            "page_token belongs to another query (the filters changed): start again without it")
+    return key

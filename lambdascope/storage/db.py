@@ -6,8 +6,12 @@ import pathlib
 import sqlalchemy as sa
 
 
-def engine(url: str) -> sa.Engine:
-    """Open `url`; for SQLite create the directory and set the pragmas a server needs."""
+def engine(url: str, *, immediate: bool = False) -> sa.Engine:
+    """Open `url`; for SQLite create the directory and set the pragmas a server needs.
+
+    immediate: SQLite transactions take the write lock when they begin (BEGIN IMMEDIATE), so
+    a read-then-write transaction cannot interleave with another writer (what SELECT ... FOR
+    UPDATE gives on PostgreSQL)."""
     if url.startswith("sqlite:///"):
         path = pathlib.Path(url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -20,6 +24,15 @@ def engine(url: str) -> sa.Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
+            if immediate:
+                dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN
+
+        if immediate:
+            @sa.event.listens_for(eng, "begin")
+            def _begin_immediate(conn):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return eng
-    return sa.create_engine(url, pool_pre_ping=True)
+    if url.startswith(("postgresql://", "postgres://")):  # the psycopg 3 driver we ship
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=40)

@@ -24,16 +24,18 @@ VERSION_STATE_READY: VersionState
 VERSION_STATE_FAILED: VersionState
 
 class Model(_message.Message):
-    __slots__ = ("name", "description", "created_at", "latest_version")
+    __slots__ = ("name", "description", "created_at", "latest_version", "owner")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     created_at: _timestamp_pb2.Timestamp
     latest_version: int
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_version: _Optional[int] = ...) -> None: ...
+    owner: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latest_version: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class Lineage(_message.Message):
     __slots__ = ("job_id", "step", "parent_version_id", "dataset_version_id")
@@ -48,8 +50,15 @@ class Lineage(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., step: _Optional[int] = ..., parent_version_id: _Optional[str] = ..., dataset_version_id: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("id", "model_name", "version", "format", "architecture", "task_outputs", "sha256", "size_bytes", "state", "lineage", "metadata", "created_at", "input_shape", "output_shape")
+    __slots__ = ("id", "model_name", "version", "format", "architecture", "task_outputs", "sha256", "size_bytes", "state", "lineage", "metadata", "created_at", "input_shape", "output_shape", "tags", "owner", "aliases")
     class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +79,9 @@ class ModelVersion(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
     id: str
     model_name: str
     version: int
@@ -84,11 +96,21 @@ class ModelVersion(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     input_shape: _containers.RepeatedScalarFieldContainer[int]
     output_shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, id: _Optional[str] = ..., model_name: _Optional[str] = ..., version: _Optional[int] = ..., format: _Optional[_Union[_models_pb2.ArtifactFormat, str]] = ..., architecture: _Optional[_Union[_models_pb2.Architecture, _Mapping]] = ..., task_outputs: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., state: _Optional[_Union[VersionState, str]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ...) -> None: ...
+    tags: _containers.ScalarMap[str, str]
+    owner: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., model_name: _Optional[str] = ..., version: _Optional[int] = ..., format: _Optional[_Union[_models_pb2.ArtifactFormat, str]] = ..., architecture: _Optional[_Union[_models_pb2.Architecture, _Mapping]] = ..., task_outputs: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., state: _Optional[_Union[VersionState, str]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., tags: _Optional[_Mapping[str, str]] = ..., owner: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("id", "name", "sha256", "size_bytes", "num_examples", "x_shape", "y_shape", "x_dtype", "y_dtype", "metadata", "created_at")
+    __slots__ = ("id", "name", "sha256", "size_bytes", "num_examples", "x_shape", "y_shape", "x_dtype", "y_dtype", "metadata", "created_at", "version", "tags", "owner")
     class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +128,9 @@ class Dataset(_message.Message):
     Y_DTYPE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     sha256: str
@@ -117,10 +142,20 @@ class Dataset(_message.Message):
     y_dtype: str
     metadata: _containers.ScalarMap[str, str]
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., x_shape: _Optional[_Iterable[int]] = ..., y_shape: _Optional[_Iterable[int]] = ..., x_dtype: _Optional[str] = ..., y_dtype: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    version: int
+    tags: _containers.ScalarMap[str, str]
+    owner: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., x_shape: _Optional[_Iterable[int]] = ..., y_shape: _Optional[_Iterable[int]] = ..., x_dtype: _Optional[str] = ..., y_dtype: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class ModelUploadHeader(_message.Message):
-    __slots__ = ("model_name", "format", "architecture", "task_outputs", "lineage", "metadata", "sha256", "size_bytes")
+    __slots__ = ("model_name", "tags", "format", "architecture", "task_outputs", "lineage", "metadata", "sha256", "size_bytes")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +164,7 @@ class ModelUploadHeader(_message.Message):
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     TASK_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +173,7 @@ class ModelUploadHeader(_message.Message):
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     model_name: str
+    tags: _containers.ScalarMap[str, str]
     format: _models_pb2.ArtifactFormat
     architecture: _models_pb2.Architecture
     task_outputs: int
@@ -144,7 +181,7 @@ class ModelUploadHeader(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     sha256: str
     size_bytes: int
-    def __init__(self, model_name: _Optional[str] = ..., format: _Optional[_Union[_models_pb2.ArtifactFormat, str]] = ..., architecture: _Optional[_Union[_models_pb2.Architecture, _Mapping]] = ..., task_outputs: _Optional[int] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    def __init__(self, model_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., format: _Optional[_Union[_models_pb2.ArtifactFormat, str]] = ..., architecture: _Optional[_Union[_models_pb2.Architecture, _Mapping]] = ..., task_outputs: _Optional[int] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class UploadModelVersionRequest(_message.Message):
     __slots__ = ("header", "chunk")
@@ -155,7 +192,14 @@ class UploadModelVersionRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[ModelUploadHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class DatasetUploadHeader(_message.Message):
-    __slots__ = ("name", "metadata", "sha256", "size_bytes")
+    __slots__ = ("name", "tags", "metadata", "sha256", "size_bytes")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -164,14 +208,16 @@ class DatasetUploadHeader(_message.Message):
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
+    tags: _containers.ScalarMap[str, str]
     metadata: _containers.ScalarMap[str, str]
     sha256: str
     size_bytes: int
-    def __init__(self, name: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class UploadDatasetRequest(_message.Message):
     __slots__ = ("header", "chunk")
@@ -280,6 +326,213 @@ class DownloadChunk(_message.Message):
     size_bytes: int
     chunk: bytes
     def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class SearchModelVersionsRequest(_message.Message):
+    __slots__ = ("model_name", "tags", "tag_keys", "alias", "job_id", "parent_version_id", "dataset_version_id", "created_after", "created_before", "newest_first", "page_size", "page_token")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    TAG_KEYS_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_FIRST_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    tags: _containers.ScalarMap[str, str]
+    tag_keys: _containers.RepeatedScalarFieldContainer[str]
+    alias: str
+    job_id: str
+    parent_version_id: str
+    dataset_version_id: str
+    created_after: _timestamp_pb2.Timestamp
+    created_before: _timestamp_pb2.Timestamp
+    newest_first: bool
+    page_size: int
+    page_token: str
+    def __init__(self, model_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., tag_keys: _Optional[_Iterable[str]] = ..., alias: _Optional[str] = ..., job_id: _Optional[str] = ..., parent_version_id: _Optional[str] = ..., dataset_version_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_first: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteModelVersionRequest(_message.Message):
+    __slots__ = ("version_id",)
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    version_id: str
+    def __init__(self, version_id: _Optional[str] = ...) -> None: ...
+
+class DeleteDatasetRequest(_message.Message):
+    __slots__ = ("dataset_id",)
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    def __init__(self, dataset_id: _Optional[str] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("artifact_freed",)
+    ARTIFACT_FREED_FIELD_NUMBER: _ClassVar[int]
+    artifact_freed: bool
+    def __init__(self, artifact_freed: _Optional[bool] = ...) -> None: ...
+
+class SetTagsRequest(_message.Message):
+    __slots__ = ("version_id", "dataset_id", "set", "remove")
+    class SetEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    SET_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    version_id: str
+    dataset_id: str
+    set: _containers.ScalarMap[str, str]
+    remove: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., set: _Optional[_Mapping[str, str]] = ..., remove: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetTagsResponse(_message.Message):
+    __slots__ = ("tags",)
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    tags: _containers.ScalarMap[str, str]
+    def __init__(self, tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Alias(_message.Message):
+    __slots__ = ("model_name", "alias", "version_id", "version", "updated_at", "updated_by")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    alias: str
+    version_id: str
+    version: int
+    updated_at: _timestamp_pb2.Timestamp
+    updated_by: str
+    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., version_id: _Optional[str] = ..., version: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_by: _Optional[str] = ...) -> None: ...
+
+class SetAliasRequest(_message.Message):
+    __slots__ = ("model_name", "alias", "version_id")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    alias: str
+    version_id: str
+    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., version_id: _Optional[str] = ...) -> None: ...
+
+class DeleteAliasRequest(_message.Message):
+    __slots__ = ("model_name", "alias")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    alias: str
+    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ...) -> None: ...
+
+class ListAliasesRequest(_message.Message):
+    __slots__ = ("model_name",)
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    def __init__(self, model_name: _Optional[str] = ...) -> None: ...
+
+class ListAliasesResponse(_message.Message):
+    __slots__ = ("aliases",)
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    aliases: _containers.RepeatedCompositeFieldContainer[Alias]
+    def __init__(self, aliases: _Optional[_Iterable[_Union[Alias, _Mapping]]] = ...) -> None: ...
+
+class AliasEvent(_message.Message):
+    __slots__ = ("model_name", "alias", "from_version_id", "to_version_id", "at", "by")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    alias: str
+    from_version_id: str
+    to_version_id: str
+    at: _timestamp_pb2.Timestamp
+    by: str
+    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., from_version_id: _Optional[str] = ..., to_version_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., by: _Optional[str] = ...) -> None: ...
+
+class GetAliasHistoryRequest(_message.Message):
+    __slots__ = ("model_name", "alias", "page_size", "page_token")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    alias: str
+    page_size: int
+    page_token: str
+    def __init__(self, model_name: _Optional[str] = ..., alias: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class GetAliasHistoryResponse(_message.Message):
+    __slots__ = ("events", "next_page_token")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[AliasEvent]
+    next_page_token: str
+    def __init__(self, events: _Optional[_Iterable[_Union[AliasEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetDownloadUrlRequest(_message.Message):
+    __slots__ = ("version_id", "dataset_id", "expires_seconds")
+    VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    version_id: str
+    dataset_id: str
+    expires_seconds: int
+    def __init__(self, version_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., expires_seconds: _Optional[int] = ...) -> None: ...
+
+class DownloadUrl(_message.Message):
+    __slots__ = ("url", "sha256", "size_bytes", "expires_at")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    sha256: str
+    size_bytes: int
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, url: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CollectGarbageRequest(_message.Message):
+    __slots__ = ("dry_run",)
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    dry_run: bool
+    def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
+
+class CollectGarbageResponse(_message.Message):
+    __slots__ = ("objects_removed", "bytes_freed", "staging_removed", "removed_keys")
+    OBJECTS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FREED_FIELD_NUMBER: _ClassVar[int]
+    STAGING_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_KEYS_FIELD_NUMBER: _ClassVar[int]
+    objects_removed: int
+    bytes_freed: int
+    staging_removed: int
+    removed_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, objects_removed: _Optional[int] = ..., bytes_freed: _Optional[int] = ..., staging_removed: _Optional[int] = ..., removed_keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PutReportRequest(_message.Message):
     __slots__ = ("report",)

@@ -90,6 +90,56 @@ class RegistryStub:
                 request_serializer=lambdascope_dot_v1_dot_registry__pb2.DownloadDatasetRequest.SerializeToString,
                 response_deserializer=lambdascope_dot_v1_dot_registry__pb2.DownloadChunk.FromString,
                 _registered_method=True)
+        self.SearchModelVersions = channel.unary_unary(
+                '/lambdascope.v1.Registry/SearchModelVersions',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.SearchModelVersionsRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.ListModelVersionsResponse.FromString,
+                _registered_method=True)
+        self.DeleteModelVersion = channel.unary_unary(
+                '/lambdascope.v1.Registry/DeleteModelVersion',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.DeleteModelVersionRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.DeleteDataset = channel.unary_unary(
+                '/lambdascope.v1.Registry/DeleteDataset',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.DeleteDatasetRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+                _registered_method=True)
+        self.SetTags = channel.unary_unary(
+                '/lambdascope.v1.Registry/SetTags',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.SetTagsRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.SetTagsResponse.FromString,
+                _registered_method=True)
+        self.SetAlias = channel.unary_unary(
+                '/lambdascope.v1.Registry/SetAlias',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.SetAliasRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.Alias.FromString,
+                _registered_method=True)
+        self.DeleteAlias = channel.unary_unary(
+                '/lambdascope.v1.Registry/DeleteAlias',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.DeleteAliasRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.Alias.FromString,
+                _registered_method=True)
+        self.ListAliases = channel.unary_unary(
+                '/lambdascope.v1.Registry/ListAliases',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.ListAliasesRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.ListAliasesResponse.FromString,
+                _registered_method=True)
+        self.GetAliasHistory = channel.unary_unary(
+                '/lambdascope.v1.Registry/GetAliasHistory',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.GetAliasHistoryRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.GetAliasHistoryResponse.FromString,
+                _registered_method=True)
+        self.GetDownloadUrl = channel.unary_unary(
+                '/lambdascope.v1.Registry/GetDownloadUrl',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.GetDownloadUrlRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.DownloadUrl.FromString,
+                _registered_method=True)
+        self.CollectGarbage = channel.unary_unary(
+                '/lambdascope.v1.Registry/CollectGarbage',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.CollectGarbageRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.CollectGarbageResponse.FromString,
+                _registered_method=True)
         self.PutReport = channel.unary_unary(
                 '/lambdascope.v1.Registry/PutReport',
                 request_serializer=lambdascope_dot_v1_dot_registry__pb2.PutReportRequest.SerializeToString,
@@ -176,6 +226,68 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchModelVersions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModelVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDataset(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTags(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAlias(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAlias(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAliases(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAliasHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDownloadUrl(self, request, context):
+        """A presigned URL to fetch the artifact straight from S3 (FAILED_PRECONDITION on a local
+        store: use the Download stream).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CollectGarbage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PutReport(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -251,6 +363,56 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.DownloadDataset,
                     request_deserializer=lambdascope_dot_v1_dot_registry__pb2.DownloadDatasetRequest.FromString,
                     response_serializer=lambdascope_dot_v1_dot_registry__pb2.DownloadChunk.SerializeToString,
+            ),
+            'SearchModelVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchModelVersions,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.SearchModelVersionsRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.ListModelVersionsResponse.SerializeToString,
+            ),
+            'DeleteModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModelVersion,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.DeleteModelVersionRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.DeleteResponse.SerializeToString,
+            ),
+            'DeleteDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataset,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.DeleteDatasetRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.DeleteResponse.SerializeToString,
+            ),
+            'SetTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTags,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.SetTagsRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.SetTagsResponse.SerializeToString,
+            ),
+            'SetAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAlias,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.SetAliasRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.Alias.SerializeToString,
+            ),
+            'DeleteAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAlias,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.DeleteAliasRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.Alias.SerializeToString,
+            ),
+            'ListAliases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAliases,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.ListAliasesRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.ListAliasesResponse.SerializeToString,
+            ),
+            'GetAliasHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAliasHistory,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.GetAliasHistoryRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.GetAliasHistoryResponse.SerializeToString,
+            ),
+            'GetDownloadUrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDownloadUrl,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.GetDownloadUrlRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.DownloadUrl.SerializeToString,
+            ),
+            'CollectGarbage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CollectGarbage,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.CollectGarbageRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.CollectGarbageResponse.SerializeToString,
             ),
             'PutReport': grpc.unary_unary_rpc_method_handler(
                     servicer.PutReport,
@@ -565,6 +727,276 @@ class Registry:
             '/lambdascope.v1.Registry/DownloadDataset',
             lambdascope_dot_v1_dot_registry__pb2.DownloadDatasetRequest.SerializeToString,
             lambdascope_dot_v1_dot_registry__pb2.DownloadChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchModelVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Registry/SearchModelVersions',
+            lambdascope_dot_v1_dot_registry__pb2.SearchModelVersionsRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.ListModelVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Registry/DeleteModelVersion',
+            lambdascope_dot_v1_dot_registry__pb2.DeleteModelVersionRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Registry/DeleteDataset',
+            lambdascope_dot_v1_dot_registry__pb2.DeleteDatasetRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Registry/SetTags',
+            lambdascope_dot_v1_dot_registry__pb2.SetTagsRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.SetTagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Registry/SetAlias',
+            lambdascope_dot_v1_dot_registry__pb2.SetAliasRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.Alias.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Registry/DeleteAlias',
+            lambdascope_dot_v1_dot_registry__pb2.DeleteAliasRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.Alias.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAliases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Registry/ListAliases',
+            lambdascope_dot_v1_dot_registry__pb2.ListAliasesRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.ListAliasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAliasHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Registry/GetAliasHistory',
+            lambdascope_dot_v1_dot_registry__pb2.GetAliasHistoryRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.GetAliasHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDownloadUrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Registry/GetDownloadUrl',
+            lambdascope_dot_v1_dot_registry__pb2.GetDownloadUrlRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.DownloadUrl.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CollectGarbage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Registry/CollectGarbage',
+            lambdascope_dot_v1_dot_registry__pb2.CollectGarbageRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.CollectGarbageResponse.FromString,
             options,
             channel_credentials,
             insecure,

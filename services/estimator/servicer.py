@@ -24,15 +24,22 @@ class EstimatorServicer(JobQueries, estimator_pb2_grpc.EstimatorServicer):
             settings = audit_spec.audit_settings(request.config, self.max_chain_steps)
             dataset = errors.call_upstream("registry", self.registry.get_dataset,
                                            request.dataset_id)
-            for version_id in ids:
+            resolved = []
+            for version_id in ids:  # ids or references ("name@alias", "name/latest", ...)
                 version = errors.call_upstream("registry", self.registry.get_model_version,
                                                version_id)
                 audit_spec.check_fit(version, dataset, request.config.loss)
+                resolved.append(version.id)
         except audit_spec.SpecError as exc:
             raise errors.InvalidArgument(str(exc)) from None
         spec = estimator_pb2.StartAuditRequest()
         spec.CopyFrom(request)
         spec.ClearField("request_id")
+        # The job audits the versions the references name now, even if an alias moves later.
+        if spec.model_version_ids:
+            spec.model_version_ids[:] = resolved
+        else:
+            spec.model_version_id = resolved[0]
         return self.jobs.start(request.request_id, canonical_json(spec),
                                total=len(ids) * settings.sgld.chains * settings.sgld.total_steps)
 

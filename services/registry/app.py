@@ -1,17 +1,24 @@
-"""Wire the registry together from settings: SQL store, object store, server."""
+"""Wire the registry together from settings: SQL store, object store, collector, server."""
 from __future__ import annotations
 
 from lambdascope import config, logs, server
 from lambdascope.storage import db
 from lambdascope.storage.objects import open_store
+from services.registry import gc
 from services.registry.servicer import binding
 from services.registry.store import RegistryStore
 
 
 def start(settings: config.Settings) -> server.RunningServer:
-    store = RegistryStore(db.engine(settings.database))
-    objects = open_store(settings.objects_dir)
-    return server.start(settings, [binding(store, objects, settings.data_dir / "staging")])
+    store = RegistryStore(db.engine(settings.database, immediate=True))
+    objects = open_store(settings)
+    staging = settings.data_dir / "staging"
+    schedule = gc.Schedule(settings.gc_interval_seconds, lambda: gc.collect(
+        store, objects, staging, settings.staging_ttl_seconds)).start()
+    return server.start(settings, [binding(
+        store, objects, staging, default_owner=settings.default_owner,
+        presign_seconds=settings.presign_seconds,
+        staging_ttl_seconds=settings.staging_ttl_seconds)], on_shutdown=schedule.stop)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,4 +26,3 @@ def main(argv: list[str] | None = None) -> None:
     settings = config.load("registry", **vars(args))
     logs.configure("registry", settings.log_level)
     server.serve_forever(start(settings), settings)
-

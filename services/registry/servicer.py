@@ -1,4 +1,9 @@
-"""Registry RPCs: validate, translate, call the store; uploads are staged and verified first."""
+"""Registry RPCs: validate, translate, call the store; uploads are staged and verified first.
+
+Every record is stamped with its owner: the caller's team (metadata `x-lambdascope-team`) or
+the configured default team. Alias moves also record who moved them (`x-lambdascope-user`,
+else the team).
+"""
 from __future__ import annotations
 
 import pathlib
@@ -9,10 +14,16 @@ import grpc
 from lambdascope import architectures, artifacts, errors
 from lambdascope.storage.objects import CHUNK, ObjectStore, content_key
 from lambdascope.v1 import audit_pb2, models_pb2, registry_pb2, registry_pb2_grpc
-from services.registry import uploads
+from services.registry import gc, uploads
 from services.registry.store import RegistryStore
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,99}$")
+VERSION_LIKE = re.compile(r"^(v|version)?[0-9]+$", re.IGNORECASE)
+RESERVED_ALIASES = {"latest"}
+TAG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TAGS = 128, 1024, 100
+IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 MAX_ARTIFACT_BYTES = 16 << 30
 
 
@@ -20,34 +31,87 @@ def _check_name(field: str, value: str) -> None:
     if not NAME.match(value):
         raise errors.InvalidArgument(
             f"{field} {value!r} is not a valid name: use 1-200 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit")
+            "starting with a letter or digit (no '/', '@', spaces or control characters)")
+
+
+def _check_alias(value: str) -> None:
+    if not ALIAS.match(value):
+        raise errors.InvalidArgument(
+            f"alias {value!r} is not a valid alias: use 1-100 letters, digits, '.', '_' or '-', "
+            "starting with a letter")
+    if VERSION_LIKE.match(value) or value.lower() in RESERVED_ALIASES:
+        raise errors.InvalidArgument(
+            f"alias {value!r} looks like a version number or 'latest', so 'name@{value}' would "
+            "be ambiguous: choose a word such as 'production' or 'candidate'")
+
+
+def _check_tags(field: str, tags: dict[str, str], remove: list[str] = ()) -> None:
+    if len(tags) > MAX_TAGS:
+        raise errors.InvalidArgument(f"{field}: at most {MAX_TAGS} tags per call")
+    for key in [*tags, *remove]:
+        if len(key) > MAX_TAG_KEY:
+            raise errors.InvalidArgument(
+                f"{field}: tag key {key[:40]!r}... is {len(key)} characters long; "
+                f"the limit is {MAX_TAG_KEY}")
+        if not TAG_KEY.match(key):
+            raise errors.InvalidArgument(
+                f"{field}: tag key {key!r} must start with a letter or digit and use only "
+                "letters, digits and '.', '_', ':', '/', '-'")
+    for key, value in tags.items():
+        if len(value) > MAX_TAG_VALUE:
+            raise errors.InvalidArgument(
+                f"{field}: the value of tag {key!r} is {len(value)} characters long; the limit "
+                f"is {MAX_TAG_VALUE}")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise errors.InvalidArgument(f"{field}: the value of tag {key!r} contains control "
+                                         "characters")
+
+
+def _caller(context: grpc.ServicerContext, key: str, default: str) -> str:
+    for k, v in context.invocation_metadata() or ():
+        if k == key:
+            if not IDENTITY.match(v):
+                raise errors.InvalidArgument(f"metadata {key} {v!r} is not a valid identity")
+            return v
+    return default
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
-    def __init__(self, store: RegistryStore, objects: ObjectStore, staging_dir: pathlib.Path):
+    def __init__(self, store: RegistryStore, objects: ObjectStore, staging_dir: pathlib.Path,
+                 *, default_owner: str = "default", presign_seconds: int = 3600,
+                 staging_ttl_seconds: float = 86400.0):
         self.store = store
         self.objects = objects
         self.staging_dir = staging_dir
+        self.default_owner = default_owner
+        self.presign_seconds = presign_seconds
+        self.staging_ttl_seconds = staging_ttl_seconds
+
+    def _owner(self, context) -> str:
+        return _caller(context, "x-lambdascope-team", self.default_owner)
+
+    def _actor(self, context) -> str:
+        return _caller(context, "x-lambdascope-user", self._owner(context))
 
     # -- models ---------------------------------------------------------------------------
 
     def CreateModel(self, request, context):
         _check_name("name", request.name)
-        return self.store.create_model(request.name, request.description)
+        return self.store.create_model(request.name, request.description, self._owner(context))
 
     def GetModel(self, request, context):
         return self.store.get_model(request.name)
 
     def ListModels(self, request, context):
-        return self.store.list_models(request.page_size, request.page_token)
+        return self.store.list_models(request)
 
     def UploadModelVersion(self, request_iterator, context):
         staged = uploads.receive(request_iterator, self.staging_dir, MAX_ARTIFACT_BYTES,
                                  self._check_model_header)
         try:
             version = self._inspect_model(staged)
-            self.objects.put_file(content_key(staged.sha256), staged.path)
-            return self.store.add_version(version)
+            return self._commit(staged, lambda: self.store.add_version(
+                version, dict(staged.header.tags), self._owner(context)))
         finally:
             staged.discard()
 
@@ -55,17 +119,101 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return self.store.get_version(request.version_id)
 
     def ListModelVersions(self, request, context):
-        return self.store.list_versions(request)
+        return self.store.search_versions(request, model_name=request.model_name,
+                                          job_id=request.job_id)
+
+    def SearchModelVersions(self, request, context):
+        _check_tags("tags", dict(request.tags), list(request.tag_keys))
+        if request.alias:
+            _check_alias(request.alias)
+        return self.store.search_versions(
+            request, model_name=request.model_name, tags=dict(request.tags),
+            tag_keys=list(request.tag_keys), alias=request.alias, job_id=request.job_id,
+            parent_version_id=request.parent_version_id,
+            dataset_version_id=request.dataset_version_id,
+            created_after=_seconds(request, "created_after"),
+            created_before=_seconds(request, "created_before"),
+            newest_first=request.newest_first)
 
     def DownloadModelVersion(self, request, context):
         version = self.store.get_version(request.version_id)
         return self._download(version.sha256, version.size_bytes)
 
+    def DeleteModelVersion(self, request, context):
+        sha = self.store.delete_version(request.version_id)
+        return registry_pb2.DeleteResponse(artifact_freed=self._free(sha))
+
+    def SetTags(self, request, context):
+        _check_tags("set", dict(request.set), list(request.remove))
+        target = request.WhichOneof("target")
+        if target == "version_id":
+            tags = self.store.set_version_tags(request.version_id, dict(request.set),
+                                               request.remove)
+        elif target == "dataset_id":
+            tags = self.store.set_dataset_tags(request.dataset_id, dict(request.set),
+                                               request.remove)
+        else:
+            raise errors.InvalidArgument("SetTags needs version_id or dataset_id")
+        return registry_pb2.SetTagsResponse(tags=tags)
+
+    # -- aliases --------------------------------------------------------------------------
+
+    def SetAlias(self, request, context):
+        _check_name("model_name", request.model_name)
+        _check_alias(request.alias)
+        if not request.version_id:
+            raise errors.InvalidArgument("version_id is required: the version the alias names")
+        return self.store.set_alias(request.model_name, request.alias, request.version_id,
+                                    self._actor(context))
+
+    def DeleteAlias(self, request, context):
+        _check_name("model_name", request.model_name)
+        _check_alias(request.alias)
+        return self.store.delete_alias(request.model_name, request.alias, self._actor(context))
+
+    def ListAliases(self, request, context):
+        _check_name("model_name", request.model_name)
+        return registry_pb2.ListAliasesResponse(aliases=self.store.list_aliases(request.model_name))
+
+    def GetAliasHistory(self, request, context):
+        _check_name("model_name", request.model_name)
+        _check_alias(request.alias)
+        return self.store.alias_history(request)
+
+    # -- downloads by URL, garbage ----------------------------------------------------------
+
+    def GetDownloadUrl(self, request, context):
+        target = request.WhichOneof("target")
+        if target == "version_id":
+            record = self.store.get_version(request.version_id)
+        elif target == "dataset_id":
+            record = self.store.get_dataset(request.dataset_id)
+        else:
+            raise errors.InvalidArgument("GetDownloadUrl needs version_id or dataset_id")
+        if not 0 <= request.expires_seconds <= 7 * 24 * 3600:
+            raise errors.InvalidArgument("expires_seconds must be between 0 (the default) and "
+                                         f"604800 (7 days), got {request.expires_seconds}")
+        expires = request.expires_seconds or self.presign_seconds
+        url = self.objects.presigned_get(content_key(record.sha256), expires)
+        if url is None:
+            raise errors.FailedPrecondition(
+                "this registry keeps artifacts in a local directory, which has no URLs: "
+                "download through DownloadModelVersion / DownloadDataset")
+        out = registry_pb2.DownloadUrl(url=url, sha256=record.sha256,
+                                       size_bytes=record.size_bytes)
+        out.expires_at.GetCurrentTime()
+        out.expires_at.seconds += expires
+        return out
+
+    def CollectGarbage(self, request, context):
+        return gc.collect(self.store, self.objects, self.staging_dir, self.staging_ttl_seconds,
+                          dry_run=request.dry_run)
+
     # -- datasets -------------------------------------------------------------------------
 
     def UploadDataset(self, request_iterator, context):
         staged = uploads.receive(request_iterator, self.staging_dir, MAX_ARTIFACT_BYTES,
-                                 lambda header: _check_name("header.name", header.name))
+                                 self._check_dataset_header)
         try:
             header = staged.header
             try:
@@ -76,8 +224,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                 name=header.name, sha256=staged.sha256, size_bytes=staged.size,
                 num_examples=info.num_examples, x_shape=info.x.shape, y_shape=info.y.shape,
                 x_dtype=info.x.dtype, y_dtype=info.y.dtype, metadata=header.metadata)
-            self.objects.put_file(content_key(staged.sha256), staged.path)
-            return self.store.add_dataset(dataset)
+            return self._commit(staged, lambda: self.store.add_dataset(
+                dataset, dict(header.tags), self._owner(context)))
         finally:
             staged.discard()
 
@@ -85,11 +233,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return self.store.get_dataset(request.dataset_id)
 
     def ListDatasets(self, request, context):
-        return self.store.list_datasets(request.page_size, request.page_token)
+        return self.store.list_datasets(request)
 
     def DownloadDataset(self, request, context):
         dataset = self.store.get_dataset(request.dataset_id)
         return self._download(dataset.sha256, dataset.size_bytes)
+
+    def DeleteDataset(self, request, context):
+        sha = self.store.delete_dataset(request.dataset_id)
+        return registry_pb2.DeleteResponse(artifact_freed=self._free(sha))
 
     # -- reports --------------------------------------------------------------------------
 
@@ -108,9 +260,33 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
 
     # -- helpers --------------------------------------------------------------------------
 
+    def _commit(self, staged: uploads.Staged, record):
+        """Store verified bytes and insert their record; the pin keeps a collector from
+        removing the same content between the two."""
+        self.store.pin_object(staged.sha256, staged.size)
+        try:
+            self.objects.put_file(content_key(staged.sha256), staged.path)
+            return record()  # unpins in the record's transaction
+        except BaseException:
+            self.store.unpin_object(staged.sha256)
+            raise
+
+    def _free(self, sha256: str) -> bool:
+        """Remove content once nothing references it (the record that did is gone)."""
+        if not self.store.claim_for_removal(sha256):
+            return False
+        self.objects.delete(content_key(sha256))
+        self.store.forget_object(sha256)
+        return True
+
+    def _check_dataset_header(self, header: registry_pb2.DatasetUploadHeader) -> None:
+        _check_name("header.name", header.name)
+        _check_tags("header.tags", dict(header.tags))
+
     def _check_model_header(self, header: registry_pb2.ModelUploadHeader) -> None:
         """Refuse what the header alone shows to be wrong, before the body is stored."""
         _check_name("header.model_name", header.model_name)
+        _check_tags("header.tags", dict(header.tags))
         if header.task_outputs < 0:
             raise errors.InvalidArgument(
                 f"header.task_outputs must be >= 0 (got {header.task_outputs})")
@@ -178,8 +354,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         version.output_shape[:] = io[1]
 
     def _check_lineage(self, lineage: registry_pb2.Lineage) -> None:
-        if lineage.parent_version_id:
-            self.store.get_version(lineage.parent_version_id)
+        if lineage.parent_version_id:  # a reference is stored as the id it names now
+            lineage.parent_version_id = self.store.get_version(lineage.parent_version_id).id
         if lineage.dataset_version_id:
             self.store.get_dataset(lineage.dataset_version_id)
 
@@ -198,10 +374,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             yield registry_pb2.DownloadChunk(sha256=sha256, size_bytes=size)
 
 
-def binding(store: RegistryStore, objects: ObjectStore, staging_dir: pathlib.Path):
+def _seconds(request, field: str) -> float:
+    return getattr(request, field).ToNanoseconds() / 1e9 if request.HasField(field) else 0.0
+
+
+def binding(store: RegistryStore, objects: ObjectStore, staging_dir: pathlib.Path, **options):
     from lambdascope.server import ServiceBinding
 
-    servicer = RegistryServicer(store, objects, staging_dir)
+    servicer = RegistryServicer(store, objects, staging_dir, **options)
     return ServiceBinding(
         registry_pb2.DESCRIPTOR.services_by_name["Registry"].full_name,
         lambda server: registry_pb2_grpc.add_RegistryServicer_to_server(servicer, server))

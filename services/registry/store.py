@@ -1,111 +1,188 @@
-"""The registry's metadata in SQL: models, versions, datasets, reports.
+"""The registry's metadata in SQL: models, versions, datasets, tags, aliases, reports, objects.
 
-Each record keeps its full protobuf message (the API's own shape) beside the columns that
-queries filter on, so the API and the schema cannot drift apart.
+Versions and datasets appear only once their bytes are stored and verified: a record is
+inserted in one transaction with its tags, so a failed or abandoned upload leaves no record.
+Stored bytes are reference-counted through the `objects` table (see schema.py): `pin_object`
+before the bytes go to the store, the commit unpins, and a collector may only remove bytes it
+marked "deleting" while nothing referenced or pinned them.
 """
 from __future__ import annotations
 
+import re
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from lambdascope import errors, paging
 from lambdascope.v1 import audit_pb2, registry_pb2
-
-metadata = sa.MetaData()
-
-models = sa.Table(
-    "models", metadata,
-    sa.Column("name", sa.String(200), primary_key=True),
-    sa.Column("description", sa.Text, nullable=False, default=""),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
-versions = sa.Table(
-    "model_versions", metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("model_name", sa.String(200), sa.ForeignKey("models.name"), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("job_id", sa.String(64), nullable=False, default="", index=True),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("proto", sa.LargeBinary, nullable=False),
-    sa.UniqueConstraint("model_name", "version"),
-)
-datasets = sa.Table(
-    "datasets", metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("name", sa.String(200), nullable=False, index=True),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("proto", sa.LargeBinary, nullable=False),
-)
-reports = sa.Table(
-    "reports", metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("model_version_id", sa.String(64), sa.ForeignKey("model_versions.id"),
-              nullable=False, index=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("proto", sa.LargeBinary, nullable=False),
+from services.registry.migrate import migrate
+from services.registry.schema import (
+    alias_events,
+    aliases,
+    dataset_tags,
+    datasets,
+    models,
+    objects,
+    reports,
+    version_tags,
+    versions,
 )
 
+# "name/latest", "name/3", "name@alias": references accepted wherever a version id is.
+REFERENCE = re.compile(r"^(?P<name>[^/@]+)(?:/(?P<number>latest|[0-9]+)|@(?P<alias>[^/@]+))$")
+# A pin older than this belongs to an upload that died; collectors may ignore it.
+STALE_PIN_SECONDS = 3600.0
 
-def _now() -> tuple[float, timestamp_pb2.Timestamp]:
-    now = time.time()
+
+def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(now * 1e9))
-    return now, ts
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
 
 
 class RegistryStore:
     def __init__(self, engine: sa.Engine):
         self.engine = engine
-        metadata.create_all(engine)
+        migrate(engine)
 
     # -- models ---------------------------------------------------------------------------
 
-    def create_model(self, name: str, description: str = "") -> registry_pb2.Model:
+    def create_model(self, name: str, description: str, owner: str) -> registry_pb2.Model:
         try:
             with self.engine.begin() as conn:
                 conn.execute(models.insert().values(name=name, description=description,
-                                                    created_at=time.time()))
+                                                    created_at=time.time(), owner=owner))
         except sa.exc.IntegrityError:
             raise errors.AlreadyExists(f"model {name!r} already exists") from None
         return self.get_model(name)
 
     def get_model(self, name: str) -> registry_pb2.Model:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(models).where(models.c.name == name)).first()
-            if row is None:
-                raise errors.NotFound(f"no model named {name!r}")
-            latest = conn.execute(sa.select(sa.func.max(versions.c.version))
-                                  .where(versions.c.model_name == name)).scalar()
-        model = registry_pb2.Model(name=row.name, description=row.description,
-                                   latest_version=latest or 0)
-        model.created_at.FromNanoseconds(int(row.created_at * 1e9))
-        return model
+            return self._model(conn, name)
 
-    def list_models(self, size: int, token: str) -> registry_pb2.ListModelsResponse:
-        names, next_token = self._page(sa.select(models.c.name).order_by(models.c.name),
-                                       size, token)
-        return registry_pb2.ListModelsResponse(models=[self.get_model(n) for n in names],
-                                               next_page_token=next_token)
+    def _model(self, conn: sa.Connection, name: str) -> registry_pb2.Model:
+        row = conn.execute(sa.select(models).where(models.c.name == name)).first()
+        if row is None:
+            raise errors.NotFound(f"no model named {name!r}")
+        latest = conn.execute(sa.select(sa.func.max(versions.c.version))
+                              .where(versions.c.model_name == name)).scalar()
+        return registry_pb2.Model(name=row.name, description=row.description,
+                                  latest_version=latest or 0, owner=row.owner,
+                                  created_at=_timestamp(row.created_at))
+
+    def list_models(self, request: registry_pb2.ListModelsRequest
+                    ) -> registry_pb2.ListModelsResponse:
+        query = sa.select(models.c.name).order_by(models.c.name)
+        names, token = self._keyset(query, request, [models.c.name], lambda n: [n])
+        with self.engine.connect() as conn:
+            return registry_pb2.ListModelsResponse(
+                models=[self._model(conn, n) for n in names], next_page_token=token)
+
+    # -- objects --------------------------------------------------------------------------
+
+    def pin_object(self, sha256: str, size: int, wait: float = 30.0) -> None:
+        """Announce bytes about to be stored for a record; waits while a collector is removing
+        the same content."""
+        deadline = time.monotonic() + wait
+        while True:
+            with self.engine.begin() as conn:
+                row = conn.execute(sa.select(objects).where(objects.c.sha256 == sha256)
+                                   .with_for_update()).first()
+                if row is None:
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(objects.insert().values(
+                                sha256=sha256, size_bytes=size, state="present", pins=1,
+                                updated_at=time.time()))
+                        return
+                    except sa.exc.IntegrityError:
+                        pass  # inserted concurrently: go round again and lock it
+                elif row.state != "deleting":
+                    conn.execute(objects.update().where(objects.c.sha256 == sha256)
+                                 .values(pins=row.pins + 1, updated_at=time.time()))
+                    return
+            if time.monotonic() > deadline:
+                raise errors.Unavailable("the same content is being removed by the garbage "
+                                         "collector; retry the upload")
+            time.sleep(0.05)
+
+    def unpin_object(self, sha256: str) -> None:
+        """An upload that pinned content ended without a record (failed verification, ...)."""
+        with self.engine.begin() as conn:
+            self._unpin(conn, sha256)
+
+    def _unpin(self, conn: sa.Connection, sha256: str) -> None:
+        conn.execute(objects.update().where(objects.c.sha256 == sha256, objects.c.pins > 0)
+                     .values(pins=objects.c.pins - 1, updated_at=time.time()))
+
+    def claim_for_removal(self, sha256: str, *, only_unknown_older_than: float | None = None
+                          ) -> bool:
+        """Mark content "deleting" when no record references it and no live upload pinned it
+        (stale pins are ignored). For bytes the table does not know (left by a crash before
+        the pin, or by hand), `only_unknown_older_than` bounds their age."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(objects).where(objects.c.sha256 == sha256)
+                               .with_for_update()).first()
+            if self._references(conn, sha256):
+                return False
+            if row is None:
+                if only_unknown_older_than is None:
+                    return False
+                conn.execute(objects.insert().values(sha256=sha256, size_bytes=0,
+                                                     state="deleting", pins=0, updated_at=now))
+                return True
+            if row.pins > 0 and now - row.updated_at < STALE_PIN_SECONDS:
+                return False
+            conn.execute(objects.update().where(objects.c.sha256 == sha256)
+                         .values(state="deleting", pins=0, updated_at=now))
+            return True
+
+    def forget_object(self, sha256: str) -> None:
+        """The bytes of content claimed for removal are gone."""
+        with self.engine.begin() as conn:
+            conn.execute(objects.delete().where(objects.c.sha256 == sha256,
+                                                objects.c.state == "deleting"))
+
+    def unreferenced_objects(self) -> list[str]:
+        """Known content that no record references (candidates for the collector), plus
+        content a collector claimed but did not finish removing."""
+        referenced = sa.union(sa.select(versions.c.sha256), sa.select(datasets.c.sha256))
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(objects.c.sha256).where(
+                objects.c.sha256.not_in(referenced))).scalars())
+
+    def known_object(self, sha256: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(objects.c.sha256)
+                                .where(objects.c.sha256 == sha256)).first() is not None
+
+    @staticmethod
+    def _references(conn: sa.Connection, sha256: str) -> int:
+        return sum(conn.execute(sa.select(sa.func.count()).select_from(t)
+                                .where(t.c.sha256 == sha256)).scalar() for t in (versions, datasets))
 
     # -- versions -------------------------------------------------------------------------
 
-    def add_version(self, version: registry_pb2.ModelVersion) -> registry_pb2.ModelVersion:
-        """Record a verified artifact as the model's next version (the model is created if new)."""
+    def add_version(self, version: registry_pb2.ModelVersion, tags: dict[str, str],
+                    owner: str) -> registry_pb2.ModelVersion:
+        """Record verified, stored bytes as the model's next version (the model is created if
+        new) and release the upload's pin, in one transaction."""
         version.id = f"mv-{uuid.uuid4().hex[:16]}"
         version.state = registry_pb2.VERSION_STATE_READY
-        now, ts = _now()
-        version.created_at.CopyFrom(ts)
-        for _attempt in range(20):
+        version.owner = owner
+        now = time.time()
+        version.created_at.CopyFrom(_timestamp(now))
+        for _attempt in range(50):
             try:
                 with self.engine.begin() as conn:
                     if conn.execute(sa.select(models.c.name)
                                     .where(models.c.name == version.model_name)).first() is None:
-                        conn.execute(models.insert().values(name=version.model_name,
+                        conn.execute(models.insert().values(name=version.model_name, owner=owner,
                                                             description="", created_at=now))
                     latest = conn.execute(sa.select(sa.func.max(versions.c.version)).where(
                         versions.c.model_name == version.model_name)).scalar()
@@ -113,69 +190,298 @@ class RegistryStore:
                     conn.execute(versions.insert().values(
                         id=version.id, model_name=version.model_name, version=version.version,
                         job_id=version.lineage.job_id, sha256=version.sha256, created_at=now,
+                        parent_version_id=version.lineage.parent_version_id,
+                        dataset_version_id=version.lineage.dataset_version_id, owner=owner,
                         proto=version.SerializeToString()))
+                    _put_tags(conn, version_tags, "version_id", version.id, tags)
+                    self._unpin(conn, version.sha256)
+                version.tags.update(tags)
                 return version
             except sa.exc.IntegrityError:
                 time.sleep(0.01)  # a concurrent upload took this number (or created the model)
         raise errors.Unavailable("too many concurrent uploads to this model; retry")
 
-    def get_version(self, version_id: str) -> registry_pb2.ModelVersion:
+    def resolve(self, reference: str) -> str:
+        """The version id a reference names ("mv-...", "name/N", "name/latest", "name@alias")."""
         with self.engine.connect() as conn:
+            return self._resolve(conn, reference)
+
+    def _resolve(self, conn: sa.Connection, reference: str) -> str:
+        match = REFERENCE.match(reference)
+        if reference.startswith("mv-") or match is None:
+            return reference
+        name = match["name"]
+        if match["alias"]:
+            found = conn.execute(sa.select(aliases.c.version_id).where(
+                aliases.c.model_name == name, aliases.c.alias == match["alias"])).scalar()
+            what = f"alias {match['alias']!r} of model {name!r}"
+        else:
+            query = sa.select(versions.c.id).where(versions.c.model_name == name)
+            if match["number"] == "latest":
+                query = query.order_by(versions.c.version.desc()).limit(1)
+                what = f"a latest version of model {name!r} (it has none)"
+            else:
+                query = query.where(versions.c.version == int(match["number"]))
+                what = f"version {match['number']} of model {name!r}"
+            found = conn.execute(query).scalar()
+        if found is None:
+            raise errors.NotFound(f"no {what}")
+        return found
+
+    def get_version(self, reference: str) -> registry_pb2.ModelVersion:
+        with self.engine.connect() as conn:
+            version_id = self._resolve(conn, reference)
             blob = conn.execute(sa.select(versions.c.proto)
                                 .where(versions.c.id == version_id)).scalar()
-        if blob is None:
-            raise errors.NotFound(f"no model version with id {version_id!r}")
-        return registry_pb2.ModelVersion.FromString(blob)
+            if blob is None:
+                raise errors.NotFound(f"no model version with id {reference!r}")
+            return self._decorate(conn, [registry_pb2.ModelVersion.FromString(blob)])[0]
 
-    def list_versions(self, request: registry_pb2.ListModelVersionsRequest
-                      ) -> registry_pb2.ListModelVersionsResponse:
-        query = sa.select(versions.c.proto).order_by(versions.c.model_name, versions.c.version)
-        if request.model_name:
-            self.get_model(request.model_name)  # NOT_FOUND for an unknown model
-            query = query.where(versions.c.model_name == request.model_name)
-        if request.job_id:
-            query = query.where(versions.c.job_id == request.job_id)
-        blobs, next_token = self._page(query, request.page_size, request.page_token)
-        return registry_pb2.ListModelVersionsResponse(
-            versions=[registry_pb2.ModelVersion.FromString(b) for b in blobs],
-            next_page_token=next_token)
+    def search_versions(self, request: Message, *, model_name: str = "",
+                        tags: dict[str, str] | None = None, tag_keys: Sequence[str] = (),
+                        alias: str = "", job_id: str = "", parent_version_id: str = "",
+                        dataset_version_id: str = "", created_after: float = 0.0,
+                        created_before: float = 0.0, newest_first: bool = False
+                        ) -> registry_pb2.ListModelVersionsResponse:
+        """Versions matching every given filter, a page at a time, ordered by creation time.
+        `request` (the RPC's own message) carries page_size/page_token and fingerprints the
+        query for its page tokens."""
+        query = sa.select(versions.c.proto, versions.c.created_at, versions.c.id)
+        with self.engine.connect() as conn:
+            if model_name:
+                self._model(conn, model_name)  # NOT_FOUND for an unknown model
+                query = query.where(versions.c.model_name == model_name)
+            if alias:
+                query = query.where(versions.c.id.in_(sa.select(aliases.c.version_id).where(
+                    aliases.c.alias == alias,
+                    *([aliases.c.model_name == model_name] if model_name else []))))
+            if parent_version_id:
+                parent_version_id = self._resolve(conn, parent_version_id)
+        for key, value in (tags or {}).items():
+            query = query.where(versions.c.id.in_(sa.select(version_tags.c.version_id).where(
+                version_tags.c.key == key, version_tags.c.value == value)))
+        for key in tag_keys:
+            query = query.where(versions.c.id.in_(
+                sa.select(version_tags.c.version_id).where(version_tags.c.key == key)))
+        for column, value in ((versions.c.job_id, job_id),
+                              (versions.c.parent_version_id, parent_version_id),
+                              (versions.c.dataset_version_id, dataset_version_id)):
+            if value:
+                query = query.where(column == value)
+        if created_after:
+            query = query.where(versions.c.created_at > created_after)
+        if created_before:
+            query = query.where(versions.c.created_at < created_before)
+        keys = [versions.c.created_at, versions.c.id]
+        rows, token = self._keyset(query, request, keys, lambda r: [r.created_at, r.id],
+                                   descending=newest_first, scalars=False)
+        with self.engine.connect() as conn:
+            found = self._decorate(conn, [registry_pb2.ModelVersion.FromString(r.proto)
+                                          for r in rows])
+        return registry_pb2.ListModelVersionsResponse(versions=found, next_page_token=token)
+
+    def delete_version(self, reference: str) -> str:
+        """Delete a version with its tags and audit reports; returns its sha256 (whose bytes
+        are freed by the caller once nothing else references them). Refused while an alias
+        points at it."""
+        with self.engine.begin() as conn:
+            version_id = self._resolve(conn, reference)
+            row = conn.execute(sa.select(versions.c.sha256, versions.c.model_name)
+                               .where(versions.c.id == version_id)).first()
+            if row is None:
+                raise errors.NotFound(f"no model version with id {reference!r}")
+            pointing = conn.execute(sa.select(aliases.c.alias)
+                                    .where(aliases.c.version_id == version_id)).scalars().all()
+            if pointing:
+                raise errors.FailedPrecondition(
+                    f"aliases {', '.join(sorted(pointing))} of model {row.model_name!r} point at "
+                    "this version: move or delete them first")
+            conn.execute(reports.delete().where(reports.c.model_version_id == version_id))
+            conn.execute(version_tags.delete().where(version_tags.c.version_id == version_id))
+            conn.execute(versions.delete().where(versions.c.id == version_id))
+        return row.sha256
+
+    def set_version_tags(self, reference: str, set_: dict[str, str], remove: Iterable[str]
+                         ) -> dict[str, str]:
+        with self.engine.begin() as conn:
+            version_id = self._resolve(conn, reference)
+            if conn.execute(sa.select(versions.c.id)
+                            .where(versions.c.id == version_id)).first() is None:
+                raise errors.NotFound(f"no model version with id {reference!r}")
+            return _update_tags(conn, version_tags, "version_id", version_id, set_, remove)
+
+    def _decorate(self, conn: sa.Connection, found: list[registry_pb2.ModelVersion]
+                  ) -> list[registry_pb2.ModelVersion]:
+        """Fill the mutable parts (tags, aliases) that live outside the stored message."""
+        ids = [v.id for v in found]
+        if not ids:
+            return found
+        by_id = {v.id: v for v in found}
+        for row in conn.execute(sa.select(version_tags).where(version_tags.c.version_id.in_(ids))):
+            by_id[row.version_id].tags[row.key] = row.value
+        for row in conn.execute(sa.select(aliases.c.version_id, aliases.c.alias)
+                                .where(aliases.c.version_id.in_(ids))
+                                .order_by(aliases.c.alias)):
+            by_id[row.version_id].aliases.append(row.alias)
+        return found
+
+    # -- aliases --------------------------------------------------------------------------
+
+    def set_alias(self, model_name: str, alias: str, reference: str, by: str) -> registry_pb2.Alias:
+        now = time.time()
+        with self.engine.begin() as conn:
+            self._model(conn, model_name)
+            version_id = self._resolve(conn, reference)
+            target = conn.execute(sa.select(versions.c.model_name)
+                                  .where(versions.c.id == version_id)).scalar()
+            if target is None:
+                raise errors.NotFound(f"no model version with id {reference!r}")
+            if target != model_name:
+                raise errors.InvalidArgument(
+                    f"version {reference!r} belongs to model {target!r}, not {model_name!r}")
+            current = conn.execute(sa.select(aliases.c.version_id).where(
+                aliases.c.model_name == model_name, aliases.c.alias == alias)
+                .with_for_update()).scalar()
+            values = dict(version_id=version_id, updated_at=now, updated_by=by)
+            if current is None:
+                conn.execute(aliases.insert().values(model_name=model_name, alias=alias, **values))
+            else:
+                conn.execute(aliases.update().where(aliases.c.model_name == model_name,
+                                                    aliases.c.alias == alias).values(**values))
+            conn.execute(alias_events.insert().values(
+                model_name=model_name, alias=alias, from_version_id=current or "",
+                to_version_id=version_id, at=now, by=by))
+            return self._alias(conn, model_name, alias)
+
+    def delete_alias(self, model_name: str, alias: str, by: str) -> registry_pb2.Alias:
+        with self.engine.begin() as conn:
+            deleted = self._alias(conn, model_name, alias)
+            conn.execute(aliases.delete().where(aliases.c.model_name == model_name,
+                                                aliases.c.alias == alias))
+            conn.execute(alias_events.insert().values(
+                model_name=model_name, alias=alias, from_version_id=deleted.version_id,
+                to_version_id="", at=time.time(), by=by))
+        return deleted
+
+    def list_aliases(self, model_name: str) -> list[registry_pb2.Alias]:
+        with self.engine.connect() as conn:
+            self._model(conn, model_name)
+            names = conn.execute(sa.select(aliases.c.alias).where(
+                aliases.c.model_name == model_name).order_by(aliases.c.alias)).scalars().all()
+            return [self._alias(conn, model_name, a) for a in names]
+
+    def alias_history(self, request: registry_pb2.GetAliasHistoryRequest
+                      ) -> registry_pb2.GetAliasHistoryResponse:
+        self.get_model(request.model_name)
+        query = sa.select(alias_events).where(alias_events.c.model_name == request.model_name,
+                                              alias_events.c.alias == request.alias)
+        rows, token = self._keyset(query, request, [alias_events.c.id], lambda r: [r.id],
+                                   scalars=False)
+        if not rows and not request.page_token:
+            raise errors.NotFound(f"model {request.model_name!r} never had an alias "
+                                  f"{request.alias!r}")
+        return registry_pb2.GetAliasHistoryResponse(next_page_token=token, events=[
+            registry_pb2.AliasEvent(model_name=r.model_name, alias=r.alias,
+                                    from_version_id=r.from_version_id,
+                                    to_version_id=r.to_version_id, at=_timestamp(r.at), by=r.by)
+            for r in rows])
+
+    def _alias(self, conn: sa.Connection, model_name: str, alias: str) -> registry_pb2.Alias:
+        row = conn.execute(
+            sa.select(aliases, versions.c.version).join(versions,
+                                                        versions.c.id == aliases.c.version_id)
+            .where(aliases.c.model_name == model_name, aliases.c.alias == alias)).first()
+        if row is None:
+            raise errors.NotFound(f"model {model_name!r} has no alias {alias!r}")
+        return registry_pb2.Alias(model_name=model_name, alias=alias, version_id=row.version_id,
+                                  version=row.version, updated_at=_timestamp(row.updated_at),
+                                  updated_by=row.updated_by)
 
     # -- datasets -------------------------------------------------------------------------
 
-    def add_dataset(self, dataset: registry_pb2.Dataset) -> registry_pb2.Dataset:
+    def add_dataset(self, dataset: registry_pb2.Dataset, tags: dict[str, str], owner: str
+                    ) -> registry_pb2.Dataset:
         dataset.id = f"ds-{uuid.uuid4().hex[:16]}"
-        now, ts = _now()
-        dataset.created_at.CopyFrom(ts)
-        with self.engine.begin() as conn:
-            conn.execute(datasets.insert().values(id=dataset.id, name=dataset.name,
-                                                  sha256=dataset.sha256, created_at=now,
-                                                  proto=dataset.SerializeToString()))
-        return dataset
+        dataset.owner = owner
+        now = time.time()
+        dataset.created_at.CopyFrom(_timestamp(now))
+        for _attempt in range(50):
+            try:
+                with self.engine.begin() as conn:
+                    latest = conn.execute(sa.select(sa.func.max(datasets.c.version))
+                                          .where(datasets.c.name == dataset.name)).scalar()
+                    dataset.version = (latest or 0) + 1
+                    conn.execute(datasets.insert().values(
+                        id=dataset.id, name=dataset.name, sha256=dataset.sha256, created_at=now,
+                        version=dataset.version, owner=owner, proto=dataset.SerializeToString()))
+                    _put_tags(conn, dataset_tags, "dataset_id", dataset.id, tags)
+                    self._unpin(conn, dataset.sha256)
+                dataset.tags.update(tags)
+                return dataset
+            except sa.exc.IntegrityError:
+                time.sleep(0.01)
+        raise errors.Unavailable("too many concurrent uploads of this dataset name; retry")
 
     def get_dataset(self, dataset_id: str) -> registry_pb2.Dataset:
         with self.engine.connect() as conn:
             blob = conn.execute(sa.select(datasets.c.proto)
                                 .where(datasets.c.id == dataset_id)).scalar()
-        if blob is None:
-            raise errors.NotFound(f"no dataset with id {dataset_id!r}")
-        return registry_pb2.Dataset.FromString(blob)
+            if blob is None:
+                raise errors.NotFound(f"no dataset with id {dataset_id!r}")
+            return self._decorate_datasets(conn, [registry_pb2.Dataset.FromString(blob)])[0]
 
-    def list_datasets(self, size: int, token: str) -> registry_pb2.ListDatasetsResponse:
-        blobs, next_token = self._page(
-            sa.select(datasets.c.proto).order_by(datasets.c.created_at, datasets.c.id), size, token)
-        return registry_pb2.ListDatasetsResponse(
-            datasets=[registry_pb2.Dataset.FromString(b) for b in blobs],
-            next_page_token=next_token)
+    def list_datasets(self, request: registry_pb2.ListDatasetsRequest
+                      ) -> registry_pb2.ListDatasetsResponse:
+        query = sa.select(datasets.c.proto, datasets.c.created_at, datasets.c.id)
+        rows, token = self._keyset(query, request, [datasets.c.created_at, datasets.c.id],
+                                   lambda r: [r.created_at, r.id], scalars=False)
+        with self.engine.connect() as conn:
+            found = self._decorate_datasets(conn, [registry_pb2.Dataset.FromString(r.proto)
+                                                   for r in rows])
+        return registry_pb2.ListDatasetsResponse(datasets=found, next_page_token=token)
+
+    def delete_dataset(self, dataset_id: str) -> str:
+        with self.engine.begin() as conn:
+            sha = conn.execute(sa.select(datasets.c.sha256)
+                               .where(datasets.c.id == dataset_id)).scalar()
+            if sha is None:
+                raise errors.NotFound(f"no dataset with id {dataset_id!r}")
+            users = conn.execute(sa.select(versions.c.id).where(
+                versions.c.dataset_version_id == dataset_id).limit(5)).scalars().all()
+            if users:
+                raise errors.FailedPrecondition(
+                    f"model versions {', '.join(users)} record this dataset in their lineage; "
+                    "delete them first")
+            conn.execute(dataset_tags.delete().where(dataset_tags.c.dataset_id == dataset_id))
+            conn.execute(datasets.delete().where(datasets.c.id == dataset_id))
+        return sha
+
+    def set_dataset_tags(self, dataset_id: str, set_: dict[str, str], remove: Iterable[str]
+                         ) -> dict[str, str]:
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(datasets.c.id)
+                            .where(datasets.c.id == dataset_id)).first() is None:
+                raise errors.NotFound(f"no dataset with id {dataset_id!r}")
+            return _update_tags(conn, dataset_tags, "dataset_id", dataset_id, set_, remove)
+
+    def _decorate_datasets(self, conn: sa.Connection, found: list[registry_pb2.Dataset]
+                           ) -> list[registry_pb2.Dataset]:
+        by_id = {d.id: d for d in found}
+        if by_id:
+            for row in conn.execute(sa.select(dataset_tags)
+                                    .where(dataset_tags.c.dataset_id.in_(list(by_id)))):
+                by_id[row.dataset_id].tags[row.key] = row.value
+        return found
 
     # -- reports --------------------------------------------------------------------------
 
     def add_report(self, report: audit_pb2.AuditReport) -> audit_pb2.AuditReport:
-        self.get_version(report.model_version_id)
+        report.model_version_id = self.get_version(report.model_version_id).id
         if report.dataset_id:
             self.get_dataset(report.dataset_id)
         report.id = f"rep-{uuid.uuid4().hex[:16]}"
-        now, ts = _now()
-        report.created_at.CopyFrom(ts)
+        now = time.time()
+        report.created_at.CopyFrom(_timestamp(now))
         with self.engine.begin() as conn:
             conn.execute(reports.insert().values(id=report.id,
                                                  model_version_id=report.model_version_id,
@@ -192,18 +498,54 @@ class RegistryStore:
 
     def list_reports(self, request: registry_pb2.ListReportsRequest
                      ) -> registry_pb2.ListReportsResponse:
-        query = sa.select(reports.c.proto).order_by(reports.c.created_at, reports.c.id)
+        query = sa.select(reports.c.proto, reports.c.created_at, reports.c.id)
         if request.model_version_id:
-            self.get_version(request.model_version_id)
-            query = query.where(reports.c.model_version_id == request.model_version_id)
-        blobs, next_token = self._page(query, request.page_size, request.page_token)
+            version_id = self.get_version(request.model_version_id).id
+            query = query.where(reports.c.model_version_id == version_id)
+        rows, token = self._keyset(query, request, [reports.c.created_at, reports.c.id],
+                                   lambda r: [r.created_at, r.id], scalars=False)
         return registry_pb2.ListReportsResponse(
-            reports=[audit_pb2.AuditReport.FromString(b) for b in blobs],
-            next_page_token=next_token)
+            reports=[audit_pb2.AuditReport.FromString(r.proto) for r in rows],
+            next_page_token=token)
 
-    def _page(self, query: sa.Select, size: int, token: str) -> tuple[list, str]:
-        """One page of the query's first column, and the token of the next page ("" at the end)."""
-        size, offset = paging.size(size), paging.decode_token(token)
+    # -- paging ---------------------------------------------------------------------------
+
+    def _keyset(self, query: sa.Select, request: Message, keys: list, key_of,
+                *, descending: bool = False, scalars: bool = True) -> tuple[list, str]:
+        """One page of `query` ordered by `keys` (unique together), starting after the key in
+        the request's page token; the next token ("" at the end) carries the last key."""
+        size = paging.size(request.page_size)
+        query_id = paging.fingerprint(request)
+        after = paging.decode_keyset(request.page_token, query_id)
+        if after is not None:
+            if len(after) != len(keys):
+                raise errors.InvalidArgument("page_token is not one this server issued; "
+                                             "start again without it")
+            bound = sa.tuple_(*keys)
+            query = query.where(bound < sa.tuple_(*after) if descending
+                                else bound > sa.tuple_(*after))
+        query = query.order_by(None).order_by(*(k.desc() if descending else k for k in keys))
         with self.engine.connect() as conn:
-            rows = conn.execute(query.offset(offset).limit(size + 1)).scalars().all()
-        return list(rows[:size]), paging.encode_token(offset + size) if len(rows) > size else ""
+            result = conn.execute(query.limit(size + 1))
+            rows = result.scalars().all() if scalars else result.all()
+        page = list(rows[:size])
+        token = paging.encode_keyset(query_id, key_of(page[-1])) if len(rows) > size else ""
+        return page, token
+
+
+def _put_tags(conn: sa.Connection, table: sa.Table, column: str, owner_id: str,
+              tags: dict[str, str]) -> None:
+    if tags:
+        conn.execute(table.insert(), [{column: owner_id, "key": k, "value": v}
+                                      for k, v in tags.items()])
+
+
+def _update_tags(conn: sa.Connection, table: sa.Table, column: str, owner_id: str,
+                 set_: dict[str, str], remove: Iterable[str]) -> dict[str, str]:
+    owner_col = table.c[column]
+    drop = set(remove) | set(set_)
+    if drop:
+        conn.execute(table.delete().where(owner_col == owner_id, table.c.key.in_(drop)))
+    _put_tags(conn, table, column, owner_id, set_)
+    rows = conn.execute(sa.select(table.c.key, table.c.value).where(owner_col == owner_id))
+    return dict(sorted((r.key, r.value) for r in rows))

@@ -1,0 +1,393 @@
+"""The registry on both backend pairs: (SQLite, local directory) and (PostgreSQL, S3 on moto).
+
+Every test here runs once per pair against a real registry process; nothing is mocked.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import pathlib
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+import grpc
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lambdascope.client import file_digest
+from lambdascope.v1 import models_pb2, registry_pb2
+from registry_backend import BACKENDS, registry_backend
+from s3server import MotoS3
+
+ARCH = models_pb2.Architecture(mlp=models_pb2.MLPArchitecture(widths=[4, 3, 2]))
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    with MotoS3() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request, s3_endpoint, tmp_path_factory):
+    with registry_backend(request.param, tmp_path_factory.mktemp(request.param), s3_endpoint,
+                          LAMBDASCOPE_STAGING_TTL_SECONDS="2") as b:
+        yield b
+
+
+@pytest.fixture
+def client(backend):
+    with backend.client() as c:
+        yield c
+
+
+def weights(path: pathlib.Path, seed: int) -> pathlib.Path:
+    gen = torch.Generator().manual_seed(seed)
+    save_file({"layers.0.weight": torch.randn(3, 4, generator=gen),
+               "layers.0.bias": torch.randn(3, generator=gen),
+               "layers.1.weight": torch.randn(2, 3, generator=gen),
+               "layers.1.bias": torch.randn(2, generator=gen)}, str(path))
+    return path
+
+
+def code_of(call, *args, **kwargs) -> tuple[grpc.StatusCode, str]:
+    try:
+        call(*args, **kwargs)
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details()
+    raise AssertionError("the call succeeded")
+
+
+def unique(name: str) -> str:
+    return f"{name}-{time.monotonic_ns() % 10**9}"
+
+
+def test_the_same_artifact_uploaded_twice_is_stored_once(backend, client, tmp_path):
+    path = weights(tmp_path / "w.safetensors", seed=1)
+    before = backend.content_keys()
+    a = client.upload_model(path, unique("dedup-a"), architecture=ARCH)
+    b = client.upload_model(path, unique("dedup-b"), architecture=ARCH)
+    assert a.id != b.id and a.sha256 == b.sha256
+    added = sorted(set(backend.content_keys()) - set(before))
+    assert added == [f"sha256/{a.sha256[:2]}/{a.sha256}"]
+
+
+def test_deleting_a_version_frees_its_bytes_only_when_nothing_else_shares_them(
+        backend, client, tmp_path):
+    shared = weights(tmp_path / "shared.safetensors", seed=2)
+    name = unique("shared")
+    first = client.upload_model(shared, name, architecture=ARCH)
+    second = client.upload_model(shared, name, architecture=ARCH)
+    key = f"sha256/{first.sha256[:2]}/{first.sha256}"
+    assert client.delete_model_version(first.id) is False  # the second still uses the bytes
+    assert key in backend.content_keys()
+    back = client.download_model_version(second.id, tmp_path / "back.safetensors")
+    assert file_digest(back)[0] == second.sha256
+    assert client.delete_model_version(f"{name}/latest") is True
+    assert key not in backend.content_keys()
+    code, _ = code_of(client.get_model_version, second.id)
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_aliases_resolve_everywhere_and_keep_their_history(backend, client, tmp_path):
+    name = unique("aliased")
+    versions = [client.upload_model(weights(tmp_path / f"{i}.safetensors", seed=10 + i), name,
+                                    architecture=ARCH) for i in range(3)]
+    client.set_alias(name, "production", versions[0].id)
+    client.set_alias(name, "production", f"{name}/2")
+    moved = client.set_alias(name, "production", f"{name}/latest")
+    assert moved.version_id == versions[2].id and moved.version == 3
+    history = client.alias_history(name, "production")
+    assert [(e.from_version_id, e.to_version_id) for e in history] == [
+        ("", versions[0].id), (versions[0].id, versions[1].id), (versions[1].id, versions[2].id)]
+    assert client.get_model_version(f"{name}@production").id == versions[2].id
+    assert list(client.get_model_version(versions[2].id).aliases) == ["production"]
+    assert client.get_model_version(f"{name}/1").id == versions[0].id
+    back = client.download_model_version(f"{name}@production", tmp_path / "prod.safetensors")
+    assert file_digest(back)[0] == versions[2].sha256
+    code, message = code_of(client.delete_model_version, f"{name}@production")
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "production" in message
+    client.delete_alias(name, "production")
+    assert len(client.alias_history(name, "production")) == 4
+    code, _ = code_of(client.get_model_version, f"{name}@production")
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_search_by_tags_alias_lineage_and_time_with_stable_pages(backend, client, tmp_path):
+    name = unique("searched")
+    data = tmp_path / "d.safetensors"
+    save_file({"x": torch.randn(8, 4), "y": torch.randn(8, 2)}, str(data))
+    dataset = client.upload_dataset(data, unique("train-data"), tags={"split": "train"})
+    assert dataset.version == 1 and dict(dataset.tags) == {"split": "train"}
+    made = []
+    for i in range(7):
+        lineage = registry_pb2.Lineage(job_id="train-job1", step=i,
+                                       parent_version_id=made[-1].id if made else "",
+                                       dataset_version_id=dataset.id)
+        made.append(client.upload_model(weights(tmp_path / f"s{i}.safetensors", seed=100 + i),
+                                        name, architecture=ARCH, lineage=lineage,
+                                        tags={"parity": "even" if i % 2 == 0 else "odd"}))
+    client.set_tags(version_id=made[3].id, set={"best": "yes"})
+    client.set_alias(name, "candidate", made[5].id)
+    assert [v.id for v in client.search_model_versions(model_name=name, page_size=2)] == \
+        [v.id for v in made]
+    newest = list(client.search_model_versions(model_name=name, newest_first=True, page_size=3))
+    assert [v.id for v in newest] == [v.id for v in reversed(made)]
+    even = list(client.search_model_versions(model_name=name, tags={"parity": "even"}))
+    assert [v.lineage.step for v in even] == [0, 2, 4, 6]
+    assert [v.id for v in client.search_model_versions(tag_keys=["best"],
+                                                       model_name=name)] == [made[3].id]
+    assert [v.id for v in client.search_model_versions(model_name=name,
+                                                       alias="candidate")] == [made[5].id]
+    assert [v.id for v in client.search_model_versions(
+        parent_version_id=made[1].id)] == [made[2].id]
+    by_data = list(client.search_model_versions(dataset_version_id=dataset.id))
+    assert len(by_data) == 7
+    after = made[4].created_at
+    later = list(client.search_model_versions(model_name=name, created_after=after))
+    assert [v.id for v in later] == [v.id for v in made[5:]]
+    # a page token belongs to its query
+    first = client.registry.SearchModelVersions(registry_pb2.SearchModelVersionsRequest(
+        model_name=name, page_size=2))
+    code, message = code_of(client.registry.SearchModelVersions,
+                            registry_pb2.SearchModelVersionsRequest(
+                                model_name=name, tags={"parity": "odd"}, page_size=2,
+                                page_token=first.next_page_token))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "another query" in message
+
+
+def test_fifty_concurrent_uploads_of_distinct_models_all_commit(backend, tmp_path):
+    prefix = unique("many")
+    paths = [weights(tmp_path / f"m{i}.safetensors", seed=1000 + i) for i in range(50)]
+
+    def upload(i: int) -> str:
+        with backend.client() as c:
+            return c.upload_model(paths[i], f"{prefix}-{i:02d}", architecture=ARCH).id
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        ids = list(pool.map(upload, range(50)))
+    assert len(set(ids)) == 50
+    with backend.client() as c:
+        listed = {m.name for m in _all_models(c) if m.name.startswith(prefix)}
+        assert listed == {f"{prefix}-{i:02d}" for i in range(50)}
+        assert all(c.get_model_version(f"{prefix}-{i:02d}/1").id == ids[i] for i in range(50))
+
+
+def _all_models(client) -> list[registry_pb2.Model]:
+    request, out = registry_pb2.ListModelsRequest(page_size=17), []
+    while True:
+        page = client.registry.ListModels(request)
+        out.extend(page.models)
+        if not page.next_page_token:
+            return out
+        request.page_token = page.next_page_token
+
+
+@pytest.mark.parametrize("corrupt", ["sha256", "truncated-safetensors", "bad-pt2"])
+def test_corrupt_uploads_are_rejected_and_leave_nothing(backend, client, tmp_path, corrupt):
+    name = unique(f"corrupt-{corrupt}")
+    before = backend.content_keys()
+    path = weights(tmp_path / "w.safetensors", seed=7)
+    if corrupt == "sha256":
+        header = registry_pb2.ModelUploadHeader(
+            model_name=name, format=models_pb2.ARTIFACT_FORMAT_SAFETENSORS, architecture=ARCH,
+            sha256="0" * 64, size_bytes=path.stat().st_size)
+        messages = [registry_pb2.UploadModelVersionRequest(header=header),
+                    registry_pb2.UploadModelVersionRequest(chunk=path.read_bytes())]
+        code, _ = code_of(client.registry.UploadModelVersion, iter(messages))
+        assert code == grpc.StatusCode.DATA_LOSS
+    else:
+        if corrupt == "truncated-safetensors":
+            path.write_bytes(path.read_bytes()[:-20])
+        else:
+            path = tmp_path / "m.pt2"
+            path.write_bytes(b"PK\x03\x04 this is not a torch.export archive")
+        code, _ = code_of(client.upload_model, path, name,
+                          architecture=ARCH if corrupt != "bad-pt2" else None)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, _ = code_of(client.registry.GetModel, registry_pb2.GetModelRequest(name=name))
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert backend.content_keys() == before
+    assert backend.staging_files() == []
+
+
+def test_a_client_that_dies_mid_upload_leaves_no_version_and_no_staging(backend, tmp_path):
+    name = unique("died")
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        from lambdascope.client import Client
+        from lambdascope.v1 import models_pb2, registry_pb2
+        header = registry_pb2.ModelUploadHeader(
+            model_name={name!r}, format=models_pb2.ARTIFACT_FORMAT_TORCH_EXPORT,
+            sha256="a" * 64, size_bytes=64 << 20)
+        def stream():
+            yield registry_pb2.UploadModelVersionRequest(header=header)
+            for i in range(64):
+                yield registry_pb2.UploadModelVersionRequest(chunk=os.urandom(1 << 20))
+                if i == 8:
+                    print("sent", flush=True)
+                    time.sleep(60)
+        Client(registry={backend.address!r}).registry.UploadModelVersion(stream())
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"sent"
+    deadline = time.monotonic() + 10
+    while not backend.staging_files() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert backend.staging_files(), "the upload was not being staged"
+    proc.kill()
+    proc.wait()
+    with backend.client() as c:
+        deadline = time.monotonic() + 10  # the server sees the broken stream and cleans up
+        while backend.staging_files() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        c.collect_garbage()
+        assert backend.staging_files() == []
+        code, _ = code_of(c.registry.GetModel, registry_pb2.GetModelRequest(name=name))
+        assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_registry_that_crashes_mid_upload_leaves_staging_the_collector_removes(
+        backend, tmp_path):
+    """Killed mid-upload, the registry cannot clean up; after its restart the collector removes
+    the abandoned staging file once it is older than the staging TTL (2 s here)."""
+    name = unique("crashed")
+    script = textwrap.dedent(f"""
+        import os, time
+        from lambdascope.client import Client
+        from lambdascope.v1 import models_pb2, registry_pb2
+        header = registry_pb2.ModelUploadHeader(
+            model_name={name!r}, format=models_pb2.ARTIFACT_FORMAT_TORCH_EXPORT,
+            sha256="b" * 64, size_bytes=16 << 20)
+        def stream():
+            yield registry_pb2.UploadModelVersionRequest(header=header)
+            yield registry_pb2.UploadModelVersionRequest(chunk=os.urandom(1 << 20))
+            print("sent", flush=True)
+            time.sleep(60)
+        try:
+            Client(registry={backend.address!r}).registry.UploadModelVersion(stream())
+        except Exception:
+            pass
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline().strip() == b"sent"
+        deadline = time.monotonic() + 10
+        while not backend.staging_files() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert backend.staging_files()
+        backend.kill()
+    finally:
+        proc.kill()
+        proc.wait()
+    left = backend.staging_files()
+    assert left, "a killed registry cannot have cleaned its staging"
+    backend.restart()
+    with backend.client() as c:
+        removed = c.collect_garbage().staging_removed  # may already be older than the TTL
+        if not removed:
+            assert backend.staging_files() == left  # young files are left alone
+            time.sleep(2.5)
+            removed = c.collect_garbage().staging_removed
+        assert removed == len(left)
+        assert backend.staging_files() == []
+        code, _ = code_of(c.registry.GetModel, registry_pb2.GetModelRequest(name=name))
+        assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_collector_removes_bytes_no_record_references(backend, client, tmp_path):
+    """Bytes in the store that no record knows (a crash between storing and committing) go
+    once they are older than the staging TTL; referenced bytes stay."""
+    kept = client.upload_model(weights(tmp_path / "kept.safetensors", seed=77), unique("kept"),
+                               architecture=ARCH)
+    orphan = tmp_path / "orphan.bin"
+    orphan.write_bytes(b"nobody references these bytes")
+    sha = file_digest(orphan)[0]
+    backend.objects().put_file(f"sha256/{sha[:2]}/{sha}", orphan)
+    assert client.collect_garbage(dry_run=True).objects_removed == 0  # too young yet
+    time.sleep(2.5)
+    dry = client.collect_garbage(dry_run=True)
+    assert f"sha256/{sha[:2]}/{sha}" in dry.removed_keys
+    assert f"sha256/{sha[:2]}/{sha}" in backend.content_keys()
+    done = client.collect_garbage()
+    assert f"sha256/{sha[:2]}/{sha}" in done.removed_keys
+    keys = backend.content_keys()
+    assert f"sha256/{sha[:2]}/{sha}" not in keys
+    assert f"sha256/{kept.sha256[:2]}/{kept.sha256}" in keys
+
+
+def test_presigned_download_url(backend, client, tmp_path):
+    path = weights(tmp_path / "url.safetensors", seed=5)
+    version = client.upload_model(path, unique("url"), architecture=ARCH)
+    request = registry_pb2.GetDownloadUrlRequest(version_id=version.id, expires_seconds=120)
+    if backend.kind == "sqlite-local":
+        code, message = code_of(client.registry.GetDownloadUrl, request)
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "DownloadModelVersion" in message
+        return
+    url = client.registry.GetDownloadUrl(request)
+    assert url.sha256 == version.sha256 and url.size_bytes == path.stat().st_size
+    with urllib.request.urlopen(url.url, timeout=10) as response:
+        assert response.read() == path.read_bytes()
+
+
+@pytest.mark.parametrize("call, named", [
+    ("model_name_with_slash", "header.model_name"),
+    ("model_name_with_control", "header.model_name"),
+    ("alias_like_a_version", "looks like a version number"),
+    ("alias_latest", "looks like a version number"),
+    ("long_tag_key", "the limit is 128"),
+    ("tag_value_with_control", "control characters"),
+    ("dataset_name_with_backslash", "header.name"),
+])
+def test_bad_names_and_tags_are_invalid_and_write_nothing(backend, client, tmp_path, call, named):
+    path = weights(tmp_path / "w.safetensors", seed=3)
+    name = unique("valid")
+    before = backend.content_keys()
+    if call == "model_name_with_slash":
+        attempt = lambda: client.upload_model(path, "team/model", architecture=ARCH)  # noqa: E731
+    elif call == "model_name_with_control":
+        attempt = lambda: client.upload_model(path, "model\x07", architecture=ARCH)  # noqa: E731
+    elif call in ("alias_like_a_version", "alias_latest"):
+        version = client.upload_model(path, name, architecture=ARCH)
+        before = backend.content_keys()
+        alias = "v2" if call == "alias_like_a_version" else "latest"
+        attempt = lambda: client.set_alias(name, alias, version.id)  # noqa: E731
+    elif call == "long_tag_key":
+        attempt = lambda: client.upload_model(path, name, architecture=ARCH,  # noqa: E731
+                                              tags={"k" * 129: "v"})
+    elif call == "tag_value_with_control":
+        attempt = lambda: client.upload_model(path, name, architecture=ARCH,  # noqa: E731
+                                              tags={"note": "bad\nvalue"})
+    else:
+        data = tmp_path / "d.safetensors"
+        save_file({"x": torch.randn(4, 4), "y": torch.randn(4, 2)}, str(data))
+        attempt = lambda: client.upload_dataset(data, "data\\set")  # noqa: E731
+    code, message = code_of(attempt)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and named in message, message
+    assert backend.content_keys() == before
+    if call in ("alias_like_a_version", "alias_latest"):
+        assert client.registry.ListAliases(
+            registry_pb2.ListAliasesRequest(model_name=name)).aliases == []
+    elif call != "dataset_name_with_backslash":
+        code, _ = code_of(client.registry.GetModel, registry_pb2.GetModelRequest(name=name))
+        assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_datasets_are_versioned_by_name_and_protected_by_lineage(backend, client, tmp_path):
+    name = unique("ds")
+    data = tmp_path / "d.safetensors"
+    save_file({"x": torch.randn(6, 4), "y": torch.randn(6, 2)}, str(data))
+    first = client.upload_dataset(data, name)
+    save_file({"x": torch.randn(7, 4), "y": torch.randn(7, 2)}, str(data))
+    second = client.upload_dataset(data, name)
+    assert (first.version, second.version) == (1, 2)
+    version = client.upload_model(weights(tmp_path / "w.safetensors", seed=9), unique("uses"),
+                                  architecture=ARCH,
+                                  lineage=registry_pb2.Lineage(dataset_version_id=second.id))
+    code, message = code_of(client.delete_dataset, second.id)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and version.id in message
+    assert client.delete_dataset(first.id) is True
+    assert client.set_tags(dataset_id=second.id, set={"a": "1"}) == {"a": "1"}

@@ -1,0 +1,98 @@
+"""Registry migrations on SQLite and PostgreSQL: a fresh database and one created by the first
+release both end up with exactly the schema the code queries, with old records kept."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from lambdascope.storage import db
+from lambdascope.v1 import registry_pb2
+from registry_backend import postgres_database
+from services.registry.migrate import migrate
+from services.registry.schema import metadata
+from services.registry.store import RegistryStore
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'registry.db'}"
+    else:
+        with postgres_database() as pg:
+            yield pg
+
+
+def drift(engine: sa.Engine) -> list:
+    with engine.connect() as conn:
+        return compare_metadata(MigrationContext.configure(conn), metadata)
+
+
+def test_a_fresh_database_gets_exactly_the_schema_the_code_uses(url):
+    engine = db.engine(url)
+    migrate(engine)
+    migrate(engine)  # idempotent
+    assert drift(engine) == []
+    engine.dispose()
+
+
+def test_a_first_release_database_is_upgraded_with_its_records(url):
+    """The first release created its four tables with create_all and no alembic_version."""
+    engine = db.engine(url)
+    old = sa.MetaData()
+    models = sa.Table("models", old, sa.Column("name", sa.String(200), primary_key=True),
+                      sa.Column("description", sa.Text, nullable=False),
+                      sa.Column("created_at", sa.Float, nullable=False))
+    versions = sa.Table(
+        "model_versions", old, sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("model_name", sa.String(200), sa.ForeignKey("models.name"), nullable=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("job_id", sa.String(64), nullable=False, index=True),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("proto", sa.LargeBinary, nullable=False),
+        sa.UniqueConstraint("model_name", "version"))
+    datasets = sa.Table(
+        "datasets", old, sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("name", sa.String(200), nullable=False, index=True),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("proto", sa.LargeBinary, nullable=False))
+    sa.Table("reports", old, sa.Column("id", sa.String(64), primary_key=True),
+             sa.Column("model_version_id", sa.String(64), sa.ForeignKey("model_versions.id"),
+                       nullable=False, index=True),
+             sa.Column("created_at", sa.Float, nullable=False),
+             sa.Column("proto", sa.LargeBinary, nullable=False))
+    old.create_all(engine)
+    now = time.time()
+    parent = registry_pb2.ModelVersion(id="mv-old1", model_name="legacy", version=1,
+                                       sha256="a" * 64, size_bytes=10)
+    child = registry_pb2.ModelVersion(
+        id="mv-old2", model_name="legacy", version=2, sha256="b" * 64, size_bytes=20,
+        lineage=registry_pb2.Lineage(parent_version_id="mv-old1", dataset_version_id="ds-old2"))
+    with engine.begin() as conn:
+        conn.execute(models.insert().values(name="legacy", description="", created_at=now))
+        for v in (parent, child):
+            conn.execute(versions.insert().values(id=v.id, model_name=v.model_name,
+                                                  version=v.version, job_id="", sha256=v.sha256,
+                                                  created_at=now, proto=v.SerializeToString()))
+        for i, name in enumerate(["ds-old1", "ds-old2"]):
+            d = registry_pb2.Dataset(id=name, name="train", sha256="c" * 63 + str(i),
+                                     size_bytes=5)
+            conn.execute(datasets.insert().values(id=name, name="train", sha256=d.sha256,
+                                                  created_at=now + i,
+                                                  proto=d.SerializeToString()))
+    engine.dispose()
+
+    store = RegistryStore(db.engine(url, immediate=True))
+    assert drift(store.engine) == []
+    assert store.get_version("legacy/latest").id == "mv-old2"
+    found = list(store.search_versions(registry_pb2.SearchModelVersionsRequest(),
+                                       parent_version_id="mv-old1").versions)
+    assert [v.id for v in found] == ["mv-old2"]
+    assert [store.get_dataset(d).version for d in ("ds-old1", "ds-old2")] == [1, 2]
+    assert store.known_object("a" * 64) and store.known_object("c" * 63 + "1")
+    store.engine.dispose()
