@@ -158,6 +158,20 @@ def load_weights(module: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None
             target.copy_(tensors[name])
 
 
+def narrow_weights(arch: models_pb2.Architecture, tensors: Mapping[str, torch.Tensor],
+                   outputs: int) -> dict[str, torch.Tensor]:
+    """Weights of `arch` with the output layer cut to its first `outputs` rows: they fit
+    `architectures.narrow_outputs(arch, outputs)` (e.g. a self-modeling network without its
+    self-model head, which is what its task loss depends on)."""
+    last = architectures.output_layer(arch)
+    out = dict(tensors)
+    for suffix in ("weight", "bias"):
+        name = f"{last}.{suffix}"
+        if name in out:
+            out[name] = out[name][:outputs].clone()
+    return out
+
+
 def _build_mlp(m: models_pb2.MLPArchitecture) -> nn.Module:
     return MLP(m.widths, architectures.activation_name(m.activation), bias=not m.no_bias)
 

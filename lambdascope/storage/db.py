@@ -35,4 +35,7 @@ def engine(url: str, *, immediate: bool = False) -> sa.Engine:
         return eng
     if url.startswith(("postgresql://", "postgres://")):  # the psycopg 3 driver we ship
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=40)
+    # As many pooled connections as the gRPC server has worker threads, so a busy server reuses
+    # connections instead of opening and closing overflow ones.
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=32, max_overflow=32,
+                            pool_recycle=1800)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from lambdascope import config, logs, server
-from lambdascope.storage import db
 from lambdascope.storage.objects import open_store
 from services.registry import gc
 from services.registry.servicer import binding
@@ -10,7 +9,7 @@ from services.registry.store import RegistryStore
 
 
 def start(settings: config.Settings) -> server.RunningServer:
-    store = RegistryStore(db.engine(settings.database, immediate=True))
+    store = RegistryStore(settings.database)
     objects = open_store(settings)
     staging = settings.data_dir / "staging"
     schedule = gc.Schedule(settings.gc_interval_seconds, lambda: gc.collect(

@@ -18,6 +18,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from lambdascope import errors, paging
+from lambdascope.storage import db
 from lambdascope.v1 import audit_pb2, registry_pb2
 from services.registry.migrate import migrate
 from services.registry.schema import (
@@ -45,9 +46,18 @@ def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
 
 
 class RegistryStore:
-    def __init__(self, engine: sa.Engine):
-        self.engine = engine
-        migrate(engine)
+    """`url` is opened twice on SQLite: writes take the write lock when they begin (BEGIN
+    IMMEDIATE, see lambdascope.storage.db) while reads stay lock-free under WAL. PostgreSQL
+    uses one pool (row locks with SELECT ... FOR UPDATE)."""
+
+    def __init__(self, url: str):
+        self.engine = db.engine(url, immediate=True)
+        self.reader = db.engine(url) if self.engine.dialect.name == "sqlite" else self.engine
+        migrate(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        self.reader.dispose()
 
     # -- models ---------------------------------------------------------------------------
 
@@ -61,7 +71,7 @@ class RegistryStore:
         return self.get_model(name)
 
     def get_model(self, name: str) -> registry_pb2.Model:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return self._model(conn, name)
 
     def _model(self, conn: sa.Connection, name: str) -> registry_pb2.Model:
@@ -78,7 +88,7 @@ class RegistryStore:
                     ) -> registry_pb2.ListModelsResponse:
         query = sa.select(models.c.name).order_by(models.c.name)
         names, token = self._keyset(query, request, [models.c.name], lambda n: [n])
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return registry_pb2.ListModelsResponse(
                 models=[self._model(conn, n) for n in names], next_page_token=token)
 
@@ -152,12 +162,12 @@ class RegistryStore:
         """Known content that no record references (candidates for the collector), plus
         content a collector claimed but did not finish removing."""
         referenced = sa.union(sa.select(versions.c.sha256), sa.select(datasets.c.sha256))
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return list(conn.execute(sa.select(objects.c.sha256).where(
                 objects.c.sha256.not_in(referenced))).scalars())
 
     def known_object(self, sha256: str) -> bool:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return conn.execute(sa.select(objects.c.sha256)
                                 .where(objects.c.sha256 == sha256)).first() is not None
 
@@ -203,7 +213,7 @@ class RegistryStore:
 
     def resolve(self, reference: str) -> str:
         """The version id a reference names ("mv-...", "name/N", "name/latest", "name@alias")."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return self._resolve(conn, reference)
 
     def _resolve(self, conn: sa.Connection, reference: str) -> str:
@@ -229,7 +239,7 @@ class RegistryStore:
         return found
 
     def get_version(self, reference: str) -> registry_pb2.ModelVersion:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             version_id = self._resolve(conn, reference)
             blob = conn.execute(sa.select(versions.c.proto)
                                 .where(versions.c.id == version_id)).scalar()
@@ -247,7 +257,7 @@ class RegistryStore:
         `request` (the RPC's own message) carries page_size/page_token and fingerprints the
         query for its page tokens."""
         query = sa.select(versions.c.proto, versions.c.created_at, versions.c.id)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             if model_name:
                 self._model(conn, model_name)  # NOT_FOUND for an unknown model
                 query = query.where(versions.c.model_name == model_name)
@@ -275,7 +285,7 @@ class RegistryStore:
         keys = [versions.c.created_at, versions.c.id]
         rows, token = self._keyset(query, request, keys, lambda r: [r.created_at, r.id],
                                    descending=newest_first, scalars=False)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             found = self._decorate(conn, [registry_pb2.ModelVersion.FromString(r.proto)
                                           for r in rows])
         return registry_pb2.ListModelVersionsResponse(versions=found, next_page_token=token)
@@ -364,7 +374,7 @@ class RegistryStore:
         return deleted
 
     def list_aliases(self, model_name: str) -> list[registry_pb2.Alias]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             self._model(conn, model_name)
             names = conn.execute(sa.select(aliases.c.alias).where(
                 aliases.c.model_name == model_name).order_by(aliases.c.alias)).scalars().all()
@@ -423,7 +433,7 @@ class RegistryStore:
         raise errors.Unavailable("too many concurrent uploads of this dataset name; retry")
 
     def get_dataset(self, dataset_id: str) -> registry_pb2.Dataset:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             blob = conn.execute(sa.select(datasets.c.proto)
                                 .where(datasets.c.id == dataset_id)).scalar()
             if blob is None:
@@ -435,7 +445,7 @@ class RegistryStore:
         query = sa.select(datasets.c.proto, datasets.c.created_at, datasets.c.id)
         rows, token = self._keyset(query, request, [datasets.c.created_at, datasets.c.id],
                                    lambda r: [r.created_at, r.id], scalars=False)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             found = self._decorate_datasets(conn, [registry_pb2.Dataset.FromString(r.proto)
                                                    for r in rows])
         return registry_pb2.ListDatasetsResponse(datasets=found, next_page_token=token)
@@ -489,7 +499,7 @@ class RegistryStore:
         return report
 
     def get_report(self, report_id: str) -> audit_pb2.AuditReport:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             blob = conn.execute(sa.select(reports.c.proto)
                                 .where(reports.c.id == report_id)).scalar()
         if blob is None:
@@ -525,7 +535,7 @@ class RegistryStore:
             query = query.where(bound < sa.tuple_(*after) if descending
                                 else bound > sa.tuple_(*after))
         query = query.order_by(None).order_by(*(k.desc() if descending else k for k in keys))
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             result = conn.execute(query.limit(size + 1))
             rows = result.scalars().all() if scalars else result.all()
         page = list(rows[:size])

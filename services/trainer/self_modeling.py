@@ -10,7 +10,8 @@ hidden layer (after its activation function). The extra outputs regress on h.det
 The target is detached, so gradient reaches the network only through the prediction head
 (and through h's own effect on the outputs), never by pulling h towards the prediction.
 Task metrics and audits use `outputs[:, :task_outputs]` only: checkpoints record
-`task_outputs`, and the estimator cuts the extra outputs off before it measures the LLC.
+`task_outputs`, and the estimator audits the task network (the output layer's self-model rows
+removed, `lambdascope.modules.narrow_weights`), the parameters the task loss depends on.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from lambdascope import architectures
+from lambdascope import architectures, modules
 from lambdascope.v1 import models_pb2
 
 
@@ -40,13 +41,22 @@ def task_state_dict(
 ) -> dict[str, torch.Tensor]:
     """Weights with the self-model rows of the output layer removed, matching
     `task_architecture(arch, task_outputs)`."""
+    return modules.narrow_weights(arch, state, task_outputs)
+
+
+def paired_init(module: torch.nn.Module, arch: models_pb2.Architecture, task_outputs: int,
+                seed: int) -> None:
+    """Give a self-modeling network the initial weights the plain network gets from the same
+    seed (the self-model head's extra rows keep their own), so the two runs are paired."""
+    plain = modules.build_module(task_architecture(arch, task_outputs), seed=seed)
+    widened = module.state_dict()
     last = architectures.output_layer(arch)
-    out = dict(state)
-    for suffix in ("weight", "bias"):
-        name = f"{last}.{suffix}"
-        if name in out:
-            out[name] = out[name][:task_outputs].clone()
-    return out
+    with torch.no_grad():
+        for name, tensor in plain.state_dict().items():
+            if name.startswith(last + "."):
+                widened[name][:task_outputs].copy_(tensor)
+            else:
+                widened[name].copy_(tensor)
 
 
 class SelfModelingLoss(NamedTuple):

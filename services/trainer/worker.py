@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from lambdascope import architectures, artifacts, modules, worker
 from lambdascope.client import Client
 from lambdascope.v1 import registry_pb2, trainer_pb2
-from services.trainer import datasets, resume, train_spec
+from services.trainer import datasets, resume, self_modeling, train_spec
 from services.trainer.datasets import TrainingData
 from services.trainer.training import TrainState, train
 
@@ -121,6 +121,8 @@ def _run(ctx: worker.JobContext, state_dir: pathlib.Path) -> worker.Result:
             ctx.progress(start.step, 0, message=f"resumed from the checkpoint at step "
                          f"{start.step}", force=True)
         module = modules.build_module(arch, seed=spec.seed)
+        if config.self_modeling:
+            self_modeling.paired_init(module, arch, config.task_outputs, spec.seed)
 
         def on_checkpoint(step: int, weights: dict[str, torch.Tensor], state: TrainState) -> None:
             version = existing_checkpoint(client, spec.model_name, ctx.job_id, step)

@@ -87,7 +87,7 @@ def test_a_first_release_database_is_upgraded_with_its_records(url):
                                                   proto=d.SerializeToString()))
     engine.dispose()
 
-    store = RegistryStore(db.engine(url, immediate=True))
+    store = RegistryStore(url)
     assert drift(store.engine) == []
     assert store.get_version("legacy/latest").id == "mv-old2"
     found = list(store.search_versions(registry_pb2.SearchModelVersionsRequest(),
@@ -95,4 +95,4 @@ def test_a_first_release_database_is_upgraded_with_its_records(url):
     assert [v.id for v in found] == ["mv-old2"]
     assert [store.get_dataset(d).version for d in ("ds-old1", "ds-old2")] == [1, 2]
     assert store.known_object("a" * 64) and store.known_object("c" * 63 + "1")
-    store.engine.dispose()
+    store.dispose()

@@ -232,3 +232,19 @@ def test_bad_config_fields_are_named():
                           (dict(self_model_weight=1.0), "self_model_weight")]:
         with pytest.raises(ValueError, match=field):
             dataclasses.replace(config(), **change).validate()
+
+
+def test_paired_init_gives_the_self_model_network_the_plain_networks_initial_weights():
+    from services.trainer.self_modeling import paired_init
+
+    arch = self_modeling_architecture(mlp(64, 16, 10), 1)
+    plain = modules.build_module(mlp(64, 16, 10), seed=5).state_dict()
+    widened = modules.build_module(arch, seed=5)
+    before = widened.state_dict()  # unpaired: the output bias is drawn after more weight rows
+    assert any(not torch.equal(before[n][: len(t)], t) for n, t in plain.items())
+    head = widened.state_dict()["layers.1.weight"][10:].clone()
+    paired_init(widened, arch, 10, seed=5)
+    state = widened.state_dict()
+    for name, tensor in plain.items():
+        assert torch.equal(state[name][: len(tensor)], tensor), name
+    assert torch.equal(state["layers.1.weight"][10:], head)  # the self-model rows keep theirs
