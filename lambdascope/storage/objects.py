@@ -10,11 +10,10 @@ from __future__ import annotations
 import datetime
 import os
 import pathlib
-import shutil
 import stat as stat_mode
 import tempfile
 from collections.abc import Iterator
-from typing import NamedTuple, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
 import certifi
 import minio
@@ -24,6 +23,8 @@ from minio.error import MinioException, S3Error
 from lambdascope import config
 
 CHUNK = 1 << 20
+# Part size of streamed S3 uploads (S3's minimum is 5 MiB; each part is held in memory).
+STREAM_PART = 8 << 20
 _TEMP_PREFIX = ".incoming-"
 # Codes under which S3 reports that a bucket someone just created exists (the creation race).
 _BUCKET_EXISTS = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
@@ -49,6 +50,7 @@ class ObjectStore(Protocol):
     @property
     def describe(self) -> str: ...
     def put_file(self, key: str, path: pathlib.Path) -> None: ...
+    def put_stream(self, key: str, stream: BinaryIO, length: int) -> None: ...
     def read_chunks(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]: ...
     def exists(self, key: str) -> bool: ...
     def stat(self, key: str) -> ObjectInfo | None: ...
@@ -88,14 +90,26 @@ class LocalObjectStore:
         return path
 
     def put_file(self, key: str, path: pathlib.Path) -> None:
-        target = self._path(key)
-        if target.exists():
+        if self._path(key).exists():
             return  # content-addressed: the same key holds the same bytes
+        with open(path, "rb") as src:
+            self.put_stream(key, src, os.fstat(src.fileno()).st_size)
+
+    def put_stream(self, key: str, stream: BinaryIO, length: int) -> None:
+        """Write `length` bytes from `stream` to a temp file renamed into place at the end: the
+        object appears whole or not at all (an exception from `stream.read` leaves nothing)."""
+        target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=_TEMP_PREFIX)
         try:
-            with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
-                shutil.copyfileobj(src, out, CHUNK)
+            with os.fdopen(fd, "wb") as out:
+                left = length
+                while left > 0:
+                    chunk = stream.read(min(CHUNK, left))
+                    if not chunk:
+                        raise OSError(f"the stream ended {left} bytes short of {length}")
+                    out.write(chunk)
+                    left -= len(chunk)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, target)
@@ -212,6 +226,16 @@ class S3ObjectStore:
             # upload only becomes visible when completed, so readers never see half an object.
             self._client.fput_object(self.bucket, self._name(key), str(path), part_size=0,
                                      num_parallel_uploads=2)
+        except (MinioException, urllib3.exceptions.HTTPError) as exc:
+            raise self._error("upload", exc, key) from None
+
+    def put_stream(self, key: str, stream: BinaryIO, length: int) -> None:
+        """Upload `length` bytes as `stream` yields them (multipart, parts of STREAM_PART). The
+        object appears only once the stream delivered every byte: an exception from
+        `stream.read` aborts the multipart upload and leaves nothing visible."""
+        try:
+            self._client.put_object(self.bucket, self._name(key), stream, length,
+                                    part_size=STREAM_PART, num_parallel_uploads=2)
         except (MinioException, urllib3.exceptions.HTTPError) as exc:
             raise self._error("upload", exc, key) from None
 

@@ -22,16 +22,18 @@ CONTENT_PREFIX = "sha256/"
 
 def collect(store: RegistryStore, objects: ObjectStore, staging_dir: pathlib.Path,
             staging_ttl: float, *, dry_run: bool = False) -> registry_pb2.CollectGarbageResponse:
+    """One collection. Pins older than the staging TTL belong to uploads that died with a
+    killed registry (their staging files are that old too) and no longer protect content."""
     out = registry_pb2.CollectGarbageResponse()
     now = time.time()
     for sha in store.unreferenced_objects():
-        _remove(store, objects, sha, out, dry_run)
+        _remove(store, objects, sha, out, dry_run, staging_ttl)
     # Bytes the objects table does not know: an upload that crashed before its pin committed
     # (or files put there by hand). Only old ones: a young one may belong to an upload in flight.
     for info in objects.list(CONTENT_PREFIX):
         sha = info.key.rsplit("/", 1)[-1]
         if now - info.modified > staging_ttl and not store.known_object(sha):
-            _remove(store, objects, sha, out, dry_run, unknown_ttl=staging_ttl, size=info.size)
+            _remove(store, objects, sha, out, dry_run, staging_ttl, unknown=True)
     if staging_dir.exists():
         for path in staging_dir.iterdir():
             try:
@@ -49,20 +51,27 @@ def collect(store: RegistryStore, objects: ObjectStore, staging_dir: pathlib.Pat
 
 
 def _remove(store: RegistryStore, objects: ObjectStore, sha: str,
-            out: registry_pb2.CollectGarbageResponse, dry_run: bool,
-            unknown_ttl: float | None = None, size: int | None = None) -> None:
+            out: registry_pb2.CollectGarbageResponse, dry_run: bool, staging_ttl: float,
+            unknown: bool = False) -> None:
+    """Remove one content's bytes (if any are stored) and its row, when the store allows."""
     key = content_key(sha)
-    if size is None:
-        info = objects.stat(key)
-        size = info.size if info is not None else 0
-    if not dry_run:
-        if not store.claim_for_removal(sha, only_unknown_older_than=unknown_ttl):
+    rules = dict(stale_pin_seconds=staging_ttl,
+                 only_unknown_older_than=staging_ttl if unknown else None)
+    if dry_run:
+        if not store.removable(sha, **rules):
             return
-        objects.delete(key)
+        info = objects.stat(key)
+    else:
+        if not store.claim_for_removal(sha, **rules):
+            return
+        info = objects.stat(key)
+        if info is not None:
+            objects.delete(key)
         store.forget_object(sha)
-    out.objects_removed += 1
-    out.bytes_freed += size
-    out.removed_keys.append(key)
+    if info is not None:  # a row whose bytes never arrived (a dead upload) frees nothing
+        out.objects_removed += 1
+        out.bytes_freed += info.size
+        out.removed_keys.append(key)
 
 
 class Schedule:

@@ -25,6 +25,9 @@ TAG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
 MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TAGS = 128, 1024, 100
 IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 MAX_ARTIFACT_BYTES = 16 << 30
+# Uploads at least this large go to the object store while they arrive (smaller ones gain
+# nothing from the overlap and are stored after verification).
+STREAM_AT_BYTES = 16 << 20
 
 
 def _check_name(field: str, value: str) -> None:
@@ -106,10 +109,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return self.store.list_models(request)
 
     def UploadModelVersion(self, request_iterator, context):
-        staged = uploads.receive(request_iterator, self.staging_dir, MAX_ARTIFACT_BYTES,
-                                 self._check_model_header)
+        staged = self._receive(request_iterator, self._check_model_header)
         try:
-            version = self._inspect_model(staged)
+            version = self._checked(staged, lambda: self._inspect_model(staged))
             return self._commit(staged, lambda: self.store.add_version(
                 version, dict(staged.header.tags), self._owner(context)))
         finally:
@@ -212,14 +214,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     # -- datasets -------------------------------------------------------------------------
 
     def UploadDataset(self, request_iterator, context):
-        staged = uploads.receive(request_iterator, self.staging_dir, MAX_ARTIFACT_BYTES,
-                                 self._check_dataset_header)
+        staged = self._receive(request_iterator, self._check_dataset_header)
         try:
             header = staged.header
-            try:
-                info = artifacts.inspect_dataset(staged.path)
-            except artifacts.ArtifactError as exc:
-                raise errors.InvalidArgument(f"not a usable dataset: {exc}") from None
+            info = self._checked(staged, lambda: self._inspect_dataset(staged))
             dataset = registry_pb2.Dataset(
                 name=header.name, sha256=staged.sha256, size_bytes=staged.size,
                 num_examples=info.num_examples, x_shape=info.x.shape, y_shape=info.y.shape,
@@ -260,16 +258,53 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
 
     # -- helpers --------------------------------------------------------------------------
 
+    def _receive(self, requests, check_header) -> uploads.Staged:
+        """Receive an upload into staging. Once the header passed, its content is pinned (a
+        collector leaves it alone until the record commits or the upload fails) and, when it
+        is new and large, streamed to the object store while it arrives."""
+        pinned: list[str] = []
+
+        def tee_for(header) -> uploads.StreamTee | None:
+            sha = header.sha256.lower()
+            self.store.pin_object(sha, header.size_bytes)
+            pinned.append(sha)
+            key = content_key(sha)
+            if header.size_bytes < STREAM_AT_BYTES or self.objects.exists(key):
+                return None
+            return uploads.StreamTee(
+                lambda stream: self.objects.put_stream(key, stream, header.size_bytes))
+
+        try:
+            return uploads.receive(requests, self.staging_dir, MAX_ARTIFACT_BYTES, check_header,
+                                   tee_for)
+        except BaseException:
+            for sha in pinned:
+                self._release(sha)
+            raise
+
+    def _checked(self, staged: uploads.Staged, inspect):
+        """Run an inspection of the staged bytes; on failure release their content."""
+        try:
+            return inspect()
+        except BaseException:
+            self._release(staged.sha256)
+            raise
+
     def _commit(self, staged: uploads.Staged, record):
-        """Store verified bytes and insert their record; the pin keeps a collector from
-        removing the same content between the two."""
-        self.store.pin_object(staged.sha256, staged.size)
+        """Make sure the verified bytes are stored (a no-op when they were streamed or existed)
+        and insert their record, which releases the upload's pin in its transaction."""
         try:
             self.objects.put_file(content_key(staged.sha256), staged.path)
-            return record()  # unpins in the record's transaction
+            return record()
         except BaseException:
-            self.store.unpin_object(staged.sha256)
+            self._release(staged.sha256)
             raise
+
+    def _release(self, sha256: str) -> None:
+        """An upload ended without a record: unpin its content and remove it if nothing else
+        uses it (bytes streamed for an upload that then failed its checks)."""
+        self.store.unpin_object(sha256)
+        self._free(sha256)
 
     def _free(self, sha256: str) -> bool:
         """Remove content once nothing references it (the record that did is gone)."""
@@ -278,6 +313,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self.objects.delete(content_key(sha256))
         self.store.forget_object(sha256)
         return True
+
+    def _inspect_dataset(self, staged: uploads.Staged):
+        try:
+            return artifacts.inspect_dataset(staged.path)
+        except artifacts.ArtifactError as exc:
+            raise errors.InvalidArgument(f"not a usable dataset: {exc}") from None
 
     def _check_dataset_header(self, header: registry_pb2.DatasetUploadHeader) -> None:
         _check_name("header.name", header.name)

@@ -35,8 +35,9 @@ from services.registry.schema import (
 
 # "name/latest", "name/3", "name@alias": references accepted wherever a version id is.
 REFERENCE = re.compile(r"^(?P<name>[^/@]+)(?:/(?P<number>latest|[0-9]+)|@(?P<alias>[^/@]+))$")
-# A pin older than this belongs to an upload that died; collectors may ignore it.
-STALE_PIN_SECONDS = 3600.0
+# A pin older than this belongs to an upload that died (the registry was killed mid-upload);
+# collectors may ignore it. The registry passes its staging TTL.
+STALE_PIN_SECONDS = 86400.0
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -129,8 +130,19 @@ class RegistryStore:
         conn.execute(objects.update().where(objects.c.sha256 == sha256, objects.c.pins > 0)
                      .values(pins=objects.c.pins - 1, updated_at=time.time()))
 
-    def claim_for_removal(self, sha256: str, *, only_unknown_older_than: float | None = None
-                          ) -> bool:
+    def removable(self, sha256: str, *, stale_pin_seconds: float = STALE_PIN_SECONDS,
+                  only_unknown_older_than: float | None = None) -> bool:
+        """Whether `claim_for_removal` would claim this content now (for dry runs)."""
+        with self.reader.connect() as conn:
+            row = conn.execute(sa.select(objects).where(objects.c.sha256 == sha256)).first()
+            if self._references(conn, sha256):
+                return False
+        if row is None:
+            return only_unknown_older_than is not None
+        return row.pins == 0 or time.time() - row.updated_at >= stale_pin_seconds
+
+    def claim_for_removal(self, sha256: str, *, stale_pin_seconds: float = STALE_PIN_SECONDS,
+                          only_unknown_older_than: float | None = None) -> bool:
         """Mark content "deleting" when no record references it and no live upload pinned it
         (stale pins are ignored). For bytes the table does not know (left by a crash before
         the pin, or by hand), `only_unknown_older_than` bounds their age."""
@@ -146,7 +158,7 @@ class RegistryStore:
                 conn.execute(objects.insert().values(sha256=sha256, size_bytes=0,
                                                      state="deleting", pins=0, updated_at=now))
                 return True
-            if row.pins > 0 and now - row.updated_at < STALE_PIN_SECONDS:
+            if row.pins > 0 and now - row.updated_at < stale_pin_seconds:
                 return False
             conn.execute(objects.update().where(objects.c.sha256 == sha256)
                          .values(state="deleting", pins=0, updated_at=now))

@@ -9,8 +9,10 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import queue
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,9 +34,11 @@ class Staged:
 
 
 def receive(requests: Iterator[Any], staging_dir: pathlib.Path, max_bytes: int,
-            check_header: Callable[[Any], None]) -> Staged:
+            check_header: Callable[[Any], None],
+            tee_for: Callable[[Any], StreamTee | None] | None = None) -> Staged:
     """Read a header message then chunks into a staging file; check size and sha256.
-    `check_header` refuses a bad header before any data is stored."""
+    `check_header` refuses a bad header before any data is stored; `tee_for(header)` may
+    return a StreamTee that stores the bytes while they arrive (finished here, verified)."""
     first = next(requests, None)
     if first is None or first.WhichOneof("part") != "header":
         raise errors.InvalidArgument("an upload must start with a header message, then chunks")
@@ -51,7 +55,9 @@ def receive(requests: Iterator[Any], staging_dir: pathlib.Path, max_bytes: int,
     fd, name = tempfile.mkstemp(dir=staging_dir, prefix="upload-")
     path = pathlib.Path(name)
     digest, size = hashlib.sha256(), 0
+    tee = None
     try:
+        tee = tee_for(header) if tee_for is not None else None
         with os.fdopen(fd, "wb") as out:
             for message in requests:
                 if message.WhichOneof("part") != "chunk":
@@ -66,6 +72,8 @@ def receive(requests: Iterator[Any], staging_dir: pathlib.Path, max_bytes: int,
                         "nothing was registered")
                 digest.update(chunk)
                 out.write(chunk)
+                if tee is not None:
+                    tee.write(chunk)
         if size != header.size_bytes:
             raise errors.DataLoss(
                 f"received {size} bytes but the header declared {header.size_bytes}; "
@@ -76,6 +84,79 @@ def receive(requests: Iterator[Any], staging_dir: pathlib.Path, max_bytes: int,
                 f"sha256 of the received bytes is {actual} but the header declared {declared}: "
                 "the data was corrupted on the way or the header is wrong; nothing was registered")
     except BaseException:
+        if tee is not None:
+            tee.finish(ok=False)
         path.unlink(missing_ok=True)
         raise
+    if tee is not None:
+        tee.finish(ok=True)  # on False the store did not get it; the commit stores the file
     return Staged(header, path, actual, size)
+
+
+_EOF = object()
+
+
+class UploadAborted(Exception):
+    """The upload being streamed to the object store was cut off or failed verification."""
+
+
+class StreamTee:
+    """Feeds an upload's chunks to the object store while they arrive (`upload` runs in its own
+    thread and reads this object like a file), so storing overlaps receiving.
+
+    The last chunk is held back until `finish(ok=True)`: the store sees the upload's final byte
+    only after its size and sha256 were verified, and `finish(ok=False)` makes the next read
+    raise, which aborts the store's multipart upload. Either way nothing unverified becomes
+    visible. If the store's upload fails, chunks are dropped and `finish` reports False: the
+    caller then stores the staged file instead."""
+
+    def __init__(self, upload: Callable[[StreamTee], None], depth: int = 16):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._pending: bytes | None = None
+        self._buffer = bytearray()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(upload,), daemon=True,
+                                        name="upload-stream")
+        self._thread.start()
+
+    def write(self, chunk: bytes) -> None:
+        if self._pending is not None:
+            self._put(self._pending)
+        self._pending = chunk
+
+    def finish(self, ok: bool) -> bool:
+        """End the stream; True when the store now holds the whole, verified object."""
+        if ok and self._pending is not None:
+            self._put(self._pending)
+        self._pending = None
+        self._put(_EOF if ok else UploadAborted("the upload was cut off or failed verification"))
+        self._thread.join()
+        return ok and self.error is None
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            item = self._queue.get()
+            if item is _EOF:
+                self._queue.put(_EOF)  # later reads see the end too
+                break
+            if isinstance(item, BaseException):
+                raise item
+            self._buffer += item
+        cut = len(self._buffer) if size < 0 else min(size, len(self._buffer))
+        out = bytes(self._buffer[:cut])
+        del self._buffer[:cut]
+        return out
+
+    def _put(self, item: object) -> None:
+        while self._thread.is_alive():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self, upload: Callable[[StreamTee], None]) -> None:
+        try:
+            upload(self)
+        except BaseException as exc:  # noqa: BLE001 - reported by finish(); aborts are expected
+            self.error = exc

@@ -391,3 +391,43 @@ def test_datasets_are_versioned_by_name_and_protected_by_lineage(backend, client
     assert code == grpc.StatusCode.FAILED_PRECONDITION and version.id in message
     assert client.delete_dataset(first.id) is True
     assert client.set_tags(dataset_id=second.id, set={"a": "1"}) == {"a": "1"}
+
+
+@pytest.mark.parametrize("failure", ["sha256-mismatch", "not-an-archive"])
+def test_a_large_upload_streamed_while_it_arrives_leaves_nothing_when_it_fails(
+        backend, client, tmp_path, failure):
+    """Uploads from 16 MiB on go to the store while they arrive; one that then fails its
+    checksum or its format check must leave no object behind (S3: the multipart upload is
+    aborted; local: the temp file is never renamed into place)."""
+    name = unique(f"streamed-{failure}")
+    path = tmp_path / "big.pt2"
+    path.write_bytes(b"PK\x03\x04" + bytes(range(256)) * (20 * 4096))  # ~20 MiB, not a zip
+    sha, size = file_digest(path)
+    if failure == "sha256-mismatch":
+        sha = "0" * 64
+    header = registry_pb2.ModelUploadHeader(
+        model_name=name, format=models_pb2.ARTIFACT_FORMAT_TORCH_EXPORT, sha256=sha,
+        size_bytes=size)
+    data = path.read_bytes()
+    chunks = [data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20)]
+    messages = [registry_pb2.UploadModelVersionRequest(header=header),
+                *(registry_pb2.UploadModelVersionRequest(chunk=c) for c in chunks)]
+    before = backend.content_keys()
+    code, _ = code_of(client.registry.UploadModelVersion, iter(messages))
+    assert code == (grpc.StatusCode.DATA_LOSS if failure == "sha256-mismatch"
+                    else grpc.StatusCode.INVALID_ARGUMENT)
+    assert backend.content_keys() == before
+    assert backend.staging_files() == []
+    assert client.collect_garbage(dry_run=True).objects_removed == 0  # nothing left to collect
+
+
+def test_a_large_upload_is_streamed_and_committed_whole(backend, client, tmp_path):
+    torch.manual_seed(3)
+    path = tmp_path / "big.safetensors"
+    big = models_pb2.Architecture(mlp=models_pb2.MLPArchitecture(widths=[2048, 2600]))
+    save_file({"layers.0.weight": torch.randn(2600, 2048), "layers.0.bias": torch.randn(2600)},
+              str(path))
+    version = client.upload_model(path, unique("streamed"), architecture=big)
+    assert f"sha256/{version.sha256[:2]}/{version.sha256}" in backend.content_keys()
+    back = client.download_model_version(version.id, tmp_path / "back.safetensors")
+    assert file_digest(back) == file_digest(path)
