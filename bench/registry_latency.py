@@ -539,7 +539,7 @@ def main(argv=None) -> int:
         art = workdir / "seed.safetensors"
         registry_throughput.write_checkpoint(art, arch, seed=args.seed)
         seed_version = client.upload_model(art, "bench-seed", architecture=arch)
-        store = RegistryStore(db.engine(backend.settings().database, immediate=True))
+        store = RegistryStore(backend.settings().database)
         threads = 1 if args.backend == "sqlite-local" else args.populate_threads
         print(f"registry latency on {args.backend}: inserting {versions} versions over {args.models} models "
               f"through RegistryStore ({threads} threads)...", flush=True)
