@@ -79,8 +79,9 @@ def _caller(context: grpc.ServicerContext, key: str, default: str) -> str:
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def __init__(self, store: RegistryStore, objects: ObjectStore, staging_dir: pathlib.Path,
                  *, default_owner: str = "default", presign_seconds: int = 3600,
-                 staging_ttl_seconds: float = 86400.0):
+                 staging_ttl_seconds: float = 86400.0, metrics=None):
         self.store = store
+        self.metrics = metrics  # lambdascope.metrics.RegistryMetrics, or None
         self.objects = objects
         self.staging_dir = staging_dir
         self.default_owner = default_owner
@@ -106,8 +107,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return self.store.list_models(request)
 
     def UploadModelVersion(self, request_iterator, context):
-        staged = uploads.receive(request_iterator, self.staging_dir, MAX_ARTIFACT_BYTES,
-                                 self._check_model_header)
+        staged = self._receive(request_iterator, self._check_model_header)
         try:
             version = self._inspect_model(staged)
             return self._commit(staged, lambda: self.store.add_version(
@@ -212,8 +212,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     # -- datasets -------------------------------------------------------------------------
 
     def UploadDataset(self, request_iterator, context):
-        staged = uploads.receive(request_iterator, self.staging_dir, MAX_ARTIFACT_BYTES,
-                                 self._check_dataset_header)
+        staged = self._receive(request_iterator, self._check_dataset_header)
         try:
             header = staged.header
             try:
@@ -259,6 +258,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return self.store.list_reports(request)
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _receive(self, requests, check_header) -> uploads.Staged:
+        staged = uploads.receive(requests, self.staging_dir, MAX_ARTIFACT_BYTES, check_header)
+        if self.metrics is not None:
+            self.metrics.uploaded(staged.size)
+        return staged
 
     def _commit(self, staged: uploads.Staged, record):
         """Store verified bytes and insert their record; the pin keeps a collector from
@@ -363,15 +368,20 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         key = content_key(sha256)
         if not self.objects.exists(key):
             raise errors.DataLoss(f"the object {sha256} is missing from the object store")
-        first = True
-        for chunk in self.objects.read_chunks(key, CHUNK):
-            if first:
-                yield registry_pb2.DownloadChunk(sha256=sha256, size_bytes=size, chunk=chunk)
-                first = False
-            else:
-                yield registry_pb2.DownloadChunk(chunk=chunk)
-        if first:  # an empty object still announces itself
-            yield registry_pb2.DownloadChunk(sha256=sha256, size_bytes=size)
+        first, sent = True, 0
+        try:
+            for chunk in self.objects.read_chunks(key, CHUNK):
+                if first:
+                    yield registry_pb2.DownloadChunk(sha256=sha256, size_bytes=size, chunk=chunk)
+                    first = False
+                else:
+                    yield registry_pb2.DownloadChunk(chunk=chunk)
+                sent += len(chunk)
+            if first:  # an empty object still announces itself
+                yield registry_pb2.DownloadChunk(sha256=sha256, size_bytes=size)
+        finally:
+            if self.metrics is not None:
+                self.metrics.downloaded(sent)
 
 
 def _seconds(request, field: str) -> float:
