@@ -25,6 +25,7 @@ from google.protobuf import json_format, timestamp_pb2
 
 from lambdascope import config, errors, paging
 from lambdascope.config import Settings
+from lambdascope.metrics import JobMetrics
 from lambdascope.v1 import jobs_pb2
 
 log = logging.getLogger("lambdascope.jobs")
@@ -79,10 +80,12 @@ def event_of(job: jobs_pb2.Job) -> jobs_pb2.JobEvent:
 
 class JobManager:
     def __init__(self, *, kind: str, engine: sa.Engine, worker_module: str, settings: Settings,
-                 resumable: bool = False):
+                 resumable: bool = False, metrics: JobMetrics | None = None):
         """resumable: the workers save their progress and continue from it, so jobs that a
-        stop or crash interrupted are queued again when the service starts."""
+        stop or crash interrupted are queued again when the service starts. metrics: where
+        job counts, durations and worker progress are exported (lambdascope.metrics)."""
         self.kind = kind
+        self.metrics = metrics
         self.resumable = resumable
         self.engine = engine
         self.worker_module = worker_module
@@ -95,6 +98,8 @@ class JobManager:
         self._closing = False
         self._pool = futures.ThreadPoolExecutor(max(1, settings.max_concurrent_jobs),
                                                 thread_name_prefix=f"{kind}-job")
+        if metrics is not None:
+            metrics.track(self._table_counts)
         self._recover()
 
     # -- the API the servicers call -------------------------------------------------------
@@ -229,6 +234,23 @@ class JobManager:
         for job_id in running:
             self._update(job_id, state=state, message=message, finished_at=time.time())
 
+    def _table_counts(self) -> dict[int, tuple[int, float | None]]:
+        """{state: (jobs, oldest created_at)} of this kind, for the metrics at scrape time."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(jobs_table.c.state, sa.func.count(), sa.func.min(jobs_table.c.created_at))
+                .where(jobs_table.c.kind == self.kind).group_by(jobs_table.c.state)).all()
+        return {state: (count, oldest) for state, count, oldest in rows}
+
+    def _observe(self, hook: str, *args: object) -> None:
+        """Call a metrics hook; a failure there is logged, never fails the job."""
+        if self.metrics is None:
+            return
+        try:
+            getattr(self.metrics, hook)(*args)
+        except Exception:  # noqa: BLE001
+            log.exception("metrics hook failed", extra={"hook": hook})
+
     def _submit(self, job_id: str) -> None:
         self._pool.submit(self._run_guarded, job_id)
 
@@ -241,6 +263,8 @@ class JobManager:
             conn.execute(jobs_table.update().where(jobs_table.c.id == job_id).values(**values))
         job = self.get(job_id)
         self._publish(event_of(job))
+        if values.get("state") in TERMINAL:
+            self._observe("finished", job)
         return job
 
     def _publish(self, event: jobs_pb2.JobEvent) -> None:
@@ -257,7 +281,9 @@ class JobManager:
                 .values(state=State.JOB_STATE_CANCELLED, message="cancelled before it started",
                         finished_at=time.time())).rowcount
         if changed:
-            self._publish(event_of(self.get(job_id)))
+            job = self.get(job_id)
+            self._publish(event_of(job))
+            self._observe("finished", job)
 
     def _wait_terminal(self, job_id: str, timeout: float) -> jobs_pb2.Job:
         deadline = time.monotonic() + timeout
@@ -270,8 +296,9 @@ class JobManager:
     def _run_guarded(self, job_id: str) -> None:
         try:
             self._run(job_id)
-        except Exception:  # noqa: BLE001 - a job's failure must never kill the pool thread
+        except Exception as exc:  # noqa: BLE001 - a job's failure must never kill the pool thread
             log.exception("job runner failed", extra={"job_id": job_id})
+            self._observe("count_exception", exc)
             self._update(job_id, state=State.JOB_STATE_FAILED, finished_at=time.time(),
                          message="internal error while running the job (see the service log)")
 
@@ -341,6 +368,7 @@ class JobManager:
                 continue
             self._update(job_id, step=event.step, total=event.total, metrics=dict(event.metrics),
                          message=event.message)
+            self._observe("progress", job_id, event.metrics)
         return final
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import ProcessCollector, start_http_server
 
 from lambdascope import __version__, errors
 from lambdascope.config import Settings
@@ -90,6 +90,7 @@ class _Interceptor(grpc.ServerInterceptor):
                         yield response
                     code = context.code() or grpc.StatusCode.OK
                 except Exception as exc:  # noqa: BLE001 - every failure is answered
+                    metrics.count_exception(exc, method)
                     code = _fail(exc, context, service, method)
                 finally:
                     obs.finish(code)
@@ -106,6 +107,7 @@ class _Interceptor(grpc.ServerInterceptor):
                 code = context.code() or grpc.StatusCode.OK
                 return response
             except Exception as exc:  # noqa: BLE001 - every failure is answered
+                metrics.count_exception(exc, method)
                 code = _fail(exc, context, service, method)
             finally:
                 obs.finish(code)
@@ -191,10 +193,15 @@ class RunningServer:
 
 
 def start(settings: Settings, bindings: list[ServiceBinding], *,
-          on_shutdown: Callable[[], None] | None = None, max_workers: int = 64) -> RunningServer:
-    """Start a server hosting `bindings` plus health, reflection and Platform.Describe."""
-    registry = CollectorRegistry()
-    metrics = ServerMetrics(registry)
+          on_shutdown: Callable[[], None] | None = None, max_workers: int = 64,
+          metrics: ServerMetrics | None = None) -> RunningServer:
+    """Start a server hosting `bindings` plus health, reflection and Platform.Describe.
+
+    metrics: the server's metrics, when the service registered its own (jobs, storage) in
+    them before starting; a fresh registry otherwise. /metrics serves its registry."""
+    metrics = metrics if metrics is not None else ServerMetrics()
+    registry = metrics.registry
+    ProcessCollector(registry=registry)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=settings.service),
         interceptors=[_Interceptor(metrics, settings.auth_token)],

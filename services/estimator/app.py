@@ -4,6 +4,7 @@ from __future__ import annotations
 from lambdascope import config, logs, server
 from lambdascope.client import Client
 from lambdascope.jobs import JobManager
+from lambdascope.metrics import AuditMetrics, ServerMetrics
 from lambdascope.storage import db
 from services.estimator.servicer import binding
 
@@ -12,11 +13,13 @@ def start(settings: config.Settings) -> server.RunningServer:
     if not settings.registry_address:
         raise SystemExit("the estimator needs the registry's address: set "
                          "LAMBDASCOPE_REGISTRY_ADDRESS")
+    metrics = ServerMetrics()
     jobs = JobManager(kind="audit", engine=db.engine(settings.database),
-                      worker_module="services.estimator.worker", settings=settings)
+                      worker_module="services.estimator.worker", settings=settings,
+                      metrics=AuditMetrics(metrics))
     registry = Client(registry=settings.registry_address, token=settings.auth_token)
     return server.start(settings, [binding(jobs, registry, settings.max_chain_steps)],
-                        on_shutdown=jobs.shutdown)
+                        on_shutdown=jobs.shutdown, metrics=metrics)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -58,7 +58,7 @@ def run(ctx: worker.JobContext) -> worker.Result:
             x, y = artifacts.load_dataset(client.download_dataset(dataset.id, f"{scratch}/data"))
         except artifacts.ArtifactError as exc:
             raise worker.BadInput(f"cannot load the dataset: {exc}") from None
-        report_ids, last = [], None
+        report_ids, last, results = [], None, []
         for index, version in enumerate(versions):
             started = time.perf_counter()
             path = client.download_model_version(version.id, f"{scratch}/model-{index}")
@@ -85,9 +85,24 @@ def run(ctx: worker.JobContext) -> worker.Result:
             report.timing.seconds = time.perf_counter() - started
             report_ids.append(client.put_report(report).id)
             last = result
-    metrics = {"llc": last.llc.mean, "llc_std": last.llc.std}
+            results.append(result)
+    metrics = {"llc": last.llc.mean, "llc_std": last.llc.std, **service_metrics(results)}
     return worker.Result(output_ids=report_ids, metrics=metrics, step=total, total=total,
                          message=f"verdict: {last.verdict.state}")
+
+
+def service_metrics(results: list[AuditResult]) -> dict[str, float]:
+    """What the estimator exports to Prometheus (lambdascope.metrics.AuditMetrics): reports by
+    verdict, and the sampler's chain-steps per second over all versions' sampling time."""
+    out = {f"verdict_{v}": float(sum(r.verdict.state == v for r in results))
+           for v in audit_spec.VERDICTS}
+    timed = [r.llc for r in results
+             if math.isfinite(r.llc.chain_steps_per_second) and r.llc.sampling_seconds > 0]
+    seconds = sum(llc.sampling_seconds for llc in timed)
+    if seconds > 0:
+        out["chain_steps_per_second"] = sum(
+            llc.chain_steps_per_second * llc.sampling_seconds for llc in timed) / seconds
+    return out
 
 
 def to_report(result: AuditResult, config: audit_pb2.AuditConfig,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from lambdascope import config, logs, server
+from lambdascope.metrics import RegistryMetrics, ServerMetrics
 from lambdascope.storage.objects import open_store
 from services.registry import gc
 from services.registry.servicer import binding
@@ -10,14 +11,17 @@ from services.registry.store import RegistryStore
 
 def start(settings: config.Settings) -> server.RunningServer:
     store = RegistryStore(settings.database)
-    objects = open_store(settings)
+    metrics = ServerMetrics()
+    registry_metrics = RegistryMetrics(metrics, store.usage)
+    objects = registry_metrics.watch_objects(open_store(settings))
     staging = settings.data_dir / "staging"
     schedule = gc.Schedule(settings.gc_interval_seconds, lambda: gc.collect(
         store, objects, staging, settings.staging_ttl_seconds)).start()
     return server.start(settings, [binding(
         store, objects, staging, default_owner=settings.default_owner,
         presign_seconds=settings.presign_seconds,
-        staging_ttl_seconds=settings.staging_ttl_seconds)], on_shutdown=schedule.stop)
+        staging_ttl_seconds=settings.staging_ttl_seconds, metrics=registry_metrics)],
+        on_shutdown=schedule.stop, metrics=metrics)
 
 
 def main(argv: list[str] | None = None) -> None:

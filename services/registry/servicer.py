@@ -82,8 +82,9 @@ def _caller(context: grpc.ServicerContext, key: str, default: str) -> str:
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def __init__(self, store: RegistryStore, objects: ObjectStore, staging_dir: pathlib.Path,
                  *, default_owner: str = "default", presign_seconds: int = 3600,
-                 staging_ttl_seconds: float = 86400.0):
+                 staging_ttl_seconds: float = 86400.0, metrics=None):
         self.store = store
+        self.metrics = metrics  # lambdascope.metrics.RegistryMetrics, or None
         self.objects = objects
         self.staging_dir = staging_dir
         self.default_owner = default_owner
@@ -275,12 +276,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                 lambda stream: self.objects.put_stream(key, stream, header.size_bytes))
 
         try:
-            return uploads.receive(requests, self.staging_dir, MAX_ARTIFACT_BYTES, check_header,
-                                   tee_for)
+            staged = uploads.receive(requests, self.staging_dir, MAX_ARTIFACT_BYTES,
+                                     check_header, tee_for)
         except BaseException:
             for sha in pinned:
                 self._release(sha)
             raise
+        if self.metrics is not None:
+            self.metrics.uploaded(staged.size)
+        return staged
 
     def _checked(self, staged: uploads.Staged, inspect):
         """Run an inspection of the staged bytes; on failure release their content."""
@@ -404,15 +408,20 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         key = content_key(sha256)
         if not self.objects.exists(key):
             raise errors.DataLoss(f"the object {sha256} is missing from the object store")
-        first = True
-        for chunk in self.objects.read_chunks(key, CHUNK):
-            if first:
-                yield registry_pb2.DownloadChunk(sha256=sha256, size_bytes=size, chunk=chunk)
-                first = False
-            else:
-                yield registry_pb2.DownloadChunk(chunk=chunk)
-        if first:  # an empty object still announces itself
-            yield registry_pb2.DownloadChunk(sha256=sha256, size_bytes=size)
+        first, sent = True, 0
+        try:
+            for chunk in self.objects.read_chunks(key, CHUNK):
+                if first:
+                    yield registry_pb2.DownloadChunk(sha256=sha256, size_bytes=size, chunk=chunk)
+                    first = False
+                else:
+                    yield registry_pb2.DownloadChunk(chunk=chunk)
+                sent += len(chunk)
+            if first:  # an empty object still announces itself
+                yield registry_pb2.DownloadChunk(sha256=sha256, size_bytes=size)
+        finally:
+            if self.metrics is not None:
+                self.metrics.downloaded(sent)
 
 
 def _seconds(request, field: str) -> float:

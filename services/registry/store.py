@@ -178,6 +178,22 @@ class RegistryStore:
             return list(conn.execute(sa.select(objects.c.sha256).where(
                 objects.c.sha256.not_in(referenced))).scalars())
 
+    def usage(self) -> dict:
+        """What the registry holds, for its metrics at scrape time: bytes and count of content
+        that records reference, bytes nothing references, records by kind (lock-free reads)."""
+        referenced = sa.union(sa.select(versions.c.sha256), sa.select(datasets.c.sha256))
+        size = sa.func.coalesce(sa.func.sum(objects.c.size_bytes), 0)
+        with self.reader.connect() as conn:
+            stored_bytes, stored_objects = conn.execute(
+                sa.select(size, sa.func.count()).where(objects.c.sha256.in_(referenced))).one()
+            unreferenced = conn.execute(sa.select(size).where(
+                objects.c.sha256.not_in(referenced), objects.c.state == "present")).scalar()
+            records = {kind: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+                       for kind, table in (("model", models), ("model_version", versions),
+                                           ("dataset", datasets), ("report", reports))}
+        return {"stored_bytes": stored_bytes, "stored_objects": stored_objects,
+                "unreferenced_bytes": unreferenced, "records": records}
+
     def known_object(self, sha256: str) -> bool:
         with self.reader.connect() as conn:
             return conn.execute(sa.select(objects.c.sha256)

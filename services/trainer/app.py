@@ -4,6 +4,7 @@ from __future__ import annotations
 from lambdascope import config, logs, server
 from lambdascope.client import Client
 from lambdascope.jobs import JobManager
+from lambdascope.metrics import ServerMetrics, TrainingMetrics
 from lambdascope.storage import db
 from services.trainer.servicer import binding
 
@@ -12,11 +13,13 @@ def start(settings: config.Settings) -> server.RunningServer:
     if not settings.registry_address:
         raise SystemExit("the trainer needs the registry's address: set "
                          "LAMBDASCOPE_REGISTRY_ADDRESS")
+    metrics = ServerMetrics()
     jobs = JobManager(kind="train", engine=db.engine(settings.database),
                       worker_module="services.trainer.worker", settings=settings,
-                      resumable=True)
+                      resumable=True, metrics=TrainingMetrics(metrics))
     registry = Client(registry=settings.registry_address, token=settings.auth_token)
-    return server.start(settings, [binding(jobs, registry)], on_shutdown=jobs.shutdown)
+    return server.start(settings, [binding(jobs, registry)], on_shutdown=jobs.shutdown,
+                        metrics=metrics)
 
 
 def main(argv: list[str] | None = None) -> None:
