@@ -1,0 +1,72 @@
+"""The local execution backend: a concurrency limit with a queue behind it, and a worker killed
+mid-job ends its job clearly instead of leaving it RUNNING."""
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import time
+
+from lambdascope.client import Client
+from lambdascope.local import LocalPlatform
+from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2
+
+TERMINAL = {jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED,
+            jobs_pb2.JOB_STATE_CANCELLED, jobs_pb2.JOB_STATE_INTERRUPTED}
+
+
+def worker_pids(data_dir: pathlib.Path, module: str) -> list[int]:
+    """Worker processes of the platform whose data lives in `data_dir` (read from /proc)."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if module.encode() in cmdline and \
+                f"LAMBDASCOPE_DATA_DIR={data_dir}".encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def test_queued_audits_run_two_at_a_time_and_a_killed_worker_fails_its_job(
+        tmp_path, regression_files):
+    model_path, data_path = regression_files
+    data_dir = (tmp_path / "data").resolve()
+    env = {"LAMBDASCOPE_MAX_CONCURRENT_JOBS": "2", "LAMBDASCOPE_MAX_CHAIN_STEPS": "100000000"}
+    with LocalPlatform(data_dir, extra_env=env) as platform, \
+            Client(**platform.endpoints) as client:
+        version = client.upload_model(model_path, "queued")
+        dataset = client.upload_dataset(data_path, "queued-data")
+        config = audit_pb2.AuditConfig(loss=models_pb2.LOSS_KIND_MSE)
+        config.sampler.draws, config.sampler.burnin, config.sampler.chains = 150, 50, 2
+        config.sampler.step_size = 1e-4
+        jobs = [client.start_audit(version.id, dataset.id, config).id for _ in range(5)]
+        most_running = 0
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            # one query, so one consistent snapshot of the job table
+            running = list(client.list_jobs("audit", state=jobs_pb2.JOB_STATE_RUNNING))
+            most_running = max(most_running, len(running))
+            if all(client.get_job(j).state in TERMINAL for j in jobs):
+                break
+            time.sleep(0.05)
+        finals = [client.get_job(j) for j in jobs]
+        assert [j.state for j in finals] == [jobs_pb2.JOB_STATE_SUCCEEDED] * 5, finals
+        assert 1 <= most_running <= 2
+
+        config.sampler.draws = 5_000_000  # long enough to be killed mid-run
+        victim = client.start_audit(version.id, dataset.id, config)
+        for event in client.watch(victim.id):
+            if event.state == jobs_pb2.JOB_STATE_RUNNING and event.step > 0:
+                break
+        pids = worker_pids(data_dir, "services.estimator.worker")
+        assert len(pids) == 1, pids
+        os.kill(pids[0], signal.SIGKILL)
+        done = client.wait(victim.id)
+        assert done.state == jobs_pb2.JOB_STATE_FAILED
+        assert "signal 9" in done.message, done.message
+        assert client.get_job(victim.id).state == jobs_pb2.JOB_STATE_FAILED  # and it stays so
