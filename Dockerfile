@@ -54,35 +54,54 @@ RUN groupadd --system --gid 10001 lambdascope \
 # PyTorch index of the variant. Test-only packages (pytest, moto, kubernetes-validate) and
 # grpcio-tools (`make proto` only) stay out of the images.
 COPY <<EOF /opt/lambdascope/requirements.lock
+aiohappyeyeballs==2.7.1
+aiohttp==3.14.5
+aiohttp-retry==2.9.1
+aiosignal==1.4.0
 alembic==1.20.1
+annotated-types==0.8.0
 argon2-cffi==25.1.0
 argon2-cffi-bindings==26.2.0
+attrs==26.1.0
 certifi==2026.10.18
 cffi==2.1.1
+charset-normalizer==3.5.2
 cloudpickle==3.1.2
+durationpy==0.11
 filelock==4.2.11
+frozenlist==1.8.0
 fsspec==2026.9.0
 googleapis-common-protos==1.76.0
 grpcio==1.85.1
 grpcio-health-checking==1.85.1
 grpcio-reflection==1.85.1
 grpcio-status==1.85.1
+idna==3.20
 jinja2==3.1.6
 joblib==1.6.0
+kubernetes==37.0.2
 mako==1.4.3
 markupsafe==3.0.4
 minio==7.2.20
 mpmath==1.3.0
+multidict==7.2.1
 narwhals==2.29.0
 networkx==3.6.1
 numpy==2.4.6
+oauthlib==4.0.1
 prometheus-client==0.26.0
+propcache==0.5.4
 protobuf==7.36.2
 psycopg==3.3.9
 psycopg-binary==3.3.9
 pycparser==3.12
 pycryptodome==4.4.0
+pydantic==2.14.3
+pydantic-core==2.50.4
+python-dateutil==4.0.0
 pyyaml==6.0.3
+requests==2.34.2
+requests-oauthlib==2.0.0
 safetensors==0.8.0
 scikit-learn==1.9.1
 scipy==1.17.1
@@ -91,7 +110,11 @@ sqlalchemy==2.1.9
 sympy==1.14.0
 threadpoolctl==3.8.0
 typing-extensions==4.16.0
+typing-inspection==0.4.5
+tzdata==2026.6
 urllib3==2.8.0
+websocket-client==1.9.2
+yarl==1.25.1
 EOF
 
 # Wheels only: the slim image has no compiler, and a source build would not be reproducible.

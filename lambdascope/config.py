@@ -62,6 +62,25 @@ class Settings:
     # Largest chains x (burnin + draws) an audit may ask for.
     max_chain_steps: int = 10_000_000
     log_level: str = "INFO"
+    # Where jobs run (lambdascope.backends): `local` (worker processes in this service's pod)
+    # or `kubernetes` (one batch/v1 Job per job; the job_* settings below shape it).
+    job_backend: str = "local"
+    # The worker image the Jobs run (Dockerfile target `worker`; ENTRYPOINT `python -m`).
+    job_image: str = ""
+    # Namespace of the Jobs; default: this pod's namespace, else "default".
+    job_namespace: str = ""
+    # nvidia.com/gpu limit of each Job's pod (0: none).
+    job_gpu: int = 0
+    # key=value[,key=value...]: the nodeSelector of each Job's pod.
+    job_node_selector: str = ""
+    # key[=value]:Effect[,...]: the tolerations of each Job's pod.
+    job_tolerations: str = ""
+    # A Job running longer is stopped (FAILED); its retries count within the same limit.
+    job_active_deadline_seconds: int = 86400
+    # Finished Jobs (and their pods and logs) are removed this long after they end.
+    job_ttl_seconds: int = 3600
+    # Pod failures a Job retries (evictions and other disruptions are not counted).
+    job_backoff_limit: int = 3
 
     @property
     def database(self) -> str:

@@ -1,19 +1,16 @@
 """Job bookkeeping shared by the job-running services (trainer, estimator).
 
 A job is a row in the service's SQL database; it survives restarts. Starting is idempotent on
-the client's request id. Each job runs in a worker process started fresh (never forked from the
-gRPC server) from `python -m <worker_module>`; the worker reports JobEvent JSON lines on its
-stdout (see lambdascope.worker). At most `max_concurrent_jobs` run at once; the rest queue.
+the client's request id. Each job runs in a worker that an execution backend starts
+(lambdascope.backends: a local process from `python -m <worker_module>`, never forked from the
+gRPC server, or a Kubernetes Job); the worker reports JobEvent JSON lines (see
+lambdascope.worker). At most `max_concurrent_jobs` run at once; the rest queue.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,9 +18,9 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 
 import sqlalchemy as sa
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
-from lambdascope import config, errors, paging
+from lambdascope import backends, errors, paging
 from lambdascope.config import Settings
 from lambdascope.metrics import JobMetrics
 from lambdascope.v1 import jobs_pb2
@@ -80,19 +77,23 @@ def event_of(job: jobs_pb2.Job) -> jobs_pb2.JobEvent:
 
 class JobManager:
     def __init__(self, *, kind: str, engine: sa.Engine, worker_module: str, settings: Settings,
-                 resumable: bool = False, metrics: JobMetrics | None = None):
+                 resumable: bool = False, metrics: JobMetrics | None = None,
+                 backend: backends.Backend | None = None):
         """resumable: the workers save their progress and continue from it, so jobs that a
         stop or crash interrupted are queued again when the service starts. metrics: where
-        job counts, durations and worker progress are exported (lambdascope.metrics)."""
+        job counts, durations and worker progress are exported (lambdascope.metrics).
+        backend: where workers run; default: the one settings.job_backend names."""
         self.kind = kind
         self.metrics = metrics
         self.resumable = resumable
         self.engine = engine
         self.worker_module = worker_module
         self.settings = settings
+        self.backend = backend if backend is not None else backends.from_settings(
+            settings, kind=kind, worker_module=worker_module)
         _metadata.create_all(engine)
         self._lock = threading.Lock()
-        self._procs: dict[str, subprocess.Popen] = {}
+        self._executions: dict[str, backends.Execution] = {}
         self._cancelling: set[str] = set()
         self._subscribers: dict[str, list[queue.Queue]] = {}
         self._closing = False
@@ -155,11 +156,11 @@ class JobManager:
             return job
         with self._lock:
             self._cancelling.add(job_id)
-            proc = self._procs.get(job_id)
-        if proc is None:
+            execution = self._executions.get(job_id)
+        if execution is None:
             self._finish_if_queued(job_id)
         else:
-            _terminate(proc)
+            execution.cancel()
         return self._wait_terminal(job_id, timeout=15.0)
 
     def watch(self, job_id: str, is_active: Callable[[], bool]) -> Iterator[jobs_pb2.JobEvent]:
@@ -187,13 +188,17 @@ class JobManager:
                     del self._subscribers[job_id]
 
     def shutdown(self) -> None:
-        """Stop workers; their jobs become INTERRUPTED (kept, not lost); queued ones stay queued."""
+        """Stop workers; their jobs become INTERRUPTED (kept, not lost); queued ones stay queued.
+        With a backend whose workers outlive the service (Kubernetes), the workers keep running
+        and their jobs stay RUNNING: the next service adopts them."""
         with self._lock:
             self._closing = True
-            procs = list(self._procs.values())
-        for proc in procs:
-            _terminate(proc)
+            executions = list(self._executions.values())
+        for execution in executions:
+            execution.detach()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.backend.survives_shutdown:
+            return
         self._mark_running(State.JOB_STATE_INTERRUPTED,
                            f"the {self.kind} service shut down while this job ran; " + (
                                "it continues from its last checkpoint when the service starts"
@@ -207,12 +212,17 @@ class JobManager:
                 sa.select(jobs_table).where(jobs_table.c.request_id == request_id)).first()
 
     def _recover(self) -> None:
-        """On start: jobs left RUNNING by a crash are INTERRUPTED; QUEUED ones run again, and
-        so do INTERRUPTED ones when the workers can resume."""
+        """On start: jobs left RUNNING whose worker the backend still has (a Kubernetes Job) are
+        followed again; other RUNNING ones are INTERRUPTED; QUEUED ones run again, and so do
+        INTERRUPTED ones when the workers can resume."""
+        self._adopt_running()
         if self.resumable:
+            with self._lock:
+                adopted = list(self._executions)
             with self.engine.begin() as conn:
                 conn.execute(jobs_table.update().where(jobs_table.c.state.in_(
-                    [State.JOB_STATE_RUNNING, State.JOB_STATE_INTERRUPTED])).values(
+                    [State.JOB_STATE_RUNNING, State.JOB_STATE_INTERRUPTED]),
+                    jobs_table.c.id.not_in(adopted)).values(
                     state=State.JOB_STATE_QUEUED, finished_at=None,
                     message=f"the {self.kind} service restarted; this job continues from "
                             "its last checkpoint"))
@@ -227,12 +237,35 @@ class JobManager:
         for job_id in queued:
             self._submit(job_id)
 
+    def _adopt_running(self) -> None:
+        if not self.backend.survives_shutdown:
+            return
+        with self.engine.connect() as conn:
+            running = conn.execute(sa.select(jobs_table.c.id).where(
+                jobs_table.c.state == State.JOB_STATE_RUNNING)
+                .order_by(jobs_table.c.created_at)).scalars().all()
+        for job_id in running:
+            try:
+                execution = self.backend.adopt(job_id)
+            except Exception:  # noqa: BLE001 - the job is then treated as lost (below)
+                log.exception("cannot look for the job's worker", extra={"job_id": job_id})
+                execution = None
+            if execution is None:
+                continue
+            log.info("job adopted", extra={"job_id": job_id, "backend": self.backend.name})
+            with self._lock:
+                self._executions[job_id] = execution
+            self._pool.submit(self._guarded, job_id, self._follow, job_id, execution)
+
     def _mark_running(self, state: int, message: str) -> None:
         with self.engine.connect() as conn:
             running = conn.execute(sa.select(jobs_table.c.id).where(
                 jobs_table.c.state == State.JOB_STATE_RUNNING)).scalars().all()
+        with self._lock:
+            adopted = set(self._executions)
         for job_id in running:
-            self._update(job_id, state=state, message=message, finished_at=time.time())
+            if job_id not in adopted:
+                self._update(job_id, state=state, message=message, finished_at=time.time())
 
     def _table_counts(self) -> dict[int, tuple[int, float | None]]:
         """{state: (jobs, oldest created_at)} of this kind, for the metrics at scrape time."""
@@ -252,7 +285,7 @@ class JobManager:
             log.exception("metrics hook failed", extra={"hook": hook})
 
     def _submit(self, job_id: str) -> None:
-        self._pool.submit(self._run_guarded, job_id)
+        self._pool.submit(self._guarded, job_id, self._run, job_id)
 
     def _update(self, job_id: str, **values: object) -> jobs_pb2.Job:
         if "metrics" in values:
@@ -293,12 +326,14 @@ class JobManager:
             job = self.get(job_id)
         return job
 
-    def _run_guarded(self, job_id: str) -> None:
+    def _guarded(self, job_id: str, fn: Callable[..., None], *args: object) -> None:
         try:
-            self._run(job_id)
+            fn(*args)
         except Exception as exc:  # noqa: BLE001 - a job's failure must never kill the pool thread
             log.exception("job runner failed", extra={"job_id": job_id})
             self._observe("count_exception", exc)
+            with self._lock:
+                self._executions.pop(job_id, None)
             self._update(job_id, state=State.JOB_STATE_FAILED, finished_at=time.time(),
                          message="internal error while running the job (see the service log)")
 
@@ -315,26 +350,22 @@ class JobManager:
             return
         job = self.get(job_id)
         self._publish(event_of(job))
-        env = {**os.environ, **config.to_env(self.settings)}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", self.worker_module], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, env=env, start_new_session=True)
+        execution = self.backend.start(job_id, job.spec_json)
         with self._lock:
-            self._procs[job_id] = proc
-            cancelled_meanwhile = job_id in self._cancelling or self._closing
-        if cancelled_meanwhile:  # a cancel or shutdown came between the claim and the spawn
-            _terminate(proc)
-        log.info("job started", extra={"job_id": job_id, "pid": proc.pid})
-        try:
-            proc.stdin.write(json.dumps({"job_id": job_id, "kind": self.kind,
-                                         "spec_json": job.spec_json}).encode())
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        final = self._follow(job_id, proc)
-        returncode = proc.wait()
+            self._executions[job_id] = execution
+            cancelled_meanwhile = job_id in self._cancelling
+            closing = self._closing
+        if cancelled_meanwhile:  # a cancel came between the claim and the start
+            execution.cancel()
+        elif closing:  # so did a shutdown
+            execution.detach()
+        self._follow(job_id, execution)
+
+    def _follow(self, job_id: str, execution: backends.Execution) -> None:
+        """Apply the worker's progress until it ends, then record how it ended."""
+        outcome = execution.run(lambda event: self._progress(job_id, event))
         with self._lock:
-            self._procs.pop(job_id, None)
+            self._executions.pop(job_id, None)
             cancelled = job_id in self._cancelling
             closing = self._closing
         now = time.time()
@@ -342,53 +373,21 @@ class JobManager:
             self._update(job_id, state=State.JOB_STATE_CANCELLED, message="cancelled by request",
                          finished_at=now)
         elif closing:
-            return  # shutdown() marks it INTERRUPTED
-        elif returncode == 0 and final is not None and final.state == State.JOB_STATE_SUCCEEDED:
+            return  # shutdown() marks it INTERRUPTED, or the backend's worker runs on
+        elif outcome.state == State.JOB_STATE_SUCCEEDED:
+            final = outcome.final
             self._update(job_id, state=State.JOB_STATE_SUCCEEDED, finished_at=now,
                          message=final.message, output_ids=final.output_ids,
                          metrics=dict(final.metrics), step=final.step, total=final.total)
         else:
-            reason = final.message if final is not None and final.message else (
-                f"the worker process ended with exit code {returncode} without a result"
-                + (f" (killed by signal {-returncode}; out of memory?)" if returncode < 0 else ""))
-            self._update(job_id, state=State.JOB_STATE_FAILED, message=reason, finished_at=now)
-        log.info("job ended", extra={"job_id": job_id, "returncode": returncode})
+            self._update(job_id, state=State.JOB_STATE_FAILED, message=outcome.message,
+                         finished_at=now)
+        log.info("job ended", extra={"job_id": job_id, **outcome.detail})
 
-    def _follow(self, job_id: str, proc: subprocess.Popen) -> jobs_pb2.JobEvent | None:
-        """Apply the worker's progress events; return its final (terminal) event, if any."""
-        final = None
-        for raw in proc.stdout:
-            try:
-                event = json_format.Parse(raw, jobs_pb2.JobEvent())
-            except json_format.ParseError:
-                log.warning("unreadable worker output", extra={"job_id": job_id, "line": raw[:200]})
-                continue
-            if event.state in TERMINAL:
-                final = event
-                continue
-            self._update(job_id, step=event.step, total=event.total, metrics=dict(event.metrics),
-                         message=event.message)
-            self._observe("progress", job_id, event.metrics)
-        return final
-
-
-def _terminate(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM the worker's process group, SIGKILL it if it lingers."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-
-    def reap() -> None:
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    threading.Thread(target=reap, daemon=True).start()
+    def _progress(self, job_id: str, event: jobs_pb2.JobEvent) -> None:
+        self._update(job_id, step=event.step, total=event.total, metrics=dict(event.metrics),
+                     message=event.message)
+        self._observe("progress", job_id, event.metrics)
 
 
 class JobQueries:

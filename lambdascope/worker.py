@@ -1,7 +1,8 @@
 """The worker side of a job: one process runs one job and reports on its stdout.
 
-Protocol with lambdascope.jobs: the job ({"job_id", "kind", "spec_json"}) arrives as JSON on
-stdin; progress and the final result leave as JobEvent JSON lines on stdout. Anything else a
+Protocol with lambdascope.jobs: the job ({"job_id", "kind", "spec_json"}) arrives as JSON in the
+environment variable LAMBDASCOPE_JOB when it is set (a Kubernetes Job's pod), else on stdin (a
+local worker process); progress and the final result leave as JobEvent JSON lines on stdout. Anything else a
 library prints goes to stderr (stdout is reserved). Exit codes tell failures apart, so a
 scheduler (a local pool or a Kubernetes Job's podFailurePolicy) can react: 0 success,
 EXIT_BAD_INPUT when the user's input cannot work, EXIT_INFRASTRUCTURE for anything else.
@@ -27,6 +28,7 @@ from lambdascope.v1 import jobs_pb2
 EXIT_OK = 0
 EXIT_INFRASTRUCTURE = 1
 EXIT_BAD_INPUT = 2
+JOB_ENV = "LAMBDASCOPE_JOB"
 
 log = logging.getLogger("lambdascope.worker")
 
@@ -70,6 +72,17 @@ class Result:
     total: int = 0
 
 
+def read_job(environ: dict[str, str] | None = None, stdin: IO[str] | None = None) -> dict:
+    """The job to run: LAMBDASCOPE_JOB (JSON) when set, else the JSON on stdin."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get(JOB_ENV) or (sys.stdin if stdin is None else stdin).read()
+    job = json.loads(raw)
+    missing = {"job_id", "kind", "spec_json"} - set(job)
+    if missing:
+        raise ValueError(f"the job is missing {', '.join(sorted(missing))}")
+    return job
+
+
 def main(service: str, run: Callable[[JobContext], Result]) -> None:
     """Entry point of a service's worker module: read the job, run it, report, exit."""
     settings = config.load(service)
@@ -81,7 +94,7 @@ def main(service: str, run: Callable[[JobContext], Result]) -> None:
     import torch
 
     torch.set_num_threads(settings.threads_per_worker)
-    job = json.loads(sys.stdin.read())
+    job = read_job()
     ctx = JobContext(job["job_id"], job["kind"], job["spec_json"], settings, out)
     final = jobs_pb2.JobEvent(job_id=ctx.job_id)
     try:

@@ -39,10 +39,14 @@ IMAGE_PREFIX = "ghcr.io/lambdascope/"
 SECRET = "lambdascope-secrets"
 SECRET_KEYS = {"LAMBDASCOPE_AUTH_TOKEN", "LAMBDASCOPE_S3_ACCESS_KEY", "LAMBDASCOPE_S3_SECRET_KEY",
                "PGPASSWORD"}
-# Read by the Kubernetes Job backend that comes next (documented in overlays/gpu); not Settings
-# fields yet, and config.load ignores variables it does not know.
+# The settings of the Kubernetes Job backend (lambdascope.backends), documented in overlays/gpu.
 JOB_BACKEND_KEYS = {"LAMBDASCOPE_JOB_BACKEND", "LAMBDASCOPE_JOB_IMAGE", "LAMBDASCOPE_JOB_GPU",
-                    "LAMBDASCOPE_JOB_NODE_SELECTOR", "LAMBDASCOPE_JOB_TOLERATIONS"}
+                    "LAMBDASCOPE_JOB_NODE_SELECTOR", "LAMBDASCOPE_JOB_TOLERATIONS",
+                    "LAMBDASCOPE_JOB_NAMESPACE", "LAMBDASCOPE_JOB_ACTIVE_DEADLINE_SECONDS",
+                    "LAMBDASCOPE_JOB_TTL_SECONDS", "LAMBDASCOPE_JOB_BACKOFF_LIMIT"}
+assert JOB_BACKEND_KEYS == {config.ENV_PREFIX + f.name.upper()
+                            for f in dataclasses.fields(config.Settings)
+                            if f.name.startswith("job_")}
 # Read by libpq (psycopg) for a database URL without a password.
 LIBPQ_KEYS = {"PGPASSWORD"}
 SETTINGS_KEYS = {config.ENV_PREFIX + f.name.upper()
