@@ -56,10 +56,8 @@ RUN groupadd --system --gid 10001 lambdascope \
 COPY <<EOF /opt/lambdascope/requirements.lock
 aiohappyeyeballs==2.7.1
 aiohttp==3.14.5
-aiohttp-retry==2.9.1
 aiosignal==1.4.0
 alembic==1.20.1
-annotated-types==0.8.0
 argon2-cffi==25.1.0
 argon2-cffi-bindings==26.2.0
 attrs==26.1.0
@@ -79,7 +77,7 @@ grpcio-status==1.85.1
 idna==3.20
 jinja2==3.1.6
 joblib==1.6.0
-kubernetes==37.0.2
+kubernetes==36.0.0
 mako==1.4.3
 markupsafe==3.0.4
 minio==7.2.20
@@ -96,9 +94,7 @@ psycopg==3.3.9
 psycopg-binary==3.3.9
 pycparser==3.12
 pycryptodome==4.4.0
-pydantic==2.14.3
-pydantic-core==2.50.4
-python-dateutil==4.0.0
+python-dateutil==2.9.0.post0
 pyyaml==6.0.3
 requests==2.34.2
 requests-oauthlib==2.0.0
@@ -106,12 +102,11 @@ safetensors==0.8.0
 scikit-learn==1.9.1
 scipy==1.17.1
 setuptools==84.2.1
+six==1.17.0
 sqlalchemy==2.1.9
 sympy==1.14.0
 threadpoolctl==3.8.0
 typing-extensions==4.16.0
-typing-inspection==0.4.5
-tzdata==2026.6
 urllib3==2.8.0
 websocket-client==1.9.2
 yarl==1.25.1
