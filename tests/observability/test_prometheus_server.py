@@ -1,9 +1,13 @@
-"""A real Prometheus server (Debian's package) on loopback scrapes the three services; after an
-audit its HTTP API shows the job and gRPC counters moved."""
+"""A real Prometheus server (Debian's package) on loopback scrapes the three services that
+`lambdascope up` started; after an audit its HTTP API shows the job and gRPC counters moved."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
+import sys
 import socket
 import subprocess
 import time
@@ -42,13 +46,33 @@ def wait_for(base: str, promql: str, check, timeout: float = 60.0) -> float:
 
 
 @pytest.fixture
-def prometheus(promtool, platform, tmp_path):
-    """Prometheus scraping the platform's three metrics endpoints every second."""
+def up(tmp_path):
+    """`lambdascope up` in a subprocess: {service: (grpc address, metrics address)}."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LAMBDASCOPE")},
+           "LAMBDASCOPE_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen([sys.executable, "-m", "lambdascope.cli", "up", "--data-dir",
+                             str(tmp_path / "data")], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        services = {}
+        for _ in range(3):
+            line = proc.stdout.readline()
+            found = re.match(r"(\w+)\s+(\S+)\s+\(metrics http://([^/]+)/metrics\)", line)
+            assert found, line
+            services[found[1]] = (found[2], found[3])
+        yield services
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+
+
+@pytest.fixture
+def prometheus(promtool, up, tmp_path):
+    """Prometheus scraping the three metrics endpoints every second."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("the prometheus server binary is missing (Debian package `prometheus`)")
     jobs = "\n".join(f"  - job_name: {name}\n    static_configs:\n"
-                     f"      - targets: ['{address}']" for name, address in platform.metrics.items())
+                     f"      - targets: ['{metrics}']" for name, (_, metrics) in up.items())
     config = tmp_path / "prometheus.yml"
     config.write_text(f"global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
                       f"scrape_configs:\n{jobs}\n")
@@ -66,9 +90,12 @@ def prometheus(promtool, platform, tmp_path):
         proc.wait(timeout=30)
 
 
-def test_prometheus_sees_the_audit_in_the_job_and_grpc_counters(prometheus, client,
+def test_prometheus_sees_the_audit_in_the_job_and_grpc_counters(prometheus, up,
                                                                  regression_files):
+    from lambdascope.client import Client
+
     model_path, data_path = regression_files
+    client = Client(**{name: grpc for name, (grpc, _) in up.items()})
     finished = 'sum(lambdascope_jobs_finished_total{job="estimator",kind="audit"})'
     handled = ('sum(grpc_server_handled_total{job="estimator",'
                'grpc_method="StartAudit",grpc_code="OK"})')
@@ -84,3 +111,4 @@ def test_prometheus_sees_the_audit_in_the_job_and_grpc_counters(prometheus, clie
     assert wait_for(prometheus, handled, lambda v: v >= before_handled + 1) >= 1
     uploaded = 'sum(lambdascope_registry_transferred_bytes_total{job="registry",direction="upload"})'
     assert wait_for(prometheus, uploaded, lambda v: v > 0) > 0
+    client.close()
