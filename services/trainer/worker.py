@@ -123,6 +123,8 @@ def _run(ctx: worker.JobContext, state_dir: pathlib.Path) -> worker.Result:
         module = modules.build_module(arch, seed=spec.seed)
         if config.self_modeling:
             self_modeling.paired_init(module, arch, config.task_outputs, spec.seed)
+        if torch.cuda.is_available():  # a GPU node: train there (checkpoints are saved on CPU)
+            module.to("cuda")
 
         def on_checkpoint(step: int, weights: dict[str, torch.Tensor], state: TrainState) -> None:
             version = existing_checkpoint(client, spec.model_name, ctx.job_id, step)
