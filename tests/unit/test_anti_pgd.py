@@ -12,13 +12,6 @@ import torch
 from services.trainer.anti_pgd import NoiseInjection
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def reference_draws(
     params: list[torch.Tensor], sigma: float, distribution: str, seed: int

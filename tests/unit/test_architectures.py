@@ -58,13 +58,6 @@ EXAMPLES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _record_sites(module: torch.nn.Module, names, x: torch.Tensor):
     """(site name, per-example output shape) in the order the forward reaches the sites."""

@@ -22,15 +22,6 @@ from dln_teacher import dln_teacher
 mse = torch.nn.functional.mse_loss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: intra-op threads only add synchronization (and, on a shared
-    machine, oversubscription that made these tests 5-10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _regression(d: int = 20, n: int = 2000, bias: bool = False, dtype=torch.float64):
     """Linear regression at its exact least-squares minimum: regular, λ = (number of parameters)/2."""

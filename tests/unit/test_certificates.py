@@ -8,13 +8,6 @@ import torch
 from services.trainer.certificates import CertificateResult, certificate_errors
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 N, CODE, WIDTH = 200, 3, 16
 HALVES = [(0, CODE), (CODE, 2 * CODE)]

@@ -13,14 +13,6 @@ mse = torch.nn.functional.mse_loss
 ce = torch.nn.functional.cross_entropy
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: threads only add contention on a shared CPU (25x slower seen)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def exact_hessian(model, x, y, loss_fn, names=None) -> torch.Tensor:
     """Dense Hessian of the full-data mean loss in the named parameters (flattened, model order)."""

@@ -20,15 +20,6 @@ from dln_teacher import dln_teacher
 mse = torch.nn.functional.mse_loss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only add synchronization (and oversubscription on a shared
-    machine, which made this file 5-10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _dln_data(model: torch.nn.Module, n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs U(-10, 10), noise-free targets: w* = the teacher is an exact minimum (L_n = 0)."""

@@ -18,13 +18,6 @@ from services.trainer.penalties import (
 from services.trainer.sites import capture
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 A = torch.tensor([[1.0, -2.0], [3.0, 0.5]])
 

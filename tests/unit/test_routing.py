@@ -11,13 +11,6 @@ from services.trainer.routing import compile_routing, masks, route, routing_tran
 from services.trainer.sites import intercept
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def mlp() -> nn.Sequential:
     """3 → 4 (site "1", before the nonlinearity) → 2."""

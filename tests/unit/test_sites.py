@@ -9,13 +9,6 @@ from torch import nn
 from services.trainer.sites import capture, intercept
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def net() -> nn.Module:
     torch.manual_seed(0)

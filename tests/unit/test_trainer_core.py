@@ -23,15 +23,6 @@ def mlp(*widths: int, **kw) -> models_pb2.Architecture:
     return models_pb2.Architecture(mlp=models_pb2.MLPArchitecture(widths=list(widths), **kw))
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny models on a shared 2-core machine: more threads only add spin-waiting contention
-    # (measured 10-20x slower when another process is busy).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def digits():

@@ -20,13 +20,6 @@ from services.trainer.self_modeling import (
 from services.trainer.training import NoiseConfig, Schedule, TrainConfig, TrainState, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def digits():
