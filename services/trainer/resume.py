@@ -1,6 +1,8 @@
-"""A training job's resume state on disk, so a restarted trainer continues instead of starting over.
+"""A training job's resume state, so a restarted trainer (or a retried Kubernetes pod)
+continues instead of starting over.
 
-One directory per job under the trainer's data directory:
+It lives in the platform's object store under `resume/<job id>/` — a directory locally, S3 on
+Kubernetes, where a worker pod's own disk does not outlive the pod:
 
 - `state.safetensors`: the last checkpoint's `TrainState`. Tensors (weights, optimizer buffers,
   noise, generator state) are safetensors entries; everything else (step, optimizer
@@ -8,21 +10,22 @@ One directory per job under the trainer's data directory:
   pickle: the file is read back with safetensors and json only.
 - `job.json`: facts fixed at the job's start (the registered training-data id).
 
-Writes go to a temporary file that is renamed into place, so a crash mid-write leaves the
-previous state, never a half-written one.
+Each object is replaced whole (a temp file renamed into place locally; a single PUT or a
+completed multipart upload on S3), so a crash mid-write leaves the previous state, never a
+half-written one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import shutil
+import tempfile
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from lambdascope.storage.objects import ObjectStore
 from services.trainer.training import TrainState
 
 STATE_FILE = "state.safetensors"
@@ -30,13 +33,58 @@ JOB_FILE = "job.json"
 _TENSOR = "__tensor__"
 
 
-def job_dir(data_dir: str | os.PathLike, job_id: str) -> pathlib.Path:
-    return pathlib.Path(data_dir) / "trainer" / "resume" / job_id
+class ResumeStore:
+    """One training job's resume state in the object store."""
+
+    def __init__(self, objects: ObjectStore, job_id: str):
+        self.objects = objects
+        self.prefix = f"resume/{job_id}/"
+
+    def save_state(self, state: TrainState, versions: list[str]) -> None:
+        """Replace the job's state with `state`; `versions` are the model versions registered
+        up to and including state.step."""
+        with tempfile.TemporaryDirectory(prefix="resume-") as tmp:
+            path = pathlib.Path(tmp) / STATE_FILE
+            write_state(path, state, versions)
+            self._put(STATE_FILE, path)
+
+    def load_state(self) -> tuple[TrainState, list[str]] | None:
+        """The saved state and its registered versions, or None when the job has none yet."""
+        with tempfile.TemporaryDirectory(prefix="resume-") as tmp:
+            path = self._get(STATE_FILE, pathlib.Path(tmp))
+            return read_state(path) if path is not None else None
+
+    def save_job(self, facts: dict[str, str]) -> None:
+        with tempfile.TemporaryDirectory(prefix="resume-") as tmp:
+            path = pathlib.Path(tmp) / JOB_FILE
+            path.write_text(json.dumps(facts))
+            self._put(JOB_FILE, path)
+
+    def load_job(self) -> dict[str, str]:
+        with tempfile.TemporaryDirectory(prefix="resume-") as tmp:
+            path = self._get(JOB_FILE, pathlib.Path(tmp))
+            return json.loads(path.read_text()) if path is not None else {}
+
+    def discard(self) -> None:
+        """Remove a finished job's resume state."""
+        for name in (STATE_FILE, JOB_FILE):
+            self.objects.delete(self.prefix + name)
+
+    def _put(self, name: str, path: pathlib.Path) -> None:
+        with open(path, "rb") as src:  # put_stream replaces an existing object
+            self.objects.put_stream(self.prefix + name, src, path.stat().st_size)
+
+    def _get(self, name: str, directory: pathlib.Path) -> pathlib.Path | None:
+        if not self.objects.exists(self.prefix + name):
+            return None
+        path = directory / name
+        with open(path, "wb") as out:
+            for chunk in self.objects.read_chunks(self.prefix + name):
+                out.write(chunk)
+        return path
 
 
-def save_state(directory: pathlib.Path, state: TrainState, versions: list[str]) -> None:
-    """Atomically replace the job's state with `state`; `versions` are the model versions
-    registered up to and including state.step."""
+def write_state(path: pathlib.Path, state: TrainState, versions: list[str]) -> None:
     tensors: dict[str, torch.Tensor] = {}
     skeleton = {
         "step": state.step, "epoch": state.epoch, "batch": state.batch, "versions": versions,
@@ -45,19 +93,11 @@ def save_state(directory: pathlib.Path, state: TrainState, versions: list[str]) 
         "noise": None if state.noise is None else _flatten(state.noise, "noise", tensors),
         "epoch_generator": _flatten(state.epoch_generator, "epoch_generator", tensors),
     }
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (STATE_FILE + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path),
               metadata={"state": json.dumps(skeleton)})
-    _fsync(tmp)
-    os.replace(tmp, directory / STATE_FILE)
 
 
-def load_state(directory: pathlib.Path) -> tuple[TrainState, list[str]] | None:
-    """The saved state and its registered versions, or None when the job has none yet."""
-    path = directory / STATE_FILE
-    if not path.exists():
-        return None
+def read_state(path: pathlib.Path) -> tuple[TrainState, list[str]]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
@@ -70,24 +110,6 @@ def load_state(directory: pathlib.Path) -> tuple[TrainState, list[str]] | None:
         noise=None if skeleton["noise"] is None else _unflatten(skeleton["noise"], tensors),
         epoch_generator=_unflatten(skeleton["epoch_generator"], tensors))
     return state, list(skeleton["versions"])
-
-
-def save_job(directory: pathlib.Path, facts: dict[str, str]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (JOB_FILE + ".tmp")
-    tmp.write_text(json.dumps(facts))
-    _fsync(tmp)
-    os.replace(tmp, directory / JOB_FILE)
-
-
-def load_job(directory: pathlib.Path) -> dict[str, str]:
-    path = directory / JOB_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def discard(directory: pathlib.Path) -> None:
-    """Remove a finished job's resume state."""
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _flatten(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -114,7 +136,3 @@ def _unflatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
         return [_unflatten(v, tensors) for v in value]
     return value
 
-
-def _fsync(path: pathlib.Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())

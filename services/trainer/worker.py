@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from lambdascope import architectures, artifacts, modules, worker
 from lambdascope.client import Client
+from lambdascope.storage.objects import open_store
 from lambdascope.v1 import registry_pb2, trainer_pb2
 from services.trainer import datasets, resume, self_modeling, train_spec
 from services.trainer.datasets import TrainingData
@@ -85,15 +86,15 @@ def existing_checkpoint(client: Client, model_name: str, job_id: str,
 
 
 def run(ctx: worker.JobContext) -> worker.Result:
-    state_dir = resume.job_dir(ctx.settings.data_dir, ctx.job_id)
+    saved = resume.ResumeStore(open_store(ctx.settings), ctx.job_id)
     try:
-        return _run(ctx, state_dir)
+        return _run(ctx, saved)
     except worker.BadInput:
-        resume.discard(state_dir)  # the job fails for good: nothing to resume
+        saved.discard()  # the job fails for good: nothing to resume
         raise
 
 
-def _run(ctx: worker.JobContext, state_dir: pathlib.Path) -> worker.Result:
+def _run(ctx: worker.JobContext, saved: resume.ResumeStore) -> worker.Result:
     spec = json_format.Parse(ctx.spec_json, trainer_pb2.TrainSpec())
     try:
         train_spec.train_config(spec)
@@ -111,12 +112,12 @@ def _run(ctx: worker.JobContext, state_dir: pathlib.Path) -> worker.Result:
             config = train_spec.train_config(spec, train_spec.DataFacts(rows, classes))
         except train_spec.SpecError as exc:
             raise worker.BadInput(str(exc)) from None
-        job = resume.load_job(state_dir)
+        job = saved.load_job()
         if "train_data_id" not in job:
             job["train_data_id"] = register_training_data(spec, ctx.job_id, client, scratch, data)
-            resume.save_job(state_dir, job)
-        saved = resume.load_state(state_dir)
-        start, versions = saved if saved is not None else (None, [])
+            saved.save_job(job)
+        previous = saved.load_state()
+        start, versions = previous if previous is not None else (None, [])
         if start is not None:
             ctx.progress(start.step, 0, message=f"resumed from the checkpoint at step "
                          f"{start.step}", force=True)
@@ -141,7 +142,7 @@ def _run(ctx: worker.JobContext, state_dir: pathlib.Path) -> worker.Result:
                     metadata={"step": str(step)})
                 path.unlink()
             versions.append(version.id)
-            resume.save_state(state_dir, state, versions)
+            saved.save_state(state, versions)
 
         try:
             result = train(module, data.x_train, data.y_train, data.x_test, data.y_test, config,
@@ -149,7 +150,7 @@ def _run(ctx: worker.JobContext, state_dir: pathlib.Path) -> worker.Result:
                            on_progress=ctx.progress, on_checkpoint=on_checkpoint)
         except (ValueError, FloatingPointError) as exc:
             raise worker.BadInput(str(exc)) from None
-    resume.discard(state_dir)
+    saved.discard()
     metrics = {**result.metrics, **{f"data_{k}": v for k, v in data.info.items()}}
     return worker.Result(output_ids=versions, metrics=metrics, step=result.steps,
                          total=result.steps)

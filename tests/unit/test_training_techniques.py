@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lambdascope import modules
+from lambdascope.storage.objects import LocalObjectStore
 from lambdascope.v1 import models_pb2, trainer_pb2
 from services.trainer import datasets, resume, routing
 from services.trainer.self_modeling import (
@@ -53,23 +54,30 @@ def test_resume_from_a_checkpoint_reaches_the_same_weights_bit_for_bit(digits, t
     full, _ = run(digits, cfg, on_checkpoint=lambda step, w, state: states.append(state))
     assert len(states) == 4
     for state in states[1:3]:  # one mid-epoch checkpoint and one later
-        resume.save_state(tmp_path / str(state.step), state, versions=["v1"])
-        loaded, versions = resume.load_state(tmp_path / str(state.step))
+        store = resume.ResumeStore(LocalObjectStore(tmp_path), f"job-{state.step}")
+        store.save_state(state, versions=["v0"])
+        store.save_state(state, versions=["v1"])  # replaces the previous state
+        loaded, versions = store.load_state()
         assert versions == ["v1"] and loaded.step == state.step
         resumed, result = run(digits, cfg, resume=loaded)
         for name, tensor in full.state_dict().items():
             assert torch.equal(resumed.state_dict()[name], tensor), (state.step, name)
-    assert resume.load_state(tmp_path / "nothing") is None
+    empty = resume.ResumeStore(LocalObjectStore(tmp_path), "nothing")
+    assert empty.load_state() is None and empty.load_job() == {}
+    store.save_job({"train_data_id": "ds-1"})
+    assert store.load_job() == {"train_data_id": "ds-1"}
+    store.discard()
+    assert store.load_state() is None and store.load_job() == {}
 
 
 def test_resume_state_is_not_a_pickle(digits, tmp_path):
     cfg = config(epochs=1, optimizer="adam", lr=1e-3, checkpoints=2)
     states = []
     run(digits, cfg, on_checkpoint=lambda step, w, state: states.append(state))
-    resume.save_state(tmp_path, states[0], versions=[])
+    resume.write_state(tmp_path / resume.STATE_FILE, states[0], versions=[])
     raw = (tmp_path / resume.STATE_FILE).read_bytes()
     assert b"\x80\x04" not in raw[:64] and raw[8:9] == b"{"  # safetensors: length + JSON header
-    loaded, _ = resume.load_state(tmp_path)
+    loaded, _ = resume.read_state(tmp_path / resume.STATE_FILE)
     assert loaded.optimizer["state"].keys() == states[0].optimizer["state"].keys()
 
 
