@@ -386,35 +386,41 @@ def test_every_service_loads_settings_that_fit_its_pod(docs, monkeypatch):
     assert len(urls) == len(SERVICES)
 
 
-def test_gpus_only_in_the_gpu_overlay(variant, docs):
+def test_gpus_only_on_the_jobs_of_the_gpu_overlay(variant, docs, monkeypatch):
+    """No Deployment holds a GPU (the services only orchestrate); in the gpu overlay the Job the
+    estimator builds from the overlay's settings asks for one on a GPU node."""
     for workload in _workloads(docs):
         name = workload["metadata"]["name"]
         spec = _pod_spec(workload)
         (container,) = spec["containers"]
         resources = container["resources"]
-        on_gpu = variant == "gpu" and name in ("trainer", "estimator")
-        if on_gpu:
-            assert resources["limits"].get(GPU) == "1", name
-            assert resources.get("requests", {}).get(GPU, "1") == "1", name
-            assert spec.get("nodeSelector") == {GPU_NODE_LABEL: "true"}, name
-            assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in \
-                spec.get("tolerations", []), name
-            assert container["image"].endswith("-gpu"), name
-        else:
-            assert GPU not in resources.get("limits", {}), name
-            assert GPU not in resources.get("requests", {}), name
-            assert GPU_NODE_LABEL not in spec.get("nodeSelector", {}), name
-            assert not any(t.get("key") == GPU for t in spec.get("tolerations", [])), name
-            assert not container["image"].endswith("-gpu"), name
+        assert GPU not in resources.get("limits", {}), name
+        assert GPU not in resources.get("requests", {}), name
+        assert GPU_NODE_LABEL not in spec.get("nodeSelector", {}), name
+        assert not any(t.get("key") == GPU for t in spec.get("tolerations", [])), name
+        assert not container["image"].endswith("-gpu"), name
     settings = _named(docs, "ConfigMap", "lambdascope-config")["data"]
-    if variant == "gpu":
-        assert settings["LAMBDASCOPE_JOB_BACKEND"] == "kubernetes"
-        assert settings["LAMBDASCOPE_JOB_GPU"] == "1"
-        assert settings["LAMBDASCOPE_JOB_NODE_SELECTOR"] == f"{GPU_NODE_LABEL}=true"
-        assert settings["LAMBDASCOPE_JOB_TOLERATIONS"] == f"{GPU}:NoSchedule"
-        assert settings["LAMBDASCOPE_JOB_IMAGE"] == f"{IMAGE_PREFIX}worker:{__version__}-gpu"
-    else:
+    if variant != "gpu":
         assert not set(settings) & JOB_BACKEND_KEYS
+        return
+    assert settings["LAMBDASCOPE_JOB_BACKEND"] == "kubernetes"
+    assert settings["LAMBDASCOPE_JOB_IMAGE"] == f"{IMAGE_PREFIX}worker:{__version__}-gpu"
+    from kubernetes.client import ApiClient
+
+    from lambdascope import backends
+
+    for key in [k for k in os.environ if k.startswith("LAMBDASCOPE_")]:
+        monkeypatch.delenv(key)
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    job = ApiClient().sanitize_for_serialization(backends.build_job(
+        "audit-0123abcd", "audit", "{}", config.load("estimator")))
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["resources"]["limits"][GPU] == "1"
+    assert pod["nodeSelector"] == {GPU_NODE_LABEL: "true"}
+    assert any(t["key"] == GPU and t["effect"] == "NoSchedule" for t in pod["tolerations"])
+    assert container["image"] == settings["LAMBDASCOPE_JOB_IMAGE"]
 
 
 def test_dev_overlay_is_small():
@@ -501,8 +507,7 @@ def test_every_lambdascope_image_is_a_dockerfile_target_running_its_service(docs
         assert target in stages, f"{container['image']}: no Dockerfile target {target!r}"
         component = workload["metadata"]["name"]
         assert target == component
-        gpu = variant == "gpu" and component != "registry"
-        assert tag == __version__ + ("-gpu" if gpu else ""), f"{container['image']}: tag"
+        assert tag == __version__, f"{container['image']}: tag"  # services run on CPU
         stage = stages[target]
         assert "command" not in container and "args" not in container, \
             "the image's ENTRYPOINT starts the service"
