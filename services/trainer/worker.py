@@ -25,7 +25,7 @@ from lambdascope.storage.objects import open_store
 from lambdascope.v1 import registry_pb2, trainer_pb2
 from services.trainer import datasets, resume, self_modeling, train_spec
 from services.trainer.datasets import TrainingData
-from services.trainer.training import TrainState, train
+from services.trainer.training import TrainConfig, TrainState, evaluate, train
 
 
 def load_data(spec: trainer_pb2.TrainSpec, client: Client, scratch: pathlib.Path) -> TrainingData:
@@ -85,6 +85,17 @@ def existing_checkpoint(client: Client, model_name: str, job_id: str,
     return None
 
 
+def checkpoint_metrics(module: torch.nn.Module, data: TrainingData, config: TrainConfig
+                       ) -> dict[str, str]:
+    """The held-out metrics of the weights being checkpointed (loss, accuracy when it is a
+    classification), stored with the version so a trajectory can be plotted without
+    downloading every checkpoint."""
+    if not len(data.x_test):
+        return {}
+    return {f"test_{k}": f"{v:.6g}" for k, v in evaluate(module, data.x_test, data.y_test,
+                                                         config).items()}
+
+
 def run(ctx: worker.JobContext) -> worker.Result:
     saved = resume.ResumeStore(open_store(ctx.settings), ctx.job_id)
     try:
@@ -139,7 +150,7 @@ def _run(ctx: worker.JobContext, saved: resume.ResumeStore) -> worker.Result:
                         job_id=ctx.job_id, step=step,
                         parent_version_id=versions[-1] if versions else "",
                         dataset_version_id=job["train_data_id"]),
-                    metadata={"step": str(step)})
+                    metadata={"step": str(step), **checkpoint_metrics(module, data, config)})
                 path.unlink()
             versions.append(version.id)
             saved.save_state(state, versions)

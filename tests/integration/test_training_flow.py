@@ -1,6 +1,8 @@
 """Training through the trainer service: progress events, checkpoints registered with lineage."""
 from __future__ import annotations
 
+import pytest
+
 from lambdascope.v1 import jobs_pb2, models_pb2, registry_pb2, trainer_pb2
 
 
@@ -27,6 +29,11 @@ def test_training_registers_checkpoints_with_lineage(client):
     steps = [v.lineage.step for v in versions]
     assert steps == sorted(steps) and steps[-1] == done.total
     assert all(v.lineage.job_id == job.id for v in versions)
+    # each checkpoint carries its held-out metrics; the last one equals the job's final ones
+    assert all({"step", "test_loss", "test_accuracy"} <= set(v.metadata) for v in versions)
+    assert float(versions[-1].metadata["test_accuracy"]) == pytest.approx(
+        done.metrics["test_accuracy"], abs=1e-5)
+    assert float(versions[0].metadata["test_accuracy"]) < done.metrics["test_accuracy"]
     assert versions[0].lineage.parent_version_id == ""
     assert [v.lineage.parent_version_id for v in versions[1:]] == [v.id for v in versions[:-1]]
     train_data = client.get_dataset(versions[-1].lineage.dataset_version_id)
