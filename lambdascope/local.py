@@ -55,11 +55,14 @@ class LocalPlatform:
             raise
         return self.endpoints
 
-    def restart(self, name: str, timeout: float = 60.0) -> int:
-        """Stop one service gracefully and start it again on the same port (its exit code)."""
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout)
+    def restart(self, name: str, timeout: float = 60.0) -> int | None:
+        """Stop one service gracefully (if it still runs) and start it again on the same port;
+        the exit code of the stopped process, None when there was none."""
+        proc = self.procs.pop(name, None)
+        code = None
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout)
         self._spawn(name)
         self._wait_ready(name, timeout)
         return code

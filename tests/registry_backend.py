@@ -64,11 +64,7 @@ class RegistryBackend:
         proc.wait()
 
     def restart(self) -> None:
-        if "registry" in self.platform.procs:
-            self.platform.restart("registry")
-        else:
-            self.platform._spawn("registry")
-            self.platform._wait_ready("registry", 60)
+        self.platform.restart("registry")
 
     @property
     def address(self) -> str:

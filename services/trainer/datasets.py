@@ -62,14 +62,6 @@ def split(x: torch.Tensor, y: torch.Tensor, test_fraction: float, seed: int) -> 
     return TrainingData(x[train_idx], y[train_idx], x[test_idx], y[test_idx], train_idx)
 
 
-def train_test_split(
-    x: torch.Tensor, y: torch.Tensor, test_fraction: float, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x_train, y_train, x_test, y_test): :func:`split` without the row bookkeeping."""
-    data = split(x, y, test_fraction, seed)
-    return data.x_train, data.y_train, data.x_test, data.y_test
-
-
 # --------------------------------------------------------------------------------------
 # Synthetic tasks. Each generator validates its message and names the field at fault
 # (relative to spec.dataset).

@@ -10,7 +10,7 @@ import torch
 
 from lambdascope import modules
 from lambdascope.v1 import models_pb2
-from services.trainer.datasets import load_digits_dataset, train_test_split
+from services.trainer.datasets import load_digits_dataset, split
 from services.trainer.self_modeling import (
     self_modeling_architecture,
     task_architecture,
@@ -19,9 +19,14 @@ from services.trainer.self_modeling import (
 from services.trainer.training import TrainConfig, checkpoint_steps, train
 
 
+def train_test_split(x, y, test_fraction, seed):
+    """(x_train, y_train, x_test, y_test) of `datasets.split`."""
+    data = split(x, y, test_fraction, seed)
+    return data.x_train, data.y_train, data.x_test, data.y_test
+
+
 def mlp(*widths: int, **kw) -> models_pb2.Architecture:
     return models_pb2.Architecture(mlp=models_pb2.MLPArchitecture(widths=list(widths), **kw))
-
 
 
 @pytest.fixture(scope="module")
