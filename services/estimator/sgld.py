@@ -90,11 +90,6 @@ class SGLDTrace:
     final: Tensor  # (chains, D) the chains' last states, flattened, on the sampling device
 
 
-def chain_seeds(seed: int, chains: int) -> list[int]:
-    """Independent per-chain seeds; chain c's seed does not depend on the number of chains."""
-    return [int(s.generate_state(1, np.uint64)[0]) for s in np.random.SeedSequence(seed).spawn(chains)]
-
-
 def _chain_generators(seed: int, chains: int, device: torch.device) -> tuple[list, list]:
     """(batch generators, noise generators), two independent streams per chain."""
     batch, noise = [], []
@@ -346,6 +341,7 @@ def run_sgld(
     loc_energy = torch.full((chains, m), math.nan, dtype=f64, device=device)
     slot, pending_grad = 0, None  # pending_grad: loss gradient at w' on the scored step's batch
     xb, yb = x, y
+    noise = torch.empty(chains, noise_block, dim, dtype=dtype, device=device)
     began = time.perf_counter()
     for t in range(steps):
         if t == warm_steps and current != step_size:
@@ -353,8 +349,8 @@ def run_sgld(
             half, scale = current / 2, math.sqrt(current)
         kn, ki = t % noise_block, t % index_block
         if kn == 0:
-            noise = torch.stack([torch.randn(noise_block, dim, generator=g, device=device, dtype=dtype)
-                                 for g in noise_gens])
+            for c, g in enumerate(noise_gens):
+                torch.randn(noise_block, dim, generator=g, out=noise[c])
         if not full_batch:
             if ki == 0:
                 indices = batches.block(index_block)
