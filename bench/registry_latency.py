@@ -1,6 +1,6 @@
 """Registry metadata latency under concurrent clients, on 10,000 versions (not run by make test).
 
-    .venv/bin/python bench/registry_latency.py                  # 10,000 versions, 32 clients, 20 s
+    .venv/bin/python bench/registry_latency.py                  # 10,000 versions, 32 clients, 20 s each run
     .venv/bin/python bench/registry_latency.py --quick          # harness check: 1,000 versions, 8 clients, 5 s
     .venv/bin/python bench/registry_latency.py --backend sqlite-local
 
@@ -23,6 +23,12 @@ each picking an operation at random:
                                       {parity} (~5,000 matches), {parity, bucket} (~500), or
                                       model_name + {parity} (~50); first page then up to
                                       --search-pages next pages through the page tokens
+
+That closed loop measures the registry at saturation: its latencies are mostly queueing, clients
+divided by throughput (Little's law). Then the same clients run open loops (--rates): operations
+arrive at a fixed total rate with exponential gaps, and a call's latency counts from its scheduled
+start, so a call held up behind a slow one is charged for the wait. That gives latency against
+offered load, and the highest rate at which both targets hold.
 
 Every call's latency is measured in the client around the stub call, so it includes the client's
 own (Python, GIL-bound) work, the server's queueing and the SQL. The registry's own
@@ -73,14 +79,17 @@ PAGE = 50
 # -- the client side (runs in spawned processes) ----------------------------------------------
 
 def _run_op(stub, rng: random.Random, ids: list[str], models: list[str], search_pages: int,
-            record) -> None:
+            record, scheduled: float | None = None) -> None:
+    """One operation. With `scheduled` (open loop), its first call's latency counts from that
+    moment, not from when the call went out: a call delayed by a slow predecessor is charged
+    for the wait (no coordinated omission)."""
     op = rng.choices(list(MIX), weights=list(MIX.values()))[0]
     timeout = 30.0
     if op.startswith("get"):
         model = rng.choice(models)
         ref = {"get id": lambda: rng.choice(ids), "get latest": lambda: f"{model}/latest",
                "get alias": lambda: f"{model}@production"}[op]()
-        began = time.perf_counter()
+        began = time.perf_counter() if scheduled is None else scheduled
         stub.GetModelVersion(registry_pb2.GetModelVersionRequest(version_id=ref), timeout=timeout)
         record(op, time.perf_counter() - began)
         return
@@ -101,7 +110,7 @@ def _run_op(stub, rng: random.Random, ids: list[str], models: list[str], search_
         pages, kinds = 1 + search_pages, SEARCH_KINDS
     call = stub.ListModelVersions if op == "list" else stub.SearchModelVersions
     for page in range(pages):
-        began = time.perf_counter()
+        began = scheduled if page == 0 and scheduled is not None else time.perf_counter()
         reply = call(request, timeout=timeout)
         record(kinds[0] if page == 0 else kinds[1], time.perf_counter() - began)
         if not reply.next_page_token:
@@ -110,8 +119,10 @@ def _run_op(stub, rng: random.Random, ids: list[str], models: list[str], search_
 
 
 def worker_process(spec: dict, ready, results, go) -> None:
-    """`spec["threads"]` client threads, each with its own Client (channel); a closed loop of
-    operations for `spec["seconds"]` once `go` is set. Puts {kind: [seconds]} on `results`."""
+    """`spec["threads"]` client threads, each with its own Client (channel), running operations
+    for `spec["seconds"]` once `go` is set: back to back (closed loop), or, with `spec["rate"]`
+    (operations per second over all clients), each thread at its share of that rate with
+    exponential gaps (open loop, Poisson arrivals). Puts {kind: [seconds]} on `results`."""
     samples: dict[str, list[float]] = {k: [] for k in KINDS}
     errors: dict[str, int] = {}
     lock = threading.Lock()
@@ -127,14 +138,22 @@ def worker_process(spec: dict, ready, results, go) -> None:
                 _run_op(stub, rng, spec["ids"], spec["models"], spec["search_pages"], lambda k, s: None)
             ready.put(1)
             go.wait()
-            end = time.perf_counter() + spec["seconds"]
-            while time.perf_counter() < end:
+            now = time.perf_counter()
+            end, scheduled = now + spec["seconds"], None
+            per_thread = spec.get("rate", 0.0) / spec["clients"]
+            if per_thread:
+                scheduled = now + rng.expovariate(per_thread)
+            while (scheduled or time.perf_counter()) < end:
+                if scheduled is not None:
+                    time.sleep(max(0.0, scheduled - time.perf_counter()))
                 try:
                     _run_op(stub, rng, spec["ids"], spec["models"], spec["search_pages"],
-                            lambda k, s: local[k].append(s))
+                            lambda k, s: local[k].append(s), scheduled)
                 except grpc.RpcError as exc:
                     code = exc.code().name
                     local_errors[code] = local_errors.get(code, 0) + 1
+                if scheduled is not None:
+                    scheduled += rng.expovariate(per_thread)
         with lock:
             for k, v in local.items():
                 samples[k].extend(v)
@@ -273,7 +292,7 @@ def summarize(samples: dict[str, list[float]], seconds: float) -> dict[str, dict
 
 def run_load(address: str, *, processes: int, threads: int, seconds: float, ids, models,
              search_pages: int, seed: int, registry_pid: int, metrics_address: str,
-             database_url: str = "", database: str = "") -> dict:
+             database_url: str = "", database: str = "", rate: float = 0.0) -> dict:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # no fork of a process that already holds gRPC channels
@@ -281,7 +300,8 @@ def run_load(address: str, *, processes: int, threads: int, seconds: float, ids,
     procs = []
     for p in range(processes):
         spec = {"address": address, "threads": threads, "seconds": seconds, "ids": ids,
-                "models": models, "search_pages": search_pages, "seed": seed * 100 + p}
+                "models": models, "search_pages": search_pages, "seed": seed * 100 + p,
+                "rate": rate, "clients": processes * threads}
         procs.append(ctx.Process(target=worker_process, args=(spec, ready, results, go), daemon=True))
     for proc in procs:
         proc.start()
@@ -324,7 +344,7 @@ def run_load(address: str, *, processes: int, threads: int, seconds: float, ids,
     ncpu = os.cpu_count() or 1
     return {
         "processes": processes, "threads_per_process": threads, "clients": processes * threads,
-        "seconds": seconds, "wall_seconds": wall, "errors": errors,
+        "offered_operations_per_second": rate or None, "seconds": seconds, "wall_seconds": wall, "errors": errors,
         "latency": summarize(samples, seconds),
         "server_handler": _server_side(metrics0, metrics1),
         "cpu_seconds": cpu,
@@ -480,6 +500,9 @@ def parse_args(argv=None):
     p.add_argument("--seconds", type=float, default=None, help="load duration (default 20; --quick 5)")
     p.add_argument("--baseline-seconds", type=float, default=None,
                    help="1-client baseline duration (default 5; --quick 2; 0 skips it)")
+    p.add_argument("--rates", default=None,
+                   help="open-loop runs after the closed loop: comma-separated operations/s offered by all "
+                        "clients together, Poisson arrivals (default '25,50,100'; --quick '20'; '' skips)")
     p.add_argument("--search-pages", type=int, default=3, help="next pages a search follows (default 3)")
     p.add_argument("--store-samples", type=int, default=None,
                    help="in-process store timings per call kind (default 200; --quick 30; 0 skips)")
@@ -582,15 +605,21 @@ def main(argv=None) -> int:
         if baseline_seconds:
             runs.append(("baseline", 1, 1, baseline_seconds))
         runs.append(("load", processes, clients // processes, seconds))
+        rates = [float(r) for r in (args.rates if args.rates is not None else ("20" if q else "25,50,100"))
+                 .split(",") if r.strip()]
+        runs += [(f"open {r:g}/s", processes, clients // processes, seconds) for r in rates]
         header = (f"{'kind':22s} {'calls':>7s} {'calls/s':>8s} {'p50 ms':>8s} {'p90 ms':>8s} "
                   f"{'p99 ms':>8s} {'max ms':>8s}")
         for label, nproc, nthreads, secs in runs:
-            print(f"\n{label}: {nproc * nthreads} client thread(s) in {nproc} process(es), {secs:g} s, "
-                  f"closed loop", flush=True)
+            rate = float(label.split()[1].removesuffix("/s")) if label.startswith("open") else 0.0
+            loop = (f"open loop, {rate:g} operations/s offered in all (Poisson), latency from each "
+                    "operation's scheduled start" if rate else "closed loop")
+            print(f"\n{label}: {nproc * nthreads} client thread(s) in {nproc} process(es), {secs:g} s, {loop}",
+                  flush=True)
             res = run_load(backend.address, processes=nproc, threads=nthreads, seconds=secs, ids=ids,
                            models=models, search_pages=args.search_pages, seed=args.seed,
                            registry_pid=registry_pid, metrics_address=metrics_address,
-                           database_url=database_url, database=database)
+                           database_url=database_url, database=database, rate=rate)
             payload[label] = res
             print(header)
             print("-" * len(header))
@@ -624,13 +653,32 @@ def main(argv=None) -> int:
     }
     summary["get_target_met"] = summary["get_p99_ms"] < TARGET_GET_P99_MS
     summary["search_target_met"] = summary["search_page_p99_ms"] < TARGET_SEARCH_P99_MS
+    open_runs = []
+    for label, res in payload.items():
+        if label.startswith("open ") and isinstance(res, dict) and "latency" in res:
+            lat = res["latency"]
+            open_runs.append({"offered_operations_per_second": res["offered_operations_per_second"],
+                              "calls_per_second": lat["all calls"]["per_second"],
+                              "get_p50_ms": lat["get (all)"]["p50_ms"], "get_p99_ms": lat["get (all)"]["p99_ms"],
+                              "search_page_p50_ms": lat["search (all pages)"]["p50_ms"],
+                              "search_page_p99_ms": lat["search (all pages)"]["p99_ms"],
+                              "targets_met": lat["get (all)"]["p99_ms"] < TARGET_GET_P99_MS
+                              and lat["search (all pages)"]["p99_ms"] < TARGET_SEARCH_P99_MS})
+    summary["open_loop"] = open_runs
+    met = [r["calls_per_second"] for r in open_runs if r["targets_met"]]
+    summary["highest_calls_per_second_meeting_targets"] = max(met) if met else None
     payload["summary"] = summary
     common.write_json(out, payload)
     print(f"\nunder {clients} clients: get p99 {summary['get_p99_ms']:.1f} ms (target < {TARGET_GET_P99_MS:g}: "
           f"{'met' if summary['get_target_met'] else 'NOT met'}), search page p99 "
           f"{summary['search_page_p99_ms']:.1f} ms (target < {TARGET_SEARCH_P99_MS:g}: "
           f"{'met' if summary['search_target_met'] else 'NOT met'}), "
-          f"{summary['throughput_calls_per_second']:.0f} calls/s in all")
+          f"{summary['throughput_calls_per_second']:.0f} calls/s in all (closed loop: the registry's capacity)")
+    for r in open_runs:
+        print(f"open loop, {r['offered_operations_per_second']:g} operations/s offered ({r['calls_per_second']:.0f} "
+              f"calls/s): get p50 {r['get_p50_ms']:.1f} / p99 {r['get_p99_ms']:.1f} ms, search page p50 "
+              f"{r['search_page_p50_ms']:.1f} / p99 {r['search_page_p99_ms']:.1f} ms: targets "
+              f"{'met' if r['targets_met'] else 'NOT met'}")
     print(f"total wall time {summary['total_wall_seconds']:.0f} s; results in {out}")
     import shutil
     shutil.rmtree(workdir, ignore_errors=True)
