@@ -49,11 +49,15 @@ def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
 class RegistryStore:
     """`url` is opened twice on SQLite: writes take the write lock when they begin (BEGIN
     IMMEDIATE, see lambdascope.storage.db) while reads stay lock-free under WAL. PostgreSQL
-    uses one pool (row locks with SELECT ... FOR UPDATE)."""
+    uses one pool (row locks with SELECT ... FOR UPDATE); its reads run in autocommit, which
+    spares each read call a BEGIN and a ROLLBACK round trip and changes nothing else (under
+    READ COMMITTED every statement sees its own snapshot either way). A read RPC checks out one
+    connection for all its statements."""
 
     def __init__(self, url: str):
         self.engine = db.engine(url, immediate=True)
-        self.reader = db.engine(url) if self.engine.dialect.name == "sqlite" else self.engine
+        self.reader = (db.engine(url) if self.engine.dialect.name == "sqlite"
+                       else self.engine.execution_options(isolation_level="AUTOCOMMIT"))
         migrate(self.engine)
 
     def dispose(self) -> None:
@@ -88,8 +92,8 @@ class RegistryStore:
     def list_models(self, request: registry_pb2.ListModelsRequest
                     ) -> registry_pb2.ListModelsResponse:
         query = sa.select(models.c.name).order_by(models.c.name)
-        names, token = self._keyset(query, request, [models.c.name], lambda n: [n])
         with self.reader.connect() as conn:
+            names, token = self._keyset(conn, query, request, [models.c.name], lambda n: [n])
             return registry_pb2.ListModelsResponse(
                 models=[self._model(conn, n) for n in names], next_page_token=token)
 
@@ -285,16 +289,11 @@ class RegistryStore:
         `request` (the RPC's own message) carries page_size/page_token and fingerprints the
         query for its page tokens."""
         query = sa.select(versions.c.proto, versions.c.created_at, versions.c.id)
-        with self.reader.connect() as conn:
-            if model_name:
-                self._model(conn, model_name)  # NOT_FOUND for an unknown model
-                query = query.where(versions.c.model_name == model_name)
-            if alias:
-                query = query.where(versions.c.id.in_(sa.select(aliases.c.version_id).where(
-                    aliases.c.alias == alias,
-                    *([aliases.c.model_name == model_name] if model_name else []))))
-            if parent_version_id:
-                parent_version_id = self._resolve(conn, parent_version_id)
+        if model_name:
+            query = query.where(versions.c.model_name == model_name)
+        if alias:
+            query = query.where(versions.c.id.in_(sa.select(aliases.c.version_id).where(
+                aliases.c.alias == alias, *([aliases.c.model_name == model_name] if model_name else []))))
         for key, value in (tags or {}).items():
             query = query.where(versions.c.id.in_(sa.select(version_tags.c.version_id).where(
                 version_tags.c.key == key, version_tags.c.value == value)))
@@ -302,7 +301,6 @@ class RegistryStore:
             query = query.where(versions.c.id.in_(
                 sa.select(version_tags.c.version_id).where(version_tags.c.key == key)))
         for column, value in ((versions.c.job_id, job_id),
-                              (versions.c.parent_version_id, parent_version_id),
                               (versions.c.dataset_version_id, dataset_version_id)):
             if value:
                 query = query.where(column == value)
@@ -311,11 +309,14 @@ class RegistryStore:
         if created_before:
             query = query.where(versions.c.created_at < created_before)
         keys = [versions.c.created_at, versions.c.id]
-        rows, token = self._keyset(query, request, keys, lambda r: [r.created_at, r.id],
-                                   descending=newest_first, scalars=False)
         with self.reader.connect() as conn:
-            found = self._decorate(conn, [registry_pb2.ModelVersion.FromString(r.proto)
-                                          for r in rows])
+            if model_name:
+                self._model(conn, model_name)  # NOT_FOUND for an unknown model
+            if parent_version_id:
+                query = query.where(versions.c.parent_version_id == self._resolve(conn, parent_version_id))
+            rows, token = self._keyset(conn, query, request, keys, lambda r: [r.created_at, r.id],
+                                       descending=newest_first, scalars=False)
+            found = self._decorate(conn, [registry_pb2.ModelVersion.FromString(r.proto) for r in rows])
         return registry_pb2.ListModelVersionsResponse(versions=found, next_page_token=token)
 
     def delete_version(self, reference: str) -> str:
@@ -350,17 +351,25 @@ class RegistryStore:
 
     def _decorate(self, conn: sa.Connection, found: list[registry_pb2.ModelVersion]
                   ) -> list[registry_pb2.ModelVersion]:
-        """Fill the mutable parts (tags, aliases) that live outside the stored message."""
+        """Fill the mutable parts (tags, aliases) that live outside the stored message, with one
+        statement: tag rows carry their value, alias rows a NULL one."""
         ids = [v.id for v in found]
         if not ids:
             return found
         by_id = {v.id: v for v in found}
-        for row in conn.execute(sa.select(version_tags).where(version_tags.c.version_id.in_(ids))):
-            by_id[row.version_id].tags[row.key] = row.value
-        for row in conn.execute(sa.select(aliases.c.version_id, aliases.c.alias)
-                                .where(aliases.c.version_id.in_(ids))
-                                .order_by(aliases.c.alias)):
-            by_id[row.version_id].aliases.append(row.alias)
+        rows = conn.execute(sa.union_all(
+            sa.select(version_tags.c.version_id, version_tags.c.key.label("name"), version_tags.c.value)
+            .where(version_tags.c.version_id.in_(ids)),
+            sa.select(aliases.c.version_id, aliases.c.alias, sa.null().label("value"))
+            .where(aliases.c.version_id.in_(ids))))
+        named: dict[str, list[str]] = {}
+        for version_id, name, value in rows:
+            if value is None:
+                named.setdefault(version_id, []).append(name)
+            else:
+                by_id[version_id].tags[name] = value
+        for version_id, names in named.items():
+            by_id[version_id].aliases.extend(sorted(names))
         return found
 
     # -- aliases --------------------------------------------------------------------------
@@ -410,11 +419,12 @@ class RegistryStore:
 
     def alias_history(self, request: registry_pb2.GetAliasHistoryRequest
                       ) -> registry_pb2.GetAliasHistoryResponse:
-        self.get_model(request.model_name)
         query = sa.select(alias_events).where(alias_events.c.model_name == request.model_name,
                                               alias_events.c.alias == request.alias)
-        rows, token = self._keyset(query, request, [alias_events.c.id], lambda r: [r.id],
-                                   scalars=False)
+        with self.reader.connect() as conn:
+            self._model(conn, request.model_name)
+            rows, token = self._keyset(conn, query, request, [alias_events.c.id], lambda r: [r.id],
+                                       scalars=False)
         if not rows and not request.page_token:
             raise errors.NotFound(f"model {request.model_name!r} never had an alias "
                                   f"{request.alias!r}")
@@ -471,9 +481,9 @@ class RegistryStore:
     def list_datasets(self, request: registry_pb2.ListDatasetsRequest
                       ) -> registry_pb2.ListDatasetsResponse:
         query = sa.select(datasets.c.proto, datasets.c.created_at, datasets.c.id)
-        rows, token = self._keyset(query, request, [datasets.c.created_at, datasets.c.id],
-                                   lambda r: [r.created_at, r.id], scalars=False)
         with self.reader.connect() as conn:
+            rows, token = self._keyset(conn, query, request, [datasets.c.created_at, datasets.c.id],
+                                       lambda r: [r.created_at, r.id], scalars=False)
             found = self._decorate_datasets(conn, [registry_pb2.Dataset.FromString(r.proto)
                                                    for r in rows])
         return registry_pb2.ListDatasetsResponse(datasets=found, next_page_token=token)
@@ -540,15 +550,16 @@ class RegistryStore:
         if request.model_version_id:
             version_id = self.get_version(request.model_version_id).id
             query = query.where(reports.c.model_version_id == version_id)
-        rows, token = self._keyset(query, request, [reports.c.created_at, reports.c.id],
-                                   lambda r: [r.created_at, r.id], scalars=False)
+        with self.reader.connect() as conn:
+            rows, token = self._keyset(conn, query, request, [reports.c.created_at, reports.c.id],
+                                       lambda r: [r.created_at, r.id], scalars=False)
         return registry_pb2.ListReportsResponse(
             reports=[audit_pb2.AuditReport.FromString(r.proto) for r in rows],
             next_page_token=token)
 
     # -- paging ---------------------------------------------------------------------------
 
-    def _keyset(self, query: sa.Select, request: Message, keys: list, key_of,
+    def _keyset(self, conn: sa.Connection, query: sa.Select, request: Message, keys: list, key_of,
                 *, descending: bool = False, scalars: bool = True) -> tuple[list, str]:
         """One page of `query` ordered by `keys` (unique together), starting after the key in
         the request's page token; the next token ("" at the end) carries the last key."""
@@ -563,9 +574,8 @@ class RegistryStore:
             query = query.where(bound < sa.tuple_(*after) if descending
                                 else bound > sa.tuple_(*after))
         query = query.order_by(None).order_by(*(k.desc() if descending else k for k in keys))
-        with self.reader.connect() as conn:
-            result = conn.execute(query.limit(size + 1))
-            rows = result.scalars().all() if scalars else result.all()
+        result = conn.execute(query.limit(size + 1))
+        rows = result.scalars().all() if scalars else result.all()
         page = list(rows[:size])
         token = paging.encode_keyset(query_id, key_of(page[-1])) if len(rows) > size else ""
         return page, token
