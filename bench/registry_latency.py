@@ -603,15 +603,14 @@ def main(argv=None) -> int:
         common.write_json(out, payload, final=False)
         runs = []
         if baseline_seconds:
-            runs.append(("baseline", 1, 1, baseline_seconds))
-        runs.append(("load", processes, clients // processes, seconds))
+            runs.append(("baseline", 1, 1, baseline_seconds, 0.0))
+        runs.append(("load", processes, clients // processes, seconds, 0.0))
         rates = [float(r) for r in (args.rates if args.rates is not None else ("20" if q else "25,50,100"))
                  .split(",") if r.strip()]
-        runs += [(f"open {r:g}/s", processes, clients // processes, seconds) for r in rates]
+        runs += [(f"open {r:g}/s", processes, clients // processes, seconds, r) for r in rates]
         header = (f"{'kind':22s} {'calls':>7s} {'calls/s':>8s} {'p50 ms':>8s} {'p90 ms':>8s} "
                   f"{'p99 ms':>8s} {'max ms':>8s}")
-        for label, nproc, nthreads, secs in runs:
-            rate = float(label.split()[1].removesuffix("/s")) if label.startswith("open") else 0.0
+        for label, nproc, nthreads, secs, rate in runs:
             loop = (f"open loop, {rate:g} operations/s offered in all (Poisson), latency from each "
                     "operation's scheduled start" if rate else "closed loop")
             print(f"\n{label}: {nproc * nthreads} client thread(s) in {nproc} process(es), {secs:g} s, {loop}",

@@ -331,24 +331,23 @@ def main(argv=None) -> int:
             best.append({"case": case.name, "ours_threads": ours_r["threads"], "ours_s": ours_r["ours"]["wall_seconds"],
                          "devinterp_threads": dev_r["threads"], "devinterp_s": dev_r["devinterp"]["wall_seconds"],
                          "speedup": dev_r["devinterp"]["wall_seconds"] / ours_r["ours"]["wall_seconds"]})
+        print("-" * len(header))
+        for threads, s in summary.items():
+            print(f"threads {threads}: agree {s['agree']}/{s['cases']}; speedup min {s['speedup_min']:.1f}× "
+                  f"median {s['speedup_median']:.1f}× max {s['speedup_max']:.1f}× (total time "
+                  f"{s['devinterp_wall_total']:.0f} s vs {s['ours_wall_total']:.0f} s = {s['speedup_total']:.1f}×); "
+                  f"ours / fwd+bwd floor median {s['ours_vs_floor_median']:.2f}×")
         if best:
             sp = [b["speedup"] for b in best]
             summary["best_vs_best"] = {
                 "cases": best, "speedup_min": min(sp), "speedup_median": sorted(sp)[len(sp) // 2],
                 "speedup_total": sum(b["devinterp_s"] for b in best) / sum(b["ours_s"] for b in best)}
+            print("each at its best thread count: " + ", ".join(
+                f"{b['case']} {b['speedup']:.1f}× ({b['devinterp_s']:.1f} s @{b['devinterp_threads']} vs "
+                f"{b['ours_s']:.1f} s @{b['ours_threads']})" for b in best) +
+                f"; min {min(sp):.1f}×, median {summary['best_vs_best']['speedup_median']:.1f}×, "
+                f"total {summary['best_vs_best']['speedup_total']:.1f}×")
         payload["suite_summary"] = summary
-        print("-" * len(header))
-        for threads, s in summary.items():
-            if threads == "best_vs_best":
-                print("each at its best thread count: " + ", ".join(
-                    f"{b['case']} {b['speedup']:.1f}× ({b['devinterp_s']:.1f} s @{b['devinterp_threads']} vs "
-                    f"{b['ours_s']:.1f} s @{b['ours_threads']})" for b in s["cases"]) +
-                    f"; min {s['speedup_min']:.1f}×, median {s['speedup_median']:.1f}×, total {s['speedup_total']:.1f}×")
-                continue
-            print(f"threads {threads}: agree {s['agree']}/{s['cases']}; speedup min {s['speedup_min']:.1f}× "
-                  f"median {s['speedup_median']:.1f}× max {s['speedup_max']:.1f}× (total time "
-                  f"{s['devinterp_wall_total']:.0f} s vs {s['ours_wall_total']:.0f} s = {s['speedup_total']:.1f}×); "
-                  f"ours / fwd+bwd floor median {s['ours_vs_floor_median']:.2f}×")
         print("agree: |λ̂_ours − λ̂_devinterp| ≤ sqrt(std_ours² + std_devinterp²) (std over chains); "
               "speedup: devinterp wall / ours wall; ours/floor: ours wall / (chains × steps × bare fwd+bwd)")
 
