@@ -403,14 +403,17 @@ def store_timings(store, ids: list[str], models: list[str], samples: int, seed: 
 
     counter = {"statements": 0, "sql_seconds": 0.0}
 
-    @sa.event.listens_for(store.engine, "before_cursor_execute")
     def _before(conn, cursor, statement, parameters, context, executemany):
         conn.info["_bench_t"] = time.perf_counter()
 
-    @sa.event.listens_for(store.engine, "after_cursor_execute")
     def _after(conn, cursor, statement, parameters, context, executemany):
         counter["statements"] += 1
         counter["sql_seconds"] += time.perf_counter() - conn.info.pop("_bench_t", time.perf_counter())
+
+    engines = {store.engine, store.reader.engine}  # the reader may be its own engine
+    for eng in engines:
+        sa.event.listen(eng, "before_cursor_execute", _before)
+        sa.event.listen(eng, "after_cursor_execute", _after)
 
     rng = random.Random(seed)
 
@@ -465,8 +468,9 @@ def store_timings(store, ids: list[str], models: list[str], samples: int, seed: 
         "mean_ms": 1e3 * statistics.fmean(times),
         "sql_statements_per_call": counter["statements"] / samples,
         "sql_ms_per_call": 1e3 * counter["sql_seconds"] / samples}
-    sa.event.remove(store.engine, "before_cursor_execute", _before)
-    sa.event.remove(store.engine, "after_cursor_execute", _after)
+    for eng in engines:
+        sa.event.remove(eng, "before_cursor_execute", _before)
+        sa.event.remove(eng, "after_cursor_execute", _after)
     return out
 
 

@@ -8,10 +8,10 @@ marked "deleting" while nothing referenced or pinned them.
 """
 from __future__ import annotations
 
-import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 import sqlalchemy as sa
 from google.protobuf import timestamp_pb2
@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 from lambdascope import errors, paging
 from lambdascope.storage import db
 from lambdascope.v1 import audit_pb2, registry_pb2
+from services.registry import reads
 from services.registry.migrate import migrate
 from services.registry.schema import (
     alias_events,
@@ -33,11 +34,10 @@ from services.registry.schema import (
     versions,
 )
 
-# "name/latest", "name/3", "name@alias": references accepted wherever a version id is.
-REFERENCE = re.compile(r"^(?P<name>[^/@]+)(?:/(?P<number>latest|[0-9]+)|@(?P<alias>[^/@]+))$")
 # A pin older than this belongs to an upload that died (the registry was killed mid-upload);
 # collectors may ignore it. The registry passes its staging TTL.
 STALE_PIN_SECONDS = 86400.0
+T = TypeVar("T")
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -47,22 +47,36 @@ def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
 
 
 class RegistryStore:
-    """`url` is opened twice on SQLite: writes take the write lock when they begin (BEGIN
-    IMMEDIATE, see lambdascope.storage.db) while reads stay lock-free under WAL. PostgreSQL
-    uses one pool (row locks with SELECT ... FOR UPDATE); its reads run in autocommit, which
-    spares each read call a BEGIN and a ROLLBACK round trip and changes nothing else (under
-    READ COMMITTED every statement sees its own snapshot either way). A read RPC checks out one
-    connection for all its statements."""
+    """`url` is opened twice. On SQLite, writes take the write lock when they begin (BEGIN
+    IMMEDIATE, see lambdascope.storage.db) while reads stay lock-free under WAL. On PostgreSQL,
+    writes use row locks (SELECT ... FOR UPDATE) and check each pooled connection before use;
+    reads run in autocommit (no BEGIN/ROLLBACK round trips; under READ COMMITTED every
+    statement sees its own snapshot either way) on connections that are not pinged first: a
+    read that meets a connection the server dropped is retried once on a fresh one (`_read`).
+    A read RPC checks out one connection for all its statements."""
 
     def __init__(self, url: str):
         self.engine = db.engine(url, immediate=True)
         self.reader = (db.engine(url) if self.engine.dialect.name == "sqlite"
-                       else self.engine.execution_options(isolation_level="AUTOCOMMIT"))
+                       else db.engine(url, pre_ping=False).execution_options(
+                           isolation_level="AUTOCOMMIT"))
         migrate(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
         self.reader.dispose()
+
+    def _read(self, read: Callable[[sa.Connection], T]) -> T:
+        """Run `read` on a pooled reading connection; once more on a fresh connection when the
+        first was found dead (the database restarted, or dropped an idle session)."""
+        try:
+            with self.reader.connect() as conn:
+                return read(conn)
+        except sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        with self.reader.connect() as conn:
+            return read(conn)
 
     # -- models ---------------------------------------------------------------------------
 
@@ -76,8 +90,7 @@ class RegistryStore:
         return self.get_model(name)
 
     def get_model(self, name: str) -> registry_pb2.Model:
-        with self.reader.connect() as conn:
-            return self._model(conn, name)
+        return self._read(lambda conn: self._model(conn, name))
 
     def _model(self, conn: sa.Connection, name: str) -> registry_pb2.Model:
         row = conn.execute(sa.select(models).where(models.c.name == name)).first()
@@ -92,10 +105,13 @@ class RegistryStore:
     def list_models(self, request: registry_pb2.ListModelsRequest
                     ) -> registry_pb2.ListModelsResponse:
         query = sa.select(models.c.name).order_by(models.c.name)
-        with self.reader.connect() as conn:
+
+        def page(conn: sa.Connection) -> registry_pb2.ListModelsResponse:
             names, token = self._keyset(conn, query, request, [models.c.name], lambda n: [n])
             return registry_pb2.ListModelsResponse(
                 models=[self._model(conn, n) for n in names], next_page_token=token)
+
+        return self._read(page)
 
     # -- objects --------------------------------------------------------------------------
 
@@ -137,10 +153,11 @@ class RegistryStore:
     def removable(self, sha256: str, *, stale_pin_seconds: float = STALE_PIN_SECONDS,
                   only_unknown_older_than: float | None = None) -> bool:
         """Whether `claim_for_removal` would claim this content now (for dry runs)."""
-        with self.reader.connect() as conn:
-            row = conn.execute(sa.select(objects).where(objects.c.sha256 == sha256)).first()
-            if self._references(conn, sha256):
-                return False
+        row, referenced = self._read(lambda conn: (
+            conn.execute(sa.select(objects).where(objects.c.sha256 == sha256)).first(),
+            self._references(conn, sha256)))
+        if referenced:
+            return False
         if row is None:
             return only_unknown_older_than is not None
         return row.pins == 0 or time.time() - row.updated_at >= stale_pin_seconds
@@ -178,16 +195,16 @@ class RegistryStore:
         """Known content that no record references (candidates for the collector), plus
         content a collector claimed but did not finish removing."""
         referenced = sa.union(sa.select(versions.c.sha256), sa.select(datasets.c.sha256))
-        with self.reader.connect() as conn:
-            return list(conn.execute(sa.select(objects.c.sha256).where(
-                objects.c.sha256.not_in(referenced))).scalars())
+        return self._read(lambda conn: list(conn.execute(sa.select(objects.c.sha256).where(
+            objects.c.sha256.not_in(referenced))).scalars()))
 
     def usage(self) -> dict:
         """What the registry holds, for its metrics at scrape time: bytes and count of content
         that records reference, bytes nothing references, records by kind (lock-free reads)."""
         referenced = sa.union(sa.select(versions.c.sha256), sa.select(datasets.c.sha256))
         size = sa.func.coalesce(sa.func.sum(objects.c.size_bytes), 0)
-        with self.reader.connect() as conn:
+
+        def read(conn: sa.Connection) -> dict:
             stored_bytes, stored_objects = conn.execute(
                 sa.select(size, sa.func.count()).where(objects.c.sha256.in_(referenced))).one()
             unreferenced = conn.execute(sa.select(size).where(
@@ -195,13 +212,14 @@ class RegistryStore:
             records = {kind: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
                        for kind, table in (("model", models), ("model_version", versions),
                                            ("dataset", datasets), ("report", reports))}
-        return {"stored_bytes": stored_bytes, "stored_objects": stored_objects,
-                "unreferenced_bytes": unreferenced, "records": records}
+            return {"stored_bytes": stored_bytes, "stored_objects": stored_objects,
+                    "unreferenced_bytes": unreferenced, "records": records}
+
+        return self._read(read)
 
     def known_object(self, sha256: str) -> bool:
-        with self.reader.connect() as conn:
-            return conn.execute(sa.select(objects.c.sha256)
-                                .where(objects.c.sha256 == sha256)).first() is not None
+        return self._read(lambda conn: conn.execute(
+            sa.select(objects.c.sha256).where(objects.c.sha256 == sha256)).first() is not None)
 
     @staticmethod
     def _references(conn: sa.Connection, sha256: str) -> int:
@@ -245,39 +263,25 @@ class RegistryStore:
 
     def resolve(self, reference: str) -> str:
         """The version id a reference names ("mv-...", "name/N", "name/latest", "name@alias")."""
-        with self.reader.connect() as conn:
-            return self._resolve(conn, reference)
+        return self._read(lambda conn: self._resolve(conn, reference))
 
     def _resolve(self, conn: sa.Connection, reference: str) -> str:
-        match = REFERENCE.match(reference)
-        if reference.startswith("mv-") or match is None:
+        ref = reads.parse_reference(reference)
+        if ref.kind == "id":
             return reference
-        name = match["name"]
-        if match["alias"]:
-            found = conn.execute(sa.select(aliases.c.version_id).where(
-                aliases.c.model_name == name, aliases.c.alias == match["alias"])).scalar()
-            what = f"alias {match['alias']!r} of model {name!r}"
-        else:
-            query = sa.select(versions.c.id).where(versions.c.model_name == name)
-            if match["number"] == "latest":
-                query = query.order_by(versions.c.version.desc()).limit(1)
-                what = f"a latest version of model {name!r} (it has none)"
-            else:
-                query = query.where(versions.c.version == int(match["number"]))
-                what = f"version {match['number']} of model {name!r}"
-            found = conn.execute(query).scalar()
+        found = conn.execute(reads.resolve_statement(ref.kind), ref.params).scalar()
         if found is None:
-            raise errors.NotFound(f"no {what}")
+            raise errors.NotFound(ref.missing)
         return found
 
     def get_version(self, reference: str) -> registry_pb2.ModelVersion:
-        with self.reader.connect() as conn:
-            version_id = self._resolve(conn, reference)
-            blob = conn.execute(sa.select(versions.c.proto)
-                                .where(versions.c.id == version_id)).scalar()
-            if blob is None:
-                raise errors.NotFound(f"no model version with id {reference!r}")
-            return self._decorate(conn, [registry_pb2.ModelVersion.FromString(blob)])[0]
+        """The version a reference names, with its tags and aliases (one statement)."""
+        ref = reads.parse_reference(reference)
+        found, _ = reads.decode(self._read(
+            lambda conn: conn.execute(reads.get_statement(ref.kind), ref.params).all()))
+        if not found:
+            raise errors.NotFound(ref.missing)
+        return found[0]
 
     def search_versions(self, request: Message, *, model_name: str = "",
                         tags: dict[str, str] | None = None, tag_keys: Sequence[str] = (),
@@ -285,39 +289,32 @@ class RegistryStore:
                         dataset_version_id: str = "", created_after: float = 0.0,
                         created_before: float = 0.0, newest_first: bool = False
                         ) -> registry_pb2.ListModelVersionsResponse:
-        """Versions matching every given filter, a page at a time, ordered by creation time.
-        `request` (the RPC's own message) carries page_size/page_token and fingerprints the
-        query for its page tokens."""
-        query = sa.select(versions.c.proto, versions.c.created_at, versions.c.id)
-        if model_name:
-            query = query.where(versions.c.model_name == model_name)
-        if alias:
-            query = query.where(versions.c.id.in_(sa.select(aliases.c.version_id).where(
-                aliases.c.alias == alias, *([aliases.c.model_name == model_name] if model_name else []))))
-        for key, value in (tags or {}).items():
-            query = query.where(versions.c.id.in_(sa.select(version_tags.c.version_id).where(
-                version_tags.c.key == key, version_tags.c.value == value)))
-        for key in tag_keys:
-            query = query.where(versions.c.id.in_(
-                sa.select(version_tags.c.version_id).where(version_tags.c.key == key)))
-        for column, value in ((versions.c.job_id, job_id),
-                              (versions.c.dataset_version_id, dataset_version_id)):
-            if value:
-                query = query.where(column == value)
-        if created_after:
-            query = query.where(versions.c.created_at > created_after)
-        if created_before:
-            query = query.where(versions.c.created_at < created_before)
-        keys = [versions.c.created_at, versions.c.id]
-        with self.reader.connect() as conn:
-            if model_name:
+        """Versions matching every given filter, a page at a time, ordered by creation time
+        (one statement for the page with its tags and aliases). `request` (the RPC's own
+        message) carries page_size/page_token and fingerprints the query for its tokens."""
+        size = paging.size(request.page_size)
+        query_id = paging.fingerprint(request)
+        after = paging.decode_keyset(request.page_token, query_id)
+        if after is not None and len(after) != 2:
+            raise errors.InvalidArgument("page_token is not one this server issued; "
+                                         "start again without it")
+
+        def page(conn: sa.Connection):
+            parent = self._resolve(conn, parent_version_id) if parent_version_id else ""
+            shape, params = reads.search_params(
+                model_name=model_name, tags=tags, tag_keys=tag_keys, alias=alias, job_id=job_id,
+                dataset_version_id=dataset_version_id, parent_version_id=parent,
+                created_after=created_after, created_before=created_before, after=after,
+                descending=newest_first, limit=size + 1)
+            found, keys = reads.decode(conn.execute(reads.search_statement(shape), params),
+                                       descending=newest_first)
+            if not found and model_name:
                 self._model(conn, model_name)  # NOT_FOUND for an unknown model
-            if parent_version_id:
-                query = query.where(versions.c.parent_version_id == self._resolve(conn, parent_version_id))
-            rows, token = self._keyset(conn, query, request, keys, lambda r: [r.created_at, r.id],
-                                       descending=newest_first, scalars=False)
-            found = self._decorate(conn, [registry_pb2.ModelVersion.FromString(r.proto) for r in rows])
-        return registry_pb2.ListModelVersionsResponse(versions=found, next_page_token=token)
+            return found, keys
+
+        found, keys = self._read(page)
+        token = paging.encode_keyset(query_id, list(keys[size - 1])) if len(found) > size else ""
+        return registry_pb2.ListModelVersionsResponse(versions=found[:size], next_page_token=token)
 
     def delete_version(self, reference: str) -> str:
         """Delete a version with its tags and audit reports; returns its sha256 (whose bytes
@@ -348,29 +345,6 @@ class RegistryStore:
                             .where(versions.c.id == version_id)).first() is None:
                 raise errors.NotFound(f"no model version with id {reference!r}")
             return _update_tags(conn, version_tags, "version_id", version_id, set_, remove)
-
-    def _decorate(self, conn: sa.Connection, found: list[registry_pb2.ModelVersion]
-                  ) -> list[registry_pb2.ModelVersion]:
-        """Fill the mutable parts (tags, aliases) that live outside the stored message, with one
-        statement: tag rows carry their value, alias rows a NULL one."""
-        ids = [v.id for v in found]
-        if not ids:
-            return found
-        by_id = {v.id: v for v in found}
-        rows = conn.execute(sa.union_all(
-            sa.select(version_tags.c.version_id, version_tags.c.key.label("name"), version_tags.c.value)
-            .where(version_tags.c.version_id.in_(ids)),
-            sa.select(aliases.c.version_id, aliases.c.alias, sa.null().label("value"))
-            .where(aliases.c.version_id.in_(ids))))
-        named: dict[str, list[str]] = {}
-        for version_id, name, value in rows:
-            if value is None:
-                named.setdefault(version_id, []).append(name)
-            else:
-                by_id[version_id].tags[name] = value
-        for version_id, names in named.items():
-            by_id[version_id].aliases.extend(sorted(names))
-        return found
 
     # -- aliases --------------------------------------------------------------------------
 
@@ -411,20 +385,26 @@ class RegistryStore:
         return deleted
 
     def list_aliases(self, model_name: str) -> list[registry_pb2.Alias]:
-        with self.reader.connect() as conn:
+
+        def read(conn: sa.Connection) -> list[registry_pb2.Alias]:
             self._model(conn, model_name)
             names = conn.execute(sa.select(aliases.c.alias).where(
                 aliases.c.model_name == model_name).order_by(aliases.c.alias)).scalars().all()
             return [self._alias(conn, model_name, a) for a in names]
 
+        return self._read(read)
+
     def alias_history(self, request: registry_pb2.GetAliasHistoryRequest
                       ) -> registry_pb2.GetAliasHistoryResponse:
         query = sa.select(alias_events).where(alias_events.c.model_name == request.model_name,
                                               alias_events.c.alias == request.alias)
-        with self.reader.connect() as conn:
+
+        def page(conn: sa.Connection) -> tuple[list, str]:
             self._model(conn, request.model_name)
-            rows, token = self._keyset(conn, query, request, [alias_events.c.id], lambda r: [r.id],
-                                       scalars=False)
+            return self._keyset(conn, query, request, [alias_events.c.id], lambda r: [r.id],
+                                scalars=False)
+
+        rows, token = self._read(page)
         if not rows and not request.page_token:
             raise errors.NotFound(f"model {request.model_name!r} never had an alias "
                                   f"{request.alias!r}")
@@ -471,22 +451,28 @@ class RegistryStore:
         raise errors.Unavailable("too many concurrent uploads of this dataset name; retry")
 
     def get_dataset(self, dataset_id: str) -> registry_pb2.Dataset:
-        with self.reader.connect() as conn:
+
+        def read(conn: sa.Connection) -> registry_pb2.Dataset:
             blob = conn.execute(sa.select(datasets.c.proto)
                                 .where(datasets.c.id == dataset_id)).scalar()
             if blob is None:
                 raise errors.NotFound(f"no dataset with id {dataset_id!r}")
             return self._decorate_datasets(conn, [registry_pb2.Dataset.FromString(blob)])[0]
 
+        return self._read(read)
+
     def list_datasets(self, request: registry_pb2.ListDatasetsRequest
                       ) -> registry_pb2.ListDatasetsResponse:
         query = sa.select(datasets.c.proto, datasets.c.created_at, datasets.c.id)
-        with self.reader.connect() as conn:
+
+        def page(conn: sa.Connection) -> registry_pb2.ListDatasetsResponse:
             rows, token = self._keyset(conn, query, request, [datasets.c.created_at, datasets.c.id],
                                        lambda r: [r.created_at, r.id], scalars=False)
             found = self._decorate_datasets(conn, [registry_pb2.Dataset.FromString(r.proto)
                                                    for r in rows])
-        return registry_pb2.ListDatasetsResponse(datasets=found, next_page_token=token)
+            return registry_pb2.ListDatasetsResponse(datasets=found, next_page_token=token)
+
+        return self._read(page)
 
     def delete_dataset(self, dataset_id: str) -> str:
         with self.engine.begin() as conn:
@@ -537,9 +523,8 @@ class RegistryStore:
         return report
 
     def get_report(self, report_id: str) -> audit_pb2.AuditReport:
-        with self.reader.connect() as conn:
-            blob = conn.execute(sa.select(reports.c.proto)
-                                .where(reports.c.id == report_id)).scalar()
+        blob = self._read(lambda conn: conn.execute(
+            sa.select(reports.c.proto).where(reports.c.id == report_id)).scalar())
         if blob is None:
             raise errors.NotFound(f"no audit report with id {report_id!r}")
         return audit_pb2.AuditReport.FromString(blob)
@@ -550,9 +535,9 @@ class RegistryStore:
         if request.model_version_id:
             version_id = self.get_version(request.model_version_id).id
             query = query.where(reports.c.model_version_id == version_id)
-        with self.reader.connect() as conn:
-            rows, token = self._keyset(conn, query, request, [reports.c.created_at, reports.c.id],
-                                       lambda r: [r.created_at, r.id], scalars=False)
+        rows, token = self._read(lambda conn: self._keyset(
+            conn, query, request, [reports.c.created_at, reports.c.id],
+            lambda r: [r.created_at, r.id], scalars=False))
         return registry_pb2.ListReportsResponse(
             reports=[audit_pb2.AuditReport.FromString(r.proto) for r in rows],
             next_page_token=token)

@@ -1,0 +1,206 @@
+"""Read statements for model versions: one round trip per call, built once per shape.
+
+A get or a page of versions is answered by one statement: the version rows (a CTE), their tag
+rows and their alias rows, joined by UNION ALL and told apart by a leading `kind` column. Each
+statement is built once per *shape* (which filters a search uses, which kind of reference a get
+names) with bind parameters for every value, so its SQL text never changes: SQLAlchemy reuses the
+compiled form and psycopg prepares the text on the server after a few executions, instead of
+the statement being rebuilt, re-keyed and re-planned on every call.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+
+from lambdascope.v1 import registry_pb2
+from services.registry.schema import aliases, version_tags, versions
+
+# "name/latest", "name/3", "name@alias": references accepted wherever a version id is.
+REFERENCE = re.compile(r"^(?P<name>[^/@]+)(?:/(?P<number>latest|[0-9]+)|@(?P<alias>[^/@]+))$")
+
+VERSION_ROW, TAG_ROW, ALIAS_ROW = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """What a version reference names: kind is "id", "latest", "number" or "alias"."""
+
+    kind: str
+    params: dict
+    text: str
+
+    @property
+    def missing(self) -> str:
+        """The NOT_FOUND message when nothing matches."""
+        p = self.params
+        return {"id": f"no model version with id {self.text!r}",
+                "latest": f"no a latest version of model {p.get('name')!r} (it has none)",
+                "number": f"no version {p.get('number')} of model {p.get('name')!r}",
+                "alias": f"no alias {p.get('alias')!r} of model {p.get('name')!r}"}[self.kind]
+
+
+def parse_reference(reference: str) -> Reference:
+    match = REFERENCE.match(reference)
+    if reference.startswith("mv-") or match is None:
+        return Reference("id", {"id": reference}, reference)
+    name = match["name"]
+    if match["alias"]:
+        return Reference("alias", {"name": name, "alias": match["alias"]}, reference)
+    if match["number"] == "latest":
+        return Reference("latest", {"name": name}, reference)
+    return Reference("number", {"name": name, "number": int(match["number"])}, reference)
+
+
+def _target(kind: str) -> sa.Select:
+    """The id a reference of this kind names, as a one-row select."""
+    name = versions.c.model_name == sa.bindparam("name")
+    if kind == "id":
+        return sa.select(versions.c.id).where(versions.c.id == sa.bindparam("id"))
+    if kind == "latest":
+        return sa.select(versions.c.id).where(name).order_by(versions.c.version.desc()).limit(1)
+    if kind == "number":
+        return sa.select(versions.c.id).where(name, versions.c.version == sa.bindparam("number"))
+    if kind == "alias":
+        return sa.select(aliases.c.version_id).where(aliases.c.model_name == sa.bindparam("name"),
+                                                     aliases.c.alias == sa.bindparam("alias"))
+    raise ValueError(f"unknown reference kind {kind!r}")
+
+
+@functools.cache
+def resolve_statement(kind: str) -> sa.Select:
+    return _target(kind)
+
+
+@functools.cache
+def get_statement(kind: str) -> sa.CompoundSelect:
+    """The version a reference names, with its tags and aliases."""
+    page = (sa.select(versions.c.id, versions.c.proto, versions.c.created_at)
+            .where(versions.c.id == _target(kind).scalar_subquery()))
+    return _decorated(page)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchShape:
+    """Which filters a search uses (not their values): one statement per shape."""
+
+    model: bool = False
+    tags: int = 0
+    tag_keys: int = 0
+    alias: bool = False
+    job: bool = False
+    dataset: bool = False
+    parent: bool = False
+    created_after: bool = False
+    created_before: bool = False
+    after_key: bool = False
+    descending: bool = False
+
+
+@functools.lru_cache(maxsize=512)
+def search_statement(shape: SearchShape) -> sa.CompoundSelect:
+    """A page of versions matching the shape's filters, ordered by (created_at, id), with
+    `limit` rows at most; parameters named as `search_params` names them."""
+    query = sa.select(versions.c.id, versions.c.proto, versions.c.created_at)
+    if shape.model:
+        query = query.where(versions.c.model_name == sa.bindparam("model"))
+    if shape.alias:
+        named = sa.select(aliases.c.version_id).where(aliases.c.alias == sa.bindparam("alias"))
+        if shape.model:
+            named = named.where(aliases.c.model_name == sa.bindparam("model"))
+        query = query.where(versions.c.id.in_(named))
+    for i in range(shape.tags):
+        query = query.where(versions.c.id.in_(sa.select(version_tags.c.version_id).where(
+            version_tags.c.key == sa.bindparam(f"tag_key_{i}"),
+            version_tags.c.value == sa.bindparam(f"tag_value_{i}"))))
+    for i in range(shape.tag_keys):
+        query = query.where(versions.c.id.in_(sa.select(version_tags.c.version_id).where(
+            version_tags.c.key == sa.bindparam(f"has_key_{i}"))))
+    for flag, column, param in ((shape.job, versions.c.job_id, "job"),
+                                (shape.dataset, versions.c.dataset_version_id, "dataset"),
+                                (shape.parent, versions.c.parent_version_id, "parent")):
+        if flag:
+            query = query.where(column == sa.bindparam(param))
+    if shape.created_after:
+        query = query.where(versions.c.created_at > sa.bindparam("created_after"))
+    if shape.created_before:
+        query = query.where(versions.c.created_at < sa.bindparam("created_before"))
+    keys = (versions.c.created_at, versions.c.id)
+    if shape.after_key:
+        bound = sa.tuple_(*keys)
+        after = sa.tuple_(sa.bindparam("after_created_at", type_=sa.Float),
+                          sa.bindparam("after_id", type_=sa.String))
+        query = query.where(bound < after if shape.descending else bound > after)
+    query = query.order_by(*(k.desc() if shape.descending else k for k in keys))
+    return _decorated(query.limit(sa.bindparam("limit", type_=sa.Integer)))
+
+
+def search_params(*, model_name: str = "", tags: dict[str, str] | None = None,
+                  tag_keys: Iterable[str] = (), alias: str = "", job_id: str = "",
+                  dataset_version_id: str = "", parent_version_id: str = "",
+                  created_after: float = 0.0, created_before: float = 0.0,
+                  after: list | None = None, descending: bool = False,
+                  limit: int) -> tuple[SearchShape, dict]:
+    """The shape of a search and the values to bind."""
+    tags, tag_keys = dict(tags or {}), list(tag_keys)
+    params: dict = {"limit": limit}
+    for i, (k, v) in enumerate(sorted(tags.items())):
+        params[f"tag_key_{i}"], params[f"tag_value_{i}"] = k, v
+    for i, k in enumerate(tag_keys):
+        params[f"has_key_{i}"] = k
+    for name, value in (("model", model_name), ("alias", alias), ("job", job_id),
+                        ("dataset", dataset_version_id), ("parent", parent_version_id),
+                        ("created_after", created_after), ("created_before", created_before)):
+        if value:
+            params[name] = value
+    if after is not None:
+        params["after_created_at"], params["after_id"] = after
+    shape = SearchShape(model=bool(model_name), tags=len(tags), tag_keys=len(tag_keys),
+                        alias=bool(alias), job=bool(job_id), dataset=bool(dataset_version_id),
+                        parent=bool(parent_version_id), created_after=bool(created_after),
+                        created_before=bool(created_before), after_key=after is not None,
+                        descending=descending)
+    return shape, params
+
+
+def _decorated(page: sa.Select) -> sa.CompoundSelect:
+    """`page` (id, proto, created_at) as a CTE, followed by its tag and alias rows."""
+    found = page.cte("found")
+    none_text, none_blob, none_time = (sa.cast(sa.null(), t) for t in
+                                       (sa.String, sa.LargeBinary, sa.Float))
+    return sa.union_all(
+        sa.select(sa.literal_column(str(VERSION_ROW)).label("kind"), found.c.id, found.c.proto,
+                  found.c.created_at, none_text.label("name"), none_text.label("value")),
+        sa.select(sa.literal_column(str(TAG_ROW)), version_tags.c.version_id, none_blob, none_time,
+                  version_tags.c.key, version_tags.c.value)
+        .join_from(version_tags, found, version_tags.c.version_id == found.c.id),
+        sa.select(sa.literal_column(str(ALIAS_ROW)), aliases.c.version_id, none_blob, none_time,
+                  aliases.c.alias, none_text)
+        .join_from(aliases, found, aliases.c.version_id == found.c.id))
+
+
+def decode(rows: Iterable[sa.Row], *, descending: bool = False
+           ) -> tuple[list[registry_pb2.ModelVersion], list[tuple[float, str]]]:
+    """The versions in `rows` (ordered by (created_at, id)) with their tags and aliases filled,
+    and each one's sort key."""
+    found: list[tuple[float, str, bytes]] = []
+    tags: dict[str, list[tuple[str, str]]] = {}
+    named: dict[str, list[str]] = {}
+    for kind, version_id, proto, created_at, name, value in rows:
+        if kind == VERSION_ROW:
+            found.append((created_at, version_id, proto))
+        elif kind == TAG_ROW:
+            tags.setdefault(version_id, []).append((name, value))
+        else:
+            named.setdefault(version_id, []).append(name)
+    found.sort(key=lambda r: (r[0], r[1]), reverse=descending)
+    out = []
+    for _created_at, version_id, proto in found:
+        version = registry_pb2.ModelVersion.FromString(proto)
+        version.tags.update(tags.get(version_id, ()))
+        version.aliases.extend(sorted(named.get(version_id, ())))
+        out.append(version)
+    return out, [(r[0], r[1]) for r in found]
