@@ -1,8 +1,7 @@
 """Read statements for model versions: one round trip per call, built once per shape.
 
-A get or a page of versions is answered by one statement: the version rows (a CTE), their tag
-rows and their alias rows, joined by UNION ALL and told apart by a leading `kind` column. Each
-statement is built once per *shape* (which filters a search uses, which kind of reference a get
+A get or a page of versions is answered by one statement: one row per version (the page is a
+CTE) with its tags and its aliases aggregated into a string each. Each statement is built once per *shape* (which filters a search uses, which kind of reference a get
 names) with bind parameters for every value, so its SQL text never changes: SQLAlchemy reuses the
 compiled form and psycopg prepares the text on the server after a few executions, instead of
 the statement being rebuilt, re-keyed and re-planned on every call.
@@ -22,7 +21,8 @@ from services.registry.schema import aliases, version_tags, versions
 # "name/latest", "name/3", "name@alias": references accepted wherever a version id is.
 REFERENCE = re.compile(r"^(?P<name>[^/@]+)(?:/(?P<number>latest|[0-9]+)|@(?P<alias>[^/@]+))$")
 
-VERSION_ROW, TAG_ROW, ALIAS_ROW = 0, 1, 2
+# Separators inside the aggregated tag and alias strings (ASCII unit and record separators).
+KEY_SEP, ENTRY_SEP = "\x1f", "\x1e"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,7 @@ def resolve_statement(kind: str) -> sa.Select:
 
 
 @functools.cache
-def get_statement(kind: str) -> sa.CompoundSelect:
+def get_statement(kind: str) -> sa.Select:
     """The version a reference names, with its tags and aliases."""
     page = (sa.select(versions.c.id, versions.c.proto, versions.c.created_at)
             .where(versions.c.id == _target(kind).scalar_subquery()))
@@ -101,10 +101,19 @@ class SearchShape:
 
 
 @functools.lru_cache(maxsize=512)
-def search_statement(shape: SearchShape) -> sa.CompoundSelect:
+def search_statement(shape: SearchShape) -> sa.Select:
     """A page of versions matching the shape's filters, ordered by (created_at, id), with
     `limit` rows at most; parameters named as `search_params` names them."""
     query = sa.select(versions.c.id, versions.c.proto, versions.c.created_at)
+    keys: tuple[sa.ColumnElement, ...] = (versions.c.created_at, versions.c.id)
+    first_tag = 0
+    if shape.tags and not shape.model:
+        # Walk the first tag's (key, value, created_at, version_id) index in page order. With a
+        # model name, its (model_name, created_at, id) index usually narrows more.
+        driver = version_tags.alias("page_tag")
+        query = query.join_from(driver, versions, versions.c.id == driver.c.version_id).where(
+            driver.c.key == sa.bindparam("tag_key_0"), driver.c.value == sa.bindparam("tag_value_0"))
+        keys, first_tag = (driver.c.created_at, driver.c.version_id), 1
     if shape.model:
         query = query.where(versions.c.model_name == sa.bindparam("model"))
     if shape.alias:
@@ -112,7 +121,7 @@ def search_statement(shape: SearchShape) -> sa.CompoundSelect:
         if shape.model:
             named = named.where(aliases.c.model_name == sa.bindparam("model"))
         query = query.where(versions.c.id.in_(named))
-    for i in range(shape.tags):
+    for i in range(first_tag, shape.tags):
         query = query.where(versions.c.id.in_(sa.select(version_tags.c.version_id).where(
             version_tags.c.key == sa.bindparam(f"tag_key_{i}"),
             version_tags.c.value == sa.bindparam(f"tag_value_{i}"))))
@@ -125,10 +134,9 @@ def search_statement(shape: SearchShape) -> sa.CompoundSelect:
         if flag:
             query = query.where(column == sa.bindparam(param))
     if shape.created_after:
-        query = query.where(versions.c.created_at > sa.bindparam("created_after"))
+        query = query.where(keys[0] > sa.bindparam("created_after"))
     if shape.created_before:
-        query = query.where(versions.c.created_at < sa.bindparam("created_before"))
-    keys = (versions.c.created_at, versions.c.id)
+        query = query.where(keys[0] < sa.bindparam("created_before"))
     if shape.after_key:
         bound = sa.tuple_(*keys)
         after = sa.tuple_(sa.bindparam("after_created_at", type_=sa.Float),
@@ -166,41 +174,34 @@ def search_params(*, model_name: str = "", tags: dict[str, str] | None = None,
     return shape, params
 
 
-def _decorated(page: sa.Select) -> sa.CompoundSelect:
-    """`page` (id, proto, created_at) as a CTE, followed by its tag and alias rows."""
+def _decorated(page: sa.Select) -> sa.Select:
+    """`page` (id, proto, created_at) as a CTE, each row with its tags and aliases aggregated
+    into one string each (one row per version; tag keys, values and aliases never hold the
+    control characters that separate them: the servicer refuses those)."""
     found = page.cte("found")
-    none_text, none_blob, none_time = (sa.cast(sa.null(), t) for t in
-                                       (sa.String, sa.LargeBinary, sa.Float))
-    return sa.union_all(
-        sa.select(sa.literal_column(str(VERSION_ROW)).label("kind"), found.c.id, found.c.proto,
-                  found.c.created_at, none_text.label("name"), none_text.label("value")),
-        sa.select(sa.literal_column(str(TAG_ROW)), version_tags.c.version_id, none_blob, none_time,
-                  version_tags.c.key, version_tags.c.value)
-        .join_from(version_tags, found, version_tags.c.version_id == found.c.id),
-        sa.select(sa.literal_column(str(ALIAS_ROW)), aliases.c.version_id, none_blob, none_time,
-                  aliases.c.alias, none_text)
-        .join_from(aliases, found, aliases.c.version_id == found.c.id))
+    tags = (sa.select(sa.func.aggregate_strings(
+        version_tags.c.key + sa.literal(KEY_SEP) + version_tags.c.value, ENTRY_SEP))
+        .where(version_tags.c.version_id == found.c.id).scalar_subquery())
+    names = (sa.select(sa.func.aggregate_strings(aliases.c.alias, ENTRY_SEP))
+             .where(aliases.c.version_id == found.c.id).scalar_subquery())
+    return sa.select(found.c.id, found.c.proto, found.c.created_at, tags.label("tags"),
+                     names.label("aliases"))
 
 
 def decode(rows: Iterable[sa.Row], *, descending: bool = False
            ) -> tuple[list[registry_pb2.ModelVersion], list[tuple[float, str]]]:
-    """The versions in `rows` (ordered by (created_at, id)) with their tags and aliases filled,
+    """The versions in `rows` ordered by (created_at, id), with their tags and aliases filled,
     and each one's sort key."""
-    found: list[tuple[float, str, bytes]] = []
-    tags: dict[str, list[tuple[str, str]]] = {}
-    named: dict[str, list[str]] = {}
-    for kind, version_id, proto, created_at, name, value in rows:
-        if kind == VERSION_ROW:
-            found.append((created_at, version_id, proto))
-        elif kind == TAG_ROW:
-            tags.setdefault(version_id, []).append((name, value))
-        else:
-            named.setdefault(version_id, []).append(name)
-    found.sort(key=lambda r: (r[0], r[1]), reverse=descending)
+    rows = sorted(rows, key=lambda r: (r[2], r[0]), reverse=descending)
     out = []
-    for _created_at, version_id, proto in found:
+    for _version_id, proto, _created_at, tags, names in rows:
         version = registry_pb2.ModelVersion.FromString(proto)
-        version.tags.update(tags.get(version_id, ()))
-        version.aliases.extend(sorted(named.get(version_id, ())))
+        if tags:
+            target = version.tags
+            for entry in tags.split(ENTRY_SEP):
+                key, _, value = entry.partition(KEY_SEP)
+                target[key] = value
+        if names:
+            version.aliases.extend(sorted(names.split(ENTRY_SEP)))
         out.append(version)
-    return out, [(r[0], r[1]) for r in found]
+    return out, [(r[2], r[0]) for r in rows]

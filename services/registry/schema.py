@@ -65,7 +65,9 @@ version_tags = sa.Table(
               primary_key=True),
     sa.Column("key", sa.String(128), primary_key=True),
     sa.Column("value", sa.String(1024), nullable=False),
-    sa.Index("ix_version_tags_key_value", "key", "value"),
+    # The version's creation time, copied: a search by tag walks this index in page order.
+    sa.Column("created_at", sa.Float, nullable=False, server_default="0"),
+    sa.Index("ix_version_tags_key_value_created", "key", "value", "created_at", "version_id"),
 )
 
 dataset_tags = sa.Table(

@@ -253,7 +253,7 @@ class RegistryStore:
                         parent_version_id=version.lineage.parent_version_id,
                         dataset_version_id=version.lineage.dataset_version_id, owner=owner,
                         proto=version.SerializeToString()))
-                    _put_tags(conn, version_tags, "version_id", version.id, tags)
+                    _put_tags(conn, version_tags, "version_id", version.id, tags, created_at=now)
                     self._unpin(conn, version.sha256)
                 version.tags.update(tags)
                 return version
@@ -341,10 +341,12 @@ class RegistryStore:
                          ) -> dict[str, str]:
         with self.engine.begin() as conn:
             version_id = self._resolve(conn, reference)
-            if conn.execute(sa.select(versions.c.id)
-                            .where(versions.c.id == version_id)).first() is None:
+            created_at = conn.execute(sa.select(versions.c.created_at)
+                                      .where(versions.c.id == version_id)).scalar()
+            if created_at is None:
                 raise errors.NotFound(f"no model version with id {reference!r}")
-            return _update_tags(conn, version_tags, "version_id", version_id, set_, remove)
+            return _update_tags(conn, version_tags, "version_id", version_id, set_, remove,
+                                created_at=created_at)
 
     # -- aliases --------------------------------------------------------------------------
 
@@ -567,18 +569,19 @@ class RegistryStore:
 
 
 def _put_tags(conn: sa.Connection, table: sa.Table, column: str, owner_id: str,
-              tags: dict[str, str]) -> None:
+              tags: dict[str, str], **row: object) -> None:
+    """Insert tag rows; `row` holds further columns every row gets (a version's created_at)."""
     if tags:
-        conn.execute(table.insert(), [{column: owner_id, "key": k, "value": v}
+        conn.execute(table.insert(), [{column: owner_id, "key": k, "value": v, **row}
                                       for k, v in tags.items()])
 
 
 def _update_tags(conn: sa.Connection, table: sa.Table, column: str, owner_id: str,
-                 set_: dict[str, str], remove: Iterable[str]) -> dict[str, str]:
+                 set_: dict[str, str], remove: Iterable[str], **row: object) -> dict[str, str]:
     owner_col = table.c[column]
     drop = set(remove) | set(set_)
     if drop:
         conn.execute(table.delete().where(owner_col == owner_id, table.c.key.in_(drop)))
-    _put_tags(conn, table, column, owner_id, set_)
+    _put_tags(conn, table, column, owner_id, set_, **row)
     rows = conn.execute(sa.select(table.c.key, table.c.value).where(owner_col == owner_id))
     return dict(sorted((r.key, r.value) for r in rows))

@@ -159,6 +159,36 @@ def test_search_by_tags_alias_lineage_and_time_with_stable_pages(backend, client
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "another query" in message
 
 
+def test_search_by_tags_alone_walks_pages_in_creation_order(backend, client, tmp_path):
+    """Without a model name a tag search is driven by the tag index (key, value, created_at):
+    pages, both orders, a second tag, a time bound and tags set after the upload all hold."""
+    sweep = unique("sweep")
+    made = [client.upload_model(weights(tmp_path / f"t{i}.safetensors", seed=300 + i),
+                                unique(f"swept{i % 2}"), architecture=ARCH,
+                                tags={"sweep": sweep, "arm": "ab"[i % 3 == 0]})
+            for i in range(7)]
+
+    def ids(**query):
+        return [v.id for v in client.search_model_versions(**query)]
+
+    assert ids(tags={"sweep": sweep}, page_size=2) == [v.id for v in made]
+    assert ids(tags={"sweep": sweep}, newest_first=True, page_size=3) == \
+        [v.id for v in reversed(made)]
+    assert ids(tags={"sweep": sweep, "arm": "b"}, page_size=1) == \
+        [made[i].id for i in (0, 3, 6)]
+    assert ids(tags={"arm": "a", "sweep": sweep}) == [made[i].id for i in (1, 2, 4, 5)]
+    assert ids(tags={"sweep": sweep}, created_after=made[4].created_at) == \
+        [v.id for v in made[5:]]
+    assert ids(tags={"sweep": sweep}, created_before=made[2].created_at, newest_first=True) == \
+        [made[1].id, made[0].id]
+    client.set_tags(version_id=made[5].id, set={"picked": "yes"})
+    client.set_tags(version_id=made[2].id, set={"picked": "yes"})
+    assert ids(tags={"sweep": sweep}, tag_keys=["picked"]) == [made[2].id, made[5].id]
+    picked = list(client.search_model_versions(tags={"picked": "yes", "sweep": sweep}))
+    assert [v.id for v in picked] == [made[2].id, made[5].id]
+    assert dict(picked[1].tags) == {"sweep": sweep, "arm": "a", "picked": "yes"}
+
+
 def test_fifty_concurrent_uploads_of_distinct_models_all_commit(backend, tmp_path):
     prefix = unique("many")
     paths = [weights(tmp_path / f"m{i}.safetensors", seed=1000 + i) for i in range(50)]

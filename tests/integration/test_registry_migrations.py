@@ -6,13 +6,15 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 
 from lambdascope.storage import db
 from lambdascope.v1 import registry_pb2
 from registry_backend import postgres_database
-from services.registry.migrate import migrate
+from services.registry.migrate import MIGRATIONS, migrate
 from services.registry.schema import metadata
 from services.registry.store import RegistryStore
 
@@ -95,4 +97,47 @@ def test_a_first_release_database_is_upgraded_with_its_records(url):
     assert [v.id for v in found] == ["mv-old2"]
     assert [store.get_dataset(d).version for d in ("ds-old1", "ds-old2")] == [1, 2]
     assert store.known_object("a" * 64) and store.known_object("c" * 63 + "1")
+    store.dispose()
+
+
+def test_tags_written_before_revision_0003_are_found_in_order_after_it(url):
+    """0003 gives tag rows their version's creation time (a tag search walks that index):
+    rows written by the previous schema are backfilled, not left at the column's default."""
+    engine = db.engine(url)
+    with engine.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0002")
+    now = time.time()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO models (name, description, created_at, owner) "
+                             f"VALUES ('tagged', '', {now}, 'team')")
+        for i in range(5):
+            v = registry_pb2.ModelVersion(id=f"mv-tagged{i}", model_name="tagged", version=i + 1,
+                                          sha256="d" * 64, size_bytes=1)
+            conn.execute(sa.text(
+                "INSERT INTO model_versions (id, model_name, version, job_id, sha256, created_at, "
+                "proto, parent_version_id, dataset_version_id, owner) VALUES "
+                "(:id, 'tagged', :n, '', :sha, :t, :proto, '', '', 'team')"),
+                {"id": v.id, "n": i + 1, "sha": v.sha256, "t": now - 100 + (5 - i) * 10 if i % 2
+                 else now - 100 + i, "proto": v.SerializeToString()})
+            conn.execute(sa.text("INSERT INTO version_tags (version_id, key, value) "
+                                 "VALUES (:id, 'stage', 'old')"), {"id": v.id})
+    engine.dispose()
+
+    store = RegistryStore(url)
+    assert drift(store.engine) == []
+    with store.engine.connect() as conn:
+        stamped = dict(conn.exec_driver_sql(
+            "SELECT t.version_id, t.created_at = v.created_at FROM version_tags t "
+            "JOIN model_versions v ON v.id = t.version_id").all())
+    assert stamped == {f"mv-tagged{i}": True for i in range(5)}
+    request = registry_pb2.SearchModelVersionsRequest(tags={"stage": "old"}, page_size=2)
+    found, token = [], None
+    while token != "":
+        page = store.search_versions(request, tags={"stage": "old"})
+        found += [v.id for v in page.versions]
+        token = request.page_token = page.next_page_token
+    assert found == ["mv-tagged0", "mv-tagged2", "mv-tagged4", "mv-tagged3", "mv-tagged1"]
     store.dispose()
