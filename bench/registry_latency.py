@@ -64,13 +64,14 @@ for _p in (str(ROOT), str(BENCH), str(ROOT / "tests")):
 import grpc  # noqa: E402
 
 from lambdascope.client import Client  # noqa: E402
-from lambdascope.v1 import registry_pb2  # noqa: E402
+from lambdascope.v1 import platform_pb2, platform_pb2_grpc, registry_pb2  # noqa: E402
 
 TARGET_GET_P99_MS, TARGET_SEARCH_P99_MS = 20.0, 50.0
+NOOP = "no-op (Describe)"
 GET_KINDS = ("get id", "get latest", "get alias")
 LIST_KINDS = ("list first page", "list next page")
 SEARCH_KINDS = ("search first page", "search next page")
-KINDS = GET_KINDS + LIST_KINDS + SEARCH_KINDS
+KINDS = GET_KINDS + LIST_KINDS + SEARCH_KINDS + (NOOP,)
 # Operation weights (an operation may be several calls: list and search follow page tokens).
 MIX = {"get id": 0.25, "get latest": 0.15, "get alias": 0.15, "list": 0.2, "search": 0.25}
 PAGE = 50
@@ -82,9 +83,15 @@ def _run_op(stub, rng: random.Random, ids: list[str], models: list[str], search_
             record, scheduled: float | None = None) -> None:
     """One operation. With `scheduled` (open loop), its first call's latency counts from that
     moment, not from when the call went out: a call delayed by a slow predecessor is charged
-    for the wait (no coordinated omission)."""
-    op = rng.choices(list(MIX), weights=list(MIX.values()))[0]
+    for the wait (no coordinated omission). A PlatformStub makes every operation the no-op
+    Platform.Describe (the floor: gRPC, the server's interceptors, no registry work)."""
     timeout = 30.0
+    if isinstance(stub, platform_pb2_grpc.PlatformStub):
+        began = time.perf_counter() if scheduled is None else scheduled
+        stub.Describe(platform_pb2.DescribeRequest(), timeout=timeout)
+        record(NOOP, time.perf_counter() - began)
+        return
+    op = rng.choices(list(MIX), weights=list(MIX.values()))[0]
     if op.startswith("get"):
         model = rng.choice(models)
         ref = {"get id": lambda: rng.choice(ids), "get latest": lambda: f"{model}/latest",
@@ -132,7 +139,8 @@ def worker_process(spec: dict, ready, results, go) -> None:
         local: dict[str, list[float]] = {k: [] for k in KINDS}
         local_errors: dict[str, int] = {}
         with Client(registry=spec["address"]) as client:
-            stub = client.registry
+            stub = (platform_pb2_grpc.PlatformStub(client.channel("registry")) if spec["floor"]
+                    else client.registry)
             # Warm up the channel (connection, first-call setup) before the clock starts.
             for _ in range(3):
                 _run_op(stub, rng, spec["ids"], spec["models"], spec["search_pages"], lambda k, s: None)
@@ -292,7 +300,8 @@ def summarize(samples: dict[str, list[float]], seconds: float) -> dict[str, dict
 
 def run_load(address: str, *, processes: int, threads: int, seconds: float, ids, models,
              search_pages: int, seed: int, registry_pid: int, metrics_address: str,
-             database_url: str = "", database: str = "", rate: float = 0.0) -> dict:
+             database_url: str = "", database: str = "", rate: float = 0.0,
+             floor: bool = False) -> dict:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # no fork of a process that already holds gRPC channels
@@ -301,7 +310,7 @@ def run_load(address: str, *, processes: int, threads: int, seconds: float, ids,
     for p in range(processes):
         spec = {"address": address, "threads": threads, "seconds": seconds, "ids": ids,
                 "models": models, "search_pages": search_pages, "seed": seed * 100 + p,
-                "rate": rate, "clients": processes * threads}
+                "rate": rate, "clients": processes * threads, "floor": floor}
         procs.append(ctx.Process(target=worker_process, args=(spec, ready, results, go), daemon=True))
     for proc in procs:
         proc.start()
@@ -508,6 +517,8 @@ def parse_args(argv=None):
                    help="open-loop runs after the closed loop: comma-separated operations/s offered by all "
                         "clients together, Poisson arrivals (default '25,50,100'; --quick '20'; '' skips)")
     p.add_argument("--search-pages", type=int, default=3, help="next pages a search follows (default 3)")
+    p.add_argument("--no-floor", action="store_true",
+                   help="skip the closed loop of no-op Describe calls (the floor under the same clients)")
     p.add_argument("--store-samples", type=int, default=None,
                    help="in-process store timings per call kind (default 200; --quick 30; 0 skips)")
     p.add_argument("--populate-threads", type=int, default=4)
@@ -609,6 +620,8 @@ def main(argv=None) -> int:
         if baseline_seconds:
             runs.append(("baseline", 1, 1, baseline_seconds, 0.0))
         runs.append(("load", processes, clients // processes, seconds, 0.0))
+        if not args.no_floor:
+            runs.append(("floor", processes, clients // processes, seconds, 0.0))
         rates = [float(r) for r in (args.rates if args.rates is not None else ("20" if q else "25,50,100"))
                  .split(",") if r.strip()]
         runs += [(f"open {r:g}/s", processes, clients // processes, seconds, r) for r in rates]
@@ -617,19 +630,24 @@ def main(argv=None) -> int:
         for label, nproc, nthreads, secs, rate in runs:
             loop = (f"open loop, {rate:g} operations/s offered in all (Poisson), latency from each "
                     "operation's scheduled start" if rate else "closed loop")
+            if label == "floor":
+                loop += (", every call the no-op Platform.Describe on the registry's server (gRPC "
+                         "and its interceptors, no registry work): the floor under the same clients")
             print(f"\n{label}: {nproc * nthreads} client thread(s) in {nproc} process(es), {secs:g} s, {loop}",
                   flush=True)
             res = run_load(backend.address, processes=nproc, threads=nthreads, seconds=secs, ids=ids,
                            models=models, search_pages=args.search_pages, seed=args.seed,
                            registry_pid=registry_pid, metrics_address=metrics_address,
-                           database_url=database_url, database=database, rate=rate)
+                           database_url=database_url, database=database, rate=rate,
+                           floor=label == "floor")
             payload[label] = res
             print(header)
             print("-" * len(header))
             for name in (*KINDS, "get (all)", "search (all pages)", "all calls"):
                 if name == "get (all)":
                     print("-" * len(header))
-                print(_row(name, res["latency"][name]))
+                if res["latency"][name]["calls"] or name not in (*KINDS, "get (all)", "search (all pages)"):
+                    print(_row(name, res["latency"][name]))
             if res["errors"]:
                 print(f"errors: {res['errors']}")
             cores = res["cpu_cores_used"]
@@ -668,6 +686,10 @@ def main(argv=None) -> int:
                               "targets_met": lat["get (all)"]["p99_ms"] < TARGET_GET_P99_MS
                               and lat["search (all pages)"]["p99_ms"] < TARGET_SEARCH_P99_MS})
     summary["open_loop"] = open_runs
+    if "floor" in payload:
+        noop = payload["floor"]["latency"][NOOP]
+        summary["floor_noop"] = {"p50_ms": noop["p50_ms"], "p99_ms": noop["p99_ms"],
+                                 "calls_per_second": noop["per_second"]}
     met = [r["calls_per_second"] for r in open_runs if r["targets_met"]]
     summary["highest_calls_per_second_meeting_targets"] = max(met) if met else None
     payload["summary"] = summary
@@ -677,6 +699,10 @@ def main(argv=None) -> int:
           f"{summary['search_page_p99_ms']:.1f} ms (target < {TARGET_SEARCH_P99_MS:g}: "
           f"{'met' if summary['search_target_met'] else 'NOT met'}), "
           f"{summary['throughput_calls_per_second']:.0f} calls/s in all (closed loop: the registry's capacity)")
+    if "floor_noop" in summary:
+        f = summary["floor_noop"]
+        print(f"floor, the no-op Describe under the same {clients} closed-loop clients: p50 {f['p50_ms']:.1f} / "
+              f"p99 {f['p99_ms']:.1f} ms at {f['calls_per_second']:.0f} calls/s")
     for r in open_runs:
         print(f"open loop, {r['offered_operations_per_second']:g} operations/s offered ({r['calls_per_second']:.0f} "
               f"calls/s): get p50 {r['get_p50_ms']:.1f} / p99 {r['get_p99_ms']:.1f} ms, search page p50 "

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import re
 from collections.abc import Iterable
+from typing import Protocol
 
 import sqlalchemy as sa
 
@@ -188,20 +189,27 @@ def _decorated(page: sa.Select) -> sa.Select:
                      names.label("aliases"))
 
 
-def decode(rows: Iterable[sa.Row], *, descending: bool = False
-           ) -> tuple[list[registry_pb2.ModelVersion], list[tuple[float, str]]]:
-    """The versions in `rows` ordered by (created_at, id), with their tags and aliases filled,
-    and each one's sort key."""
-    rows = sorted(rows, key=lambda r: (r[2], r[0]), reverse=descending)
-    out = []
-    for _version_id, proto, _created_at, tags, names in rows:
-        version = registry_pb2.ModelVersion.FromString(proto)
-        if tags:
-            target = version.tags
-            for entry in tags.split(ENTRY_SEP):
+def ordered(rows: Iterable[sa.Row], *, descending: bool = False) -> list[sa.Row]:
+    """Rows of a read statement in page order, (created_at, id)."""
+    return sorted(rows, key=lambda r: (r.created_at, r.id), reverse=descending)
+
+
+class RepeatedVersions(Protocol):
+    """A message's repeated ModelVersion field."""
+
+    def add(self) -> registry_pb2.ModelVersion: ...
+
+
+def fill(rows: Iterable[sa.Row], into: RepeatedVersions) -> None:
+    """Append the versions in `rows` to a response's repeated field, tags and aliases filled
+    (parsed in place: no message is built twice)."""
+    for row in rows:
+        version = into.add()
+        version.MergeFromString(row.proto)
+        if row.tags:
+            tags = version.tags
+            for entry in row.tags.split(ENTRY_SEP):
                 key, _, value = entry.partition(KEY_SEP)
-                target[key] = value
-        if names:
-            version.aliases.extend(sorted(names.split(ENTRY_SEP)))
-        out.append(version)
-    return out, [(r[2], r[0]) for r in rows]
+                tags[key] = value
+        if row.aliases:
+            version.aliases.extend(sorted(row.aliases.split(ENTRY_SEP)))

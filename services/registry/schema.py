@@ -66,7 +66,7 @@ version_tags = sa.Table(
     sa.Column("key", sa.String(128), primary_key=True),
     sa.Column("value", sa.String(1024), nullable=False),
     # The version's creation time, copied: a search by tag walks this index in page order.
-    sa.Column("created_at", sa.Float, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_version_tags_key_value_created", "key", "value", "created_at", "version_id"),
 )
 

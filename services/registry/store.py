@@ -277,11 +277,13 @@ class RegistryStore:
     def get_version(self, reference: str) -> registry_pb2.ModelVersion:
         """The version a reference names, with its tags and aliases (one statement)."""
         ref = reads.parse_reference(reference)
-        found, _ = reads.decode(self._read(
-            lambda conn: conn.execute(reads.get_statement(ref.kind), ref.params).all()))
-        if not found:
+        rows = self._read(lambda conn: conn.execute(reads.get_statement(ref.kind),
+                                                    ref.params).all())
+        if not rows:
             raise errors.NotFound(ref.missing)
-        return found[0]
+        found = registry_pb2.ListModelVersionsResponse()
+        reads.fill(rows, found.versions)
+        return found.versions[0]
 
     def search_versions(self, request: Message, *, model_name: str = "",
                         tags: dict[str, str] | None = None, tag_keys: Sequence[str] = (),
@@ -306,15 +308,19 @@ class RegistryStore:
                 dataset_version_id=dataset_version_id, parent_version_id=parent,
                 created_after=created_after, created_before=created_before, after=after,
                 descending=newest_first, limit=size + 1)
-            found, keys = reads.decode(conn.execute(reads.search_statement(shape), params),
-                                       descending=newest_first)
-            if not found and model_name:
+            rows = reads.ordered(conn.execute(reads.search_statement(shape), params),
+                                 descending=newest_first)
+            if not rows and model_name:
                 self._model(conn, model_name)  # NOT_FOUND for an unknown model
-            return found, keys
+            return rows
 
-        found, keys = self._read(page)
-        token = paging.encode_keyset(query_id, list(keys[size - 1])) if len(found) > size else ""
-        return registry_pb2.ListModelVersionsResponse(versions=found[:size], next_page_token=token)
+        rows = self._read(page)
+        response = registry_pb2.ListModelVersionsResponse()
+        reads.fill(rows[:size], response.versions)
+        if len(rows) > size:
+            response.next_page_token = paging.encode_keyset(
+                query_id, [rows[size - 1].created_at, rows[size - 1].id])
+        return response
 
     def delete_version(self, reference: str) -> str:
         """Delete a version with its tags and audit reports; returns its sha256 (whose bytes

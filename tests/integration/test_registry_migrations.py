@@ -141,3 +141,23 @@ def test_tags_written_before_revision_0003_are_found_in_order_after_it(url):
         token = request.page_token = page.next_page_token
     assert found == ["mv-tagged0", "mv-tagged2", "mv-tagged4", "mv-tagged3", "mv-tagged1"]
     store.dispose()
+
+
+def test_a_registry_on_the_previous_schema_cannot_write_tags_without_their_time(url):
+    """During a rolling update an old registry inserts tag rows without created_at: the
+    insert fails (and its upload with it) rather than storing rows a tag search misorders."""
+    engine = db.engine(url)
+    migrate(engine)
+    now = time.time()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO models (name, description, created_at, owner) "
+                             f"VALUES ('rolling', '', {now}, 'team')")
+        conn.execute(sa.text(
+            "INSERT INTO model_versions (id, model_name, version, job_id, sha256, created_at, "
+            "proto, parent_version_id, dataset_version_id, owner) VALUES "
+            "('mv-rolling', 'rolling', 1, '', :sha, :t, :proto, '', '', 'team')"),
+            {"sha": "f" * 64, "t": now, "proto": b""})
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO version_tags (version_id, key, value) "
+                             "VALUES ('mv-rolling', 'stage', 'x')")
+    engine.dispose()

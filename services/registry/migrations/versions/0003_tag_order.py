@@ -21,6 +21,10 @@ def upgrade() -> None:
         t.add_column(sa.Column("created_at", sa.Float, nullable=False, server_default="0"))
     op.execute("UPDATE version_tags SET created_at = (SELECT model_versions.created_at FROM "
                "model_versions WHERE model_versions.id = version_tags.version_id)")
+    # No default from here on: a registry still running the previous code (a rolling update)
+    # fails its tag insert, and with it the upload, instead of writing rows a search misorders.
+    with op.batch_alter_table("version_tags") as t:
+        t.alter_column("created_at", server_default=None)
     op.drop_index("ix_version_tags_key_value", table_name="version_tags")
     op.create_index("ix_version_tags_key_value_created", "version_tags",
                     ["key", "value", "created_at", "version_id"])
