@@ -25,7 +25,10 @@ each picking an operation at random:
                                       --search-pages next pages through the page tokens
 
 That closed loop measures the registry at saturation: its latencies are mostly queueing, clients
-divided by throughput (Little's law). Then the same clients run open loops (--rates): operations
+divided by throughput (Little's law). A second closed loop (the floor) has the same clients call
+the no-op Platform.Describe on the registry's own server: gRPC, the server's interceptors and the
+clients' own work, no registry work, so the latency no registry could beat on this machine under
+that load. Then the same clients run open loops (--rates): operations
 arrive at a fixed total rate with exponential gaps, and a call's latency counts from its scheduled
 start, so a call held up behind a slow one is charged for the wait. That gives latency against
 offered load, and the highest rate at which both targets hold.
@@ -484,18 +487,16 @@ def store_timings(store, ids: list[str], models: list[str], samples: int, seed: 
 
 
 def explain(store) -> str:
-    """PostgreSQL's plan of the widest search's first page (the query search_versions builds)."""
+    """PostgreSQL's plan of the widest search's first page: the statement search_versions runs,
+    on one of the store's reading connections (its session settings included)."""
     if store.engine.dialect.name != "postgresql":
         return ""
-    import sqlalchemy as sa
-    from services.registry.schema import version_tags, versions
+    from services.registry import reads
 
-    query = (sa.select(versions.c.proto, versions.c.created_at, versions.c.id)
-             .where(versions.c.id.in_(sa.select(version_tags.c.version_id).where(
-                 version_tags.c.key == "parity", version_tags.c.value == "even")))
-             .order_by(versions.c.created_at, versions.c.id).limit(PAGE + 1))
-    compiled = query.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True})
-    with store.engine.connect() as conn:
+    shape, params = reads.search_params(tags={"parity": "even"}, limit=PAGE + 1)
+    statement = reads.search_statement(shape).params(**params)
+    compiled = statement.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True})
+    with store.reader.connect() as conn:
         plan = conn.exec_driver_sql(f"EXPLAIN ANALYZE {compiled}").scalars().all()
     return "\n".join(plan)
 
