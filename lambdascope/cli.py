@@ -209,6 +209,16 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    with Client(args.server) as client:
+        if args.target.startswith("ds-"):
+            path = client.download_dataset(args.target, args.dest, via=args.via)
+        else:
+            path = client.download_model_version(args.target, args.dest, via=args.via)
+    print(f"{path} ({path.stat().st_size} bytes, sha256 checked)")
+    return 0
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     with Client(args.server) as client:
         out = client.collect_garbage(dry_run=args.dry_run)
@@ -374,6 +384,15 @@ def _parser() -> argparse.ArgumentParser:
 
     rm = command("rm", cmd_rm, "delete a model version (or a dataset, ds-...)")
     rm.add_argument("target")
+
+    download = command("download", cmd_download,
+                       "write a model version's artifact (id, NAME/N, NAME@ALIAS) or a dataset "
+                       "(ds-...) to a file")
+    download.add_argument("target")
+    download.add_argument("dest")
+    download.add_argument("--via", choices=["auto", "stream", "url"], default="auto",
+                          help="auto: a presigned S3 URL when there is one and it answers, else "
+                               "the registry's stream")
 
     gc = command("gc", cmd_gc, "remove unreferenced stored bytes and abandoned uploads")
     gc.add_argument("--dry-run", action="store_true")

@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import pathlib
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -161,13 +163,43 @@ class Client:
         messages = _upload_stream(path, registry_pb2.UploadDatasetRequest, header)
         return self.registry.UploadDataset(messages, timeout=None)
 
-    def download_model_version(self, version_id: str, dest: str | os.PathLike) -> pathlib.Path:
-        return _download(self.registry.DownloadModelVersion(
-            registry_pb2.DownloadModelVersionRequest(version_id=version_id)), pathlib.Path(dest))
+    def download_model_version(self, version_id: str, dest: str | os.PathLike, *,
+                               via: str = "auto") -> pathlib.Path:
+        """Write a version's artifact to `dest` (atomically, its size and sha256 checked).
+        via: "stream" through the registry; "url" straight from the object store with a
+        presigned URL (FAILED_PRECONDITION when the registry keeps a local directory); "auto"
+        the URL when the registry hands one out and this machine reaches it, else the stream."""
+        return self._fetch(via, {"version_id": version_id}, pathlib.Path(dest),
+                           lambda: self.registry.DownloadModelVersion(
+                               registry_pb2.DownloadModelVersionRequest(version_id=version_id)))
 
-    def download_dataset(self, dataset_id: str, dest: str | os.PathLike) -> pathlib.Path:
-        return _download(self.registry.DownloadDataset(
-            registry_pb2.DownloadDatasetRequest(dataset_id=dataset_id)), pathlib.Path(dest))
+    def download_dataset(self, dataset_id: str, dest: str | os.PathLike, *,
+                         via: str = "auto") -> pathlib.Path:
+        """Write a dataset's file to `dest`; `via` as for download_model_version."""
+        return self._fetch(via, {"dataset_id": dataset_id}, pathlib.Path(dest),
+                           lambda: self.registry.DownloadDataset(
+                               registry_pb2.DownloadDatasetRequest(dataset_id=dataset_id)))
+
+    def _fetch(self, via: str, target: dict[str, str], dest: pathlib.Path,
+               stream: Callable[[], Iterator[registry_pb2.DownloadChunk]]) -> pathlib.Path:
+        if via not in ("auto", "stream", "url"):
+            raise ValueError(f"via must be 'auto', 'stream' or 'url', not {via!r}")
+        if via != "stream":
+            try:
+                url = self.registry.GetDownloadUrl(registry_pb2.GetDownloadUrlRequest(**target),
+                                                   timeout=self.timeout)
+            except grpc.RpcError as exc:
+                if via == "url" or exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                    raise
+            else:
+                try:
+                    return _download_url(url, dest)
+                except (OSError, http.client.HTTPException):
+                    if via == "url":
+                        raise
+                    # The store is not reachable from here (a cluster-internal name, a
+                    # network policy) or sent bad bytes: the registry relays them instead.
+        return _download(stream(), dest)
 
     def get_model_version(self, version_id: str) -> registry_pb2.ModelVersion:
         return self.registry.GetModelVersion(
@@ -323,21 +355,44 @@ def _upload_stream(path: pathlib.Path, message_type: Any, header: Any) -> Iterat
 
 
 def _download(chunks: Iterator[registry_pb2.DownloadChunk], dest: pathlib.Path) -> pathlib.Path:
-    """Write a download stream to `dest` atomically, checking size and sha256."""
-    digest, size, expected = hashlib.sha256(), 0, None
+    """Write a registry download stream to `dest` (its first message names sha256 and size)."""
+    expected: list[tuple[str, int]] = []
+
+    def data() -> Iterator[bytes]:
+        for message in chunks:
+            if not expected:
+                expected.append((message.sha256, message.size_bytes))
+            yield message.chunk
+
+    return _write_checked(data(), lambda: expected[0] if expected else None, dest)
+
+
+def _download_url(url: registry_pb2.DownloadUrl, dest: pathlib.Path,
+                  timeout: float = 10.0) -> pathlib.Path:
+    """Write the object behind a presigned URL to `dest`, checked against the registry's
+    record. OSError when the store cannot be reached or sends other bytes."""
+    with urllib.request.urlopen(url.url, timeout=timeout) as response:
+        return _write_checked(iter(lambda: response.read(CHUNK), b""),
+                              lambda: (url.sha256, url.size_bytes), dest)
+
+
+def _write_checked(data: Iterator[bytes], expected: Callable[[], tuple[str, int] | None],
+                   dest: pathlib.Path) -> pathlib.Path:
+    """Write `data` to `dest` atomically (a partial file, renamed once size and sha256 match
+    `expected()`, asked after the last byte); nothing is left at `dest` otherwise."""
+    digest, size = hashlib.sha256(), 0
     partial = dest.with_name(dest.name + ".partial")
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(partial, "wb") as out:
-            for message in chunks:
-                if expected is None:
-                    expected = (message.sha256, message.size_bytes)
-                digest.update(message.chunk)
-                size += len(message.chunk)
-                out.write(message.chunk)
-        if expected is None or (digest.hexdigest(), size) != expected:
+            for chunk in data:
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+        want = expected()
+        if want is None or (digest.hexdigest(), size) != tuple(want):
             raise IOError(f"download of {dest.name} is corrupt: got {size} bytes with sha256 "
-                          f"{digest.hexdigest()}, expected {expected}")
+                          f"{digest.hexdigest()}, expected {want}")
         os.replace(partial, dest)
     finally:
         partial.unlink(missing_ok=True)

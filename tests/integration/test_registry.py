@@ -363,6 +363,66 @@ def test_presigned_download_url(backend, client, tmp_path):
         assert response.read() == path.read_bytes()
 
 
+def registry_download_bytes(backend) -> float:
+    """The registry's count of bytes it sent through DownloadModelVersion/DownloadDataset."""
+    text = urllib.request.urlopen(f"http://{backend.platform.metrics['registry']}/metrics",
+                                  timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith('lambdascope_registry_transferred_bytes_total{direction="download"}'):
+            return float(line.rpartition(" ")[2])
+    raise AssertionError("no download counter in the registry's metrics")
+
+
+def test_sdk_downloads_go_straight_to_s3_when_the_registry_hands_out_urls(
+        backend, client, tmp_path):
+    """via="auto" (the default) takes a presigned URL on S3 (the registry sends no bytes) and
+    the registry's stream on a local directory; both check size and sha256."""
+    path = weights(tmp_path / "fetch.safetensors", seed=6)
+    version = client.upload_model(path, unique("fetch"), architecture=ARCH)
+    data = tmp_path / "fetch-data.safetensors"
+    save_file({"x": torch.randn(6, 4), "y": torch.randn(6, 2)}, str(data))
+    dataset = client.upload_dataset(data, unique("fetch-data"))
+    sent = registry_download_bytes(backend)
+    got = client.download_model_version(version.id, tmp_path / "auto.safetensors")
+    got_data = client.download_dataset(dataset.id, tmp_path / "auto-data.safetensors")
+    assert got.read_bytes() == path.read_bytes() and got_data.read_bytes() == data.read_bytes()
+    relayed = registry_download_bytes(backend) - sent
+    if backend.kind == "sqlite-local":
+        assert relayed == path.stat().st_size + data.stat().st_size
+        with pytest.raises(grpc.RpcError) as refused:
+            client.download_model_version(version.id, tmp_path / "url.safetensors", via="url")
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert not (tmp_path / "url.safetensors").exists()
+    else:
+        assert relayed == 0
+        streamed = client.download_model_version(version.id, tmp_path / "s.safetensors",
+                                                 via="stream")
+        assert streamed.read_bytes() == path.read_bytes()
+        assert registry_download_bytes(backend) - sent == path.stat().st_size
+    with pytest.raises(ValueError, match="via must be"):
+        client.download_model_version(version.id, tmp_path / "x", via="ftp")
+
+
+def test_a_download_url_that_serves_other_bytes_leaves_nothing(backend, client, tmp_path):
+    """The presigned download is checked against the registry's record like the stream."""
+    if backend.kind == "sqlite-local":
+        pytest.skip("a local directory hands out no URLs")
+    path = weights(tmp_path / "swap.safetensors", seed=8)
+    version = client.upload_model(path, unique("swap"), architecture=ARCH)
+    other = weights(tmp_path / "other.safetensors", seed=9)
+    # The same key holding other bytes: what a tampered or damaged bucket serves.
+    store, key = backend.objects(), f"sha256/{version.sha256[:2]}/{version.sha256}"
+    store.delete(key)
+    store.put_file(key, other)
+    with pytest.raises(OSError, match="corrupt"):
+        client.download_model_version(version.id, tmp_path / "got.safetensors", via="url")
+    assert not (tmp_path / "got.safetensors").exists()
+    assert not (tmp_path / "got.safetensors.partial").exists()
+    with pytest.raises(OSError, match="corrupt"):  # auto falls back to the stream: same bytes
+        client.download_model_version(version.id, tmp_path / "got.safetensors")
+    assert not (tmp_path / "got.safetensors").exists()
+
+
 @pytest.mark.parametrize("call, named", [
     ("model_name_with_slash", "header.model_name"),
     ("model_name_with_control", "header.model_name"),

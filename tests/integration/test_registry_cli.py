@@ -1,5 +1,5 @@
 """Registry references through the whole platform: `name@alias` in an audit, and the CLI's
-alias / tag / models / rm / gc commands."""
+alias / tag / models / download / rm / gc commands."""
 from __future__ import annotations
 
 import subprocess
@@ -33,7 +33,7 @@ def test_an_audit_of_name_at_alias_audits_the_version_it_names_then(platform, cl
     assert '"mv-' in latest.spec_json and "latest" not in latest.spec_json  # pinned to the id
 
 
-def test_cli_alias_tag_models_rm_and_gc(platform, client, regression_files):
+def test_cli_alias_tag_models_download_rm_and_gc(platform, client, regression_files, tmp_path):
     model_path, _ = regression_files
     a = client.upload_model(model_path, "cli-model")
     b = client.upload_model(model_path, "cli-model", tags={"stage": "candidate"})
@@ -46,5 +46,8 @@ def test_cli_alias_tag_models_rm_and_gc(platform, client, regression_files):
     assert "best=yes" in cli(platform, "tag", a.id, "--set", "best=yes")
     listed = cli(platform, "models", "cli-model", "--tag", "stage=candidate").splitlines()
     assert len(listed) == 1 and b.id in listed[0] and "@production" in listed[0]
+    out = cli(platform, "download", "cli-model@production", str(tmp_path / "prod.pt2"))
+    assert "sha256 checked" in out and (tmp_path / "prod.pt2").read_bytes() == \
+        model_path.read_bytes()
     assert "shared" in cli(platform, "rm", a.id)  # the same bytes as b: they stay
     assert "would remove" in cli(platform, "gc", "--dry-run")
