@@ -5,6 +5,7 @@ the metadata only after every check passed, and deletes it in all other cases.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import os
@@ -113,7 +114,8 @@ class StreamTee:
     def __init__(self, upload: Callable[[StreamTee], None], depth: int = 16):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._pending: bytes | None = None
-        self._buffer = bytearray()
+        self._chunks: collections.deque[bytes | memoryview] = collections.deque()
+        self._buffered = 0
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(upload,), daemon=True,
                                         name="upload-stream")
@@ -134,18 +136,29 @@ class StreamTee:
         return ok and self.error is None
 
     def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
+        while size < 0 or self._buffered < size:
             item = self._queue.get()
             if item is _EOF:
                 self._queue.put(_EOF)  # later reads see the end too
                 break
             if isinstance(item, BaseException):
                 raise item
-            self._buffer += item
-        cut = len(self._buffer) if size < 0 else min(size, len(self._buffer))
-        out = bytes(self._buffer[:cut])
-        del self._buffer[:cut]
-        return out
+            self._chunks.append(item)
+            self._buffered += len(item)
+        # Whole chunks go out as they are and the bytes are copied once, by the join (a part
+        # of the store is a whole number of chunks, so a chunk is rarely split).
+        want = self._buffered if size < 0 else min(size, self._buffered)
+        parts, taken = [], 0
+        while taken < want:
+            chunk = self._chunks.popleft()
+            if taken + len(chunk) > want:  # split it without copying (views)
+                view = memoryview(chunk)
+                self._chunks.appendleft(view[want - taken:])
+                chunk = view[:want - taken]
+            parts.append(chunk)
+            taken += len(chunk)
+        self._buffered -= taken
+        return b"".join(parts)
 
     def _put(self, item: object) -> None:
         while self._thread.is_alive():
