@@ -771,10 +771,11 @@ def test_network_policies_open_exactly_the_intended_paths(docs):
         ("registry", "postgres", 5432): True, ("trainer", "postgres", 5432): True,
         ("estimator", "postgres", 5432): True, ("worker", "postgres", 5432): False,
         ("client", "postgres", 5432): False, ("minio", "postgres", 5432): False,
-        # minio <- registry, workers
+        # minio <- registry, workers (job pods, or inside the trainer and estimator pods)
         ("registry", "minio", 9000): True, ("worker", "minio", 9000): True,
-        ("trainer", "minio", 9000): False, ("client", "minio", 9000): False,
-        ("worker", "minio", 9001): False,
+        ("trainer", "minio", 9000): True, ("estimator", "minio", 9000): True,
+        ("client", "minio", 9000): False, ("stranger", "minio", 9000): False,
+        ("worker", "minio", 9001): False, ("trainer", "minio", 9001): False,
         # Prometheus (namespace monitoring) -> the metrics ports only
         ("prometheus", "registry", metrics): True, ("prometheus", "trainer", metrics): True,
         ("prometheus", "estimator", metrics): True, ("prometheus", "registry", grpc): False,
