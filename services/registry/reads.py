@@ -1,10 +1,11 @@
 """Read statements for model versions: one round trip per call, built once per shape.
 
 A get or a page of versions is answered by one statement: one row per version (the page is a
-CTE) with its tags and its aliases aggregated into a string each. Each statement is built once per *shape* (which filters a search uses, which kind of reference a get
-names) with bind parameters for every value, so its SQL text never changes: SQLAlchemy reuses the
-compiled form and psycopg prepares the text on the server after a few executions, instead of
-the statement being rebuilt, re-keyed and re-planned on every call.
+CTE) with its tags and its aliases aggregated into a string each. Each statement is built once
+per *shape* (which filters a search uses, which kind of reference a get names) with bind
+parameters for every value, so its SQL text never changes: SQLAlchemy reuses the compiled form
+and psycopg prepares the text on the server after a few executions, instead of the statement
+being rebuilt, re-keyed and re-planned on every call.
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def parse_reference(reference: str) -> Reference:
     return Reference("number", {"name": name, "number": int(match["number"])}, reference)
 
 
-def _target(kind: str) -> sa.Select:
+@functools.cache
+def target_statement(kind: str) -> sa.Select:
     """The id a reference of this kind names, as a one-row select."""
     name = versions.c.model_name == sa.bindparam("name")
     if kind == "id":
@@ -72,15 +74,10 @@ def _target(kind: str) -> sa.Select:
 
 
 @functools.cache
-def resolve_statement(kind: str) -> sa.Select:
-    return _target(kind)
-
-
-@functools.cache
 def get_statement(kind: str) -> sa.Select:
     """The version a reference names, with its tags and aliases."""
     page = (sa.select(versions.c.id, versions.c.proto, versions.c.created_at)
-            .where(versions.c.id == _target(kind).scalar_subquery()))
+            .where(versions.c.id == target_statement(kind).scalar_subquery()))
     return _decorated(page)
 
 

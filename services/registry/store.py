@@ -269,7 +269,7 @@ class RegistryStore:
         ref = reads.parse_reference(reference)
         if ref.kind == "id":
             return reference
-        found = conn.execute(reads.resolve_statement(ref.kind), ref.params).scalar()
+        found = conn.execute(reads.target_statement(ref.kind), ref.params).scalar()
         if found is None:
             raise errors.NotFound(ref.missing)
         return found
@@ -553,7 +553,7 @@ class RegistryStore:
     # -- paging ---------------------------------------------------------------------------
 
     def _keyset(self, conn: sa.Connection, query: sa.Select, request: Message, keys: list, key_of,
-                *, descending: bool = False, scalars: bool = True) -> tuple[list, str]:
+                *, scalars: bool = True) -> tuple[list, str]:
         """One page of `query` ordered by `keys` (unique together), starting after the key in
         the request's page token; the next token ("" at the end) carries the last key."""
         size = paging.size(request.page_size)
@@ -563,10 +563,8 @@ class RegistryStore:
             if len(after) != len(keys):
                 raise errors.InvalidArgument("page_token is not one this server issued; "
                                              "start again without it")
-            bound = sa.tuple_(*keys)
-            query = query.where(bound < sa.tuple_(*after) if descending
-                                else bound > sa.tuple_(*after))
-        query = query.order_by(None).order_by(*(k.desc() if descending else k for k in keys))
+            query = query.where(sa.tuple_(*keys) > sa.tuple_(*after))
+        query = query.order_by(None).order_by(*keys)
         result = conn.execute(query.limit(size + 1))
         rows = result.scalars().all() if scalars else result.all()
         page = list(rows[:size])
