@@ -91,7 +91,7 @@ def run_ours(case: dln.Case, config: SGLDConfig, *, problem=None) -> dict:
     result = estimate_llc(model, x, y, dln.mse, config, device="cpu")
     wall = time.perf_counter() - began
     lam = case.theory_lambda()
-    steps = config.total_steps
+    steps = len(result.traces[0])
     return {
         "case": case.name,
         "widths": list(case.widths),

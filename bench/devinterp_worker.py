@@ -37,7 +37,8 @@ def _as_is(batch):
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--case", required=True)
+    p.add_argument("--case", required=True, help="a case name of bench/dln.py, or a case as JSON "
+                   "(name, widths, seed, rank) for a case made elsewhere (bench/default_audit.py)")
     p.add_argument("--chains", type=int, required=True)
     p.add_argument("--burnin", type=int, required=True)
     p.add_argument("--draws", type=int, required=True)
@@ -62,7 +63,7 @@ def main() -> None:
     from devinterp.slt.sampler import estimate_learning_coeff_with_summary
     from torch.utils.data import DataLoader, TensorDataset
 
-    case = dln.case_by_name(args.case)
+    case = dln.case_from_dict(json.loads(args.case)) if args.case.startswith("{") else dln.case_by_name(args.case)
     model, x, y = dln.make_problem(case)
     data_digest = dln.digest(x, y, *model.parameters())
 

@@ -22,6 +22,7 @@ virtual environment. The theory import happens lazily in :func:`theory_lambda`.
 from __future__ import annotations
 
 import hashlib
+import random
 import math
 from dataclasses import dataclass
 
@@ -101,6 +102,25 @@ def select_cases(spec: str | None) -> list[Case]:
             continue
         out.append(CASES[int(item)] if item.isdigit() else case_by_name(item))
     return out
+
+
+def random_case(rng: "random.Random", index: int, layers: tuple[int, int] = (2, 6),
+                widths: tuple[int, int] = (10, 100)) -> Case:
+    """A fresh DLN case: depth and each width drawn uniformly from the ranges, the teacher seeded
+    from ``rng`` (its rank cuts as in the protocol), the product rank measured."""
+    depth = rng.randint(*layers)
+    shape = tuple(rng.randint(*widths) for _ in range(depth + 1))
+    seed = rng.randrange(1, 2**31)
+    _, rank = build_teacher(shape, seed)
+    return Case(f"R{index}-L{depth}", shape, seed=seed, rank=rank)
+
+
+def case_from_dict(d: dict) -> Case:
+    return Case(d["name"], tuple(d["widths"]), seed=d["seed"], rank=d["rank"])
+
+
+def case_to_dict(case: Case) -> dict:
+    return {"name": case.name, "widths": list(case.widths), "seed": case.seed, "rank": case.rank}
 
 
 class DLN(torch.nn.Sequential):

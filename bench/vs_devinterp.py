@@ -91,7 +91,7 @@ def run_devinterp(case: dln.Case, *, chains, burnin, draws, step_size, nbeta, se
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "devinterp.json"
-        cmd = [str(VENV_PY), str(WORKER), "--case", case.name, "--chains", str(chains), "--burnin", str(burnin),
+        cmd = [str(VENV_PY), str(WORKER), "--case", json.dumps(dln.case_to_dict(case)), "--chains", str(chains), "--burnin", str(burnin),
                "--draws", str(draws), "--step-size", repr(step_size), "--localization", repr(dln.LOCALIZATION),
                "--nbeta", repr(nbeta), "--batch-size", str(dln.BATCH_SIZE), "--seed", str(seed),
                "--threads", str(threads), "--loader", loader, "--out", str(out)]

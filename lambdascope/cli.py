@@ -19,12 +19,29 @@ from lambdascope.progress import ProgressBar
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2, trainer_pb2
 
 LOSSES = {"mse": models_pb2.LOSS_KIND_MSE, "cross_entropy": models_pb2.LOSS_KIND_CROSS_ENTROPY}
-SAMPLER_FLAGS = {  # flag -> (SamplerConfig field, type)
-    "chains": ("chains", int), "draws": ("draws", int), "burnin": ("burnin", int),
-    "thin": ("thin", int), "step_size": ("step_size", float),
-    "localization": ("localization", float), "nbeta": ("nbeta", float),
-    "batch_size": ("batch_size", int), "seed": ("seed", int),
-    "weight_decay": ("weight_decay", float),
+SAMPLER_FLAGS = {  # flag -> (SamplerConfig field, type, help); a test checks the defaults named
+    "chains": ("chains", int, "independent SGLD chains (default 4)"),
+    "until_ess": ("until_ess", float, "run until the kept draws' bulk ESS over all chains reaches this "
+                  "(default 200)"),
+    "max_rhat": ("max_rhat", float, "... and their split R-hat is at most this (default 1.05)"),
+    "max_mcse": ("max_mcse", float, "... and the Monte Carlo error of λ̂ is at most this fraction of it "
+                 "(default 0.02)"),
+    "max_drift": ("max_drift", float, "... and λ̂ moves by at most this fraction into the draws "
+                  "(default 0.02)"),
+    "max_steps": ("max_steps", int, "cap on steps per chain of a run that chooses its length "
+                  "(default 100000; reaching it gives a warning)"),
+    "max_seconds": ("max_seconds", float, "cap on the wall time of one estimate (default 1800; reaching "
+                    "it gives a warning)"),
+    "draws": ("draws", int, "fix the length instead: kept draws per chain (burn-in 200 unless given)"),
+    "burnin": ("burnin", int, "fix the length instead: steps discarded per chain before the draws "
+               "(draws 200 unless given)"),
+    "thin": ("thin", int, "keep every THIN-th step after burn-in (default 1)"),
+    "step_size": ("step_size", float, "SGLD step ε (default: calibrated for this model and data)"),
+    "localization": ("localization", float, "γ, pull towards the trained weights (default 10)"),
+    "nbeta": ("nbeta", float, "inverse temperature times n (default n / log n, n = dataset size)"),
+    "batch_size": ("batch_size", int, "minibatch size of each SGLD step (default 256)"),
+    "seed": ("seed", int, "random seed (default 0)"),
+    "weight_decay": ("weight_decay", float, "Gaussian prior (wd/2)‖w‖² in the potential (default 0)"),
 }
 
 
@@ -119,7 +136,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def audit_config(args: argparse.Namespace) -> audit_pb2.AuditConfig:
     config = audit_pb2.AuditConfig(loss=LOSSES[args.loss], device=args.device or "",
                                    dtype=args.dtype or "")
-    for flag, (field, _kind) in SAMPLER_FLAGS.items():
+    for flag, (field, _kind, _help) in SAMPLER_FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
             setattr(config.sampler, field, value)
@@ -289,13 +306,18 @@ def _print_report(report: audit_pb2.AuditReport) -> None:
     print(f"verdict: {_verdict(report)}")
     for reason in report.verdict.reasons:
         print(f"  - {reason}")
-    print(f"diagnostics: R-hat {d.rhat:.3f}, ESS {d.ess:.0f}, acceptance {d.acceptance:.3f}, "
+    print(f"diagnostics: R-hat {d.rhat:.3f}, ESS {d.ess:.0f}, MCSE {100 * d.mcse_relative:.1f}%, "
+          f"drift {100 * d.drift:+.1f}%, acceptance {d.acceptance:.3f}, "
           f"draws below L_n(w*) {100 * d.below_init_fraction:.1f}%")
     print(f"L_n(w*) {report.init_loss:.5g}   n={report.num_examples}   "
           f"params={report.num_parameters}   nbeta={s.nbeta:.4g}   WBIC {report.wbic:.5g}")
     how = "calibrated" if report.calibration.ran else "given"
-    print(f"sampler: {s.chains} chains x {s.draws} draws (burn-in {s.burnin}), step {s.step_size:.3g} "
+    stop = report.stopping
+    draws, burnin = (stop.draws, stop.burnin) if report.HasField("stopping") else (s.draws, s.burnin)
+    print(f"sampler: {s.chains} chains x {draws} draws (burn-in {burnin}), step {s.step_size:.3g} "
           f"({how}), localization {s.localization:g}, batch {s.batch_size}, seed {s.seed}")
+    if stop.summary:
+        print(f"length: {stop.summary}")
     if report.calibration.summary:
         print(f"calibration: {report.calibration.summary}")
     for group in report.group_llc:
@@ -349,8 +371,12 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", metavar="ID", help="a registered dataset")
     audit.add_argument("--loss", choices=sorted(LOSSES), required=True)
     audit.add_argument("--name", help="registry model name (default: the file's stem)")
-    for flag, (_field, kind) in SAMPLER_FLAGS.items():
-        audit.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind)
+    sampler = audit.add_argument_group(
+        "sampler", "By default an audit runs until its diagnostics say it can be trusted (or a cap); "
+        "--draws/--burnin fix its length instead.")
+    for flag, (_field, kind, text) in SAMPLER_FLAGS.items():
+        sampler.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, help=text,
+                             metavar=flag.upper())
     audit.add_argument("--device", help="cpu, cuda, cuda:N (default: automatic)")
     audit.add_argument("--dtype", choices=["float32", "float64"])
     audit.add_argument("--per-layer", action="store_true", help="restricted LLC of each layer")

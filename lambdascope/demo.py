@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--self-model-weight", type=float, default=50.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--draws", type=int, default=600, help="SGLD draws per chain")
-    parser.add_argument("--burnin", type=int, default=1000,
-                        help="SGLD burn-in steps (the digits MLP's λ̂ keeps rising for ~1000)")
+    parser.add_argument("--draws", type=int, help="fix the audits' SGLD draws per chain (default: "
+                        "each audit runs until its diagnostics say it can be trusted)")
+    parser.add_argument("--burnin", type=int, help="fix the audits' SGLD burn-in steps (default: as --draws)")
     parser.add_argument("--data-dir", help="keep the platform's data here (default: temporary)")
     args = parser.parse_args(argv)
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="lambdascope-run-")
@@ -68,9 +68,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{audit_s:8.1f}")
         for reason in report.verdict.reasons:
             print(f"    {reason}")
-    print(f"\nLLC: λ̂ = nβ·(E[L_n(w)] − L_n(w*)) from {sampler.chains} SGLD chains × {sampler.draws} "
-          f"draws (step calibrated per model, localization {sampler.localization:g}, "
-          f"nβ {sampler.nbeta:.1f}) on each model's training split; ± is the spread across chains.")
+        print(f"    {report.stopping.draws} draws per chain after {report.stopping.burnin} burn-in steps: "
+              f"{report.stopping.summary}")
+    print(f"\nLLC: λ̂ = nβ·(E[L_n(w)] − L_n(w*)) from {sampler.chains} SGLD chains (step calibrated per "
+          f"model, localization {sampler.localization:g}, nβ {sampler.nbeta:.1f}) on each model's "
+          "training split; ± is the spread across chains.")
     print("\nplatform stopped cleanly")
     return 0
 
@@ -87,8 +89,11 @@ def run_comparison(client: Client, args: argparse.Namespace
         train_s = time.perf_counter() - started
         final = client.get_model_version(job.output_ids[-1])
         config = audit_pb2.AuditConfig(loss=models_pb2.LOSS_KIND_CROSS_ENTROPY)
-        config.sampler.seed, config.sampler.draws = args.seed, args.draws
-        config.sampler.burnin = args.burnin
+        config.sampler.seed = args.seed
+        if args.draws is not None:
+            config.sampler.draws = args.draws
+        if args.burnin is not None:
+            config.sampler.burnin = args.burnin
         started = time.perf_counter()
         audit = wait(client, client.start_audit(final.id, final.lineage.dataset_version_id, config),
                      f"audit {label}")

@@ -11,19 +11,34 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class StopReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STOP_REASON_UNSPECIFIED: _ClassVar[StopReason]
+    STOP_REASON_FIXED: _ClassVar[StopReason]
+    STOP_REASON_CONVERGED: _ClassVar[StopReason]
+    STOP_REASON_STEP_CAP: _ClassVar[StopReason]
+    STOP_REASON_TIME_CAP: _ClassVar[StopReason]
+    STOP_REASON_NOT_A_MINIMUM: _ClassVar[StopReason]
+
 class VerdictState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     VERDICT_STATE_UNSPECIFIED: _ClassVar[VerdictState]
     VERDICT_STATE_OK: _ClassVar[VerdictState]
     VERDICT_STATE_WARNING: _ClassVar[VerdictState]
     VERDICT_STATE_FAILED: _ClassVar[VerdictState]
+STOP_REASON_UNSPECIFIED: StopReason
+STOP_REASON_FIXED: StopReason
+STOP_REASON_CONVERGED: StopReason
+STOP_REASON_STEP_CAP: StopReason
+STOP_REASON_TIME_CAP: StopReason
+STOP_REASON_NOT_A_MINIMUM: StopReason
 VERDICT_STATE_UNSPECIFIED: VerdictState
 VERDICT_STATE_OK: VerdictState
 VERDICT_STATE_WARNING: VerdictState
 VERDICT_STATE_FAILED: VerdictState
 
 class SamplerConfig(_message.Message):
-    __slots__ = ("chains", "draws", "burnin", "thin", "step_size", "localization", "nbeta", "batch_size", "seed", "weight_decay")
+    __slots__ = ("chains", "draws", "burnin", "thin", "step_size", "localization", "nbeta", "batch_size", "seed", "weight_decay", "until_ess", "max_rhat", "max_mcse", "max_drift", "max_steps", "max_seconds")
     CHAINS_FIELD_NUMBER: _ClassVar[int]
     DRAWS_FIELD_NUMBER: _ClassVar[int]
     BURNIN_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +49,12 @@ class SamplerConfig(_message.Message):
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_ESS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RHAT_FIELD_NUMBER: _ClassVar[int]
+    MAX_MCSE_FIELD_NUMBER: _ClassVar[int]
+    MAX_DRIFT_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
     chains: int
     draws: int
     burnin: int
@@ -44,7 +65,13 @@ class SamplerConfig(_message.Message):
     batch_size: int
     seed: int
     weight_decay: float
-    def __init__(self, chains: _Optional[int] = ..., draws: _Optional[int] = ..., burnin: _Optional[int] = ..., thin: _Optional[int] = ..., step_size: _Optional[float] = ..., localization: _Optional[float] = ..., nbeta: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., weight_decay: _Optional[float] = ...) -> None: ...
+    until_ess: float
+    max_rhat: float
+    max_mcse: float
+    max_drift: float
+    max_steps: int
+    max_seconds: float
+    def __init__(self, chains: _Optional[int] = ..., draws: _Optional[int] = ..., burnin: _Optional[int] = ..., thin: _Optional[int] = ..., step_size: _Optional[float] = ..., localization: _Optional[float] = ..., nbeta: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., weight_decay: _Optional[float] = ..., until_ess: _Optional[float] = ..., max_rhat: _Optional[float] = ..., max_mcse: _Optional[float] = ..., max_drift: _Optional[float] = ..., max_steps: _Optional[int] = ..., max_seconds: _Optional[float] = ...) -> None: ...
 
 class ParameterGroup(_message.Message):
     __slots__ = ("name", "patterns")
@@ -125,18 +152,42 @@ class Calibration(_message.Message):
     def __init__(self, ran: _Optional[bool] = ..., chosen_step_size: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CalibrationCandidate, _Mapping]]] = ..., summary: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class Diagnostics(_message.Message):
-    __slots__ = ("rhat", "ess", "acceptance", "below_init_fraction", "diverged_chains")
+    __slots__ = ("rhat", "ess", "acceptance", "below_init_fraction", "diverged_chains", "mcse_relative", "below_init_segments", "drift")
     RHAT_FIELD_NUMBER: _ClassVar[int]
     ESS_FIELD_NUMBER: _ClassVar[int]
     ACCEPTANCE_FIELD_NUMBER: _ClassVar[int]
     BELOW_INIT_FRACTION_FIELD_NUMBER: _ClassVar[int]
     DIVERGED_CHAINS_FIELD_NUMBER: _ClassVar[int]
+    MCSE_RELATIVE_FIELD_NUMBER: _ClassVar[int]
+    BELOW_INIT_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
     rhat: float
     ess: float
     acceptance: float
     below_init_fraction: float
     diverged_chains: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, rhat: _Optional[float] = ..., ess: _Optional[float] = ..., acceptance: _Optional[float] = ..., below_init_fraction: _Optional[float] = ..., diverged_chains: _Optional[_Iterable[int]] = ...) -> None: ...
+    mcse_relative: float
+    below_init_segments: float
+    drift: float
+    def __init__(self, rhat: _Optional[float] = ..., ess: _Optional[float] = ..., acceptance: _Optional[float] = ..., below_init_fraction: _Optional[float] = ..., diverged_chains: _Optional[_Iterable[int]] = ..., mcse_relative: _Optional[float] = ..., below_init_segments: _Optional[float] = ..., drift: _Optional[float] = ...) -> None: ...
+
+class Stopping(_message.Message):
+    __slots__ = ("reason", "summary", "steps", "warmup_steps", "burnin", "draws", "checks")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_STEPS_FIELD_NUMBER: _ClassVar[int]
+    BURNIN_FIELD_NUMBER: _ClassVar[int]
+    DRAWS_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    reason: StopReason
+    summary: str
+    steps: int
+    warmup_steps: int
+    burnin: int
+    draws: int
+    checks: int
+    def __init__(self, reason: _Optional[_Union[StopReason, str]] = ..., summary: _Optional[str] = ..., steps: _Optional[int] = ..., warmup_steps: _Optional[int] = ..., burnin: _Optional[int] = ..., draws: _Optional[int] = ..., checks: _Optional[int] = ...) -> None: ...
 
 class Verdict(_message.Message):
     __slots__ = ("state", "reasons")
@@ -201,7 +252,7 @@ class Timing(_message.Message):
     def __init__(self, seconds: _Optional[float] = ..., load_seconds: _Optional[float] = ..., sampling_seconds: _Optional[float] = ..., calibration_seconds: _Optional[float] = ..., chain_steps_per_second: _Optional[float] = ...) -> None: ...
 
 class AuditReport(_message.Message):
-    __slots__ = ("id", "model_version_id", "dataset_id", "job_id", "config", "llc", "init_loss", "num_examples", "num_parameters", "traces", "timing", "device", "created_at", "calibration", "diagnostics", "verdict", "wbic", "group_llc", "hessian", "weight_statistics", "step")
+    __slots__ = ("id", "model_version_id", "dataset_id", "job_id", "config", "llc", "init_loss", "num_examples", "num_parameters", "traces", "timing", "device", "created_at", "calibration", "diagnostics", "verdict", "wbic", "group_llc", "hessian", "weight_statistics", "step", "trace_stride", "stopping")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +274,8 @@ class AuditReport(_message.Message):
     HESSIAN_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_STATISTICS_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
+    TRACE_STRIDE_FIELD_NUMBER: _ClassVar[int]
+    STOPPING_FIELD_NUMBER: _ClassVar[int]
     id: str
     model_version_id: str
     dataset_id: str
@@ -244,4 +297,6 @@ class AuditReport(_message.Message):
     hessian: HessianSummary
     weight_statistics: _containers.RepeatedCompositeFieldContainer[WeightStatistics]
     step: int
-    def __init__(self, id: _Optional[str] = ..., model_version_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., job_id: _Optional[str] = ..., config: _Optional[_Union[AuditConfig, _Mapping]] = ..., llc: _Optional[_Union[LLCEstimate, _Mapping]] = ..., init_loss: _Optional[float] = ..., num_examples: _Optional[int] = ..., num_parameters: _Optional[int] = ..., traces: _Optional[_Iterable[_Union[ChainTrace, _Mapping]]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., device: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., calibration: _Optional[_Union[Calibration, _Mapping]] = ..., diagnostics: _Optional[_Union[Diagnostics, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., wbic: _Optional[float] = ..., group_llc: _Optional[_Iterable[_Union[GroupLLC, _Mapping]]] = ..., hessian: _Optional[_Union[HessianSummary, _Mapping]] = ..., weight_statistics: _Optional[_Iterable[_Union[WeightStatistics, _Mapping]]] = ..., step: _Optional[int] = ...) -> None: ...
+    trace_stride: int
+    stopping: Stopping
+    def __init__(self, id: _Optional[str] = ..., model_version_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., job_id: _Optional[str] = ..., config: _Optional[_Union[AuditConfig, _Mapping]] = ..., llc: _Optional[_Union[LLCEstimate, _Mapping]] = ..., init_loss: _Optional[float] = ..., num_examples: _Optional[int] = ..., num_parameters: _Optional[int] = ..., traces: _Optional[_Iterable[_Union[ChainTrace, _Mapping]]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., device: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., calibration: _Optional[_Union[Calibration, _Mapping]] = ..., diagnostics: _Optional[_Union[Diagnostics, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., wbic: _Optional[float] = ..., group_llc: _Optional[_Iterable[_Union[GroupLLC, _Mapping]]] = ..., hessian: _Optional[_Union[HessianSummary, _Mapping]] = ..., weight_statistics: _Optional[_Iterable[_Union[WeightStatistics, _Mapping]]] = ..., step: _Optional[int] = ..., trace_stride: _Optional[int] = ..., stopping: _Optional[_Union[Stopping, _Mapping]] = ...) -> None: ...

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from services.estimator import diagnostics, hessian, weights
+from services.estimator import diagnostics, hessian, stopping, weights
 from services.estimator.llc import LLCResult, SGLDConfig, estimate_llc
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -75,16 +75,13 @@ def run_audit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
     steps_per_run = settings.sgld.total_steps
     total = runs * steps_per_run
 
-    def stage(index: int) -> Callable[[int, int, float], None] | None:
+    def stage(index: int) -> Callable[[int, int, float, str], None] | None:
         if progress is None:
             return None
-        return lambda step, _steps, llc: progress(index * steps_per_run + step, total, llc)
+        return lambda step, _steps, llc, status: progress(index * steps_per_run + step, total, llc, status)
 
     llc = estimate_llc(model, x, y, loss_fn, settings.sgld, device=device, progress=stage(0))
-    kept = [trace[settings.sgld.burnin::settings.sgld.thin] for trace in llc.traces]
-    diag = diagnostics.diagnose(kept, llc.init_loss, acceptance=llc.acceptance)
-    verdict = diagnostics.judge(diag, llc.per_chain, llc.mean, llc.std,
-                                num_parameters=llc.num_parameters)
+    diag, verdict = diagnose(llc)
     # Restricted runs reuse the step size the full run settled on: calibrating again per
     # group would make the numbers incomparable.
     restricted = dataclasses.replace(settings.sgld, step_size=llc.step_size,
@@ -98,6 +95,24 @@ def run_audit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
         summary = hessian.hessian_summary(model, x, y, loss_fn, batch_size=settings.sgld.batch_size)
     stats = weights.weight_statistics(model) if settings.weight_statistics else []
     return AuditResult(llc, diag, verdict, group_results, summary, stats)
+
+
+def diagnose(llc: LLCResult) -> tuple[diagnostics.Diagnostics, diagnostics.Verdict]:
+    """The diagnostics of an estimate's kept draws and the verdict on them, including how its
+    length was decided (a run stopped by a cap before it could be trusted is a warning)."""
+    kept = [trace[llc.burnin::llc.thin] for trace in llc.traces]
+    energy = llc.nbeta * (torch.tensor(llc.traces, dtype=torch.float64) - llc.init_loss)
+    diag = diagnostics.diagnose(kept, llc.init_loss, acceptance=llc.acceptance,
+                                drift=stopping.drift(energy.numpy(), llc.burnin))
+    verdict = diagnostics.judge(diag, llc.per_chain, llc.mean, llc.std, num_parameters=llc.num_parameters)
+    stop = llc.stopping
+    if stop is not None and stop.adaptive and stop.reason in ("step_cap", "time_cap"):
+        flag = "--max-steps" if stop.reason == "step_cap" else "--max-seconds"
+        reason = f"the run {stop.summary}; λ̂ may still be off: raise {flag} for a longer run"
+        state = verdict.state if verdict.state == "failed" else "warning"
+        verdict = diagnostics.Verdict(state, [*verdict.reasons, reason] if state == "failed"
+                                      else [reason, *verdict.reasons])
+    return diag, verdict
 
 
 def check_finite(x: torch.Tensor, y: torch.Tensor) -> None:

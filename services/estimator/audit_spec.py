@@ -72,7 +72,7 @@ def audit_settings(config: audit_pb2.AuditConfig, max_chain_steps: int) -> Audit
             f"config asks for {sgld.chains} chains x {sgld.total_steps} steps"
             + (f" x {runs} sampling runs" if runs > 1 else "")
             + f" = {steps} chain-steps, more than this estimator's limit of {max_chain_steps}; "
-            "lower chains, draws, burnin or thin")
+            + ("lower chains or max_steps" if sgld.adaptive else "lower chains, draws, burnin or thin"))
     return AuditSettings(sgld=sgld, groups=groups, per_layer=measures.per_layer_llc,
                          hessian=measures.hessian, weight_statistics=measures.weight_statistics)
 
@@ -85,7 +85,12 @@ def resolved_config(config: audit_pb2.AuditConfig, llc: LLCResult, device: str
     out.device = device
     sgld = sgld_config(config)
     s = out.sampler
-    s.chains, s.draws, s.burnin, s.thin = sgld.chains, sgld.draws, sgld.burnin, sgld.thin
+    s.chains, s.thin = sgld.chains, sgld.thin
+    if sgld.adaptive:  # the length it chose is in the report's Stopping; the rule is written out
+        s.until_ess, s.max_rhat, s.max_mcse = sgld.until_ess, sgld.max_rhat, sgld.max_mcse
+        s.max_drift, s.max_steps, s.max_seconds = sgld.max_drift, sgld.max_steps, sgld.max_seconds
+    else:
+        s.draws, s.burnin = sgld.fixed_draws, sgld.fixed_burnin
     s.step_size, s.localization, s.nbeta = llc.step_size, llc.localization, llc.nbeta
     s.batch_size, s.seed, s.weight_decay = sgld.batch_size, sgld.seed, sgld.weight_decay
     return out

@@ -212,7 +212,7 @@ def calibrate(
         a_max = nbeta
     base = 0.5 / a_max
 
-    budget_steps = config.calibration_budget * config.total_steps
+    budget_steps = config.calibration_budget * config.planned_steps
     cost = 1.0 + 1.0 / SCORE_EVERY
     seg = int(min(MAX_SEGMENT, max(MIN_SEGMENT, budget_steps / (cost * EXPECTED_SEGMENTS))))
     seg += seg % 2
@@ -293,7 +293,7 @@ def calibrate(
     # burnin / WARMUP_RELAX (three such times in the second half of the burn-in). And it is
     # never larger than a pilot step seen stable with a predicted bias below KEEP_BIAS: the
     # stiffness a chain meets away from w* can exceed the Hessian's at w*, so no extrapolation.
-    factor = min(WARMUP_MAX, max(1.0, config.burnin / WARMUP_RELAX))
+    factor = min(WARMUP_MAX, max(1.0, config.planned_burnin / WARMUP_RELAX))
     seen = [c.step_size for c, st, _ in tested.values()
             if c.stable and st is not None and st.llc > 0 and st.bias <= KEEP_BIAS * st.llc]
     warm = min(chosen * factor, max(seen, default=chosen))
@@ -410,9 +410,10 @@ def _summary(chosen, chosen_k, how, tested, order, h_max, nbeta, gamma, wd, a_ma
                          "if it keeps rising over the run, raise burnin, or localization if it never levels off")
     if gamma > 0:
         relax = 1.0 / (chosen * gamma)
-        steps = config.total_steps
+        steps = config.planned_steps
         where = "within" if relax < steps else "beyond"
-        notes.append(f"localization relaxes in 1/(ε·γ) ≈ {relax:.3g} steps, {where} the run's {steps}")
+        run = "a run's typical" if config.adaptive else "the run's"
+        notes.append(f"localization relaxes in 1/(ε·γ) ≈ {relax:.3g} steps, {where} {run} {steps}")
     if notes:
         parts.append("; ".join(notes))
     return ". ".join(parts) + "."

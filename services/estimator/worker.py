@@ -19,6 +19,7 @@ from lambdascope.client import Client
 from lambdascope.v1 import audit_pb2, estimator_pb2, models_pb2, registry_pb2
 from services.estimator import audit_spec
 from services.estimator.audit import AuditResult, run_audit
+from services.estimator import llc as llc_core
 from services.estimator.llc import SamplerDivergedError
 from services.estimator.loading import load_model
 
@@ -68,10 +69,11 @@ def run(ctx: worker.JobContext) -> worker.Result:
                 raise worker.BadInput(f"cannot load model version {version.id}: {exc}") from None
             load_seconds = time.perf_counter() - started
 
-            def progress(step: int, steps: int, running_llc: float, offset=index * per_version
-                         ) -> None:
+            def progress(step: int, steps: int, running_llc: float, status: str,
+                         offset=index * per_version) -> None:
                 done = offset + round(per_version * step / max(steps, 1))
-                ctx.progress(done, total, {"llc": running_llc})
+                metrics = {"llc": running_llc} if math.isfinite(running_llc) else {}
+                ctx.progress(done, total, metrics, status)
 
             try:
                 result = run_audit(model, x, y, LOSSES[request.config.loss], audit_settings,
@@ -120,19 +122,22 @@ def to_report(result: AuditResult, config: audit_pb2.AuditConfig,
                 step_size=k.step_size, acceptance=k.acceptance, llc=k.llc, stable=k.stable,
                 note=k.note) for k in c.candidates])
     d = result.diagnostics
+    stride, traces = downsample(llc.traces)
     report = audit_pb2.AuditReport(
         model_version_id=version.id, dataset_id=dataset.id, job_id=job_id, step=version.lineage.step,
         config=audit_spec.resolved_config(config, llc, device),
         llc=estimate_of(llc), init_loss=llc.init_loss, num_examples=llc.num_examples,
         num_parameters=llc.num_parameters,
-        traces=[audit_pb2.ChainTrace(loss=t) for t in llc.traces],
+        traces=[audit_pb2.ChainTrace(loss=t) for t in traces], trace_stride=stride,
+        stopping=stopping_of(llc),
         timing=audit_pb2.Timing(sampling_seconds=llc.sampling_seconds,
                                 calibration_seconds=calibration.seconds,
                                 chain_steps_per_second=llc.chain_steps_per_second),
         device=device, calibration=calibration, wbic=llc.wbic,
         diagnostics=audit_pb2.Diagnostics(
             rhat=d.rhat, ess=d.ess, acceptance=d.acceptance,
-            below_init_fraction=d.below_init_fraction, diverged_chains=d.diverged_chains),
+            below_init_fraction=d.below_init_fraction, diverged_chains=d.diverged_chains,
+            mcse_relative=d.mcse_relative, below_init_segments=d.below_init_segments, drift=d.drift),
         verdict=audit_pb2.Verdict(state=audit_spec.VERDICTS[result.verdict.state],
                                   reasons=result.verdict.reasons),
         group_llc=[audit_pb2.GroupLLC(name=g.name, parameter_names=g.parameter_names,
@@ -147,6 +152,36 @@ def to_report(result: AuditResult, config: audit_pb2.AuditConfig,
             trace=h.trace, trace_stderr=h.trace_stderr, top_eigenvalue=h.top_eigenvalue,
             probes=h.probes, power_iterations=h.power_iterations))
     return report
+
+
+MAX_TRACE_POINTS = 4096  # per chain in a report; longer traces are stored as block means
+
+# The core's reason names are the proto enum's, upper-cased after its prefix.
+STOP_REASONS = {name: audit_pb2.StopReason.Value("STOP_REASON_" + name.upper()) for name in llc_core.STOP_REASONS}
+
+
+def downsample(traces: list[list[float]]) -> tuple[int, list[list[float]]]:
+    """(stride, traces): every step, or block means of ``stride`` steps so that a chain keeps at
+    most MAX_TRACE_POINTS entries (a 100,000-step run would otherwise be megabytes per chain)."""
+    steps = len(traces[0]) if traces else 0
+    if steps <= MAX_TRACE_POINTS:
+        return 1, traces
+    stride = math.ceil(steps / MAX_TRACE_POINTS)
+    t = torch.tensor(traces, dtype=torch.float64)
+    full = steps // stride * stride
+    blocks = t[:, :full].reshape(t.shape[0], -1, stride).mean(dim=2)
+    if full < steps:
+        blocks = torch.cat([blocks, t[:, full:].mean(dim=1, keepdim=True)], dim=1)
+    return stride, blocks.tolist()
+
+
+def stopping_of(llc) -> audit_pb2.Stopping:
+    stop = llc.stopping
+    out = audit_pb2.Stopping(burnin=llc.burnin, draws=llc.draws)
+    if stop is not None:
+        out.reason, out.summary = STOP_REASONS[stop.reason], stop.summary
+        out.steps, out.warmup_steps, out.checks = stop.steps, stop.warmup_steps, stop.checks
+    return out
 
 
 def estimate_of(llc) -> audit_pb2.LLCEstimate:

@@ -1,0 +1,170 @@
+"""The stopping rule of a default audit: it runs until trusted, stops by its targets on models
+whose λ theory gives, and a cap stops it with a warning that says so."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from services.estimator import stopping
+from services.estimator.audit import diagnose
+from services.estimator.llc import SGLDConfig, estimate_llc
+from services.estimator.theory import dln_learning_coefficient
+
+from dln_teacher import dln_teacher
+
+mse = torch.nn.functional.mse_loss
+
+
+def _regression(d: int, n: int, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """Linear regression at its exact least-squares minimum: a regular model, λ = d/2."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = x @ torch.randn(d, 1, generator=gen, dtype=torch.float64) + 0.3 * torch.randn(n, 1, generator=gen,
+                                                                                    dtype=torch.float64)
+    model = torch.nn.Linear(d, 1, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)
+    return model, x, y
+
+
+def _dln(widths: tuple[int, ...], rank: int, n: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    model = dln_teacher(widths, rank)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(n, widths[0], generator=gen, dtype=torch.float64) * 20 - 10
+    with torch.no_grad():
+        return model, x, model(x)
+
+
+def test_the_default_config_chooses_its_own_length() -> None:
+    config = SGLDConfig()
+    assert config.adaptive and config.draws is None and config.burnin is None
+    assert not SGLDConfig(draws=50).adaptive and SGLDConfig(draws=50).fixed_burnin == 200
+    assert SGLDConfig(burnin=30).total_steps == 230
+    assert SGLDConfig(max_steps=5000).total_steps == 5000  # the cap bounds an adaptive run
+
+
+def test_regular_model_stops_by_its_targets_near_half_the_parameter_count() -> None:
+    d = 20
+    model, x, y = _regression(d, 2000)
+    calls: list[tuple] = []
+    result = estimate_llc(model, x, y, mse, SGLDConfig(), device="cpu", progress=lambda *a: calls.append(a))
+    stop = result.stopping
+    assert stop.adaptive and stop.reason == "converged", stop.summary
+    rule = SGLDConfig().stopping_rule()
+    assert stop.last.met and stop.last.ess >= rule.until_ess and stop.last.rhat <= rule.max_rhat
+    assert stop.last.mcse <= rule.max_mcse and abs(stop.last.drift) <= rule.max_drift
+    assert abs(result.mean - d / 2) <= 0.1 * d / 2, result.mean
+    # the burn-in is the warm-up plus the first half of the main run; the draws are the rest
+    assert result.burnin == stop.warmup_steps + stop.last.burnin
+    assert result.draws == stop.steps - result.burnin == len(result.traces[0]) - result.burnin
+    diag, verdict = diagnose(result)
+    assert verdict.state == "ok", verdict.reasons
+    # the progress says what the run waits for, and ends at the length it chose
+    assert any(c[3].startswith("ESS ") for c in calls)
+    assert calls[-1][0] == calls[-1][1] == stop.steps
+
+
+def test_small_dln_stops_by_its_targets_near_aoyagis_lambda() -> None:
+    widths, rank = (8, 12, 8), 4  # 192 parameters, λ = 32 (d/2 = 96)
+    model, x, y = _dln(widths, rank, 20_000)
+    result = estimate_llc(model, x, y, mse, SGLDConfig(), device="cpu")
+    lam = dln_learning_coefficient(widths, rank)
+    assert result.stopping.reason == "converged", result.stopping.summary
+    assert abs(result.mean - lam) <= 0.1 * lam, (result.mean, lam)
+    assert diagnose(result)[1].state == "ok"
+
+
+def test_a_step_cap_stops_the_run_with_a_warning_that_says_so() -> None:
+    model, x, y = _regression(20, 2000)
+    result = estimate_llc(model, x, y, mse, SGLDConfig(localization=1.0, max_steps=400), device="cpu")
+    stop = result.stopping
+    assert stop.reason == "step_cap" and stop.steps == 400
+    assert "max_steps = 400" in stop.summary and "still short of" in stop.summary
+    diag, verdict = diagnose(result)
+    assert verdict.state == "warning"
+    assert any("--max-steps" in r and "step cap" in r for r in verdict.reasons), verdict.reasons
+
+
+def test_a_time_cap_stops_the_run_with_a_warning_that_says_so() -> None:
+    model, x, y = _regression(20, 2000)
+    result = estimate_llc(model, x, y, mse, SGLDConfig(localization=1.0, max_seconds=0.5), device="cpu")
+    assert result.stopping.reason == "time_cap", result.stopping.summary
+    assert result.stopping.steps < 100_000
+    verdict = diagnose(result)[1]
+    assert verdict.state == "warning" and any("--max-seconds" in r for r in verdict.reasons)
+
+
+def test_a_model_that_is_not_at_a_minimum_stops_early_and_fails() -> None:
+    model, x, y = _regression(5, 2000)
+    with torch.no_grad():
+        model.weight.add_(0.5)  # far up the bowl: sampling only finds lower loss
+    result = estimate_llc(model, x, y, mse, SGLDConfig(localization=1.0, step_size=1e-4), device="cpu")
+    assert result.stopping.reason == "not_a_minimum", result.stopping.summary
+    assert result.stopping.steps < 10_000
+    assert result.mean < 0 and diagnose(result)[1].state == "failed"
+
+
+def test_a_fixed_length_run_is_unchanged_by_the_rule() -> None:
+    model, x, y = _regression(5, 500)
+    result = estimate_llc(model, x, y, mse, SGLDConfig(draws=60, burnin=40, step_size=1e-3), device="cpu")
+    assert result.stopping.reason == "fixed" and len(result.traces[0]) == 100
+    assert result.burnin == 40 and result.draws == 60
+
+
+# -- the rule on synthetic traces ----------------------------------------------------------------
+
+
+def _ar1(chains: int, steps: int, rho: float, mean: float, sd: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = np.empty((chains, steps))
+    out[:, 0] = rng.normal(0, 1, chains)
+    for t in range(1, steps):
+        out[:, t] = rho * out[:, t - 1] + math.sqrt(1 - rho**2) * rng.normal(0, 1, chains)
+    return mean + sd * out
+
+
+def test_a_stationary_trace_passes_and_a_short_one_does_not() -> None:
+    rule = stopping.StoppingRule()
+    # losses around L* + λ/nβ with λ = 50, nβ = 1000, per-draw sd 10% of the gap
+    long = _ar1(4, 20_000, 0.5, 0.05, 0.005)
+    check = stopping.assess(long, nbeta=1000.0, init_loss=0.0, rule=rule)
+    assert check.met, check.missing
+    assert check.llc == pytest.approx(50, rel=0.01) and check.burnin == 10_000
+    short = stopping.assess(long[:, :160], nbeta=1000.0, init_loss=0.0, rule=rule)
+    assert not short.met and any(m.startswith("ESS") for m in short.missing)
+    assert any(m.startswith("draws 80/") for m in short.missing)
+    assert short.status(rule).startswith("ESS ")
+
+
+def test_a_slowly_rising_trace_is_caught_by_the_drift_between_doublings() -> None:
+    """λ̂ rising logarithmically in steps (as on deep DLNs): the kept half's own halves agree within
+    noise, the doubling before it does not."""
+    steps = 20_000
+    t = np.arange(1, steps + 1)
+    gap = 0.05 * (1 + 0.08 * np.log(t / steps))  # +5.5% per doubling at the end
+    trace = gap + _ar1(4, steps, 0.3, 0.0, 0.002, seed=1)
+    check = stopping.assess(trace, nbeta=1000.0, init_loss=0.0, rule=stopping.StoppingRule())
+    assert check.drift == pytest.approx(0.08 * math.log(2) * 0.96, abs=0.01)
+    assert not check.met and any(m.startswith("drift") for m in check.missing)
+    halves = trace[:, 10_000:]
+    assert abs(halves[:, 5000:].mean() / halves[:, :5000].mean() - 1) < 0.04  # what a halves test sees
+
+
+def test_drift_compares_the_kept_window_with_the_one_before() -> None:
+    energy = np.concatenate([np.full((2, 50), 1.0), np.full((2, 100), 2.0), np.full((2, 100), 3.0)], axis=1)
+    # kept = [150, 250) (all 3s); before = [100, 150) (2s) → (3 - 2) / 3
+    assert stopping.drift(energy, 150) == pytest.approx(1 / 3)
+    # no room before the kept window: its two halves
+    assert stopping.drift(energy[:, 150:], 0) == pytest.approx(0.0)
+    assert math.isnan(stopping.drift(np.zeros((2, 10)), 5))
+
+
+def test_chunks_grow_with_the_run_and_respect_both_caps() -> None:
+    assert stopping.next_chunk(0, 10_000, math.inf, math.nan) == stopping.FIRST_CHUNK
+    assert stopping.next_chunk(8000, 10_000, math.inf, 100.0) == 2000
+    assert stopping.next_chunk(8000, 500, math.inf, 100.0) == 500  # the step cap
+    assert stopping.next_chunk(8000, 10_000, 3.0, 100.0) == 300  # about the time left
