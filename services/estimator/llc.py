@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from services.estimator.calibration import CalibrationResult, calibrate, refine
+from services.estimator.calibration import DEFAULT_TARGET_BIAS, CalibrationResult, calibrate, refine
 from services.estimator.sgld import LossFn, SamplerDivergedError, SGLDTrace, make_forward, run_sgld
 from services.estimator.stopping import MIN_DRAWS, Check, StoppingRule, assess, next_chunk
 
@@ -477,8 +477,9 @@ class _Sampler:
             step_size = refine(calibration, first, self.nbeta, self.init_loss, calibration.warmup_step_size)
             start = first.final
         if config.adaptive:
-            main, stopping = self._until_trusted(step_size, start, warm, deadline)
-            burnin = warm + stopping.last.burnin
+            main, stopping, step_size, burnin = self._until_trusted(step_size, start, warm, deadline,
+                                                                    tune=calibration.ran)
+            burnin += warm
         else:
             main = self._fixed(step_size, start, warm)
             burnin = config.fixed_burnin
@@ -500,13 +501,22 @@ class _Sampler:
         seed = config.seed + STAGE_SEED if warm else config.seed
         return self.sgld(total - warm, step_size, seed, start, config.accept_every, on_check)
 
-    def _until_trusted(self, step_size: float, start, warm: int, deadline: float) -> tuple[SGLDTrace, Stopping]:
+    def _until_trusted(self, step_size: float, start, warm: int, deadline: float, tune: bool
+                       ) -> tuple[SGLDTrace, Stopping, float, int]:
+        """(trace of the main run, how it stopped, the final step size, its burn-in in steps).
+
+        The stationary window starts at ``origin``: everything before it is burn-in. With
+        ``tune`` (a calibrated step) each chunk's predicted bias and acceptance are watched: a
+        chain drifting into stiffer regions than calibration saw (along the flat directions of a
+        singular model, e.g. the rescaling symmetries of a deep linear network, the curvature
+        grows) makes the step too large; it is then lowered and the window restarts.
+        """
         config = self.config
         rule = config.stopping_rule()
         cap = config.max_steps - warm
         parts: list[SGLDTrace] = []
-        done, checks, check, status = 0, 0, None, "sampling"
-        reason = "step_cap"
+        done, origin, checks, check, status = 0, 0, 0, None, "sampling"
+        reason, retunes = "step_cap", []
         while True:
             seconds = sum(p.seconds for p in parts)
             rate = done / seconds if seconds > 0 else math.nan
@@ -514,20 +524,26 @@ class _Sampler:
             if left <= 0 and parts:
                 reason = "time_cap"
                 break
-            steps = next_chunk(done, cap - done, left, rate)
+            steps = next_chunk(done - origin, cap - done, left, rate)
             if steps <= 0:
                 break
-            before = torch.cat([p.losses for p in parts], dim=1) if parts else None
+            before = torch.cat([p.losses for p in parts], dim=1)[:, origin:] if parts else None
 
-            def on_check(d: int, losses: torch.Tensor, before=before, offset=done) -> None:
+            def on_check(d: int, losses: torch.Tensor, before=before) -> None:
                 whole = losses if before is None else torch.cat([before.to(losses.device), losses], dim=1)
-                self.report(warm + offset + d, config.total_steps, whole[:, whole.shape[1] // 2:], status)
+                self.report(warm + done + d, config.total_steps, whole[:, whole.shape[1] // 2:], status)
             part = self.sgld(steps, step_size, _chunk_seed(config.seed, len(parts)), start, config.accept_every,
                              on_check)
             parts.append(part)
             start = part.final
             done += steps
-            losses = torch.cat([p.losses for p in parts], dim=1)
+            smaller = _retuned(part, step_size, self.nbeta, self.init_loss) if tune else None
+            if smaller is not None and len(retunes) < MAX_RETUNES and done < cap:
+                retunes.append(f"at step {warm + done} the step size went {step_size:.3g} → {smaller[0]:.3g} "
+                               f"({smaller[1]})")
+                step_size, origin, status = smaller[0], done, "step size lowered: the window starts again"
+                continue
+            losses = torch.cat([p.losses for p in parts], dim=1)[:, origin:]
             check = assess(losses.numpy(), self.nbeta, self.init_loss, rule, config.thin)
             checks += 1
             status = check.status(rule)
@@ -539,10 +555,34 @@ class _Sampler:
                 break
             if done >= cap:
                 break
-        summary = _stopping_summary(reason, check, rule, warm + done, warm)
-        self.report(warm + done, warm + done, None if check is None else
-                    torch.cat([p.losses for p in parts], dim=1)[:, check.burnin:], status)
-        return _join(parts), Stopping(True, reason, summary, warm + done, warm, checks, check)
+        summary = _stopping_summary(reason, check, rule, warm + done, warm + origin)
+        if retunes:
+            summary += "; the chains met stiffer regions than calibration saw, so " + "; ".join(retunes)
+        burnin = origin + (check.burnin if check is not None else 0)
+        self.report(warm + done, warm + done, torch.cat([p.losses for p in parts], dim=1)[:, burnin:], status)
+        return _join(parts), Stopping(True, reason, summary, warm + done, warm, checks, check), step_size, burnin
+
+
+MAX_RETUNES = 8  # step-size reductions a run that chooses its length may make
+RETUNE_BIAS = 0.04  # predicted bias above this fraction of λ̂ (twice calibration's target) ...
+RETUNE_ACCEPTANCE = 0.5  # ... or acceptance below this lowers the step
+
+
+def _retuned(part: SGLDTrace, step_size: float, nbeta: float, init_loss: float) -> tuple[float, str] | None:
+    """A smaller step and why, when a chunk's predicted bias or acceptance says the step is too
+    large; None when it is fine (or unmeasured: accept_every = 0)."""
+    if part.acceptance.numel() == 0:
+        return None
+    acceptance = float(part.acceptance.mean())
+    bias = _bias(part, 0, step_size)
+    llc = nbeta * (part.losses.double().mean().item() - init_loss)
+    frac = bias / llc if llc > 0 and math.isfinite(bias) else math.nan
+    if frac > RETUNE_BIAS:
+        factor = max(0.25, DEFAULT_TARGET_BIAS / frac)
+        return step_size * factor, f"predicted bias {100 * frac:.1f}% of λ̂, acceptance {acceptance:.2f}"
+    if acceptance < RETUNE_ACCEPTANCE:
+        return step_size / 2, f"acceptance {acceptance:.2f}"
+    return None
 
 
 def _chunk_seed(seed: int, index: int) -> int:
@@ -550,11 +590,13 @@ def _chunk_seed(seed: int, index: int) -> int:
     return (seed + STAGE_SEED * (index + 1)) % (2**63)
 
 
-def _stopping_summary(reason: str, check: Check | None, rule: StoppingRule, steps: int, warm: int) -> str:
+def _stopping_summary(reason: str, check: Check | None, rule: StoppingRule, steps: int, before: int) -> str:
+    """``before``: steps ahead of the final window (warm-up, and runs at larger steps)."""
     seen = "" if check is None else f" ({check.status(rule)})"
     if reason == "converged":
+        lead = f"the first {before} at larger step sizes, then " if before else ""
         return (f"stopped when the estimate could be trusted{seen}, after {steps} steps per chain "
-                f"({warm} warm-up, then the first half of the rest discarded as burn-in)")
+                f"({lead}the first half of the rest discarded as burn-in)")
     if reason == "not_a_minimum":
         return (f"stopped after {steps} steps per chain: the sampled loss stays below L_n(w*), so w* is "
                 "not a local minimum and more sampling cannot make λ̂ right")
