@@ -92,6 +92,7 @@ class _Interceptor(grpc.ServerInterceptor):
                 except Exception as exc:  # noqa: BLE001 - every failure is answered
                     metrics.count_exception(exc, method)
                     code = _fail(exc, context, service, method)
+                    raise  # the status is set: grpc ends the call with it (no response to serialize)
                 finally:
                     obs.finish(code)
 
@@ -109,6 +110,9 @@ class _Interceptor(grpc.ServerInterceptor):
             except Exception as exc:  # noqa: BLE001 - every failure is answered
                 metrics.count_exception(exc, method)
                 code = _fail(exc, context, service, method)
+                # The status is set (context.abort); raising ends the call with it. Returning
+                # None instead made grpc try to serialize None and log a TypeError per refusal.
+                raise
             finally:
                 obs.finish(code)
 
@@ -116,7 +120,8 @@ class _Interceptor(grpc.ServerInterceptor):
 
 
 def _fail(exc: Exception, context: grpc.ServicerContext, service: str, method: str) -> grpc.StatusCode:
-    """Answer `exc` on `context` (raises, as context.abort does); return the code sent."""
+    """Set the status that answers `exc` on `context` and return its code; the caller re-raises
+    (grpc then ends the call with that status: the context is marked aborted)."""
     if isinstance(exc, errors.ApiError):
         code, message = exc.code, exc.message
         log.info("rpc refused", extra={"rpc": f"{service}/{method}", "code": code.name, "reason": message})

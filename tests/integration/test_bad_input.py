@@ -204,3 +204,21 @@ def test_bad_training_specs_name_the_field(client):
 def test_page_tokens_are_checked(client):
     code, message = code_of(client.trainer.ListJobs, jobs_pb2.ListJobsRequest(page_token="zzz"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in message
+
+
+def test_a_refused_call_logs_one_clean_line(client, platform):
+    """A refused RPC (unary or streaming) leaves one 'rpc refused' line in the service's log and
+    no traceback: the refusal is answered, not re-serialized as a None response."""
+    import time
+
+    log = platform.data_dir / "logs" / "registry.log"
+    before = log.stat().st_size
+    missing = registry_pb2.GetModelVersionRequest(version_id="mv-does-not-exist")
+    assert code_of(client.registry.GetModelVersion, missing)[0] == grpc.StatusCode.NOT_FOUND
+    stream = registry_pb2.DownloadModelVersionRequest(version_id="mv-does-not-exist")
+    assert code_of(lambda r: list(client.registry.DownloadModelVersion(r)), stream)[0] == grpc.StatusCode.NOT_FOUND
+    time.sleep(0.5)  # the service writes its log line after answering
+    written = log.read_bytes()[before:].decode()
+    assert "Traceback" not in written and "Exception serializing" not in written, written
+    refused = [line for line in written.splitlines() if '"rpc refused"' in line]
+    assert len(refused) == 2, written
