@@ -90,11 +90,11 @@ def audit_with_cli(server: str, model_path: Path, data_path: Path, folder: Path)
         "reasons": report["verdict"].get("reasons", []),
         "stop": stopping.get("reason", "").removeprefix("STOP_REASON_").lower(),
         "steps": int(stopping.get("steps", 0)), "summary": stopping.get("summary", ""),
-        "rhat": diag.get("rhat"), "ess": diag.get("ess"), "mcse": diag.get("mcseRelative"),
+        "rhat": diag.get("rhat"), "ess": diag.get("ess"), "mcse": diag.get("mcse_relative"),
         "drift": diag.get("drift"), "acceptance": diag.get("acceptance"),
-        "step_size": report["config"]["sampler"].get("stepSize"),
-        "sampling_seconds": report["timing"].get("samplingSeconds"),
-        "calibration_seconds": report["timing"].get("calibrationSeconds"),
+        "step_size": report["config"]["sampler"].get("step_size"),
+        "sampling_seconds": report["timing"].get("sampling_seconds"),
+        "calibration_seconds": report["timing"].get("calibration_seconds"),
         "wall_seconds": wall, "exit_code": proc.returncode,
     }
 

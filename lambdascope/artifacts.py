@@ -113,6 +113,7 @@ _ST_DTYPES: dict[str, tuple[str, int]] = {
 }
 _FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
 _INT_DTYPES = frozenset({"uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64"})
+_ID_DTYPES = frozenset({"uint8", "int8", "int16", "int32", "int64"})  # inputs torch can index with
 
 
 def _sniff(head: bytes) -> str | None:
@@ -267,8 +268,9 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, "torch.Tensor"]:
 def inspect_dataset(path: str | os.PathLike) -> DatasetInfo:
     """Check a dataset file: safetensors with exactly tensors `x` and `y`, same leading dim >= 1.
 
-    `x` must be floating (float16/bfloat16/float32/float64) and `y` floating or integer; both at
-    least 1-D (`x[i]` is one example's input, `y[i]` its target).
+    `x` must be floating (float16/bfloat16/float32/float64) or, for models that take token ids,
+    a signed integer type or uint8; `y` floating or integer; both at least 1-D (`x[i]` is one
+    example's input, `y[i]` its target).
     """
     tensors = inspect_safetensors(path)
     missing = sorted({"x", "y"} - set(tensors))
@@ -293,8 +295,9 @@ def inspect_dataset(path: str | os.PathLike) -> DatasetInfo:
         )
     if x.shape[0] < 1:
         raise ArtifactError("the dataset has no examples (leading dimension is 0)")
-    if x.dtype not in _FLOAT_DTYPES:
-        raise ArtifactError(f"x must be floating point (float16/bfloat16/float32/float64), not {x.dtype}")
+    if x.dtype not in _FLOAT_DTYPES | _ID_DTYPES:
+        raise ArtifactError(f"x must be floating point (float16/bfloat16/float32/float64) or, for token "
+                            f"ids, int64/int32/int16/int8/uint8; not {x.dtype}")
     if y.dtype not in _FLOAT_DTYPES | _INT_DTYPES:
         raise ArtifactError(f"y must be floating point or integer, not {y.dtype}")
     return DatasetInfo(num_examples=x.shape[0], x=x, y=y)

@@ -309,6 +309,8 @@ def _print_report(report: audit_pb2.AuditReport) -> None:
     print(f"diagnostics: R-hat {d.rhat:.3f}, ESS {d.ess:.0f}, MCSE {100 * d.mcse_relative:.1f}%, "
           f"drift {100 * d.drift:+.1f}%, acceptance {d.acceptance:.3f}, "
           f"draws below L_n(w*) {100 * d.below_init_fraction:.1f}%")
+    if report.loss_description:
+        print(f"loss: {report.loss_description}")
     print(f"L_n(w*) {report.init_loss:.5g}   n={report.num_examples}   "
           f"params={report.num_parameters}   nbeta={s.nbeta:.4g}   WBIC {report.wbic:.5g}")
     how = "calibrated" if report.calibration.ran else "given"

@@ -252,7 +252,7 @@ class Timing(_message.Message):
     def __init__(self, seconds: _Optional[float] = ..., load_seconds: _Optional[float] = ..., sampling_seconds: _Optional[float] = ..., calibration_seconds: _Optional[float] = ..., chain_steps_per_second: _Optional[float] = ...) -> None: ...
 
 class AuditReport(_message.Message):
-    __slots__ = ("id", "model_version_id", "dataset_id", "job_id", "config", "llc", "init_loss", "num_examples", "num_parameters", "traces", "timing", "device", "created_at", "calibration", "diagnostics", "verdict", "wbic", "group_llc", "hessian", "weight_statistics", "step", "trace_stride", "stopping")
+    __slots__ = ("id", "model_version_id", "dataset_id", "job_id", "config", "llc", "init_loss", "num_examples", "num_parameters", "traces", "timing", "device", "created_at", "calibration", "diagnostics", "verdict", "wbic", "group_llc", "hessian", "weight_statistics", "step", "trace_stride", "stopping", "loss_description")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
@@ -276,6 +276,7 @@ class AuditReport(_message.Message):
     STEP_FIELD_NUMBER: _ClassVar[int]
     TRACE_STRIDE_FIELD_NUMBER: _ClassVar[int]
     STOPPING_FIELD_NUMBER: _ClassVar[int]
+    LOSS_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     id: str
     model_version_id: str
     dataset_id: str
@@ -299,4 +300,5 @@ class AuditReport(_message.Message):
     step: int
     trace_stride: int
     stopping: Stopping
-    def __init__(self, id: _Optional[str] = ..., model_version_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., job_id: _Optional[str] = ..., config: _Optional[_Union[AuditConfig, _Mapping]] = ..., llc: _Optional[_Union[LLCEstimate, _Mapping]] = ..., init_loss: _Optional[float] = ..., num_examples: _Optional[int] = ..., num_parameters: _Optional[int] = ..., traces: _Optional[_Iterable[_Union[ChainTrace, _Mapping]]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., device: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., calibration: _Optional[_Union[Calibration, _Mapping]] = ..., diagnostics: _Optional[_Union[Diagnostics, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., wbic: _Optional[float] = ..., group_llc: _Optional[_Iterable[_Union[GroupLLC, _Mapping]]] = ..., hessian: _Optional[_Union[HessianSummary, _Mapping]] = ..., weight_statistics: _Optional[_Iterable[_Union[WeightStatistics, _Mapping]]] = ..., step: _Optional[int] = ..., trace_stride: _Optional[int] = ..., stopping: _Optional[_Union[Stopping, _Mapping]] = ...) -> None: ...
+    loss_description: str
+    def __init__(self, id: _Optional[str] = ..., model_version_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., job_id: _Optional[str] = ..., config: _Optional[_Union[AuditConfig, _Mapping]] = ..., llc: _Optional[_Union[LLCEstimate, _Mapping]] = ..., init_loss: _Optional[float] = ..., num_examples: _Optional[int] = ..., num_parameters: _Optional[int] = ..., traces: _Optional[_Iterable[_Union[ChainTrace, _Mapping]]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., device: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., calibration: _Optional[_Union[Calibration, _Mapping]] = ..., diagnostics: _Optional[_Union[Diagnostics, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., wbic: _Optional[float] = ..., group_llc: _Optional[_Iterable[_Union[GroupLLC, _Mapping]]] = ..., hessian: _Optional[_Union[HessianSummary, _Mapping]] = ..., weight_statistics: _Optional[_Iterable[_Union[WeightStatistics, _Mapping]]] = ..., step: _Optional[int] = ..., trace_stride: _Optional[int] = ..., stopping: _Optional[_Union[Stopping, _Mapping]] = ..., loss_description: _Optional[str] = ...) -> None: ...

@@ -50,7 +50,7 @@ class Lineage(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., step: _Optional[int] = ..., parent_version_id: _Optional[str] = ..., dataset_version_id: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("id", "model_name", "version", "format", "architecture", "task_outputs", "sha256", "size_bytes", "state", "lineage", "metadata", "created_at", "input_shape", "output_shape", "tags", "owner", "aliases")
+    __slots__ = ("id", "model_name", "version", "format", "architecture", "task_outputs", "sha256", "size_bytes", "state", "lineage", "metadata", "created_at", "input_shape", "output_shape", "tags", "owner", "aliases", "input_dtype")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class ModelVersion(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
+    INPUT_DTYPE_FIELD_NUMBER: _ClassVar[int]
     id: str
     model_name: str
     version: int
@@ -99,7 +100,8 @@ class ModelVersion(_message.Message):
     tags: _containers.ScalarMap[str, str]
     owner: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., model_name: _Optional[str] = ..., version: _Optional[int] = ..., format: _Optional[_Union[_models_pb2.ArtifactFormat, str]] = ..., architecture: _Optional[_Union[_models_pb2.Architecture, _Mapping]] = ..., task_outputs: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., state: _Optional[_Union[VersionState, str]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., tags: _Optional[_Mapping[str, str]] = ..., owner: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
+    input_dtype: str
+    def __init__(self, id: _Optional[str] = ..., model_name: _Optional[str] = ..., version: _Optional[int] = ..., format: _Optional[_Union[_models_pb2.ArtifactFormat, str]] = ..., architecture: _Optional[_Union[_models_pb2.Architecture, _Mapping]] = ..., task_outputs: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., state: _Optional[_Union[VersionState, str]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., tags: _Optional[_Mapping[str, str]] = ..., owner: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., input_dtype: _Optional[str] = ...) -> None: ...
 
 class Dataset(_message.Message):
     __slots__ = ("id", "name", "sha256", "size_bytes", "num_examples", "x_shape", "y_shape", "x_dtype", "y_dtype", "metadata", "created_at", "version", "tags", "owner")

@@ -12,6 +12,7 @@ from services.estimator.audit import AuditSettings
 from services.estimator.llc import LLCResult, SGLDConfig
 
 FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64"}
+INTEGER_DTYPES = {"int8", "int16", "int32", "int64", "uint8"}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 LOSS_NAMES = {models_pb2.LOSS_KIND_MSE: "mse", models_pb2.LOSS_KIND_CROSS_ENTROPY: "cross_entropy",
               models_pb2.LOSS_KIND_MAE: "mae"}
@@ -102,19 +103,28 @@ def check_fit(version: registry_pb2.ModelVersion, dataset: registry_pb2.Dataset,
     x_shape, y_shape = list(dataset.x_shape), list(dataset.y_shape)
     in_shape, out_shape = list(version.input_shape), list(version.output_shape)
     where = f"model {version.model_name} v{version.version}"
-    if dataset.x_dtype not in FLOAT_DTYPES:
-        raise SpecError(f"dataset x must be floating point (got {dataset.x_dtype})")
+    takes_ids = version.input_dtype in INTEGER_DTYPES
+    if takes_ids and dataset.x_dtype not in INTEGER_DTYPES:
+        raise SpecError(f"{where} takes integer inputs ({version.input_dtype}, e.g. token ids) but "
+                        f"dataset x is {dataset.x_dtype}")
+    if not takes_ids and dataset.x_dtype not in FLOAT_DTYPES:
+        raise SpecError(f"dataset x must be floating point (got {dataset.x_dtype})"
+                        + (f"; {where} takes {version.input_dtype} inputs" if version.input_dtype else ""))
     if in_shape and not _fits(x_shape[1:], in_shape[1:]):
         raise SpecError(f"dataset x has shape {x_shape} but {where} takes inputs of shape "
                         f"{_fmt(in_shape)}")
     outputs = version.task_outputs or (out_shape[-1] if out_shape else -1)
     if loss == models_pb2.LOSS_KIND_CROSS_ENTROPY:
-        if dataset.y_dtype in FLOAT_DTYPES or len(y_shape) != 1:
-            raise SpecError(f"cross_entropy needs y as integer class labels of shape [n] "
-                            f"(got {dataset.y_dtype} {y_shape})")
-        if len(out_shape) != 2:
-            raise SpecError(f"cross_entropy needs model outputs of shape [batch, classes] "
+        # [batch, classes] outputs with [n] labels, or [batch, ..., classes] with [n, ...] labels
+        # (token-level: services.estimator.losses)
+        if dataset.y_dtype in FLOAT_DTYPES or dataset.y_dtype not in INTEGER_DTYPES:
+            raise SpecError(f"cross_entropy needs y as integer class labels (got {dataset.y_dtype})")
+        if len(out_shape) < 2:
+            raise SpecError(f"cross_entropy needs model outputs of shape [batch, ..., classes] "
                             f"({where} returns {_fmt(out_shape)})")
+        if out_shape and not _fits(y_shape[1:], out_shape[1:-1]):
+            raise SpecError(f"cross_entropy needs y of shape {_fmt([-1, *out_shape[1:-1]])} to match "
+                            f"{where}'s outputs {_fmt(out_shape)} (got y {y_shape})")
     else:
         name = LOSS_NAMES[loss]
         if dataset.y_dtype not in FLOAT_DTYPES:

@@ -191,12 +191,15 @@ def calibrate(
     explode_at: float | None,
     vectorize: bool = True,
     target_bias: float = DEFAULT_TARGET_BIAS,
+    deadline: float | None = None,
 ) -> CalibrationResult:
     """Choose the SGLD step size for ``config`` (an SGLDConfig) on this model and data.
 
     ``model``, ``x``, ``y`` already on the sampling device; ``params`` the sampled parameter
-    names; ``init_loss`` = L_n(w*); ``explode_at`` the divergence threshold of the main run. See
-    the module docstring for the procedure. Never raises for a diverging candidate (that is a
+    names; ``init_loss`` = L_n(w*); ``explode_at`` the divergence threshold of the main run;
+    ``deadline`` (a ``time.perf_counter()`` value): no pilot starts after it, and one running
+    stops there (the choice is then made from what was measured). See the module docstring for
+    the procedure. Never raises for a diverging candidate (that is a
     finding); the returned ``states`` warm-start the main run.
     """
     began = time.perf_counter()
@@ -234,7 +237,7 @@ def calibrate(
                 model, x, y, loss_fn, chains=chains, steps=seg, step_size=step, localization=gamma,
                 nbeta=nbeta, batch_size=config.batch_size, seed=_segment_seed(config.seed, index),
                 weight_decay=wd, params=params, accept_every=SCORE_EVERY, explode_at=explode_at,
-                init=states, vectorize=vectorize)
+                init=states, vectorize=vectorize, deadline=deadline)
         except SamplerDivergedError as err:
             cand = CalibrationCandidate(step, math.nan, math.nan, False,
                                         f"diverged at step {err.step}: loss {err.loss:.4g}", steps=err.step)
@@ -266,9 +269,11 @@ def calibrate(
             notes.append(f"predicted bias {st.bias:+.3g} ({100 * frac:+.1f}% of λ̂ ≈ {reference:.4g})"
                          if math.isfinite(frac) else f"predicted bias {st.bias:+.3g}")
             cand = CalibrationCandidate(step, st.acceptance, st.llc, stable, "; ".join(notes),
-                                        bias=st.bias, steps=seg)
+                                        bias=st.bias, steps=trace.losses.shape[1])
             tested[k] = (cand, st, passed)
         order.append(k)
+        if deadline is not None and time.perf_counter() > deadline:
+            break
         nxt = _next_k(k, tested, target_bias)
         if nxt is None:
             if len(order) >= 2 or index + 1 >= max_segments:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from services.estimator.calibration import DEFAULT_TARGET_BIAS, CalibrationResult, calibrate, refine
-from services.estimator.sgld import LossFn, SamplerDivergedError, SGLDTrace, make_forward, run_sgld
+from services.estimator.sgld import LossFn, SamplerDivergedError, SGLDTrace, make_forward, prepare_for_sampling, run_sgld
 from services.estimator.stopping import MIN_DRAWS, Check, StoppingRule, assess, next_chunk
 
 __all__ = [
@@ -339,7 +339,7 @@ def estimate_llc(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    model = _on_device(model, device, dtype)
+    model = prepare_for_sampling(_on_device(model, device, dtype))
     names = resolve_params(model, params)
     named = dict(model.named_parameters())
     work_dtype = named[names[0]].dtype
@@ -348,7 +348,12 @@ def estimate_llc(
     nbeta = config.nbeta if config.nbeta is not None else default_nbeta(n)
     num_parameters = sum(named[k].numel() for k in names)
 
-    init_loss, per_batch = batch_losses(model, x, y, loss_fn, config.batch_size)
+    try:
+        init_loss, per_batch = batch_losses(model, x, y, loss_fn, config.batch_size)
+    except (RuntimeError, IndexError, TypeError) as exc:  # shapes, dtypes or ids the model rejects
+        raise ValueError(f"the model cannot evaluate the loss on this data ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); check that x, y and the loss "
+                         "fit the model") from None
     if not math.isfinite(init_loss):
         raise ValueError(f"L_n(w*) is not finite ({init_loss}); check the model, data and loss_fn")
     spread = float(torch.tensor(per_batch, dtype=torch.float64).std()) if len(per_batch) > 1 else 0.0
@@ -361,14 +366,15 @@ def estimate_llc(
     if step_size is None:
         calibration = calibrate(
             model, x, y, loss_fn, config, params=names, nbeta=nbeta, init_loss=init_loss,
-            explode_at=explode_at, vectorize=vectorize)
+            explode_at=explode_at, vectorize=vectorize,
+            deadline=began + CALIBRATION_TIME_SHARE * config.max_seconds if config.adaptive else None)
         step_size = calibration.chosen_step_size
         start, calibration.states = calibration.states, None  # the result stays plain data
 
     sampler = _Sampler(model, x, y, loss_fn, config, nbeta, init_loss, progress,
                        dict(chains=config.chains, localization=config.localization, nbeta=nbeta,
                             batch_size=config.batch_size, weight_decay=config.weight_decay, params=names,
-                            explode_at=explode_at, vectorize=vectorize))
+                            explode_at=explode_at, vectorize=vectorize), began)
     # With calibration, a warm-up stage at the larger warm-up step comes first; its well-relaxed
     # statistics then refine the step for the main run (calibration.refine).
     warm = warmup_steps(config) if calibration.ran else 0
@@ -446,14 +452,15 @@ class _Sampler:
     stopping rule is met; one object per estimate, so the settings are threaded through once."""
 
     def __init__(self, model, x, y, loss_fn, config: SGLDConfig, nbeta: float, init_loss: float,
-                 progress, run: dict):
+                 progress, run: dict, began: float):
         self.model, self.x, self.y, self.loss_fn = model, x, y, loss_fn
         self.config, self.nbeta, self.init_loss = config, nbeta, init_loss
-        self.progress, self.kwargs = progress, run
+        self.progress, self.kwargs, self.began = progress, run, began
 
-    def sgld(self, steps: int, step_size: float, seed: int, init, accept_every: int, on_check=None) -> SGLDTrace:
+    def sgld(self, steps: int, step_size: float, seed: int, init, accept_every: int, on_check=None,
+             deadline: float | None = None) -> SGLDTrace:
         return run_sgld(self.model, self.x, self.y, self.loss_fn, steps=steps, step_size=step_size, seed=seed,
-                        init=init, accept_every=accept_every, on_check=on_check, **self.kwargs)
+                        init=init, accept_every=accept_every, on_check=on_check, deadline=deadline, **self.kwargs)
 
     def report(self, step: int, total: int, losses: torch.Tensor | None, status: str) -> None:
         if self.progress is None:
@@ -473,7 +480,11 @@ class _Sampler:
         if warm:
             def on_warm(done: int, losses: torch.Tensor) -> None:
                 self.report(done, total, losses[:, -1:], "warming up")
-            first = self.sgld(warm, calibration.warmup_step_size, config.seed, start, REFINE_SCORE_EVERY, on_warm)
+            # A run that chooses its length gives the warm-up at most WARMUP_TIME_SHARE of its time.
+            cutoff = self.began + WARMUP_TIME_SHARE * config.max_seconds if config.adaptive else None
+            first = self.sgld(warm, calibration.warmup_step_size, config.seed, start, REFINE_SCORE_EVERY, on_warm,
+                              cutoff)
+            warm = first.losses.shape[1]
             step_size = refine(calibration, first, self.nbeta, self.init_loss, calibration.warmup_step_size)
             start = first.final
         if config.adaptive:
@@ -533,10 +544,10 @@ class _Sampler:
                 whole = losses if before is None else torch.cat([before.to(losses.device), losses], dim=1)
                 self.report(warm + done + d, config.total_steps, whole[:, whole.shape[1] // 2:], status)
             part = self.sgld(steps, step_size, _chunk_seed(config.seed, len(parts)), start, config.accept_every,
-                             on_check)
+                             on_check, deadline)
             parts.append(part)
             start = part.final
-            done += steps
+            done += part.losses.shape[1]
             smaller = _retuned(part, step_size, self.nbeta, self.init_loss) if tune else None
             if smaller is not None and len(retunes) < MAX_RETUNES and done < cap:
                 retunes.append(f"at step {warm + done} the step size went {step_size:.3g} → {smaller[0]:.3g} "
@@ -564,6 +575,10 @@ class _Sampler:
 
 
 MAX_RETUNES = 8  # step-size reductions a run that chooses its length may make
+# Shares of max_seconds (from the start of the estimate) by which calibration, then the warm-up
+# stage, must have ended in a run that chooses its length; the main run has the rest.
+CALIBRATION_TIME_SHARE = 0.2
+WARMUP_TIME_SHARE = 0.35
 RETUNE_BIAS = 0.04  # predicted bias above this fraction of λ̂ (twice calibration's target) ...
 RETUNE_ACCEPTANCE = 0.5  # ... or acceptance below this lowers the step
 

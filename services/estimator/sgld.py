@@ -40,6 +40,7 @@ yields two cheap by-products used by the step-size calibration:
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -116,6 +117,67 @@ def static_batch_size(model: torch.nn.Module) -> int | None:
                 return val.shape[0]
             return None
     return None
+
+
+def _dim_size(tensor: Tensor, dim: int) -> int:
+    return tensor.shape[dim]
+
+
+def _attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
+               dropout_p: float = 0.0, is_causal: bool = False, *, scale: float | None = None,
+               enable_gqa: bool = False) -> Tensor:
+    """``scaled_dot_product_attention`` in plain ops: softmax(q·kᵀ·scale + mask)·v.
+
+    The fused kernels the ATen op dispatches to on CPU have no vmap batching rule (every chain
+    would run apart) and no double backward (the Hessian's power iteration needs it); these
+    ops have both. Same numbers up to float rounding.
+    """
+    if dropout_p:
+        raise ValueError("the exported program applies attention dropout (exported in training mode); "
+                         "export it after model.eval()")
+    if enable_gqa and key.shape[-3] != query.shape[-3]:
+        repeat = query.shape[-3] // key.shape[-3]
+        key, value = key.repeat_interleave(repeat, dim=-3), value.repeat_interleave(repeat, dim=-3)
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = query @ key.transpose(-2, -1) * scale
+    if is_causal:
+        keep = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()
+        scores = scores.masked_fill(~keep, float("-inf"))
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool \
+            else scores + attn_mask
+    return torch.softmax(scores, dim=-1) @ value
+
+
+def prepare_for_sampling(model: torch.nn.Module) -> torch.nn.Module:
+    """``model``, or for an exported program, a copy whose graph the sampler can batch and
+    differentiate twice, with the same numbers:
+
+    - ``aten.sym_size`` (how an export with a dynamic batch dimension reads its batch size before
+      reshaping, e.g. into attention heads) reads the tensor's shape instead: vmap has no batching
+      rule for it, while under vmap a tensor's shape is already the per-chain one;
+    - ``aten.scaled_dot_product_attention`` runs as plain ops (:func:`_attention`).
+
+    A program that applies dropout (exported in training mode) is refused: its loss would be
+    random from step to step.
+    """
+    graph = getattr(model, "graph", None)
+    if not isinstance(graph, torch.fx.Graph):
+        return model
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target is torch.ops.aten.dropout.default and \
+                len(node.args) > 2 and node.args[2] is True and node.args[1]:
+            raise ValueError("the exported program applies dropout (exported in training mode); export "
+                             "it after model.eval()")
+    swaps = {torch.ops.aten.sym_size.int: _dim_size, torch.ops.aten.scaled_dot_product_attention.default: _attention}
+    if not any(n.op == "call_function" and n.target in swaps for n in graph.nodes):
+        return model
+    model = copy.deepcopy(model)
+    for node in model.graph.nodes:
+        if node.op == "call_function" and node.target in swaps:
+            node.target = swaps[node.target]
+    model.recompile()
+    return model
 
 
 def make_forward(model: torch.nn.Module, vectorized: bool) -> Callable[[State, Tensor], Tensor]:
@@ -275,6 +337,7 @@ def run_sgld(
     warmup: tuple[int, float] | None = None,
     vectorize: bool = True,
     on_check: Callable[[int, Tensor], None] | None = None,
+    deadline: float | None = None,
 ) -> SGLDTrace:
     """Run ``chains`` SGLD chains for ``steps`` steps from the model's parameters w*.
 
@@ -288,7 +351,8 @@ def run_sgld(
     than w* (e.g. where calibration left them; the parameters flattened in ``params`` order, as in
     :attr:`SGLDTrace.final`); the localization stays centred at w*. ``warmup = (k, eps_w)`` runs
     the first k steps with step size eps_w instead (a faster burn-in; those steps must be
-    discarded by the caller).
+    discarded by the caller). ``deadline`` (a ``time.perf_counter()`` value): stop at the first
+    check past it; the trace then holds only the steps run.
     """
     device = x.device
     named = dict(model.named_parameters())
@@ -389,6 +453,12 @@ def run_sgld(
             checked = done
             if on_check is not None:
                 on_check(done, losses[:, :done])
+            if deadline is not None and done < steps and time.perf_counter() > deadline:
+                steps, losses = done, losses[:, :done]
+                keep = [i for i, t in enumerate(scored) if t < done]
+                scored, acc, curv = scored[: len(keep)], acc[:, : len(keep)], curv[:, : len(keep)]
+                noise_stat, loc_energy = noise_stat[:, : len(keep)], loc_energy[:, : len(keep)]
+                break
     seconds = time.perf_counter() - began
     return SGLDTrace(
         losses=losses.cpu(),

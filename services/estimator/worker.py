@@ -16,18 +16,13 @@ from google.protobuf import json_format
 
 from lambdascope import artifacts, worker
 from lambdascope.client import Client
-from lambdascope.v1 import audit_pb2, estimator_pb2, models_pb2, registry_pb2
-from services.estimator import audit_spec
+from lambdascope.v1 import audit_pb2, estimator_pb2, registry_pb2
+from services.estimator import audit_spec, losses
 from services.estimator.audit import AuditResult, run_audit
 from services.estimator import llc as llc_core
 from services.estimator.llc import SamplerDivergedError
 from services.estimator.loading import load_model
 
-LOSSES = {
-    models_pb2.LOSS_KIND_MSE: torch.nn.functional.mse_loss,
-    models_pb2.LOSS_KIND_CROSS_ENTROPY: torch.nn.functional.cross_entropy,
-    models_pb2.LOSS_KIND_MAE: torch.nn.functional.l1_loss,
-}
 
 
 def run(ctx: worker.JobContext) -> worker.Result:
@@ -38,6 +33,7 @@ def run(ctx: worker.JobContext) -> worker.Result:
     except audit_spec.SpecError as exc:
         raise worker.BadInput(str(exc)) from None
     version_ids = audit_spec.version_ids(request)
+    loss_name = audit_spec.LOSS_NAMES[request.config.loss]
     device = request.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     per_version = audit_settings.sgld.chains * audit_settings.sgld.total_steps
     total = len(version_ids) * per_version
@@ -67,6 +63,9 @@ def run(ctx: worker.JobContext) -> worker.Result:
                 model = load_model(version, path, audit_spec.DTYPES.get(request.config.dtype))
             except (ValueError, artifacts.ArtifactError) as exc:
                 raise worker.BadInput(f"cannot load model version {version.id}: {exc}") from None
+            inputs = x
+            if version.input_dtype in audit_spec.INTEGER_DTYPES and x.dtype != getattr(torch, version.input_dtype):
+                inputs = x.to(getattr(torch, version.input_dtype))  # token ids as the program takes them
             load_seconds = time.perf_counter() - started
 
             def progress(step: int, steps: int, running_llc: float, status: str,
@@ -76,13 +75,14 @@ def run(ctx: worker.JobContext) -> worker.Result:
                 ctx.progress(done, total, metrics, status)
 
             try:
-                result = run_audit(model, x, y, LOSSES[request.config.loss], audit_settings,
+                result = run_audit(model, inputs, y, losses.LOSSES[loss_name], audit_settings,
                                    device=device, progress=progress)
             except SamplerDivergedError as exc:
                 raise worker.BadInput(str(exc)) from None
             except ValueError as exc:
                 raise worker.BadInput(f"the audit cannot run: {exc}") from None
             report = to_report(result, request.config, version, dataset, ctx.job_id, device)
+            report.loss_description = losses.describe(loss_name, tuple(y.shape))
             report.timing.load_seconds = load_seconds
             report.timing.seconds = time.perf_counter() - started
             report_ids.append(client.put_report(report).id)

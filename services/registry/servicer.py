@@ -369,6 +369,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                         f"(it takes {len(info.input_shapes)} and returns {len(info.output_shapes)})")
                 version.input_shape[:] = info.input_shapes[0]
                 version.output_shape[:] = info.output_shapes[0]
+                version.input_dtype = info.input_dtypes[0]
         except artifacts.ArtifactError as exc:
             raise errors.InvalidArgument(f"not a valid artifact: {exc}") from None
         if version.task_outputs and version.output_shape and version.output_shape[-1] > 0 \
@@ -397,6 +398,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         io = architectures.io_shapes(header.architecture)
         version.input_shape[:] = io[0]
         version.output_shape[:] = io[1]
+        version.input_dtype = "float32"  # the built-in architectures take float inputs
 
     def _check_lineage(self, lineage: registry_pb2.Lineage) -> None:
         if lineage.parent_version_id:  # a reference is stored as the id it names now

@@ -194,7 +194,7 @@ BAD_DATASETS = {
     "missing_y": ({"x": torch.randn(4, 2)}, ["missing 'y'"]),
     "extra": ({"x": torch.randn(4, 2), "y": torch.randn(4), "z": torch.ones(1)}, ["unexpected 'z'"]),
     "leading_dims": ({"x": torch.randn(4, 2), "y": torch.randn(5)}, ["4 examples", "5"]),
-    "int_x": ({"x": torch.ones(4, 2, dtype=torch.int64), "y": torch.randn(4)}, ["x must be floating"]),
+    "bool_x": ({"x": torch.ones(4, 2, dtype=torch.bool), "y": torch.randn(4)}, ["x must be floating"]),
     "bool_y": ({"x": torch.randn(4, 2), "y": torch.ones(4, dtype=torch.bool)}, ["y must be"]),
     "scalar_x": ({"x": torch.tensor(1.0), "y": torch.randn(1)}, ["at least 1-D"]),
     "empty": ({"x": torch.randn(0, 2), "y": torch.randn(0)}, ["no examples"]),
