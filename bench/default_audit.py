@@ -24,7 +24,7 @@ devinterp 1.3.2 (bench/.venv-devinterp, see bench/vs_devinterp.py) at the publis
 
 Targets (issue "A default audit that is right"): mean |rel err| ≤ 3%, max ≤ 6%, every verdict
 `ok` (a `warning` counts as a miss unless λ̂ is in fact off), total time below devinterp's.
-Writes bench/results/default_audit.json.
+Writes bench/results/default_audit.json (the first run of 2026-12-03 is kept as default_audit_run1.json).
 """
 from __future__ import annotations
 

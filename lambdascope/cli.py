@@ -18,7 +18,8 @@ from lambdascope.local import LocalPlatform
 from lambdascope.progress import ProgressBar
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2, trainer_pb2
 
-LOSSES = {"mse": models_pb2.LOSS_KIND_MSE, "cross_entropy": models_pb2.LOSS_KIND_CROSS_ENTROPY}
+LOSSES = {"mse": models_pb2.LOSS_KIND_MSE, "mae": models_pb2.LOSS_KIND_MAE,
+          "cross_entropy": models_pb2.LOSS_KIND_CROSS_ENTROPY}
 SAMPLER_FLAGS = {  # flag -> (SamplerConfig field, type, help); a test checks the defaults named
     "chains": ("chains", int, "independent SGLD chains (default 4)"),
     "until_ess": ("until_ess", float, "run until the kept draws' bulk ESS over all chains reaches this "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -102,8 +103,9 @@ def diagnose(llc: LLCResult) -> tuple[diagnostics.Diagnostics, diagnostics.Verdi
     length was decided (a run stopped by a cap before it could be trusted is a warning)."""
     kept = [trace[llc.burnin::llc.thin] for trace in llc.traces]
     energy = llc.nbeta * (torch.tensor(llc.traces, dtype=torch.float64) - llc.init_loss)
+    bias = llc.bias_estimate / llc.mean if llc.mean > 0 else math.nan
     diag = diagnostics.diagnose(kept, llc.init_loss, acceptance=llc.acceptance,
-                                drift=stopping.drift(energy.numpy(), llc.burnin))
+                                drift=stopping.drift(energy.numpy(), llc.burnin), bias_relative=bias)
     verdict = diagnostics.judge(diag, llc.per_chain, llc.mean, llc.std, num_parameters=llc.num_parameters)
     stop = llc.stopping
     if stop is not None and stop.adaptive and stop.reason in ("step_cap", "time_cap"):

@@ -1,4 +1,4 @@
-"""The CLI's sampler flags: one per API field, and the defaults their help names are the core's."""
+"""The CLI's audit flags: one per API sampler field and loss kind, and the defaults their help names are the core's."""
 from __future__ import annotations
 
 import dataclasses
@@ -34,3 +34,10 @@ def test_no_sampler_flag_leaves_the_length_to_the_stopping_rule() -> None:
                                      "--until-ess", "300", "--max-steps", "5000", "--max-seconds", "60"])
     sampler = cli.audit_config(args).sampler
     assert (sampler.until_ess, sampler.max_steps, sampler.max_seconds) == (300, 5000, 60)
+
+
+def test_the_cli_offers_every_loss_the_api_accepts() -> None:
+    from lambdascope.v1 import models_pb2
+
+    kinds = {v.number for v in models_pb2.LossKind.DESCRIPTOR.values if v.number != 0}
+    assert set(cli.LOSSES.values()) == kinds

@@ -340,3 +340,21 @@ def test_end_to_end_draws_from_a_run_that_walks_downhill_fail():
     diag = diagnose(draws, init)
     v = judge(diag, per, float(np.mean(per)), float(np.std(per, ddof=1)), num_parameters=4810)
     assert v.state == "failed" and v.reasons[0].startswith("w* is not a local minimum")
+
+
+def test_a_known_predicted_bias_judges_the_step_instead_of_the_acceptance_line():
+    # large models run calibrated steps at acceptance ~0.75 with λ̂ within a few % of theory
+    assert judge(healthy(acceptance=0.74, bias_relative=0.02), PER_CHAIN, MEAN, STD).state == "ok"
+    v = judge(healthy(acceptance=0.95, bias_relative=0.08), PER_CHAIN, MEAN, STD)
+    assert v.state == "warning" and "inflates λ̂ by about 8%" in v.reasons[0]
+    assert judge(healthy(bias_relative=0.3), PER_CHAIN, MEAN, STD).state == "failed"
+    # acceptance below 0.5 fails whatever the prediction; unknown bias: the 0.8 line as before
+    assert judge(healthy(acceptance=0.4, bias_relative=0.01), PER_CHAIN, MEAN, STD).state == "failed"
+    assert judge(healthy(acceptance=0.74), PER_CHAIN, MEAN, STD).state == "warning"
+
+
+def test_drift_beyond_its_noise_warns_and_within_it_does_not():
+    v = judge(healthy(drift=0.12, mcse_relative=0.01), PER_CHAIN, MEAN, STD)
+    assert v.state == "warning" and v.reasons[0].startswith("λ̂ was still rising")
+    assert judge(healthy(drift=0.12, mcse_relative=0.05), PER_CHAIN, MEAN, STD).state == "ok"
+    assert judge(healthy(drift=-0.03, mcse_relative=0.001), PER_CHAIN, MEAN, STD).state == "ok"
