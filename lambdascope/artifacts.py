@@ -113,7 +113,7 @@ _ST_DTYPES: dict[str, tuple[str, int]] = {
 }
 _FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
 _INT_DTYPES = frozenset({"uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64"})
-_ID_DTYPES = frozenset({"uint8", "int8", "int16", "int32", "int64"})  # inputs torch can index with
+ID_DTYPES = frozenset({"uint8", "int8", "int16", "int32", "int64"})  # inputs torch can index with
 
 
 def _sniff(head: bytes) -> str | None:
@@ -295,7 +295,7 @@ def inspect_dataset(path: str | os.PathLike) -> DatasetInfo:
         )
     if x.shape[0] < 1:
         raise ArtifactError("the dataset has no examples (leading dimension is 0)")
-    if x.dtype not in _FLOAT_DTYPES | _ID_DTYPES:
+    if x.dtype not in _FLOAT_DTYPES | ID_DTYPES:
         raise ArtifactError(f"x must be floating point (float16/bfloat16/float32/float64) or, for token "
                             f"ids, int64/int32/int16/int8/uint8; not {x.dtype}")
     if y.dtype not in _FLOAT_DTYPES | _INT_DTYPES:

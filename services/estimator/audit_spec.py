@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import torch
 
+from lambdascope import artifacts
 from lambdascope.v1 import audit_pb2, estimator_pb2, models_pb2, registry_pb2
 from services.estimator.audit import AuditSettings
 from services.estimator.llc import LLCResult, SGLDConfig
 
 FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64"}
-INTEGER_DTYPES = {"int8", "int16", "int32", "int64", "uint8"}
+INTEGER_DTYPES = artifacts.ID_DTYPES  # what a model may take as token ids
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 LOSS_NAMES = {models_pb2.LOSS_KIND_MSE: "mse", models_pb2.LOSS_KIND_CROSS_ENTROPY: "cross_entropy",
               models_pb2.LOSS_KIND_MAE: "mae"}
@@ -117,7 +118,7 @@ def check_fit(version: registry_pb2.ModelVersion, dataset: registry_pb2.Dataset,
     if loss == models_pb2.LOSS_KIND_CROSS_ENTROPY:
         # [batch, classes] outputs with [n] labels, or [batch, ..., classes] with [n, ...] labels
         # (token-level: services.estimator.losses)
-        if dataset.y_dtype in FLOAT_DTYPES or dataset.y_dtype not in INTEGER_DTYPES:
+        if dataset.y_dtype not in INTEGER_DTYPES:
             raise SpecError(f"cross_entropy needs y as integer class labels (got {dataset.y_dtype})")
         if len(out_shape) < 2:
             raise SpecError(f"cross_entropy needs model outputs of shape [batch, ..., classes] "

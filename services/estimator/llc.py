@@ -462,13 +462,14 @@ class _Sampler:
         return run_sgld(self.model, self.x, self.y, self.loss_fn, steps=steps, step_size=step_size, seed=seed,
                         init=init, accept_every=accept_every, on_check=on_check, deadline=deadline, **self.kwargs)
 
-    def report(self, step: int, total: int, losses: torch.Tensor | None, status: str) -> None:
+    def report(self, step: int, total: int, losses: torch.Tensor | None, status: str,
+               llc: float | None = None) -> None:
+        """Progress with λ̂ = ``llc``, else that of ``losses`` (nan when there are none)."""
         if self.progress is None:
             return
-        if losses is None or losses.shape[1] == 0:
-            llc = math.nan
-        else:
-            llc = self.nbeta * (losses.double().mean().item() - self.init_loss)
+        if llc is None:
+            empty = losses is None or losses.shape[1] == 0
+            llc = math.nan if empty else self.nbeta * (losses.double().mean().item() - self.init_loss)
         self.progress(step, total, llc, status)
 
     def run(self, step_size: float, start, warm: int, calibration: CalibrationResult, deadline: float
@@ -526,6 +527,7 @@ class _Sampler:
         rule = config.stopping_rule()
         cap = config.max_steps - warm
         parts: list[SGLDTrace] = []
+        losses = torch.empty(config.chains, 0, dtype=torch.float64)  # the main run's, on the CPU
         done, origin, checks, check, status = 0, 0, 0, None, "sampling"
         reason, retunes = "step_cap", []
         while True:
@@ -538,24 +540,25 @@ class _Sampler:
             steps = next_chunk(done - origin, cap - done, left, rate)
             if steps <= 0:
                 break
-            before = torch.cat([p.losses for p in parts], dim=1)[:, origin:] if parts else None
 
-            def on_check(d: int, losses: torch.Tensor, before=before) -> None:
-                whole = losses if before is None else torch.cat([before.to(losses.device), losses], dim=1)
-                self.report(warm + done + d, config.total_steps, whole[:, whole.shape[1] // 2:], status)
+            def on_check(d: int, chunk: torch.Tensor, shown=check) -> None:
+                # the window's λ̂ as of the last check; the chunk's own until there is one
+                self.report(warm + done + d, config.total_steps, None if shown else chunk[:, d // 2:],
+                            status, shown.llc if shown else None)
             part = self.sgld(steps, step_size, _chunk_seed(config.seed, len(parts)), start, config.accept_every,
                              on_check, deadline)
             parts.append(part)
             start = part.final
             done += part.losses.shape[1]
+            losses = torch.cat([losses, part.losses.double()], dim=1)
             smaller = _retuned(part, step_size, self.nbeta, self.init_loss) if tune else None
             if smaller is not None and len(retunes) < MAX_RETUNES and done < cap:
                 retunes.append(f"at step {warm + done} the step size went {step_size:.3g} → {smaller[0]:.3g} "
                                f"({smaller[1]})")
-                step_size, origin, status = smaller[0], done, "step size lowered: the window starts again"
+                step_size, origin, check = smaller[0], done, None
+                status = "step size lowered: the window starts again"
                 continue
-            losses = torch.cat([p.losses for p in parts], dim=1)[:, origin:]
-            check = assess(losses.numpy(), self.nbeta, self.init_loss, rule, config.thin)
+            check = assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin)
             checks += 1
             status = check.status(rule)
             if check.met:
@@ -566,13 +569,16 @@ class _Sampler:
                 break
             if done >= cap:
                 break
+        if check is None and done:  # stopped right after a retune: judge what there is
+            origin = origin if done > origin else 0
+            check = assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin)
+            checks += 1
         summary = _stopping_summary(reason, check, rule, warm + done, warm + origin)
         if retunes:
             summary += "; the chains met stiffer regions than calibration saw, so " + "; ".join(retunes)
         burnin = origin + (check.burnin if check is not None else 0)
-        self.report(warm + done, warm + done, torch.cat([p.losses for p in parts], dim=1)[:, burnin:], status)
+        self.report(warm + done, warm + done, losses[:, burnin:], status)
         return _join(parts), Stopping(True, reason, summary, warm + done, warm, checks, check), step_size, burnin
-
 
 MAX_RETUNES = 8  # step-size reductions a run that chooses its length may make
 # Shares of max_seconds (from the start of the estimate) by which calibration, then the warm-up

@@ -455,9 +455,9 @@ def run_sgld(
                 on_check(done, losses[:, :done])
             if deadline is not None and done < steps and time.perf_counter() > deadline:
                 steps, losses = done, losses[:, :done]
-                keep = [i for i, t in enumerate(scored) if t < done]
-                scored, acc, curv = scored[: len(keep)], acc[:, : len(keep)], curv[:, : len(keep)]
-                noise_stat, loc_energy = noise_stat[:, : len(keep)], loc_energy[:, : len(keep)]
+                m = sum(t < done for t in scored)
+                scored, acc, curv = scored[:m], acc[:, :m], curv[:, :m]
+                noise_stat, loc_energy = noise_stat[:, :m], loc_energy[:, :m]
                 break
     seconds = time.perf_counter() - began
     return SGLDTrace(
