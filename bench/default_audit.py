@@ -10,6 +10,11 @@ its rank cuts seeded as in the published protocol, bench/dln.py), w* = the teach
 inputs x ~ U(-10, 10), y = teacher(x), λ from Aoyagi's formula. The suite's seed is drawn at
 each run (printed; --seed repeats a draw), so nothing can be tuned to a fixed list.
 
+Aoyagi's λ is the global learning coefficient: the LLC at a particular teacher can be larger, and
+it is at least rank(∇²L(w*))/2 (bench/dln.py, ``hessian_rank``). A drawn teacher whose bound
+exceeds Aoyagi's λ has no known truth, so it is set aside (listed in the results with its bound,
+not audited) and another is drawn in its place; every scored case has bound ≤ λ.
+
 Ours: the platform is started (`LocalPlatform`, SQLite + local objects, as `lambdascope up`)
 and each case goes through the CLI exactly as the README shows, with NO sampler flags::
 
@@ -55,6 +60,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", type=int, default=10, help="DLNs to draw (default 10)")
     p.add_argument("--seed", type=int, default=None, help="the suite's seed (default: drawn now, printed)")
+    p.add_argument("--teacher", choices=dln.TEACHERS, default="cuts",
+                   help="how w* is built (default cuts: the published protocol; aligned: the most "
+                        "singular point for the same rank, see bench/dln.py)")
     p.add_argument("--no-devinterp", action="store_true", help="skip devinterp (ours against theory only)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for devinterp (ours: the "
                    "worker's default, 2 on these machines)")
@@ -119,8 +127,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     rng = random.Random(seed)
-    cases = [dln.random_case(rng, i) for i in range(args.cases)]
+    cases, bounds, set_aside = draw_cases(rng, args.cases, args.teacher)
     print(f"suite seed {seed} (repeat with --seed {seed}); {len(cases)} DLNs, n = {dln.N_EXAMPLES}", flush=True)
+    for c in set_aside:
+        print(f"set aside {c['name']}: widths {tuple(c['widths'])}, r = {c['rank']}: rank(Hessian)/2 = "
+              f"{c['hessian_bound']:g} > Aoyagi's λ = {c['lambda']:g}, so the LLC at this teacher is unknown",
+              flush=True)
     if not args.no_devinterp:
         vs_devinterp.ensure_venv()
     rows, machine = [], common.machine()
@@ -129,9 +141,9 @@ def main(argv=None) -> int:
         with LocalPlatform(folder / "platform") as platform:
             server = platform.endpoints["registry"]
             for case in cases:
-                lam = case.theory_lambda()
+                lam, bound = case.theory_lambda(), bounds[case.name]
                 print(f"{case.name}: widths {case.widths}, d = {case.num_parameters}, r = {case.rank}, "
-                      f"λ = {lam:g}", flush=True)
+                      f"λ = {lam:g}, rank(Hessian)/2 = {bound:g}", flush=True)
                 model_path, data_path = write_case(case, folder)
                 ours = audit_with_cli(server, model_path, data_path, folder)
                 print(f"  ours      {json.dumps({k: ours.get(k) for k in ('lambda_hat', 'verdict', 'stop', 'steps', 'wall_seconds', 'error')})}",
@@ -141,22 +153,40 @@ def main(argv=None) -> int:
                     print(f"  devinterp {json.dumps({k: dev.get(k) for k in ('lambda_hat', 'wall_seconds', 'error')})}",
                           flush=True)
                 rows.append({"case": dln.case_to_dict(case), "d": case.num_parameters, "lambda": lam,
+                             "hessian_bound": bound,
                              "ours": ours, "devinterp": dev,
                              "ours_rel_err": rel(ours.get("lambda_hat"), lam),
                              "devinterp_rel_err": rel(dev.get("lambda_hat"), lam)})
                 for path in (model_path, data_path):
                     path.unlink()
-                common.write_json(Path(args.out), record(seed, rows, summarize(rows), machine), final=False)
+                common.write_json(Path(args.out), record(seed, rows, set_aside, summarize(rows), machine),
+                                  final=False)
     summary = summarize(rows)
     print_table(rows, summary)
-    common.write_json(Path(args.out), record(seed, rows, summary, machine))
+    common.write_json(Path(args.out), record(seed, rows, set_aside, summary, machine))
     print(f"wrote {args.out}")
     return 0
 
 
-def record(seed: int, rows: list[dict], summary: dict, machine: dict) -> dict:
+def draw_cases(rng: random.Random, count: int, teacher: str) -> tuple[list[dln.Case], dict[str, float], list[dict]]:
+    """``count`` cases whose Aoyagi λ is not contradicted by the Hessian-rank bound (with their
+    bounds by name), and the drawn cases set aside because it is."""
+    cases, bounds, set_aside, index = [], {}, [], 0
+    while len(cases) < count:
+        case = dln.random_case(rng, index, teacher=teacher)
+        index += 1
+        lam, bound = case.theory_lambda(), case.hessian_bound()
+        if bound > lam:
+            set_aside.append({**dln.case_to_dict(case), "lambda": lam, "hessian_bound": bound})
+        else:
+            cases.append(case)
+            bounds[case.name] = bound
+    return cases, bounds, set_aside
+
+
+def record(seed: int, rows: list[dict], set_aside: list[dict], summary: dict, machine: dict) -> dict:
     return {"machine": machine, "suite_seed": seed, "argv": sys.argv[1:], "published_settings": PUBLISHED,
-            "rows": rows, "summary": summary}
+            "rows": rows, "set_aside": set_aside, "summary": summary}
 
 
 def summarize(rows: list[dict]) -> dict:

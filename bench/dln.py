@@ -47,6 +47,7 @@ class Case:
     widths: tuple[int, ...]  # H_0 (input) ... H_L (output)
     seed: int  # seeds the teacher (weights and rank cuts) and the data
     rank: int  # rank of the teacher's product matrix that the seeded cuts give (checked)
+    teacher: str = "cuts"  # how w* is built from (widths, seed, rank): see TEACHERS
 
     @property
     def layers(self) -> int:
@@ -58,6 +59,10 @@ class Case:
 
     def theory_lambda(self) -> float:
         return theory_lambda(self.widths, self.rank)
+
+    def hessian_bound(self) -> float:
+        """rank(∇²L(w*)) / 2, a lower bound on the LLC at this teacher (see :func:`hessian_rank`)."""
+        return hessian_rank(teacher_matrices(self)) / 2
 
 
 def theory_lambda(widths: tuple[int, ...], rank: int) -> float:
@@ -105,22 +110,23 @@ def select_cases(spec: str | None) -> list[Case]:
 
 
 def random_case(rng: "random.Random", index: int, layers: tuple[int, int] = (2, 6),
-                widths: tuple[int, int] = (10, 100)) -> Case:
+                widths: tuple[int, int] = (10, 100), teacher: str = "aligned") -> Case:
     """A fresh DLN case: depth and each width drawn uniformly from the ranges, the teacher seeded
-    from ``rng`` (its rank cuts as in the protocol), the product rank measured."""
+    from ``rng`` (the product rank r from the protocol's rank cuts), built as ``teacher`` says."""
     depth = rng.randint(*layers)
     shape = tuple(rng.randint(*widths) for _ in range(depth + 1))
     seed = rng.randrange(1, 2**31)
     _, rank = build_teacher(shape, seed)
-    return Case(f"R{index}-L{depth}", shape, seed=seed, rank=rank)
+    return Case(f"R{index}-L{depth}", shape, seed=seed, rank=rank, teacher=teacher)
 
 
 def case_from_dict(d: dict) -> Case:
-    return Case(d["name"], tuple(d["widths"]), seed=d["seed"], rank=d["rank"])
+    return Case(d["name"], tuple(d["widths"]), seed=d["seed"], rank=d["rank"], teacher=d.get("teacher", "cuts"))
 
 
 def case_to_dict(case: Case) -> dict:
-    return {"name": case.name, "widths": list(case.widths), "seed": case.seed, "rank": case.rank}
+    return {"name": case.name, "widths": list(case.widths), "seed": case.seed, "rank": case.rank,
+            "teacher": case.teacher}
 
 
 class DLN(torch.nn.Sequential):
@@ -152,22 +158,80 @@ def product_rank(mats: list[torch.Tensor]) -> int:
     return int(torch.linalg.matrix_rank(prod))
 
 
+def _aligned_matrices(widths: tuple[int, ...], rank: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Every layer of rank exactly ``rank``, all passing one r-dimensional signal: layer i is
+    Q_i C_i Q_{i-1}ᵀ with Q_j a random orthonormal H_j × r frame and C_i an r × r Gaussian
+    (entries N(0, 1/r), so singular values of order 1, as the cut teachers have)."""
+    frames = [torch.linalg.qr(torch.randn(h, rank, generator=gen, dtype=torch.float64))[0] for h in widths]
+    return [frames[i + 1] @ (torch.randn(rank, rank, generator=gen, dtype=torch.float64) / math.sqrt(rank))
+            @ frames[i].T for i in range(len(widths) - 1)]
+
+
+# How w* is built. "cuts" is the published protocol: random layers, each cut to a random rank
+# with probability 1/2. Aoyagi's λ is the *global* learning coefficient, the smallest local one
+# on the set of true parameters; at a cut teacher whose other layers keep full rank the LLC can
+# be larger, and it is at least rank(∇²L(w*))/2 (measured: 167 against Aoyagi's 102 on a
+# rank-2 four-layer case). "aligned" puts w* at the most singular point for the same product
+# rank r (every layer of rank r, one shared signal path), where the local coefficient is the
+# global one, so Aoyagi's λ is the ground truth for the LLC at w*.
+TEACHERS = ("cuts", "aligned")
+
+
+def teacher_matrices(case: Case) -> list[torch.Tensor]:
+    """The case's layer matrices (out × in, float64), seeded."""
+    if case.teacher not in TEACHERS:
+        raise ValueError(f"case {case.name}: teacher {case.teacher!r} is not one of {TEACHERS}")
+    gen = torch.Generator().manual_seed(case.seed)
+    mats = _teacher_matrices(case.widths, gen)
+    if case.teacher == "aligned":
+        mats = _aligned_matrices(case.widths, case.rank, gen)
+    return mats
+
+
+def hessian_rank(mats: list[torch.Tensor]) -> int:
+    """Rank of the Jacobian of w ↦ W_L ⋯ W_1 at the teacher, which is the rank of the Hessian of the
+    MSE at w* (inputs with full-rank covariance). In coordinates that split off the Hessian's
+    range, the loss is a sum of k squares plus a nonnegative rest, so the volume of
+    {L < t} shrinks at least as fast as t^(k/2): the LLC at w* is at least k/2."""
+    # The Jacobian's block for layer i is vec(A δ B) = (Bᵀ ⊗ A) vec(δ), with A the product of the
+    # layers after i and B of those before; the rank of J is the rank of J Jᵀ = Σ_i (BᵀB) ⊗ (AAᵀ),
+    # an (H_0·H_L)-square matrix, far smaller than J itself for wide hidden layers.
+    gram = torch.zeros(mats[0].shape[1] * mats[-1].shape[0], mats[0].shape[1] * mats[-1].shape[0],
+                       dtype=torch.float64)
+    for i in range(len(mats)):
+        before = torch.eye(mats[0].shape[1], dtype=torch.float64)
+        for w in mats[:i]:
+            before = w @ before
+        after = torch.eye(mats[i].shape[0], dtype=torch.float64)
+        for w in mats[i + 1:]:
+            after = w @ after
+        gram += torch.kron(before.T @ before, after @ after.T)
+    ev = torch.linalg.eigvalsh(gram)
+    return int((ev > ev[-1] * gram.shape[0] * 1e-13).sum())
+
+
 def build_teacher(widths: tuple[int, ...], seed: int) -> tuple[DLN, int]:
-    """The seeded teacher (float32 module) and the rank of its product matrix."""
+    """The seeded cut teacher (float32 module) and the rank of its product matrix."""
     gen = torch.Generator().manual_seed(seed)
     mats = _teacher_matrices(widths, gen)
+    return _module(widths, mats), product_rank(mats)
+
+
+def _module(widths: tuple[int, ...], mats: list[torch.Tensor]) -> DLN:
     model = DLN(widths)
     with torch.no_grad():
         for layer, w in zip(model, mats):
             layer.weight.copy_(w.to(torch.float32))
-    return model, product_rank(mats)
+    return model
 
 
 def make_problem(case: Case, n: int = N_EXAMPLES) -> tuple[DLN, torch.Tensor, torch.Tensor]:
-    """(model at w* = teacher, x, y) for a case; raises if the seeded cuts no longer give case.rank."""
-    model, rank = build_teacher(case.widths, case.seed)
+    """(model at w* = teacher, x, y) for a case; raises if the teacher's product rank is not case.rank."""
+    mats = teacher_matrices(case)
+    rank = product_rank(mats)
     if rank != case.rank:
         raise RuntimeError(f"case {case.name}: seeded teacher has product rank {rank}, suite says {case.rank}")
+    model = _module(case.widths, mats)
     gen = torch.Generator().manual_seed(10_000 + case.seed)
     x = (torch.rand(n, case.widths[0], generator=gen) * 2 - 1) * INPUT_RANGE
     model.eval()
