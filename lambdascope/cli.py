@@ -20,6 +20,12 @@ from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2, trainer_pb2
 
 LOSSES = {"mse": models_pb2.LOSS_KIND_MSE, "mae": models_pb2.LOSS_KIND_MAE,
           "cross_entropy": models_pb2.LOSS_KIND_CROSS_ENTROPY}
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"write on or off (got {text!r})")
+    return text == "on"
+
+
 SAMPLER_FLAGS = {  # flag -> (SamplerConfig field, type, help); a test checks the defaults named
     "chains": ("chains", int, "independent SGLD chains (default 4)"),
     "until_ess": ("until_ess", float, "run until the kept draws' bulk ESS over all chains reaches this "
@@ -43,6 +49,8 @@ SAMPLER_FLAGS = {  # flag -> (SamplerConfig field, type, help); a test checks th
     "batch_size": ("batch_size", int, "minibatch size of each SGLD step (default 256)"),
     "seed": ("seed", int, "random seed (default 0)"),
     "weight_decay": ("weight_decay", float, "Gaussian prior (wd/2)‖w‖² in the potential (default 0)"),
+    "bias_correction": ("bias_correction", _on_off, "on: subtract the step's predicted bias from λ̂; "
+                        "off: λ̂ as sampled (default on)"),
 }
 
 
@@ -304,6 +312,9 @@ def _print_report(report: audit_pb2.AuditReport) -> None:
     per_chain = ", ".join(f"{v:.2f}" for v in report.llc.per_chain)
     s, d = report.config.sampler, report.diagnostics
     print(f"LLC  {report.llc.mean:.3f} ± {report.llc.std:.3f}   (chains: {per_chain})")
+    if report.llc.bias_corrected:
+        print(f"     less the step's predicted bias {d.predicted_bias:+.3g} (as sampled "
+              f"{report.llc.uncorrected_mean:.3f}; --bias-correction off keeps it)")
     print(f"verdict: {_verdict(report)}")
     for reason in report.verdict.reasons:
         print(f"  - {reason}")

@@ -38,7 +38,7 @@ VERDICT_STATE_WARNING: VerdictState
 VERDICT_STATE_FAILED: VerdictState
 
 class SamplerConfig(_message.Message):
-    __slots__ = ("chains", "draws", "burnin", "thin", "step_size", "localization", "nbeta", "batch_size", "seed", "weight_decay", "until_ess", "max_rhat", "max_mcse", "max_drift", "max_steps", "max_seconds")
+    __slots__ = ("chains", "draws", "burnin", "thin", "step_size", "localization", "nbeta", "batch_size", "seed", "weight_decay", "until_ess", "max_rhat", "max_mcse", "max_drift", "max_steps", "max_seconds", "bias_correction")
     CHAINS_FIELD_NUMBER: _ClassVar[int]
     DRAWS_FIELD_NUMBER: _ClassVar[int]
     BURNIN_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class SamplerConfig(_message.Message):
     MAX_DRIFT_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BIAS_CORRECTION_FIELD_NUMBER: _ClassVar[int]
     chains: int
     draws: int
     burnin: int
@@ -71,7 +72,8 @@ class SamplerConfig(_message.Message):
     max_drift: float
     max_steps: int
     max_seconds: float
-    def __init__(self, chains: _Optional[int] = ..., draws: _Optional[int] = ..., burnin: _Optional[int] = ..., thin: _Optional[int] = ..., step_size: _Optional[float] = ..., localization: _Optional[float] = ..., nbeta: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., weight_decay: _Optional[float] = ..., until_ess: _Optional[float] = ..., max_rhat: _Optional[float] = ..., max_mcse: _Optional[float] = ..., max_drift: _Optional[float] = ..., max_steps: _Optional[int] = ..., max_seconds: _Optional[float] = ...) -> None: ...
+    bias_correction: bool
+    def __init__(self, chains: _Optional[int] = ..., draws: _Optional[int] = ..., burnin: _Optional[int] = ..., thin: _Optional[int] = ..., step_size: _Optional[float] = ..., localization: _Optional[float] = ..., nbeta: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., weight_decay: _Optional[float] = ..., until_ess: _Optional[float] = ..., max_rhat: _Optional[float] = ..., max_mcse: _Optional[float] = ..., max_drift: _Optional[float] = ..., max_steps: _Optional[int] = ..., max_seconds: _Optional[float] = ..., bias_correction: _Optional[bool] = ...) -> None: ...
 
 class ParameterGroup(_message.Message):
     __slots__ = ("name", "patterns")
@@ -108,14 +110,18 @@ class AuditConfig(_message.Message):
     def __init__(self, loss: _Optional[_Union[_models_pb2.LossKind, str]] = ..., sampler: _Optional[_Union[SamplerConfig, _Mapping]] = ..., device: _Optional[str] = ..., measures: _Optional[_Union[Measures, _Mapping]] = ..., dtype: _Optional[str] = ...) -> None: ...
 
 class LLCEstimate(_message.Message):
-    __slots__ = ("mean", "std", "per_chain")
+    __slots__ = ("mean", "std", "per_chain", "uncorrected_mean", "bias_corrected")
     MEAN_FIELD_NUMBER: _ClassVar[int]
     STD_FIELD_NUMBER: _ClassVar[int]
     PER_CHAIN_FIELD_NUMBER: _ClassVar[int]
+    UNCORRECTED_MEAN_FIELD_NUMBER: _ClassVar[int]
+    BIAS_CORRECTED_FIELD_NUMBER: _ClassVar[int]
     mean: float
     std: float
     per_chain: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, mean: _Optional[float] = ..., std: _Optional[float] = ..., per_chain: _Optional[_Iterable[float]] = ...) -> None: ...
+    uncorrected_mean: float
+    bias_corrected: bool
+    def __init__(self, mean: _Optional[float] = ..., std: _Optional[float] = ..., per_chain: _Optional[_Iterable[float]] = ..., uncorrected_mean: _Optional[float] = ..., bias_corrected: _Optional[bool] = ...) -> None: ...
 
 class ChainTrace(_message.Message):
     __slots__ = ("loss",)

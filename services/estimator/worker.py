@@ -186,7 +186,8 @@ def stopping_of(llc) -> audit_pb2.Stopping:
 
 
 def estimate_of(llc) -> audit_pb2.LLCEstimate:
-    return audit_pb2.LLCEstimate(mean=llc.mean, std=llc.std, per_chain=llc.per_chain)
+    return audit_pb2.LLCEstimate(mean=llc.mean, std=llc.std, per_chain=llc.per_chain,
+                                 uncorrected_mean=llc.uncorrected_mean, bias_corrected=llc.bias_corrected)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def test_regular_model_gives_half_the_parameter_count() -> None:
     assert torch.equal(model.weight, before)  # the model is not mutated
     steps = [c[0] for c in calls]
     assert steps == sorted(steps) and calls[-1][:2] == (config.total_steps, config.total_steps)
-    assert calls[-1][2] == pytest.approx(result.mean)
+    assert calls[-1][2] == pytest.approx(result.uncorrected_mean)  # progress shows λ̂ as sampled
 
 
 def test_deep_linear_network_matches_aoyagi() -> None:
@@ -195,8 +195,8 @@ def test_wbic_and_run_facts_come_from_the_kept_draws() -> None:
     kept = torch.tensor(result.traces, dtype=torch.float64)[:, 20::2]
     n = x.shape[0]
     assert result.wbic == pytest.approx(n * kept.mean().item(), rel=1e-12)
-    # with nβ = n / log n, λ̂ = nβ (E L − L*) and WBIC = n E L are tied: WBIC = n L* + λ̂ log n
-    assert result.wbic == pytest.approx(n * result.init_loss + result.mean * math.log(n), rel=1e-9)
+    # with nβ = n / log n, λ̂ = nβ (E L − L*) as sampled and WBIC = n E L are tied: WBIC = n L* + λ̂ log n
+    assert result.wbic == pytest.approx(n * result.init_loss + result.uncorrected_mean * math.log(n), rel=1e-9)
     assert result.step_size == 1e-4 and result.localization == 10.0
     assert result.chain_steps_per_second == pytest.approx(3 * 100 / result.sampling_seconds, rel=1e-9)
     assert 0 <= result.acceptance <= 1 and len(result.acceptance_per_chain) == 3
