@@ -29,7 +29,8 @@ devinterp 1.3.2 (bench/.venv-devinterp, see bench/vs_devinterp.py) at the publis
 
 Targets (issue "A default audit that is right"): mean |rel err| ≤ 3%, max ≤ 6%, every verdict
 `ok` (a `warning` counts as a miss unless λ̂ is in fact off), total time below devinterp's.
-Writes bench/results/default_audit.json (the first run of 2026-12-03 is kept as default_audit_run1.json).
+Writes bench/results/default_audit.json (earlier runs of 2026-12-03 are kept as
+default_audit_run1.json and default_audit_run2.json).
 """
 from __future__ import annotations
 
@@ -94,6 +95,7 @@ def audit_with_cli(server: str, model_path: Path, data_path: Path, folder: Path)
     diag = report.get("diagnostics", {})
     return {
         "lambda_hat": report["llc"]["mean"], "std": report["llc"].get("std", 0.0),
+        "uncorrected": report["llc"].get("uncorrected_mean"), "predicted_bias": diag.get("predicted_bias"),
         "verdict": report["verdict"]["state"].removeprefix("VERDICT_STATE_").lower(),
         "reasons": report["verdict"].get("reasons", []),
         "stop": stopping.get("reason", "").removeprefix("STOP_REASON_").lower(),
