@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except PlatformNotFound as exc:
         print(f"error: {exc}", file=sys.stderr)
+    except Interrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before a job started (or after it ended): nothing is left behind
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     except grpc.RpcError as exc:
         print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
     except (ValueError, OSError) as exc:
@@ -297,11 +303,36 @@ def _job_line(job: jobs_pb2.Job) -> str:
 def _follow(client: Client, job: jobs_pb2.Job, kind: str) -> jobs_pb2.Job:
     """Watch a job with a progress bar; print how it ended."""
     bar = ProgressBar(f"{kind} {job.id}")
-    final = client.wait(job.id, on_event=bar.update)
+    try:
+        final = client.wait(job.id, on_event=bar.update)
+    except KeyboardInterrupt:
+        bar.close()
+        raise Interrupted(_after_interrupt(client, job.id)) from None
     bar.close()
     if final.state != jobs_pb2.JOB_STATE_SUCCEEDED:
         _note(f"{kind} {final.id} {_state(final.state)}: {final.message}")
     return final
+
+
+class Interrupted(Exception):
+    """Ctrl-C while following a job; the message says what became of the job."""
+
+
+def _after_interrupt(client: Client, job_id: str) -> str:
+    """Ask whether to cancel the job (a second Ctrl-C, or no terminal to ask on, cancels it):
+    a job is left running only when the user says so, and then they are told how to reattach."""
+    keep = False
+    if sys.stdin.isatty():
+        try:
+            answer = input(f"\ninterrupted: cancel job {job_id}? [Y/n] (n keeps it running) ")
+            keep = answer.strip().lower() in ("n", "no")
+        except (KeyboardInterrupt, EOFError):
+            keep = False
+    if keep:
+        return (f"job {job_id} keeps running; follow it again with: lambdascope jobs watch {job_id} "
+                f"(or cancel it: lambdascope jobs cancel {job_id})")
+    job = client.cancel_job(job_id)
+    return f"job {job_id} {_state(job.state)}"
 
 
 def _verdict(report: audit_pb2.AuditReport) -> str:
