@@ -182,7 +182,7 @@ def teacher_matrices(case: Case) -> list[torch.Tensor]:
     if case.teacher not in TEACHERS:
         raise ValueError(f"case {case.name}: teacher {case.teacher!r} is not one of {TEACHERS}")
     gen = torch.Generator().manual_seed(case.seed)
-    mats = _teacher_matrices(case.widths, gen)
+    mats = _teacher_matrices(case.widths, gen)  # the protocol's draw, which fixes case.rank
     if case.teacher == "aligned":
         mats = _aligned_matrices(case.widths, case.rank, gen)
     return mats
