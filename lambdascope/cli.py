@@ -49,6 +49,8 @@ SAMPLER_FLAGS = {  # flag -> (SamplerConfig field, type, help); a test checks th
     "batch_size": ("batch_size", int, "minibatch size of each SGLD step (default 256)"),
     "seed": ("seed", int, "random seed (default 0)"),
     "weight_decay": ("weight_decay", float, "Gaussian prior (wd/2)‖w‖² in the potential (default 0)"),
+    "chains_per_pass": ("chains_per_pass", int, "chains stepped together per forward+backward pass "
+                        "(default: all that fit in half of the free memory, or one when that times faster)"),
     "bias_correction": ("bias_correction", _on_off, "on: subtract the step's predicted bias from λ̂; "
                         "off: λ̂ as sampled (default on)"),
 }
@@ -374,8 +376,13 @@ def _print_report(report: audit_pb2.AuditReport) -> None:
               f"{h.top_eigenvalue:.4g}")
     for w in report.weight_statistics:
         print(f"  {w.name:<28} std {w.std:.4g}  kurtosis {w.kurtosis:+.3f}")
+    memory = ""
+    if report.resources.peak_memory_bytes:
+        r = report.resources
+        memory = (f", {r.chains_per_pass} chain(s) per pass, peak memory "
+                  f"{r.peak_memory_bytes / (1 << 20):,.0f} MiB ({r.peak_memory_kind})")
     print(f"time {report.timing.seconds:.1f} s (sampling {report.timing.sampling_seconds:.1f} s, "
-          f"{report.timing.chain_steps_per_second:.0f} chain-steps/s) on {report.device}; "
+          f"{report.timing.chain_steps_per_second:.0f} chain-steps/s) on {report.device}{memory}; "
           f"report {report.id}")
 
 

@@ -38,7 +38,7 @@ VERDICT_STATE_WARNING: VerdictState
 VERDICT_STATE_FAILED: VerdictState
 
 class SamplerConfig(_message.Message):
-    __slots__ = ("chains", "draws", "burnin", "thin", "step_size", "localization", "nbeta", "batch_size", "seed", "weight_decay", "until_ess", "max_rhat", "max_mcse", "max_drift", "max_steps", "max_seconds", "bias_correction")
+    __slots__ = ("chains", "draws", "burnin", "thin", "step_size", "localization", "nbeta", "batch_size", "seed", "weight_decay", "until_ess", "max_rhat", "max_mcse", "max_drift", "max_steps", "max_seconds", "bias_correction", "chains_per_pass")
     CHAINS_FIELD_NUMBER: _ClassVar[int]
     DRAWS_FIELD_NUMBER: _ClassVar[int]
     BURNIN_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class SamplerConfig(_message.Message):
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BIAS_CORRECTION_FIELD_NUMBER: _ClassVar[int]
+    CHAINS_PER_PASS_FIELD_NUMBER: _ClassVar[int]
     chains: int
     draws: int
     burnin: int
@@ -73,7 +74,8 @@ class SamplerConfig(_message.Message):
     max_steps: int
     max_seconds: float
     bias_correction: bool
-    def __init__(self, chains: _Optional[int] = ..., draws: _Optional[int] = ..., burnin: _Optional[int] = ..., thin: _Optional[int] = ..., step_size: _Optional[float] = ..., localization: _Optional[float] = ..., nbeta: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., weight_decay: _Optional[float] = ..., until_ess: _Optional[float] = ..., max_rhat: _Optional[float] = ..., max_mcse: _Optional[float] = ..., max_drift: _Optional[float] = ..., max_steps: _Optional[int] = ..., max_seconds: _Optional[float] = ..., bias_correction: _Optional[bool] = ...) -> None: ...
+    chains_per_pass: int
+    def __init__(self, chains: _Optional[int] = ..., draws: _Optional[int] = ..., burnin: _Optional[int] = ..., thin: _Optional[int] = ..., step_size: _Optional[float] = ..., localization: _Optional[float] = ..., nbeta: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., weight_decay: _Optional[float] = ..., until_ess: _Optional[float] = ..., max_rhat: _Optional[float] = ..., max_mcse: _Optional[float] = ..., max_drift: _Optional[float] = ..., max_steps: _Optional[int] = ..., max_seconds: _Optional[float] = ..., bias_correction: _Optional[bool] = ..., chains_per_pass: _Optional[int] = ...) -> None: ...
 
 class ParameterGroup(_message.Message):
     __slots__ = ("name", "patterns")
@@ -259,8 +261,24 @@ class Timing(_message.Message):
     chain_steps_per_second: float
     def __init__(self, seconds: _Optional[float] = ..., load_seconds: _Optional[float] = ..., sampling_seconds: _Optional[float] = ..., calibration_seconds: _Optional[float] = ..., chain_steps_per_second: _Optional[float] = ...) -> None: ...
 
+class Resources(_message.Message):
+    __slots__ = ("chains_per_pass", "chains_summary", "bytes_per_chain", "memory_budget_bytes", "peak_memory_bytes", "peak_memory_kind")
+    CHAINS_PER_PASS_FIELD_NUMBER: _ClassVar[int]
+    CHAINS_SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PER_CHAIN_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PEAK_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PEAK_MEMORY_KIND_FIELD_NUMBER: _ClassVar[int]
+    chains_per_pass: int
+    chains_summary: str
+    bytes_per_chain: int
+    memory_budget_bytes: int
+    peak_memory_bytes: int
+    peak_memory_kind: str
+    def __init__(self, chains_per_pass: _Optional[int] = ..., chains_summary: _Optional[str] = ..., bytes_per_chain: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., peak_memory_bytes: _Optional[int] = ..., peak_memory_kind: _Optional[str] = ...) -> None: ...
+
 class AuditReport(_message.Message):
-    __slots__ = ("id", "model_version_id", "dataset_id", "job_id", "config", "llc", "init_loss", "num_examples", "num_parameters", "traces", "timing", "device", "created_at", "calibration", "diagnostics", "verdict", "wbic", "group_llc", "hessian", "weight_statistics", "step", "trace_stride", "stopping", "loss_description")
+    __slots__ = ("id", "model_version_id", "dataset_id", "job_id", "config", "llc", "init_loss", "num_examples", "num_parameters", "traces", "timing", "device", "created_at", "calibration", "diagnostics", "verdict", "wbic", "group_llc", "hessian", "weight_statistics", "step", "trace_stride", "stopping", "loss_description", "resources")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
@@ -285,6 +303,7 @@ class AuditReport(_message.Message):
     TRACE_STRIDE_FIELD_NUMBER: _ClassVar[int]
     STOPPING_FIELD_NUMBER: _ClassVar[int]
     LOSS_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
     id: str
     model_version_id: str
     dataset_id: str
@@ -309,4 +328,5 @@ class AuditReport(_message.Message):
     trace_stride: int
     stopping: Stopping
     loss_description: str
-    def __init__(self, id: _Optional[str] = ..., model_version_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., job_id: _Optional[str] = ..., config: _Optional[_Union[AuditConfig, _Mapping]] = ..., llc: _Optional[_Union[LLCEstimate, _Mapping]] = ..., init_loss: _Optional[float] = ..., num_examples: _Optional[int] = ..., num_parameters: _Optional[int] = ..., traces: _Optional[_Iterable[_Union[ChainTrace, _Mapping]]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., device: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., calibration: _Optional[_Union[Calibration, _Mapping]] = ..., diagnostics: _Optional[_Union[Diagnostics, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., wbic: _Optional[float] = ..., group_llc: _Optional[_Iterable[_Union[GroupLLC, _Mapping]]] = ..., hessian: _Optional[_Union[HessianSummary, _Mapping]] = ..., weight_statistics: _Optional[_Iterable[_Union[WeightStatistics, _Mapping]]] = ..., step: _Optional[int] = ..., trace_stride: _Optional[int] = ..., stopping: _Optional[_Union[Stopping, _Mapping]] = ..., loss_description: _Optional[str] = ...) -> None: ...
+    resources: Resources
+    def __init__(self, id: _Optional[str] = ..., model_version_id: _Optional[str] = ..., dataset_id: _Optional[str] = ..., job_id: _Optional[str] = ..., config: _Optional[_Union[AuditConfig, _Mapping]] = ..., llc: _Optional[_Union[LLCEstimate, _Mapping]] = ..., init_loss: _Optional[float] = ..., num_examples: _Optional[int] = ..., num_parameters: _Optional[int] = ..., traces: _Optional[_Iterable[_Union[ChainTrace, _Mapping]]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., device: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., calibration: _Optional[_Union[Calibration, _Mapping]] = ..., diagnostics: _Optional[_Union[Diagnostics, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, _Mapping]] = ..., wbic: _Optional[float] = ..., group_llc: _Optional[_Iterable[_Union[GroupLLC, _Mapping]]] = ..., hessian: _Optional[_Union[HessianSummary, _Mapping]] = ..., weight_statistics: _Optional[_Iterable[_Union[WeightStatistics, _Mapping]]] = ..., step: _Optional[int] = ..., trace_stride: _Optional[int] = ..., stopping: _Optional[_Union[Stopping, _Mapping]] = ..., loss_description: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ...) -> None: ...

@@ -45,6 +45,11 @@ class AuditResult:
     hessian: hessian.HessianSummary | None
     weight_statistics: list[weights.WeightStatistics]
 
+    @property
+    def peak_memory_bytes(self) -> int:
+        """The highest peak of the audit's sampling runs (full and restricted)."""
+        return max([self.llc.peak_memory_bytes, *(g.llc.peak_memory_bytes for g in self.groups)])
+
 
 def resolve_groups(model: torch.nn.Module, settings: AuditSettings) -> dict[str, list[str]]:
     """Parameter names of every requested group; a pattern that matches nothing is an error."""

@@ -19,7 +19,10 @@ import numpy as np
 import torch
 
 from services.estimator.calibration import DEFAULT_TARGET_BIAS, CalibrationResult, calibrate, refine
-from services.estimator.sgld import LossFn, SamplerDivergedError, SGLDTrace, make_forward, prepare_for_sampling, run_sgld
+from services.estimator.chain_groups import (MEMORY_SHARE, TIMED_ABOVE, ChainPlan, available_bytes, by_speed,
+                                            peak_bytes, plan_chains, reset_peak)
+from services.estimator.sgld import (LossFn, SamplerDivergedError, SGLDTrace, activation_bytes, make_forward,
+                                     pass_seconds, prepare_for_sampling, run_sgld)
 from services.estimator.stopping import MIN_DRAWS, Check, StoppingRule, assess, next_chunk
 
 __all__ = [
@@ -65,6 +68,11 @@ class SGLDConfig:
     - ``weight_decay`` wd ≥ 0 adds a Gaussian prior (wd/2)·‖w‖² to the potential (0 = none).
     - ``accept_every`` k: score every k-th step with the MALA acceptance probability (one extra
       forward+backward each, on the step's own minibatch); 0 turns it off.
+    - ``chains_per_pass``: chains stepped together in one forward+backward pass. None (the
+      default): all of them when their activations fit in half of the available memory, else
+      the largest group that does, then one chain per pass instead if one step timed that way
+      is faster (large models; :mod:`services.estimator.chain_groups`). The estimate is the same
+      either way, up to floating-point rounding.
     - ``calibration_budget``: the chain-steps calibration may spend, as a fraction of the main
       run's planned length (:attr:`planned_steps`); a floor of a few short pilots applies to
       tiny runs.
@@ -93,6 +101,7 @@ class SGLDConfig:
     max_steps: int = StoppingRule.max_steps
     max_seconds: float = StoppingRule.max_seconds
     bias_correction: bool = True
+    chains_per_pass: int | None = None
 
     @property
     def adaptive(self) -> bool:
@@ -152,6 +161,8 @@ class SGLDConfig:
             ("max_drift", finite_pos(self.max_drift), "> 0 and finite"),
             ("max_steps", self.max_steps >= 2 * MIN_DRAWS, f">= {2 * MIN_DRAWS}"),
             ("max_seconds", finite_pos(self.max_seconds), "> 0 and finite"),
+            ("chains_per_pass", self.chains_per_pass is None or self.chains_per_pass >= 1,
+             ">= 1 (or unset: as many as fit in memory)"),
         ]
         for name, ok, rule in checks:
             if not ok:
@@ -204,6 +215,9 @@ class LLCResult:
     draws: int = 0  # kept per chain, after thinning
     thin: int = 1
     stopping: Stopping | None = None  # how the run's length was decided
+    chain_plan: ChainPlan | None = None  # how many chains went through each forward+backward pass
+    peak_memory_bytes: int = 0  # see services.estimator.chain_groups.peak_bytes
+    peak_memory_kind: str = ""  # what peak_memory_bytes measured
 
 
 MAX_RETRIES = 2  # restarts of a calibrated main run that diverged
@@ -368,6 +382,8 @@ def estimate_llc(
         raise ValueError(f"L_n(w*) is not finite ({init_loss}); check the model, data and loss_fn")
     spread = float(torch.tensor(per_batch, dtype=torch.float64).std()) if len(per_batch) > 1 else 0.0
     explode_at = divergence_threshold(init_loss, nbeta, num_parameters, spread)
+    plan = _chain_plan(model, x, y, loss_fn, config, names, device, vectorize)
+    reset_peak(device)
 
     start = None
     step_size = config.step_size
@@ -376,7 +392,7 @@ def estimate_llc(
     if step_size is None:
         calibration = calibrate(
             model, x, y, loss_fn, config, params=names, nbeta=nbeta, init_loss=init_loss,
-            explode_at=explode_at, vectorize=vectorize,
+            explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass,
             deadline=began + CALIBRATION_TIME_SHARE * config.max_seconds if config.adaptive else None)
         step_size = calibration.chosen_step_size
         start, calibration.states = calibration.states, None  # the result stays plain data
@@ -384,7 +400,7 @@ def estimate_llc(
     sampler = _Sampler(model, x, y, loss_fn, config, nbeta, init_loss, progress,
                        dict(chains=config.chains, localization=config.localization, nbeta=nbeta,
                             batch_size=config.batch_size, weight_decay=config.weight_decay, params=names,
-                            explode_at=explode_at, vectorize=vectorize), began)
+                            explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass), began)
     # With calibration, a warm-up stage at the larger warm-up step comes first; its well-relaxed
     # statistics then refine the step for the main run (calibration.refine).
     warm = warmup_steps(config) if calibration.ran else 0
@@ -417,6 +433,7 @@ def estimate_llc(
     corrected = config.bias_correction and math.isfinite(bias)
     per_chain = [v - bias for v in sampled] if corrected else sampled
     std = torch.tensor(per_chain).std().item() if len(per_chain) > 1 else 0.0
+    peak, peak_kind = peak_bytes(device)
     return LLCResult(
         mean=sum(per_chain) / len(per_chain),
         std=std,
@@ -442,7 +459,33 @@ def estimate_llc(
         draws=kept.shape[1],
         thin=config.thin,
         stopping=stopping,
+        chain_plan=plan,
+        peak_memory_bytes=peak,
+        peak_memory_kind=peak_kind,
     )
+
+
+def _chain_plan(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, config: SGLDConfig,
+                names: list[str], device: torch.device, vectorize: bool) -> ChainPlan:
+    """Chains per pass: as given, else what fits in memory, then the faster of that and one chain
+    per pass when a step is long enough to time (:mod:`services.estimator.chain_groups`)."""
+    dim = sum(p.numel() for k, p in model.named_parameters() if k in set(names))
+    plan = plan_chains(config.chains, dim, dict(model.named_parameters())[names[0]].element_size(),
+                       activation_bytes(model, x, y, loss_fn, names, config.batch_size),
+                       int(MEMORY_SHARE * available_bytes(device)), config.chains_per_pass)
+    if config.chains_per_pass is not None or plan.per_pass == 1 or not vectorize:
+        return plan
+    try:
+        together = pass_seconds(model, x, y, loss_fn, names, config.batch_size, config.chains, plan.per_pass,
+                                repeats=1)
+        if together < TIMED_ABOVE:
+            return plan
+        together = min(together, pass_seconds(model, x, y, loss_fn, names, config.batch_size, config.chains,
+                                              plan.per_pass))
+        one = pass_seconds(model, x, y, loss_fn, names, config.batch_size, config.chains, 1)
+    except Exception:  # noqa: BLE001 - vmap cannot batch this model: the sampler falls back by itself
+        return plan
+    return by_speed(plan, config.chains, together, one)
 
 
 @dataclass

@@ -51,6 +51,8 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
+from services.estimator.chain_groups import saved_bytes_per_chain
+
 log = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
@@ -256,7 +258,8 @@ class _Layout:
 
 
 def _grad_fn(
-    model: torch.nn.Module, layout: _Layout, fixed: State, loss_fn: LossFn, vectorized: bool, full_batch: bool
+    model: torch.nn.Module, layout: _Layout, fixed: State, loss_fn: LossFn, vectorized: bool, full_batch: bool,
+    per_pass: int | None = None,
 ) -> Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
     """(flat params (chains, D), x, y) -> (grads (chains, D), losses (chains,)); x, y per chain
     unless full batch.
@@ -264,7 +267,9 @@ def _grad_fn(
     The chains' losses come from one ``vmap`` of the forward pass; their gradients from ONE
     ordinary autograd pass over the sum (chains are independent, so the gradient of the sum is
     each chain's own). That is exact and, on small models, about 1.5x faster per step than
-    ``vmap(grad(...))``, whose per-op transform overhead dominates there.
+    ``vmap(grad(...))``, whose per-op transform overhead dominates there. With ``per_pass`` the
+    chains go through in groups of that many (one pass each), bounding the activations held at
+    once (see :mod:`services.estimator.chain_groups`).
     """
     forward = make_forward(model, vectorized)
 
@@ -282,14 +287,82 @@ def _grad_fn(
             for c in range(leaf.shape[0])
         ])
 
-    def grad_and_losses(flat: Tensor, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
+    def one_pass(flat: Tensor, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
         with torch.enable_grad():
             leaf = flat.detach().requires_grad_(True)
             losses = losses_of(leaf, xb, yb)
             (grad,) = torch.autograd.grad(losses.sum(), leaf, allow_unused=True)
         return (torch.zeros_like(flat) if grad is None else grad), losses.detach()
 
-    return grad_and_losses
+    def grouped(flat: Tensor, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
+        chains = flat.shape[0]
+        if per_pass is None or per_pass >= chains:
+            return one_pass(flat, xb, yb)
+        grad, losses = torch.empty_like(flat), torch.empty(chains, dtype=flat.dtype, device=flat.device)
+        for s in range(0, chains, per_pass):
+            part = slice(s, s + per_pass)
+            grad[part], losses[part] = one_pass(flat[part], xb if full_batch else xb[part],
+                                                yb if full_batch else yb[part])
+        return grad, losses
+
+    return grouped
+
+
+def _sampled_layout(model: torch.nn.Module, params: Sequence[str] | None) -> tuple[_Layout, State, Tensor]:
+    """(layout of the sampled parameters, the fixed tensors (other parameters and copied buffers),
+    w* flattened in the layout's order)."""
+    named = dict(model.named_parameters())
+    names = [k for k, p in named.items() if p.requires_grad] if params is None else list(params)
+    if not names:
+        raise ValueError("the model has no trainable parameters to sample")
+    missing = [k for k in names if k not in named]
+    if missing:
+        raise ValueError(f"no parameter named {', '.join(missing)}")
+    chosen = set(names)
+    fixed = {k: p.detach() for k, p in named.items() if k not in chosen}
+    fixed.update({k: b.detach().clone() for k, b in model.named_buffers()})
+    tensors = [named[k].detach() for k in names]
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    sizes = [t.numel() for t in tensors]
+    layout = _Layout(names, [t.shape for t in tensors], [t.dtype for t in tensors],
+                     [int(o) for o in np.cumsum([0, *sizes[:-1]])], sizes)
+    return layout, fixed, torch.cat([t.reshape(-1).to(dtype) for t in tensors])
+
+
+def activation_bytes(model: torch.nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
+                     params: Sequence[str] | None, batch_size: int) -> int:
+    """Bytes autograd saves for ONE chain's step on a minibatch of ``batch_size`` (measured on the
+    first examples): what each chain adds to a pass (see :mod:`services.estimator.chain_groups`)."""
+    layout, fixed, center = _sampled_layout(model, params)
+    forward = make_forward(model, vectorized=False)
+    xb, yb = x[:batch_size].clone(), y[:batch_size].clone()  # a step's minibatch is its own copy too
+    return saved_bytes_per_chain(lambda flat: loss_fn(forward({**layout.unflatten(flat), **fixed}, xb), yb),
+                                 center)
+
+
+def pass_seconds(model: torch.nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, params: Sequence[str] | None,
+                 batch_size: int, chains: int, per_pass: int, repeats: int = 2) -> float:
+    """Seconds of one step's gradients for ``chains`` chains at w*, ``per_pass`` chains per pass:
+    the best of ``repeats`` timed steps after an untimed one (vmapped, as the sampler runs them)."""
+    layout, fixed, center = _sampled_layout(model, params)
+    n = x.shape[0]
+    full_batch = batch_size >= n
+    grad_fn = _grad_fn(model, layout, fixed, loss_fn, True, full_batch, per_pass)
+    w = center.unsqueeze(0).repeat(chains, 1)
+    xb, yb = x, y
+    if not full_batch:
+        idx = torch.arange(chains * batch_size, device=x.device) % n
+        xb = x.index_select(0, idx).view(chains, batch_size, *x.shape[1:])
+        yb = y.index_select(0, idx).view(chains, batch_size, *y.shape[1:])
+    grad_fn(w, xb, yb)
+    best = math.inf
+    for _ in range(repeats):
+        began = time.perf_counter()
+        grad_fn(w, xb, yb)
+        best = min(best, time.perf_counter() - began)
+    return best
 
 
 def _raise_if_diverged(
@@ -338,6 +411,7 @@ def run_sgld(
     vectorize: bool = True,
     on_check: Callable[[int, Tensor], None] | None = None,
     deadline: float | None = None,
+    chains_per_pass: int | None = None,
 ) -> SGLDTrace:
     """Run ``chains`` SGLD chains for ``steps`` steps from the model's parameters w*.
 
@@ -352,28 +426,12 @@ def run_sgld(
     :attr:`SGLDTrace.final`); the localization stays centred at w*. ``warmup = (k, eps_w)`` runs
     the first k steps with step size eps_w instead (a faster burn-in; those steps must be
     discarded by the caller). ``deadline`` (a ``time.perf_counter()`` value): stop at the first
-    check past it; the trace then holds only the steps run.
+    check past it; the trace then holds only the steps run. ``chains_per_pass``: step the chains
+    in groups of this many per forward+backward pass (None: all in one), to bound memory.
     """
     device = x.device
-    named = dict(model.named_parameters())
-    names = [k for k, p in named.items() if p.requires_grad] if params is None else list(params)
-    if not names:
-        raise ValueError("the model has no trainable parameters to sample")
-    missing = [k for k in names if k not in named]
-    if missing:
-        raise ValueError(f"no parameter named {', '.join(missing)}")
-    chosen = set(names)
-    fixed = {k: p.detach() for k, p in named.items() if k not in chosen}
-    fixed.update({k: b.detach().clone() for k, b in model.named_buffers()})
-    tensors = [named[k].detach() for k in names]
-    dtype = tensors[0].dtype
-    for t in tensors[1:]:
-        dtype = torch.promote_types(dtype, t.dtype)
-    sizes = [t.numel() for t in tensors]
-    layout = _Layout(names, [t.shape for t in tensors], [t.dtype for t in tensors],
-                     [int(o) for o in np.cumsum([0, *sizes[:-1]])], sizes)
-    dim = layout.total
-    center = torch.cat([t.reshape(-1).to(dtype) for t in tensors])
+    layout, fixed, center = _sampled_layout(model, params)
+    dtype, dim = center.dtype, layout.total
     if init is None:
         w = center.unsqueeze(0).repeat(chains, 1)
     else:
@@ -389,7 +447,7 @@ def run_sgld(
     index_block = max(1, min(_MAX_BLOCK_STEPS, _BLOCK_VALUES // batch_size))
 
     vectorized = vectorize
-    grad_fn = _grad_fn(model, layout, fixed, loss_fn, vectorized, full_batch)
+    grad_fn = _grad_fn(model, layout, fixed, loss_fn, vectorized, full_batch, chains_per_pass)
     losses = torch.empty(chains, steps, dtype=dtype, device=device)
     every, checked = max(1, min(50, steps // 100)), 0
     warm_steps, warm_size = warmup if warmup is not None else (0, step_size)
@@ -429,7 +487,7 @@ def run_sgld(
             log.warning("vmap failed for this model (%s: %s); running the %d chains one by one",
                         type(err).__name__, err, chains)
             vectorized = False
-            grad_fn = _grad_fn(model, layout, fixed, loss_fn, vectorized, full_batch)
+            grad_fn = _grad_fn(model, layout, fixed, loss_fn, vectorized, full_batch, chains_per_pass)
             grad, loss = grad_fn(w, xb, yb)
         losses[:, t] = loss
         if pending_grad is not None:

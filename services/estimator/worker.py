@@ -147,6 +147,12 @@ def to_report(result: AuditResult, config: audit_pb2.AuditConfig,
         weight_statistics=[audit_pb2.WeightStatistics(
             name=w.name, numel=w.numel, mean=w.mean, std=w.std, kurtosis=w.kurtosis)
             for w in result.weight_statistics])
+    plan = llc.chain_plan
+    if plan is not None:
+        report.resources.CopyFrom(audit_pb2.Resources(
+            chains_per_pass=plan.per_pass, chains_summary=plan.summary, bytes_per_chain=plan.bytes_per_chain,
+            memory_budget_bytes=plan.budget_bytes, peak_memory_bytes=result.peak_memory_bytes,
+            peak_memory_kind=llc.peak_memory_kind))
     if result.hessian is not None:
         h = result.hessian
         report.hessian.CopyFrom(audit_pb2.HessianSummary(

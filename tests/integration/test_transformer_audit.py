@@ -34,6 +34,10 @@ def test_cli_audits_an_exported_transformer(platform, tmp_path):
     assert report["loss_description"].startswith("token-level cross-entropy")
     assert f"all {SEQ} positions" in report["loss_description"]
     assert int(report["num_parameters"]) == d
+    resources = report["resources"]  # how the chains were grouped, and the memory it took
+    assert 1 <= resources["chains_per_pass"] <= 4 and resources["chains_summary"]
+    assert int(resources["peak_memory_bytes"]) > 0 and resources["peak_memory_kind"]
+    assert "peak memory" in result.stdout
     verdict = report["verdict"]
     state = verdict["state"].removeprefix("VERDICT_STATE_")
     if state != "OK":  # an honest verdict says why: here, at most a run cut short by its cap

@@ -1,0 +1,195 @@
+"""A ~1M-parameter transformer, exported as .pt2 and audited through the CLI as a user would
+(not run by make test): time, peak memory, how the chains were grouped, λ̂ and its verdict.
+
+    .venv/bin/python bench/transformer_audit.py                    # the default audit (no sampler flags)
+    .venv/bin/python bench/transformer_audit.py --max-seconds 600  # capped (a flag: stated in the results)
+    .venv/bin/python bench/transformer_audit.py --passes-only      # only the chains-per-pass timing
+
+The model: a pre-LayerNorm causal transformer (token and learned position embeddings, attention
+through scaled_dot_product_attention, GELU MLPs, a linear head at every position), by default
+width 128, 5 layers, 4 heads, vocabulary 64, context 8: 1.05M parameters. The task: each
+position's target is the token before it (the first: token 0), a quarter of targets replaced by
+random tokens, so the best logits are finite; trained with minibatch Adam (a few minutes on two
+cores). Loss: token-level cross-entropy over all positions.
+
+Chains per pass: the same model's SGLD steps are timed side by side in-process with all chains
+in one pass and in groups, so the default (all together when memory allows) is checked on a
+model where per-chain work is large.
+
+Writes bench/results/transformer_audit.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common  # sets sys.path for the product
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+from lambdascope.local import LocalPlatform
+from services.estimator.sgld import prepare_for_sampling, run_sgld
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, t, w = h.shape
+        q, k, v = self.qkv(self.ln1(h)).view(b, t, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, w)
+        h = h + self.proj(a)
+        return h + self.mlp(self.ln2(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, vocab: int, context: int, width: int, layers: int, heads: int) -> None:
+        super().__init__()
+        self.embed, self.position = nn.Embedding(vocab, width), nn.Embedding(context, width)
+        self.blocks = nn.Sequential(*[Block(width, heads) for _ in range(layers)])
+        self.norm, self.head = nn.LayerNorm(width), nn.Linear(width, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        positions = self.position.weight[: ids.shape[1]]
+        return self.head(self.norm(self.blocks(self.embed(ids) + positions)))
+
+
+def token_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+
+def make_data(n: int, vocab: int, context: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, vocab, (n, context), generator=gen)
+    y = torch.cat([torch.zeros(n, 1, dtype=torch.long), x[:, :-1]], dim=1)
+    noisy = torch.rand(n, context, generator=gen) < 0.25
+    return x, torch.where(noisy, torch.randint(0, vocab, (n, context), generator=gen), y)
+
+
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, seed: int) -> float:
+    """Minibatch Adam with a decaying rate, then the full-data loss (eval mode throughout: no dropout)."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(steps):
+        idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
+        opt.zero_grad()
+        token_loss(model(x[idx]), y[idx]).backward()
+        opt.step()
+        sched.step()
+    with torch.no_grad():
+        return float(token_loss(model(x), y))
+
+
+def time_passes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chains: int, steps: int) -> list[dict]:
+    """ms per step with 1, 2, ... chains per pass, run alternately (noise shared by all choices)."""
+    exported = torch.export.export(model, (x[:2],), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program = prepare_for_sampling(exported.module())  # as the estimator samples a .pt2
+    choices = sorted({chains, *[g for g in (1, 2) if g < chains]})
+    rows = {g: [] for g in choices}
+    for _round in range(2):
+        for g in choices:
+            trace = run_sgld(program, x, y, token_loss, chains=chains, steps=steps, step_size=1e-7,
+                             localization=10.0, nbeta=1000.0, batch_size=256, seed=0, accept_every=0,
+                             chains_per_pass=g)
+            rows[g].append(1000 * trace.seconds / steps)
+    return [{"chains_per_pass": g, "ms_per_step": min(v), "ms_per_chain_step": min(v) / chains}
+            for g, v in rows.items()]
+
+
+def audit_with_cli(server: str, model_path: Path, data_path: Path, out: Path, max_seconds: float | None) -> dict:
+    cmd = [sys.executable, "-m", "lambdascope.cli", "audit", "--model", str(model_path), "--data",
+           str(data_path), "--loss", "cross_entropy", "--json", str(out), "--server", server]
+    if max_seconds is not None:
+        cmd += ["--max-seconds", str(max_seconds)]
+    began = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=common.ROOT)
+    wall = time.perf_counter() - began
+    if not out.exists():
+        return {"error": (proc.stderr or proc.stdout).strip()[-800:], "wall_seconds": wall, "argv": cmd[3:]}
+    report = json.loads(out.read_text())
+    res, stop, diag = report.get("resources", {}), report.get("stopping", {}), report.get("diagnostics", {})
+    return {
+        "argv": cmd[3:-2], "exit_code": proc.returncode, "wall_seconds": wall, "stdout": proc.stdout[-3000:],
+        "lambda_hat": report["llc"]["mean"], "std": report["llc"].get("std", 0.0),
+        "verdict": report["verdict"]["state"].removeprefix("VERDICT_STATE_").lower(),
+        "reasons": report["verdict"].get("reasons", []),
+        "stop": stop.get("reason", "").removeprefix("STOP_REASON_").lower(), "steps": int(stop.get("steps", 0)),
+        "rhat": diag.get("rhat"), "ess": diag.get("ess"),
+        "sampling_seconds": report["timing"].get("sampling_seconds"),
+        "calibration_seconds": report["timing"].get("calibration_seconds"),
+        "chain_steps_per_second": report["timing"].get("chain_steps_per_second"),
+        "chains_per_pass": res.get("chains_per_pass"), "chains_summary": res.get("chains_summary"),
+        "peak_memory_mib": int(res.get("peak_memory_bytes", 0)) / 2**20,
+        "peak_memory_kind": res.get("peak_memory_kind"), "loss_description": report.get("loss_description"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--layers", type=int, default=5)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--vocab", type=int, default=64)
+    p.add_argument("--context", type=int, default=8)
+    p.add_argument("--examples", type=int, default=4096)
+    p.add_argument("--train-steps", type=int, default=1500)
+    p.add_argument("--max-seconds", type=float, default=None, help="passed to the audit (default: none)")
+    p.add_argument("--timing-steps", type=int, default=10)
+    p.add_argument("--passes-only", action="store_true")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=str(common.RESULTS / "transformer_audit.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = Transformer(args.vocab, args.context, args.width, args.layers, args.heads)
+    d = sum(q.numel() for q in model.parameters())
+    x, y = make_data(args.examples, args.vocab, args.context, seed=1)
+    began = time.perf_counter()
+    final_loss = train(model, x, y, args.train_steps, 64, seed=2)
+    trained = time.perf_counter() - began
+    # The Bayes loss of the task: 3/4 + 1/(4V) of the mass on the previous token, 1/(4V) elsewhere
+    # (the first position always sees token 0 as its target's copy source).
+    hit = 0.75 + 0.25 / args.vocab
+    bayes = -(hit * math.log(hit) + (1 - hit) * math.log(0.25 / args.vocab))
+    print(f"transformer: d = {d:,}, width {args.width}, {args.layers} layers, vocab {args.vocab}, context "
+          f"{args.context}, n = {args.examples}; trained {args.train_steps} Adam steps in {trained:.0f} s, "
+          f"loss {final_loss:.4f} (Bayes {bayes:.4f})", flush=True)
+    passes = time_passes(model, x, y, 4, args.timing_steps)
+    for row in passes:
+        print(f"  {row['chains_per_pass']} chain(s) per pass: {row['ms_per_step']:.0f} ms per step of 4 chains", flush=True)
+    result = {"machine": common.machine(), "argv": sys.argv[1:], "d": d, "config": vars(args),
+              "train_seconds": trained, "final_loss": final_loss, "bayes_loss": bayes, "passes": passes}
+    if not args.passes_only:
+        with tempfile.TemporaryDirectory(prefix="transformer-audit-") as tmp:
+            folder = Path(tmp)
+            program = torch.export.export(model, (x[:2],), dynamic_shapes=({0: torch.export.Dim("batch")},))
+            torch.export.save(program, folder / "transformer.pt2")
+            save_file({"x": x, "y": y}, str(folder / "tokens.safetensors"))
+            with LocalPlatform(folder / "platform") as platform:
+                audit = audit_with_cli(platform.endpoints["registry"], folder / "transformer.pt2",
+                                       folder / "tokens.safetensors", folder / "report.json", args.max_seconds)
+        result["audit"] = audit
+        print(json.dumps({k: v for k, v in audit.items() if k != "stdout"}, indent=1), flush=True)
+        print(audit.get("stdout", ""))
+    common.write_json(Path(args.out), result)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
