@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import signal
 import sys
@@ -12,8 +11,8 @@ import threading
 
 import grpc
 
-from lambdascope import specs
-from lambdascope.client import Client, PlatformNotFound, discovery_file
+from lambdascope import discovery, specs
+from lambdascope.client import Client, PlatformNotFound
 from lambdascope.local import LocalPlatform
 from lambdascope.progress import ProgressBar
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2, trainer_pb2
@@ -77,13 +76,14 @@ def main(argv: list[str] | None = None) -> int:
 
 # -- commands -----------------------------------------------------------------------------
 
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.server, data_dir=args.data_dir)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     platform = LocalPlatform(args.data_dir, host=args.host)
     endpoints = platform.start()
-    path = discovery_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"endpoints": endpoints, "pid": os.getpid(),
-                                "data_dir": str(platform.data_dir)}))
+    discovery.record(platform.data_dir, endpoints)
     for name, address in endpoints.items():
         print(f"{name:<10} {address}  (metrics http://{platform.metrics[name]}/metrics)",
               flush=True)
@@ -100,14 +100,14 @@ def cmd_up(args: argparse.Namespace) -> int:
                 return 1
     finally:
         platform.stop()
-        path.unlink(missing_ok=True)
+        discovery.forget(platform.data_dir)
     print("stopped", flush=True)
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     config = audit_config(args)
-    with Client(args.server) as client:
+    with _client(args) as client:
         if args.model:
             name = args.name or pathlib.Path(args.model).stem
             version = client.upload_model(args.model, name)
@@ -170,7 +170,7 @@ def audit_config(args: argparse.Namespace) -> audit_pb2.AuditConfig:
 
 def cmd_train(args: argparse.Namespace) -> int:
     spec = specs.load(args.spec, trainer_pb2.TrainSpec())
-    with Client(args.server) as client:
+    with _client(args) as client:
         job = client.start_training(spec)
         if args.no_wait:
             print(job.id)
@@ -187,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from lambdascope.v1 import registry_pb2
 
-    with Client(args.server) as client:
+    with _client(args) as client:
         if args.name:
             tags = dict(t.split("=", 1) for t in args.tag or [])
             for v in client.search_model_versions(model_name=args.name, tags=tags):
@@ -210,7 +210,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_alias(args: argparse.Namespace) -> int:
     """`alias NAME ALIAS VERSION` moves it; `--delete` removes it; `--history` lists its moves."""
-    with Client(args.server) as client:
+    with _client(args) as client:
         if args.history:
             for e in client.alias_history(args.name, args.alias):
                 when = e.at.ToDatetime().isoformat(timespec="seconds")
@@ -227,7 +227,7 @@ def cmd_alias(args: argparse.Namespace) -> int:
 
 def cmd_tag(args: argparse.Namespace) -> int:
     pairs = dict(t.split("=", 1) for t in args.set or [])
-    with Client(args.server) as client:
+    with _client(args) as client:
         target = {"dataset_id": args.target} if args.target.startswith("ds-") else {
             "version_id": args.target}
         tags = client.set_tags(**target, set=pairs, remove=args.remove or [])
@@ -236,7 +236,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    with Client(args.server) as client:
+    with _client(args) as client:
         freed = (client.delete_dataset(args.target) if args.target.startswith("ds-")
                  else client.delete_model_version(args.target))
     print(f"deleted {args.target}" + ("" if freed else " (its bytes are shared and stay)"))
@@ -244,7 +244,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    with Client(args.server) as client:
+    with _client(args) as client:
         if args.target.startswith("ds-"):
             path = client.download_dataset(args.target, args.dest, via=args.via)
         else:
@@ -254,7 +254,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    with Client(args.server) as client:
+    with _client(args) as client:
         out = client.collect_garbage(dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {out.objects_removed} object(s), {out.bytes_freed} bytes, "
@@ -263,7 +263,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    with Client(args.server) as client:
+    with _client(args) as client:
         if args.action == "list":
             kinds = [args.kind] if args.kind else ["train", "audit"]
             for kind in kinds:
@@ -280,7 +280,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    with Client(args.server) as client:
+    with _client(args) as client:
         report = client.get_report(args.report_id)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(specs.to_dict(report), indent=2))
@@ -403,7 +403,10 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if name != "up":
             p.add_argument("--server", metavar="HOST:PORT",
-                           help="any lambdascope service (default: the platform `up` started)")
+                           help="any lambdascope service (default: the platform `up` runs here)")
+            p.add_argument("--data-dir", metavar="DIR",
+                           help="the platform `lambdascope up --data-dir DIR` runs, when several run "
+                                "(default: LAMBDASCOPE_DATA_DIR, else the only one)")
         return p
 
     up = command("up", cmd_up, "start the platform locally and keep it running")

@@ -1,6 +1,7 @@
 """The Python SDK: one Client over the registry, trainer and estimator.
 
-    client = Client()                      # finds a `lambdascope up` platform, or
+    client = Client()                      # finds the `lambdascope up` platform running here
+    client = Client(data_dir="~/work/data")  # ... the one on that data dir, when several run
     client = Client("host:port")           # any service's address; it names the others
     version = client.upload_model("m.pt2", "my-model")
     data = client.upload_dataset("d.safetensors", "my-data")
@@ -22,6 +23,8 @@ from typing import Any
 
 import grpc
 
+from lambdascope import discovery
+from lambdascope.discovery import PlatformNotFound
 from lambdascope.v1 import (audit_pb2, estimator_pb2, estimator_pb2_grpc, jobs_pb2, models_pb2,
                             platform_pb2, platform_pb2_grpc, registry_pb2, registry_pb2_grpc,
                             trainer_pb2, trainer_pb2_grpc)
@@ -34,19 +37,6 @@ _RETRY = json.dumps({"methodConfig": [{
                     "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
 
 
-class PlatformNotFound(RuntimeError):
-    pass
-
-
-def home() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("LAMBDASCOPE_HOME", "~/.lambdascope")).expanduser()
-
-
-def discovery_file() -> pathlib.Path:
-    """Where `lambdascope up` writes the addresses of the platform it runs."""
-    return home() / "platform.json"
-
-
 def _channel(address: str, token: str) -> grpc.Channel:
     channel = grpc.insecure_channel(address, options=[
         ("grpc.service_config", _RETRY), ("grpc.enable_retries", 1),
@@ -57,20 +47,29 @@ def _channel(address: str, token: str) -> grpc.Channel:
 
 
 def describe(address: str, token: str = "", timeout: float = 10.0) -> dict[str, str]:
-    """Ask the service at `address` where the platform's services are."""
-    with _channel(address, token) as channel:
-        reply = platform_pb2_grpc.PlatformStub(channel).Describe(
-            platform_pb2.DescribeRequest(), timeout=timeout, wait_for_ready=True)
+    """Ask the service at `address` where the platform's services are; a service that cannot be
+    reached (refused, not answering) is a PlatformNotFound that says so, not a raw status."""
+    try:
+        with _channel(address, token) as channel:
+            reply = platform_pb2_grpc.PlatformStub(channel).Describe(
+                platform_pb2.DescribeRequest(), timeout=timeout)
+    except grpc.RpcError as exc:
+        if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise
+        raise PlatformNotFound(
+            f"cannot reach a lambdascope service at {address} ({exc.code().name.lower()}: "
+            f"{(exc.details() or '').splitlines()[0][:160]}): check the address and that the service runs, "
+            "or start a local platform with `lambdascope up`") from None
     endpoints = {e.name: e.address for e in reply.endpoints}
     endpoints.setdefault(reply.service, address)
     return endpoints
 
 
-def resolve_endpoints(server: str | None = None, token: str = "", **explicit: str | None
-                      ) -> dict[str, str]:
+def resolve_endpoints(server: str | None = None, token: str = "", data_dir: str | None = None,
+                      **explicit: str | None) -> dict[str, str]:
     """Addresses from: explicit arguments (alone, when no `server` is given), `server` (or
     LAMBDASCOPE_SERVER) asked via Describe, LAMBDASCOPE_<SERVICE>_ADDRESS variables, then the
-    file a running `lambdascope up` wrote."""
+    platform `lambdascope up` runs on ``data_dir`` (or the only one running; lambdascope.discovery)."""
     given = {k: v for k, v in explicit.items() if v}
     if given and not server:
         return given
@@ -82,9 +81,8 @@ def resolve_endpoints(server: str | None = None, token: str = "", **explicit: st
         for name in SERVICES:
             if os.environ.get(f"LAMBDASCOPE_{name.upper()}_ADDRESS"):
                 found[name] = os.environ[f"LAMBDASCOPE_{name.upper()}_ADDRESS"]
-        path = discovery_file()
-        if not found and path.is_file():
-            found.update(json.loads(path.read_text()).get("endpoints", {}))
+        if not found:
+            found.update(discovery.find(data_dir))
     found.update(given)
     return found
 
@@ -92,9 +90,9 @@ def resolve_endpoints(server: str | None = None, token: str = "", **explicit: st
 class Client:
     def __init__(self, server: str | None = None, *, registry: str | None = None,
                  trainer: str | None = None, estimator: str | None = None,
-                 token: str | None = None, timeout: float = 60.0):
+                 token: str | None = None, timeout: float = 60.0, data_dir: str | None = None):
         self.token = token if token is not None else os.environ.get("LAMBDASCOPE_AUTH_TOKEN", "")
-        self.endpoints = resolve_endpoints(server, self.token, registry=registry,
+        self.endpoints = resolve_endpoints(server, self.token, data_dir, registry=registry,
                                            trainer=trainer, estimator=estimator)
         self.timeout = timeout
         self._channels: dict[str, grpc.Channel] = {}

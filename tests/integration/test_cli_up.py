@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 
 def test_up_prints_services_and_other_commands_find_it(tmp_path):
@@ -20,8 +19,10 @@ def test_up_prints_services_and_other_commands_find_it(tmp_path):
         assert names == ["registry", "trainer", "estimator"], lines
         addresses = {line.split()[0]: line.split()[1] for line in lines}
         assert all(a.startswith("127.0.0.1:") for a in addresses.values())
-        discovered = json.loads((tmp_path / "home" / "platform.json").read_text())
-        assert discovered["endpoints"] == addresses
+        files = list((tmp_path / "home" / "platforms").glob("*.json"))
+        assert len(files) == 1
+        discovered = json.loads(files[0].read_text())
+        assert discovered["endpoints"] == addresses and discovered["pid"] == up.pid
 
         models = subprocess.run([sys.executable, "-m", "lambdascope.cli", "models"],
                                 capture_output=True, text=True, env=env, timeout=60)
@@ -34,4 +35,80 @@ def test_up_prints_services_and_other_commands_find_it(tmp_path):
         rest, _ = up.communicate(timeout=60)
     assert up.returncode == 0
     assert "stopped" in rest
-    assert not (tmp_path / "home" / "platform.json").exists()
+    assert not list((tmp_path / "home" / "platforms").glob("*.json"))
+
+
+def _up(data_dir, env) -> tuple[subprocess.Popen, dict[str, str]]:
+    up = subprocess.Popen([sys.executable, "-m", "lambdascope.cli", "up", "--data-dir", str(data_dir)],
+                          stdout=subprocess.PIPE, text=True, env=env)
+    lines = [up.stdout.readline() for _ in range(3)]
+    return up, {line.split()[0]: line.split()[1] for line in lines if line.strip()}
+
+
+def _stop(up: subprocess.Popen) -> None:
+    up.send_signal(signal.SIGINT)
+    up.communicate(timeout=60)
+
+
+def _cli(env, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lambdascope.cli", *argv], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def test_two_platforms_are_found_by_data_dir_and_outlive_each_other(tmp_path, monkeypatch):
+    from lambdascope.client import Client
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LAMBDASCOPE")},
+           "LAMBDASCOPE_HOME": str(tmp_path / "home")}
+    monkeypatch.setenv("LAMBDASCOPE_HOME", env["LAMBDASCOPE_HOME"])
+    first, second = tmp_path / "first", tmp_path / "second"
+    up1, addresses1 = _up(first, env)
+    try:
+        up2, addresses2 = _up(second, env)
+        try:
+            assert addresses1 != addresses2
+            both = _cli(env, "models")
+            assert both.returncode == 1 and "several platforms are running" in both.stderr
+            assert str(first.resolve()) in both.stderr and str(second.resolve()) in both.stderr
+            for data_dir, addresses in ((first, addresses1), (second, addresses2)):
+                assert _cli(env, "models", "--data-dir", str(data_dir)).returncode == 0
+                assert Client(data_dir=str(data_dir)).endpoints == addresses
+        finally:
+            _stop(up2)
+        # The second one's exit removed its own record only: the first is still found, without flags.
+        assert _cli(env, "models").returncode == 0
+        assert Client().endpoints == addresses1
+        gone = _cli(env, "models", "--data-dir", str(second))
+        assert gone.returncode == 1 and "no platform is running on data dir" in gone.stderr
+    finally:
+        _stop(up1)
+
+
+def test_a_stale_record_names_the_dead_pid(tmp_path, monkeypatch):
+    from lambdascope import discovery
+
+    monkeypatch.setenv("LAMBDASCOPE_HOME", str(tmp_path / "home"))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LAMBDASCOPE")},
+           "LAMBDASCOPE_HOME": str(tmp_path / "home")}
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(gone.stdout)  # a process that has exited: as an `up` killed with SIGKILL leaves its record
+    discovery.record(tmp_path / "data", {"registry": "127.0.0.1:1"}, pid=pid)
+    stale = _cli(env, "models")
+    assert stale.returncode == 1
+    assert f"pid {pid}" in stale.stderr and "lambdascope up --data-dir" in stale.stderr, stale.stderr
+    assert "Traceback" not in stale.stderr and "UNAVAILABLE" not in stale.stderr
+    assert not list((tmp_path / "home" / "platforms").glob("*.json"))  # cleared
+    again = _cli(env, "models")
+    assert "no platform is running" in again.stderr
+
+
+def test_an_unreachable_server_says_what_to_do(tmp_path):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LAMBDASCOPE")},
+           "LAMBDASCOPE_HOME": str(tmp_path / "home")}
+    from lambdascope.local import free_port
+
+    result = _cli(env, "models", "--server", f"127.0.0.1:{free_port()}")
+    assert result.returncode == 1
+    assert "cannot reach a lambdascope service at 127.0.0.1:" in result.stderr, result.stderr
+    # Refused at once, not a wait for readiness that ends in deadline_exceeded.
+    assert "(unavailable:" in result.stderr and "Traceback" not in result.stderr
