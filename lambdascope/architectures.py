@@ -28,6 +28,11 @@ MAX_LAYERS = 1_000
 # ConvNetArchitecture.kernel_size 0 and QuadraticArchitecture.init_scale 0 mean these.
 DEFAULT_KERNEL_SIZE = 3
 DEFAULT_INIT_SCALE = 1.0
+# TransformerArchitecture.heads 0 means this; mlp_width 0 means this many times width.
+DEFAULT_HEADS = 1
+DEFAULT_MLP_RATIO = 4
+# Attention materialises context x context scores per head and example.
+MAX_CONTEXT = 8_192
 
 _ACTIVATION_NAMES = {
     models_pb2.ACTIVATION_UNSPECIFIED: "relu",
@@ -79,6 +84,12 @@ def io_shapes(arch: models_pb2.Architecture) -> tuple[list[int], list[int]]:
     return [-1, *inputs], [-1, *outputs]
 
 
+def input_dtype(arch: models_pb2.Architecture) -> str:
+    """The dtype the module takes as input: "float32", or "int64" for token ids."""
+    kind, _ = _valid_kind_of(arch)
+    return kind.input_dtype
+
+
 def hidden_dims(arch: models_pb2.Architecture) -> list[int]:
     """Widths of the hidden layers self-modeling can target, layer k being element k-1."""
     kind, spec = _valid_kind_of(arch)
@@ -96,8 +107,8 @@ def hidden_site(arch: models_pb2.Architecture, layer: int) -> str:
     kind, spec = _valid_kind_of(arch)
     if kind.hidden_prefix is None:
         raise ValueError(
-            "self_modeling needs an architecture with hidden layers (mlp, dln or convnet), "
-            f"got architecture.{kind.field}"
+            "self_modeling needs an architecture with hidden layers (mlp, dln, convnet or "
+            f"transformer), got architecture.{kind.field}"
         )
     count = len(kind.hidden_dims(spec))
     if count == 0:
@@ -173,6 +184,7 @@ class _Kind:
     hidden_prefix: str | None = None  # site name of hidden layer k is f"{prefix}{k}"
     head: _Head | None = None
     reconstructs_input: bool = False
+    input_dtype: str = "float32"  # "int64": token ids
 
 
 def _kind_of(arch: models_pb2.Architecture) -> tuple[_Kind, Any]:
@@ -196,7 +208,7 @@ def _head_of(kind: _Kind) -> _Head:
     if kind.head is None:
         raise ValueError(
             f"architecture.{kind.field} has no output layer to resize "
-            "(only mlp, dln and convnet have one)"
+            "(only mlp, dln, convnet and transformer have one)"
         )
     return kind.head
 
@@ -398,6 +410,54 @@ def _quadratic_validate(q: models_pb2.QuadraticArchitecture) -> None:
         raise ValueError(f"architecture.quadratic.init_scale must be finite, got {q.init_scale}")
 
 
+# --------------------------------------------------------------------------------------
+# transformer
+
+
+def _transformer_validate(t: models_pb2.TransformerArchitecture) -> None:
+    path = "architecture.transformer"
+    for name in ("vocab_size", "context", "width", "layers", "outputs"):
+        _check_at_least_one(f"{path}.{name}", getattr(t, name))
+    _check_layers(f"{path}.layers", t.layers)
+    if t.context > MAX_CONTEXT:
+        raise ValueError(f"{path}.context must be at most {MAX_CONTEXT:,} (attention scores grow "
+                         f"as context**2), got {t.context:,}")
+    if t.heads < 0:
+        raise ValueError(f"{path}.heads must be positive (0 means {DEFAULT_HEADS}), got {t.heads}")
+    if t.mlp_width < 0:
+        raise ValueError(f"{path}.mlp_width must be positive (0 means {DEFAULT_MLP_RATIO} * "
+                         f"width), got {t.mlp_width}")
+    heads = t.heads or DEFAULT_HEADS
+    if t.width % heads:
+        raise ValueError(f"{path}.width ({t.width}) must be a multiple of heads ({heads}): "
+                         "each head attends over width / heads dimensions")
+
+
+def _transformer_mlp_width(t: models_pb2.TransformerArchitecture) -> int:
+    return t.mlp_width or DEFAULT_MLP_RATIO * t.width
+
+
+def _transformer_parameters(t: models_pb2.TransformerArchitecture) -> list[tuple[str, Shape]]:
+    """In the module's state_dict order (`lambdascope.modules.Transformer`)."""
+    d = t.width
+    out: list[tuple[str, Shape]] = [("embed.weight", (t.vocab_size, d)),
+                                    ("position.weight", (t.context, d))]
+    for i in range(t.layers):
+        block = f"blocks.{i}."
+        out += [(f"{block}attention_norm.weight", (d,)), (f"{block}attention_norm.bias", (d,)),
+                (f"{block}attention.qkv.weight", (3 * d, d)),
+                (f"{block}attention.qkv.bias", (3 * d,)),
+                (f"{block}attention.out.weight", (d, d)), (f"{block}attention.out.bias", (d,)),
+                (f"{block}mlp_norm.weight", (d,)), (f"{block}mlp_norm.bias", (d,))]
+        out += _dense_parameters(f"{block}mlp.", [d, _transformer_mlp_width(t), d], bias=True)
+    return out + [("norm.weight", (d,)), ("norm.bias", (d,)),
+                  ("head.weight", (t.outputs, d)), ("head.bias", (t.outputs,))]
+
+
+def _transformer_set_outputs(t: models_pb2.TransformerArchitecture, outputs: int) -> None:
+    t.outputs = outputs
+
+
 _KINDS: dict[str, _Kind] = {
     "mlp": _Kind(
         "mlp", _mlp_validate, _mlp_parameters,
@@ -440,5 +500,17 @@ _KINDS: dict[str, _Kind] = {
         io=lambda q: ([q.dim], [1]),
         sites=lambda q: [],
         hidden_dims=lambda q: [],
+    ),
+    "transformer": _Kind(
+        "transformer", _transformer_validate, _transformer_parameters,
+        io=lambda t: ([t.context], [t.outputs]),
+        # One site: the representation the head reads, so self-modeling, penalties and routing
+        # see [batch, width] units as they do in an MLP's last hidden layer.
+        sites=lambda t: [("hidden.1", (t.width,))],
+        hidden_dims=lambda t: [t.width],
+        hidden_prefix="hidden.",
+        head=_Head(get=lambda t: t.outputs, set=_transformer_set_outputs,
+                   layer=lambda t: "head"),
+        input_dtype="int64",
     ),
 }

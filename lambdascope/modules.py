@@ -11,7 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lambdascope import architectures
 from lambdascope.v1 import models_pb2
@@ -109,6 +111,62 @@ class Quadratic(nn.Module):
         return (x @ (self.v * self.v)).unsqueeze(1)
 
 
+class SelfAttention(nn.Module):
+    """Causal multi-head self-attention: one `qkv` projection, one `out` projection."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # [batch, context, 3 * width] -> q, k, v of [batch, heads, context, width / heads]
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
+        # The math kernel: the fused CPU kernels have no vmap batching rule (the estimator's
+        # chains would run one by one) and no double backward (its Hessian-vector products).
+        with sdpa_kernel(SDPBackend.MATH):
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out(a.transpose(1, 2).flatten(-2))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: x + attention(norm(x)), then + GELU MLP(norm(x))."""
+
+    def __init__(self, width: int, heads: int, mlp_width: int):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(width)
+        self.attention = SelfAttention(width, heads)
+        self.mlp_norm = nn.LayerNorm(width)
+        self.mlp = MLP([width, mlp_width, width], "gelu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    """Token ids [batch, context] -> logits [batch, outputs] read at the last position. The
+    head's input (final LayerNorm, last position) passes through the site `hidden.1`."""
+
+    def __init__(self, vocab_size: int, context: int, width: int, heads: int, layers: int,
+                 mlp_width: int, outputs: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, width)
+        self.position = nn.Embedding(context, width)  # used whole: position i is row i
+        self.blocks = nn.ModuleList(
+            TransformerBlock(width, heads, mlp_width) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        self.hidden = nn.ModuleDict({"1": nn.Identity()})
+        self.head = nn.Linear(width, outputs)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens) + self.position.weight
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.hidden["1"](self.norm(x)[:, -1]))
+
+
 def build_module(arch: models_pb2.Architecture, *, seed: int | None = None) -> nn.Module:
     """Build a freshly initialised module. With `seed`, the initialisation is reproducible
     and the global torch RNG is left untouched."""
@@ -196,6 +254,13 @@ def _build_quadratic(q: models_pb2.QuadraticArchitecture) -> nn.Module:
     return Quadratic(q.dim, q.init_scale or architectures.DEFAULT_INIT_SCALE)
 
 
+def _build_transformer(t: models_pb2.TransformerArchitecture) -> nn.Module:
+    return Transformer(
+        t.vocab_size, t.context, t.width, t.heads or architectures.DEFAULT_HEADS, t.layers,
+        t.mlp_width or architectures.DEFAULT_MLP_RATIO * t.width, t.outputs,
+    )
+
+
 # One builder per kind `architectures` knows (a test keeps the two in step).
 _BUILDERS: dict[str, Callable[[Any], nn.Module]] = {
     "mlp": _build_mlp,
@@ -203,4 +268,5 @@ _BUILDERS: dict[str, Callable[[Any], nn.Module]] = {
     "convnet": _build_convnet,
     "autoencoder": _build_autoencoder,
     "quadratic": _build_quadratic,
+    "transformer": _build_transformer,
 }

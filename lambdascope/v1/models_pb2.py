@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blambdascope/v1/models.proto\x12\x0elambdascope.v1\"b\n\x0fMLPArchitecture\x12\x0e\n\x06widths\x18\x01 \x03(\x05\x12.\n\nactivation\x18\x02 \x01(\x0e\x32\x1a.lambdascope.v1.Activation\x12\x0f\n\x07no_bias\x18\x03 \x01(\x08\"(\n\x16\x44\x65\x65pLinearArchitecture\x12\x0e\n\x06widths\x18\x01 \x03(\x05\"\xb6\x01\n\x13\x43onvNetArchitecture\x12\x13\n\x0bin_channels\x18\x01 \x01(\x05\x12\x12\n\nimage_size\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x03(\x05\x12\x13\n\x0bkernel_size\x18\x04 \x01(\x05\x12\x0e\n\x06hidden\x18\x05 \x03(\x05\x12\x0f\n\x07outputs\x18\x06 \x01(\x05\x12.\n\nactivation\x18\x07 \x01(\x0e\x32\x1a.lambdascope.v1.Activation\"a\n\x17\x41utoencoderArchitecture\x12\x16\n\x0e\x65ncoder_widths\x18\x01 \x03(\x05\x12.\n\nactivation\x18\x02 \x01(\x0e\x32\x1a.lambdascope.v1.Activation\"8\n\x15QuadraticArchitecture\x12\x0b\n\x03\x64im\x18\x01 \x01(\x05\x12\x12\n\ninit_scale\x18\x02 \x01(\x01\"\xb1\x02\n\x0c\x41rchitecture\x12.\n\x03mlp\x18\x01 \x01(\x0b\x32\x1f.lambdascope.v1.MLPArchitectureH\x00\x12\x35\n\x03\x64ln\x18\x02 \x01(\x0b\x32&.lambdascope.v1.DeepLinearArchitectureH\x00\x12\x36\n\x07\x63onvnet\x18\x03 \x01(\x0b\x32#.lambdascope.v1.ConvNetArchitectureH\x00\x12>\n\x0b\x61utoencoder\x18\x04 \x01(\x0b\x32\'.lambdascope.v1.AutoencoderArchitectureH\x00\x12:\n\tquadratic\x18\x05 \x01(\x0b\x32%.lambdascope.v1.QuadraticArchitectureH\x00\x42\x06\n\x04kind*\x80\x01\n\nActivation\x12\x1a\n\x16\x41\x43TIVATION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41\x43TIVATION_RELU\x10\x01\x12\x13\n\x0f\x41\x43TIVATION_TANH\x10\x02\x12\x13\n\x0f\x41\x43TIVATION_GELU\x10\x03\x12\x17\n\x13\x41\x43TIVATION_IDENTITY\x10\x04*t\n\x0e\x41rtifactFormat\x12\x1f\n\x1b\x41RTIFACT_FORMAT_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41RTIFACT_FORMAT_SAFETENSORS\x10\x01\x12 \n\x1c\x41RTIFACT_FORMAT_TORCH_EXPORT\x10\x02*h\n\x08LossKind\x12\x19\n\x15LOSS_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rLOSS_KIND_MSE\x10\x01\x12\x1b\n\x17LOSS_KIND_CROSS_ENTROPY\x10\x02\x12\x11\n\rLOSS_KIND_MAE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blambdascope/v1/models.proto\x12\x0elambdascope.v1\"b\n\x0fMLPArchitecture\x12\x0e\n\x06widths\x18\x01 \x03(\x05\x12.\n\nactivation\x18\x02 \x01(\x0e\x32\x1a.lambdascope.v1.Activation\x12\x0f\n\x07no_bias\x18\x03 \x01(\x08\"(\n\x16\x44\x65\x65pLinearArchitecture\x12\x0e\n\x06widths\x18\x01 \x03(\x05\"\xb6\x01\n\x13\x43onvNetArchitecture\x12\x13\n\x0bin_channels\x18\x01 \x01(\x05\x12\x12\n\nimage_size\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x03(\x05\x12\x13\n\x0bkernel_size\x18\x04 \x01(\x05\x12\x0e\n\x06hidden\x18\x05 \x03(\x05\x12\x0f\n\x07outputs\x18\x06 \x01(\x05\x12.\n\nactivation\x18\x07 \x01(\x0e\x32\x1a.lambdascope.v1.Activation\"a\n\x17\x41utoencoderArchitecture\x12\x16\n\x0e\x65ncoder_widths\x18\x01 \x03(\x05\x12.\n\nactivation\x18\x02 \x01(\x0e\x32\x1a.lambdascope.v1.Activation\"8\n\x15QuadraticArchitecture\x12\x0b\n\x03\x64im\x18\x01 \x01(\x05\x12\x12\n\ninit_scale\x18\x02 \x01(\x01\"\x90\x01\n\x17TransformerArchitecture\x12\x12\n\nvocab_size\x18\x01 \x01(\x05\x12\x0f\n\x07\x63ontext\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\r\n\x05heads\x18\x04 \x01(\x05\x12\x0e\n\x06layers\x18\x05 \x01(\x05\x12\x11\n\tmlp_width\x18\x06 \x01(\x05\x12\x0f\n\x07outputs\x18\x07 \x01(\x05\"\xf1\x02\n\x0c\x41rchitecture\x12.\n\x03mlp\x18\x01 \x01(\x0b\x32\x1f.lambdascope.v1.MLPArchitectureH\x00\x12\x35\n\x03\x64ln\x18\x02 \x01(\x0b\x32&.lambdascope.v1.DeepLinearArchitectureH\x00\x12\x36\n\x07\x63onvnet\x18\x03 \x01(\x0b\x32#.lambdascope.v1.ConvNetArchitectureH\x00\x12>\n\x0b\x61utoencoder\x18\x04 \x01(\x0b\x32\'.lambdascope.v1.AutoencoderArchitectureH\x00\x12:\n\tquadratic\x18\x05 \x01(\x0b\x32%.lambdascope.v1.QuadraticArchitectureH\x00\x12>\n\x0btransformer\x18\x06 \x01(\x0b\x32\'.lambdascope.v1.TransformerArchitectureH\x00\x42\x06\n\x04kind*\x80\x01\n\nActivation\x12\x1a\n\x16\x41\x43TIVATION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41\x43TIVATION_RELU\x10\x01\x12\x13\n\x0f\x41\x43TIVATION_TANH\x10\x02\x12\x13\n\x0f\x41\x43TIVATION_GELU\x10\x03\x12\x17\n\x13\x41\x43TIVATION_IDENTITY\x10\x04*t\n\x0e\x41rtifactFormat\x12\x1f\n\x1b\x41RTIFACT_FORMAT_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41RTIFACT_FORMAT_SAFETENSORS\x10\x01\x12 \n\x1c\x41RTIFACT_FORMAT_TORCH_EXPORT\x10\x02*h\n\x08LossKind\x12\x19\n\x15LOSS_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rLOSS_KIND_MSE\x10\x01\x12\x1b\n\x17LOSS_KIND_CROSS_ENTROPY\x10\x02\x12\x11\n\rLOSS_KIND_MAE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lambdascope.v1.models_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACTIVATION']._serialized_start=840
-  _globals['_ACTIVATION']._serialized_end=968
-  _globals['_ARTIFACTFORMAT']._serialized_start=970
-  _globals['_ARTIFACTFORMAT']._serialized_end=1086
-  _globals['_LOSSKIND']._serialized_start=1088
-  _globals['_LOSSKIND']._serialized_end=1192
+  _globals['_ACTIVATION']._serialized_start=1051
+  _globals['_ACTIVATION']._serialized_end=1179
+  _globals['_ARTIFACTFORMAT']._serialized_start=1181
+  _globals['_ARTIFACTFORMAT']._serialized_end=1297
+  _globals['_LOSSKIND']._serialized_start=1299
+  _globals['_LOSSKIND']._serialized_end=1403
   _globals['_MLPARCHITECTURE']._serialized_start=47
   _globals['_MLPARCHITECTURE']._serialized_end=145
   _globals['_DEEPLINEARARCHITECTURE']._serialized_start=147
@@ -47,6 +47,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTOENCODERARCHITECTURE']._serialized_end=471
   _globals['_QUADRATICARCHITECTURE']._serialized_start=473
   _globals['_QUADRATICARCHITECTURE']._serialized_end=529
-  _globals['_ARCHITECTURE']._serialized_start=532
-  _globals['_ARCHITECTURE']._serialized_end=837
+  _globals['_TRANSFORMERARCHITECTURE']._serialized_start=532
+  _globals['_TRANSFORMERARCHITECTURE']._serialized_end=676
+  _globals['_ARCHITECTURE']._serialized_start=679
+  _globals['_ARCHITECTURE']._serialized_end=1048
 # @@protoc_insertion_point(module_scope)

@@ -90,16 +90,36 @@ class QuadraticArchitecture(_message.Message):
     init_scale: float
     def __init__(self, dim: _Optional[int] = ..., init_scale: _Optional[float] = ...) -> None: ...
 
+class TransformerArchitecture(_message.Message):
+    __slots__ = ("vocab_size", "context", "width", "heads", "layers", "mlp_width", "outputs")
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    MLP_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    vocab_size: int
+    context: int
+    width: int
+    heads: int
+    layers: int
+    mlp_width: int
+    outputs: int
+    def __init__(self, vocab_size: _Optional[int] = ..., context: _Optional[int] = ..., width: _Optional[int] = ..., heads: _Optional[int] = ..., layers: _Optional[int] = ..., mlp_width: _Optional[int] = ..., outputs: _Optional[int] = ...) -> None: ...
+
 class Architecture(_message.Message):
-    __slots__ = ("mlp", "dln", "convnet", "autoencoder", "quadratic")
+    __slots__ = ("mlp", "dln", "convnet", "autoencoder", "quadratic", "transformer")
     MLP_FIELD_NUMBER: _ClassVar[int]
     DLN_FIELD_NUMBER: _ClassVar[int]
     CONVNET_FIELD_NUMBER: _ClassVar[int]
     AUTOENCODER_FIELD_NUMBER: _ClassVar[int]
     QUADRATIC_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORMER_FIELD_NUMBER: _ClassVar[int]
     mlp: MLPArchitecture
     dln: DeepLinearArchitecture
     convnet: ConvNetArchitecture
     autoencoder: AutoencoderArchitecture
     quadratic: QuadraticArchitecture
-    def __init__(self, mlp: _Optional[_Union[MLPArchitecture, _Mapping]] = ..., dln: _Optional[_Union[DeepLinearArchitecture, _Mapping]] = ..., convnet: _Optional[_Union[ConvNetArchitecture, _Mapping]] = ..., autoencoder: _Optional[_Union[AutoencoderArchitecture, _Mapping]] = ..., quadratic: _Optional[_Union[QuadraticArchitecture, _Mapping]] = ...) -> None: ...
+    transformer: TransformerArchitecture
+    def __init__(self, mlp: _Optional[_Union[MLPArchitecture, _Mapping]] = ..., dln: _Optional[_Union[DeepLinearArchitecture, _Mapping]] = ..., convnet: _Optional[_Union[ConvNetArchitecture, _Mapping]] = ..., autoencoder: _Optional[_Union[AutoencoderArchitecture, _Mapping]] = ..., quadratic: _Optional[_Union[QuadraticArchitecture, _Mapping]] = ..., transformer: _Optional[_Union[TransformerArchitecture, _Mapping]] = ...) -> None: ...

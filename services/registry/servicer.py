@@ -398,7 +398,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         io = architectures.io_shapes(header.architecture)
         version.input_shape[:] = io[0]
         version.output_shape[:] = io[1]
-        version.input_dtype = "float32"  # the built-in architectures take float inputs
+        version.input_dtype = architectures.input_dtype(header.architecture)
 
     def _check_lineage(self, lineage: registry_pb2.Lineage) -> None:
         if lineage.parent_version_id:  # a reference is stored as the id it names now

@@ -127,14 +127,18 @@ def quadratic_regression(spec: trainer_pb2.QuadraticRegressionData) -> TrainingD
                         info={"support": float(support)})
 
 
-def modular_addition(spec: trainer_pb2.ModularAdditionData) -> tuple[torch.Tensor, torch.Tensor]:
-    """All pairs (a, b) of 0..p-1: x = one-hot(a) ++ one-hot(b), y = (a + b) mod p. The caller
-    splits it with the spec's test_fraction (seeded by this message's seed)."""
+def modular_addition(spec: trainer_pb2.ModularAdditionData, *, tokens: bool = False
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """All pairs (a, b) of 0..p-1 with y = (a + b) mod p. x = one-hot(a) ++ one-hot(b) (float),
+    or with `tokens` the token ids [a, b] (int64: a transformer's input). The caller splits it
+    with the spec's test_fraction (seeded by this message's seed)."""
     p = spec.modulus or 53
     if not 2 <= p <= 1_000:
         raise ValueError(f"modular_addition.modulus must be in 2..1000, got {spec.modulus}")
     a = torch.arange(p).repeat_interleave(p)
     b = torch.arange(p).repeat(p)
+    if tokens:
+        return torch.stack([a, b], dim=1), (a + b) % p
     eye = torch.eye(p)
     x = torch.cat([eye[a], eye[b]], dim=1)
     return x, (a + b) % p

@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from lambdascope import architectures
+from lambdascope import architectures, artifacts
 from lambdascope.v1 import models_pb2, registry_pb2, trainer_pb2
 from services.trainer import penalties, routing, self_modeling
 from services.trainer.training import NoiseConfig, Schedule, TrainConfig
@@ -45,6 +45,7 @@ class DataFacts:
 
     rows: int | None
     classes: int | None  # number of class labels; None for regression data or unknown
+    tokens: int | None = None  # token ids the inputs use (largest + 1); None: float or unknown
 
 
 def data_facts(spec: trainer_pb2.TrainSpec) -> DataFacts:
@@ -53,7 +54,7 @@ def data_facts(spec: trainer_pb2.TrainSpec) -> DataFacts:
         return DataFacts(DIGITS_ROWS, DIGITS_CLASSES)
     if source == "modular_addition":
         p = spec.dataset.modular_addition.modulus or 53
-        return DataFacts(p * p, p)
+        return DataFacts(p * p, p, p if takes_token_ids(spec.architecture) else None)
     if source == "dln_teacher":
         return DataFacts(spec.dataset.dln_teacher.examples or 10_000, None)
     if source == "quadratic_regression":
@@ -63,13 +64,14 @@ def data_facts(spec: trainer_pb2.TrainSpec) -> DataFacts:
 
 def train_config(spec: trainer_pb2.TrainSpec, facts: DataFacts | None = None) -> TrainConfig:
     """Check `spec` and build the core's config. `facts` (default: what the spec itself tells)
-    sharpen the routing checks once the data is loaded."""
-    facts = facts or data_facts(spec)
+    sharpen the routing and vocabulary checks once the data is loaded."""
     if not NAME.match(spec.model_name):
         raise SpecError(f"spec.model_name {spec.model_name!r} is not a valid name: use 1-200 "
                         "letters, digits, '.', '_' or '-'")
     arch = _architecture(spec)
+    facts = facts or data_facts(spec)
     _check_dataset_spec(spec)
+    _check_vocabulary(arch, facts)
     if spec.loss not in LOSS_NAMES:
         raise SpecError("spec.loss must be LOSS_KIND_CROSS_ENTROPY, LOSS_KIND_MSE or "
                         "LOSS_KIND_MAE")
@@ -119,6 +121,11 @@ def train_config(spec: trainer_pb2.TrainSpec, facts: DataFacts | None = None) ->
     return config
 
 
+def takes_token_ids(arch: models_pb2.Architecture) -> bool:
+    """Whether the architecture reads integer token ids (a transformer) rather than floats."""
+    return architectures.input_dtype(arch) == "int64"
+
+
 def model_architecture(spec: trainer_pb2.TrainSpec) -> models_pb2.Architecture:
     """The architecture actually trained: widened by the self-model outputs when enabled."""
     if spec.self_modeling.layer:
@@ -132,12 +139,21 @@ def check_dataset(spec: trainer_pb2.TrainSpec, dataset: registry_pb2.Dataset) ->
     if list(dataset.x_shape[1:]) != list(inputs):
         raise SpecError(f"spec.dataset.dataset_id: dataset x has shape {list(dataset.x_shape)} "
                         f"but the architecture takes [batch, {', '.join(map(str, inputs))}]")
+    ids = dataset.x_dtype in artifacts.ID_DTYPES
+    kind = architectures.architecture_kind(spec.architecture)
+    if takes_token_ids(spec.architecture) and not ids:
+        raise SpecError(f"spec.dataset.dataset_id: dataset x is {dataset.x_dtype} but "
+                        f"architecture.{kind} takes integer token ids")
+    if ids and not takes_token_ids(spec.architecture):
+        raise SpecError(f"spec.dataset.dataset_id: dataset x holds integer ids "
+                        f"({dataset.x_dtype}) but architecture.{kind} takes floating-point "
+                        "inputs (architecture.transformer reads token ids)")
 
 
 def _architecture(spec: trainer_pb2.TrainSpec) -> models_pb2.Architecture:
     if spec.architecture.WhichOneof("kind") is None:
-        raise SpecError("spec.architecture is not set: choose mlp, dln, convnet, autoencoder "
-                        "or quadratic")
+        raise SpecError("spec.architecture is not set: choose mlp, dln, convnet, autoencoder, "
+                        "quadratic or transformer")
     try:
         architectures.validate_architecture(spec.architecture)
     except ValueError as exc:
@@ -159,6 +175,9 @@ def _check_dataset_spec(spec: trainer_pb2.TrainSpec) -> None:
     if source in OWN_TEST_SET and fraction:
         raise SpecError(f"spec.dataset.test_fraction: {source} draws its own test set "
                         f"(set {source}.test_examples instead)")
+    if takes_token_ids(spec.architecture):
+        _check_token_source(spec, source)
+        return
     inputs = architectures.io_shapes(spec.architecture)[0][1:]
     width = {"builtin": lambda _: DIGITS_FEATURES,
              "dln_teacher": lambda d: d.widths[0] if d.widths else None,
@@ -169,6 +188,36 @@ def _check_dataset_spec(spec: trainer_pb2.TrainSpec) -> None:
         if given is not None and [given] != list(inputs):
             raise SpecError(f"spec.dataset.{source}: the data has {given} input features but "
                             f"the architecture takes [batch, {', '.join(map(str, inputs))}]")
+
+
+def _check_token_source(spec: trainer_pb2.TrainSpec, source: str) -> None:
+    """Token ids come from modular_addition (whose sizes the transformer must match exactly)
+    or a registry dataset (checked by `check_dataset`); the other sources give floats."""
+    if source == "dataset_id":
+        return
+    if source != "modular_addition":
+        raise SpecError(f"spec.dataset.{source}: architecture.transformer takes token ids, which "
+                        "this source does not give; use modular_addition or a registry "
+                        "dataset_id whose x holds integer ids")
+    p = spec.dataset.modular_addition.modulus or 53
+    want = {"vocab_size": p, "context": 2, "outputs": p}
+    got = {name: getattr(spec.architecture.transformer, name) for name in want}
+    if got != want:
+        setting = ", ".join(f"{k}: {v}" for k, v in want.items())
+        given = ", ".join(f"{k}: {v}" for k, v in got.items())
+        raise SpecError(f"spec.architecture.transformer: modular_addition with modulus {p} gives "
+                        f"token ids 0..{p - 1} at 2 positions and {p} classes; set "
+                        f"{{{setting}}} (got {{{given}}})")
+
+
+def _check_vocabulary(arch: models_pb2.Architecture, facts: DataFacts) -> None:
+    if facts.tokens is None or not takes_token_ids(arch):
+        return
+    vocab = arch.transformer.vocab_size
+    if facts.tokens > vocab:
+        raise SpecError(f"spec.architecture.transformer.vocab_size: the data has token ids up "
+                        f"to {facts.tokens - 1}; set vocab_size to at least {facts.tokens} "
+                        f"(got {vocab})")
 
 
 def _self_model_site(spec: trainer_pb2.TrainSpec, arch: models_pb2.Architecture) -> str:

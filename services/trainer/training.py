@@ -32,6 +32,8 @@ SCHEDULES = ("constant", "cosine", "step")
 # How many times per run `on_progress` is called (plus once at the end).
 PROGRESS_REPORTS = 100
 _EVAL_BATCH = 8192
+# Integer inputs an embedding takes as token ids.
+_TOKEN_DTYPES = (torch.int64, torch.int32)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -450,7 +452,12 @@ def _check_data(
     if len(x) == 0:
         raise ValueError(f"{split} set is empty")
     if not x.is_floating_point():
-        raise ValueError(f"{split} set: x must be floating point, got {x.dtype}")
+        if x.dtype not in _TOKEN_DTYPES:
+            raise ValueError(f"{split} set: x must be floating point, or int64/int32 token ids; "
+                             f"got {x.dtype}")
+        if int(x.min()) < 0:
+            raise ValueError(f"{split} set: token ids in x must be non-negative, found "
+                             f"{int(x.min())}")
     if config.reconstruct:
         pass  # the target is x itself; y only labels the examples (routing, evaluation)
     elif y.is_floating_point():
@@ -477,7 +484,7 @@ def _check_data(
     try:
         with torch.no_grad(), capture(module, watched) as seen:
             outputs = module(x[:1].to(device))
-    except RuntimeError as exc:
+    except (RuntimeError, IndexError) as exc:  # IndexError: a token id beyond the vocabulary
         raise ValueError(f"{split} set: x with shape {list(x.shape)} does not fit the model: "
                          f"{exc}") from None
     expected = x[0].numel() if config.reconstruct else config.task_outputs

@@ -37,13 +37,16 @@ def load_data(spec: trainer_pb2.TrainSpec, client: Client, scratch: pathlib.Path
         if source == "quadratic_regression":
             return datasets.quadratic_regression(spec.dataset.quadratic_regression)
         if source == "modular_addition":
-            x, y = datasets.modular_addition(spec.dataset.modular_addition)
+            x, y = datasets.modular_addition(spec.dataset.modular_addition,
+                                             tokens=train_spec.takes_token_ids(spec.architecture))
         elif source == "builtin":
             x, y = datasets.BUILTIN_DATASETS[spec.dataset.builtin]()
         else:
             dataset = client.get_dataset(spec.dataset.dataset_id)
             train_spec.check_dataset(spec, dataset)
             x, y = artifacts.load_dataset(client.download_dataset(dataset.id, scratch / "data"))
+            if not x.is_floating_point():
+                x = x.long()  # token ids, as an embedding takes them
         return datasets.split(x, y, spec.dataset.test_fraction, spec.seed)
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.NOT_FOUND:
@@ -51,6 +54,13 @@ def load_data(spec: trainer_pb2.TrainSpec, client: Client, scratch: pathlib.Path
         raise
     except (ValueError, artifacts.ArtifactError) as exc:
         raise worker.BadInput(f"spec.dataset: {exc}") from None
+
+
+def token_ids(data: TrainingData) -> int | None:
+    """How many token ids integer inputs need (largest id + 1); None for float inputs."""
+    if data.x_train.is_floating_point():
+        return None
+    return max(int(x.max()) for x in (data.x_train, data.x_test) if len(x)) + 1
 
 
 def register_training_data(spec: trainer_pb2.TrainSpec, job_id: str, client: Client,
@@ -120,7 +130,8 @@ def _run(ctx: worker.JobContext, saved: resume.ResumeStore) -> worker.Result:
         rows = len(data.x_train) + (0 if own_test else len(data.x_test))
         classes = None if data.y_train.is_floating_point() else int(data.y_train.max()) + 1
         try:
-            config = train_spec.train_config(spec, train_spec.DataFacts(rows, classes))
+            config = train_spec.train_config(
+                spec, train_spec.DataFacts(rows, classes, token_ids(data)))
         except train_spec.SpecError as exc:
             raise worker.BadInput(str(exc)) from None
         job = saved.load_job()

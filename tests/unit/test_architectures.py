@@ -10,6 +10,8 @@ import subprocess
 import sys
 
 import pytest
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -45,6 +47,12 @@ def quadratic(dim: int, init_scale: float = 0.0) -> models_pb2.Architecture:
     )
 
 
+def transformer(**kw) -> models_pb2.Architecture:
+    values = dict(vocab_size=7, context=3, width=8, heads=2, layers=2, outputs=5)
+    values.update(kw)
+    return models_pb2.Architecture(transformer=models_pb2.TransformerArchitecture(**values))
+
+
 EXAMPLES = {
     "mlp": mlp(64, 32, 16, 10),
     "mlp-no-hidden": mlp(4, 2, activation=models_pb2.ACTIVATION_TANH),
@@ -55,7 +63,17 @@ EXAMPLES = {
     "autoencoder": autoencoder(12, 8, 4, 2, activation=models_pb2.ACTIVATION_GELU),
     "autoencoder-shallow": autoencoder(6, 3),
     "quadratic": quadratic(5, 0.5),
+    "transformer": transformer(),
+    "transformer-defaults": transformer(heads=0, layers=1, mlp_width=0),
 }
+
+
+def example_input(arch: models_pb2.Architecture, n: int) -> torch.Tensor:
+    """n random inputs the module takes: floats, or token ids below the vocabulary size."""
+    shape = architectures.io_shapes(arch)[0][1:]
+    if architectures.input_dtype(arch) == "int64":
+        return torch.randint(0, arch.transformer.vocab_size, (n, *shape))
+    return torch.randn(n, *shape)
 
 
 
@@ -98,7 +116,7 @@ def test_module_matches_description(name):
     assert architectures.parameter_count(arch) == sum(p.numel() for p in module.parameters())
 
     inputs, outputs = architectures.io_shapes(arch)
-    seen, out = _record_sites(module, sites, torch.randn(3, *inputs[1:]))
+    seen, out = _record_sites(module, sites, example_input(arch, 3))
     assert seen == list(sites.items())  # each site once, in forward order, with its shape
     assert list(out.shape) == [3, *outputs[1:]]
 
@@ -130,7 +148,7 @@ def test_load_weights_roundtrip(name):
             p.add_(0.1)  # so that even the deterministic init (quadratic) changes
     dst = modules.build_module(arch, seed=2)
     modules.load_weights(dst, {k: v.double() for k, v in src.state_dict().items()})
-    x = torch.randn(4, *architectures.io_shapes(arch)[0][1:])
+    x = example_input(arch, 4)
     torch.testing.assert_close(dst(x), src(x))
     assert all(p.dtype == torch.float32 for p in dst.parameters())
 
@@ -269,6 +287,113 @@ def test_quadratic():
     assert torch.equal(modules.build_module(quadratic(2)).v.detach(), torch.ones(2))  # 0 -> 1
 
 
+# ---------------------------------------------------------------------------- transformer
+
+
+def test_transformer_layout():
+    arch = transformer(vocab_size=7, context=3, width=8, heads=2, layers=1, mlp_width=12)
+    expected = architectures.expected_parameters(arch)
+    assert list(expected.items()) == [
+        ("embed.weight", (7, 8)), ("position.weight", (3, 8)),
+        ("blocks.0.attention_norm.weight", (8,)), ("blocks.0.attention_norm.bias", (8,)),
+        ("blocks.0.attention.qkv.weight", (24, 8)), ("blocks.0.attention.qkv.bias", (24,)),
+        ("blocks.0.attention.out.weight", (8, 8)), ("blocks.0.attention.out.bias", (8,)),
+        ("blocks.0.mlp_norm.weight", (8,)), ("blocks.0.mlp_norm.bias", (8,)),
+        ("blocks.0.mlp.layers.0.weight", (12, 8)), ("blocks.0.mlp.layers.0.bias", (12,)),
+        ("blocks.0.mlp.layers.1.weight", (8, 12)), ("blocks.0.mlp.layers.1.bias", (8,)),
+        ("norm.weight", (8,)), ("norm.bias", (8,)),
+        ("head.weight", (5, 8)), ("head.bias", (5,)),
+    ]
+    # the state_dict has exactly these tensors, in this order (what the registry checks)
+    state = modules.build_module(arch, seed=0).state_dict()
+    assert [(k, tuple(v.shape)) for k, v in state.items()] == list(expected.items())
+    assert architectures.io_shapes(arch) == ([-1, 3], [-1, 5])
+    assert architectures.input_dtype(arch) == "int64"
+    assert {architectures.input_dtype(a) for n, a in EXAMPLES.items()
+            if not n.startswith("transformer")} == {"float32"}
+    assert architectures.sites(arch) == {"hidden.1": (8,)}
+    assert architectures.hidden_dims(arch) == [8]
+    assert architectures.hidden_site(arch, 1) == "hidden.1"
+    assert architectures.output_layer(arch) == "head"
+    # heads 0 means 1, mlp_width 0 means 4 * width; blocks repeat the layout
+    defaults = architectures.expected_parameters(transformer(heads=0, mlp_width=0, layers=3))
+    assert defaults["blocks.2.mlp.layers.0.weight"] == (32, 8)
+    assert modules.build_module(transformer(heads=0)).blocks[0].attention.heads == 1
+
+
+def _reference_transformer(module: modules.Transformer, tokens: torch.Tensor) -> torch.Tensor:
+    """The same network written out with plain ops and an explicit causal mask."""
+    x = module.embed.weight[tokens] + module.position.weight
+    n, t, d = x.shape
+    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    for block in module.blocks:
+        attention = block.attention
+        h = F.layer_norm(x, (d,), block.attention_norm.weight, block.attention_norm.bias)
+        q, k, v = F.linear(h, attention.qkv.weight, attention.qkv.bias).split(d, dim=-1)
+        heads = attention.heads
+        q, k, v = (z.reshape(n, t, heads, d // heads).transpose(1, 2) for z in (q, k, v))
+        scores = (q @ k.transpose(-1, -2) / math.sqrt(d // heads)).masked_fill(~causal, -math.inf)
+        a = (scores.softmax(-1) @ v).transpose(1, 2).reshape(n, t, d)
+        x = x + F.linear(a, attention.out.weight, attention.out.bias)
+        h = F.layer_norm(x, (d,), block.mlp_norm.weight, block.mlp_norm.bias)
+        up, down = block.mlp.layers
+        x = x + down(F.gelu(up(h)))
+    last = F.layer_norm(x, (d,), module.norm.weight, module.norm.bias)[:, -1]
+    return module.head(last)
+
+
+def test_transformer_forward_matches_reference():
+    arch = transformer(context=4, layers=2)  # two layers: earlier positions reach the last one
+    module = modules.build_module(arch, seed=0)
+    tokens = example_input(arch, 6)
+    torch.testing.assert_close(module(tokens), _reference_transformer(module, tokens))
+    # causal: the last position's logits depend on every token, earlier outputs on none after them
+    changed = tokens.clone()
+    changed[:, 0] = (changed[:, 0] + 1) % 7
+    assert not torch.allclose(module(changed), module(tokens))
+    block, x = module.blocks[0], torch.randn(6, 4, 8)
+    later = x.clone()
+    later[:, -1] += 1.0
+    torch.testing.assert_close(block.attention(x)[:, :-1], block.attention(later)[:, :-1])
+
+
+def test_transformer_runs_as_vmapped_chains_with_double_backward():
+    """What the estimator needs: chains of parameters under vmap (batched kernels, no per-chain
+    fallback), matching chain-by-chain values, and Hessian-vector products."""
+    arch = transformer()
+    module = modules.build_module(arch, seed=0)
+    tokens, labels = example_input(arch, 10), torch.randint(0, 5, (10,))
+    chains = [modules.build_module(arch, seed=s).state_dict() for s in range(3)]
+    stacked = {k: torch.stack([c[k] for c in chains]) for k in chains[0]}
+
+    def loss(params, x, y):
+        return F.cross_entropy(torch.func.functional_call(module, params, (x,)), y)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "we have not yet implemented the batching rule"
+        together = torch.vmap(loss, in_dims=(0, None, None))(stacked, tokens, labels)
+        grads = torch.vmap(torch.func.grad(loss), in_dims=(0, None, None))(stacked, tokens, labels)
+    torch.testing.assert_close(together, torch.stack([loss(c, tokens, labels) for c in chains]))
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    params = {k: v.clone().requires_grad_() for k, v in chains[0].items()}
+    first = torch.autograd.grad(loss(params, tokens, labels), list(params.values()),
+                                create_graph=True)
+    hvp = torch.autograd.grad(sum(g.square().sum() for g in first), list(params.values()))
+    assert all(torch.isfinite(h).all() for h in hvp) and any(h.abs().sum() > 0 for h in hvp)
+
+
+def test_transformer_output_head_resizes():
+    arch = transformer()
+    wide = architectures.widen_outputs(arch, 8)
+    assert wide.transformer.outputs == 13 and arch.transformer.outputs == 5
+    assert architectures.narrow_outputs(wide, 5) == arch
+    module = modules.build_module(wide, seed=0)
+    narrow = modules.build_module(arch)
+    modules.load_weights(narrow, modules.narrow_weights(wide, module.state_dict(), 5))
+    tokens = example_input(arch, 4)
+    torch.testing.assert_close(narrow(tokens), module(tokens)[:, :5])
+
+
 # ---------------------------------------------------------------------------- self-modeling helpers
 
 
@@ -293,8 +418,8 @@ def test_hidden_site():
         (mlp(64, 10), 1, "self_modeling.layer: architecture.mlp has no hidden layer"),
         (convnet(hidden=[]), 1, "self_modeling.layer: architecture.convnet has no hidden layer"),
         (autoencoder(6, 2), 1,
-         "self_modeling needs an architecture with hidden layers (mlp, dln or convnet), "
-         "got architecture.autoencoder"),
+         "self_modeling needs an architecture with hidden layers (mlp, dln, convnet or "
+         "transformer), got architecture.autoencoder"),
         (quadratic(3), 1, "got architecture.quadratic"),
     ],
 )
@@ -399,6 +524,23 @@ def test_output_layer(arch, layer):
         (quadratic(0), "architecture.quadratic.dim must be at least 1, got 0"),
         (quadratic(3, math.nan), "architecture.quadratic.init_scale must be finite, got nan"),
         (quadratic(3, -math.inf), "architecture.quadratic.init_scale must be finite, got -inf"),
+        (transformer(width=10, heads=4),
+         "architecture.transformer.width (10) must be a multiple of heads (4)"),
+        (transformer(width=6, heads=0, mlp_width=0, vocab_size=0),
+         "architecture.transformer.vocab_size must be at least 1, got 0"),
+        (transformer(context=0), "architecture.transformer.context must be at least 1, got 0"),
+        (transformer(width=-8), "architecture.transformer.width must be at least 1, got -8"),
+        (transformer(layers=0), "architecture.transformer.layers must be at least 1, got 0"),
+        (transformer(outputs=0), "architecture.transformer.outputs must be at least 1, got 0"),
+        (transformer(heads=-2),
+         "architecture.transformer.heads must be positive (0 means 1), got -2"),
+        (transformer(mlp_width=-1),
+         "architecture.transformer.mlp_width must be positive (0 means 4 * width), got -1"),
+        (transformer(context=10_000),
+         "architecture.transformer.context must be at most 8,192 (attention scores grow"),
+        (transformer(layers=1001), "architecture.transformer.layers describes 1001 layers"),
+        (transformer(vocab_size=100_000, width=8_192),
+         "architecture.transformer has 2,430,107,653 parameters"),
     ],
 )
 def test_validation_names_the_field(arch, message):

@@ -101,3 +101,87 @@ def test_routing_by_labels_is_refused_for_regression_data():
                         {"labels": {"labels": [0]}, "units": {"start": 0, "stop": 4}}]}]}})
     with pytest.raises(SpecError, match=r"spec\.routing\.rules\[0\]"):
         train_spec.train_config(spec)
+
+
+# ---------------------------------------------------------------------------- transformer
+
+
+def transformer_spec(p: int = 11, extra: dict | None = None, **arch) -> trainer_pb2.TrainSpec:
+    values = {"vocab_size": p, "context": 2, "width": 16, "heads": 2, "layers": 1, "outputs": p}
+    values.update(arch)
+    return spec_of({"architecture": {"transformer": values},
+                    "dataset": {"modular_addition": {"modulus": p}, "test_fraction": 0.2},
+                    **(extra or {})})
+
+
+def test_a_transformer_trains_on_modular_addition_token_ids():
+    config = train_spec.train_config(transformer_spec())
+    assert config.task_outputs == 11 and config.loss == "cross_entropy"
+    assert train_spec.takes_token_ids(transformer_spec().architecture)
+    assert not train_spec.takes_token_ids(spec_of({}).architecture)
+    assert train_spec.data_facts(transformer_spec()) == train_spec.DataFacts(121, 11, 11)
+    assert train_spec.data_facts(spec_of({
+        "architecture": {"mlp": {"widths": [22, 8, 11]}},
+        "dataset": {"modular_addition": {"modulus": 11}}})).tokens is None  # one-hot floats
+    # its one site is the head's input: self-modeling, penalties and routing take it
+    techniques = transformer_spec(extra={
+        "self_modeling": {"layer": 1, "weight": 1},
+        "penalties": [{"site": "hidden.1", "kind": "PENALTY_KIND_L1", "weight": 0.1}],
+        "routing": {"rules": [{"site": "hidden.1", "groups": [
+            {"labels": {"labels": [0, 1]}, "units": {"start": 0, "stop": 8}}]}]}})
+    config = train_spec.train_config(techniques)
+    assert config.self_model_site == "hidden.1" and [r.width for r in config.routing] == [16]
+    assert train_spec.model_architecture(techniques).transformer.outputs == 11 + 16
+
+
+@pytest.mark.parametrize("arch, message", [
+    ({"vocab_size": 10}, "spec.architecture.transformer: modular_addition with modulus 11 gives "
+     "token ids 0..10 at 2 positions and 11 classes; set {vocab_size: 11, context: 2, "
+     "outputs: 11} (got {vocab_size: 10, context: 2, outputs: 11})"),
+    ({"context": 3}, "(got {vocab_size: 11, context: 3, outputs: 11})"),
+    ({"outputs": 12}, "set {vocab_size: 11, context: 2, outputs: 11}"),
+    ({"heads": 3}, "spec.architecture.transformer.width (16) must be a multiple of heads (3)"),
+])
+def test_transformer_sizes_must_fit_modular_addition(arch, message):
+    with pytest.raises(SpecError) as err:
+        train_spec.train_config(transformer_spec(**arch))
+    assert message in str(err.value)
+
+
+def test_transformer_refuses_float_sources_and_names_what_fits():
+    spec = transformer_spec()
+    spec.dataset.builtin = "digits"
+    with pytest.raises(SpecError) as err:
+        train_spec.train_config(spec)
+    assert str(err.value).startswith("spec.dataset.builtin: architecture.transformer takes token "
+                                     "ids") and "modular_addition" in str(err.value)
+
+
+def test_vocabulary_is_checked_against_the_loaded_data():
+    spec = transformer_spec()
+    spec.dataset.dataset_id = "ds-1"
+    train_spec.train_config(spec)  # before the data is loaded nothing is known
+    train_spec.train_config(spec, train_spec.DataFacts(100, 11, 11))
+    with pytest.raises(SpecError) as err:
+        train_spec.train_config(spec, train_spec.DataFacts(100, 11, 40))
+    assert str(err.value) == ("spec.architecture.transformer.vocab_size: the data has token ids "
+                              "up to 39; set vocab_size to at least 40 (got 11)")
+
+
+def test_registry_dataset_dtype_must_fit_the_architecture():
+    from lambdascope.v1 import registry_pb2
+
+    tokens = registry_pb2.Dataset(x_shape=[100, 2], x_dtype="int64")
+    floats = registry_pb2.Dataset(x_shape=[100, 2], x_dtype="float32")
+    train_spec.check_dataset(transformer_spec(), tokens)
+    with pytest.raises(SpecError, match="dataset x is float32 but architecture.transformer takes "
+                                        "integer token ids"):
+        train_spec.check_dataset(transformer_spec(), floats)
+    mlp = spec_of({"architecture": {"mlp": {"widths": [2, 4, 3]}}})
+    train_spec.check_dataset(mlp, floats)
+    with pytest.raises(SpecError, match=r"dataset x holds integer ids \(int64\) but "
+                                        "architecture.mlp takes floating-point inputs"):
+        train_spec.check_dataset(mlp, tokens)
+    with pytest.raises(SpecError, match=r"takes \[batch, 2\]"):
+        train_spec.check_dataset(transformer_spec(), registry_pb2.Dataset(x_shape=[100, 3],
+                                                                          x_dtype="int64"))

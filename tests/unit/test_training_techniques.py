@@ -207,6 +207,26 @@ def test_dln_teacher_and_modular_addition_data():
     assert x.shape == (49, 14) and torch.equal(x.sum(1), torch.full((49,), 2.0))
     a_, b_ = x[:, :7].argmax(1), x[:, 7:].argmax(1)
     assert torch.equal(y, (a_ + b_) % 7)
+    tokens, y_tokens = datasets.modular_addition(trainer_pb2.ModularAdditionData(modulus=7),
+                                                 tokens=True)
+    assert tokens.dtype == torch.int64 and tokens.shape == (49, 2)
+    assert torch.equal(tokens, torch.stack([a_, b_], dim=1)) and torch.equal(y_tokens, y)
+
+
+def test_a_transformer_trains_on_token_ids_and_bad_ids_are_refused():
+    arch = models_pb2.Architecture(transformer=models_pb2.TransformerArchitecture(
+        vocab_size=7, context=2, width=16, heads=1, layers=1, outputs=7))
+    x, y = datasets.modular_addition(trainer_pb2.ModularAdditionData(modulus=7), tokens=True)
+    data = datasets.split(x, y, 0.0, seed=0)
+    cfg = config(epochs=0, steps=400, batch_size=49, optimizer="adam", lr=0.01, task_outputs=7)
+    _, result = run(data, cfg, arch)
+    assert result.metrics["train_accuracy"] == 1.0  # all 49 sums memorised
+    bad = dataclasses.replace(data, x_train=data.x_train - 1)
+    with pytest.raises(ValueError, match="token ids in x must be non-negative, found -1"):
+        run(bad, cfg, arch)
+    beyond = dataclasses.replace(data, x_train=data.x_train.flip(0) + 7)  # ids 7..13
+    with pytest.raises(ValueError, match="does not fit the model"):
+        run(beyond, cfg, arch)
 
 
 def test_explicit_checkpoint_steps_and_step_budget(digits):
