@@ -10,12 +10,13 @@ import sys
 import threading
 
 import grpc
+from google.protobuf import json_format
 
-from lambdascope import discovery, specs
+from lambdascope import discovery, fit, inspection, specs
 from lambdascope.client import Client, PlatformNotFound
 from lambdascope.local import LocalPlatform
 from lambdascope.progress import ProgressBar
-from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2, trainer_pb2
+from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2, registry_pb2, trainer_pb2
 
 LOSSES = {"mse": models_pb2.LOSS_KIND_MSE, "mae": models_pb2.LOSS_KIND_MAE,
           "cross_entropy": models_pb2.LOSS_KIND_CROSS_ENTROPY}
@@ -106,29 +107,38 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    """Everything checkable here (flags, files, formats, shapes, their fit) is checked before a
+    byte is uploaded; a file already registered with the same bytes is reused, not uploaded again."""
     config = audit_config(args)
+    local_model = _local_model(args)
+    local_data = _local_data(args.data) if args.data else None
     with _client(args) as client:
-        if args.model:
-            name = args.name or pathlib.Path(args.model).stem
-            version = client.upload_model(args.model, name)
-            _note(f"model   {version.model_name} v{version.version} ({version.id})")
-            version_ids = [version.id]
+        client.check_audit(config)
+        if local_model is not None:
+            versions = [local_model]
         elif args.training_job:
-            version_ids = list(client.get_job(args.training_job).output_ids)
-            if not version_ids:
+            ids = list(client.get_job(args.training_job).output_ids)
+            if not ids:
                 raise ValueError(f"training job {args.training_job} registered no checkpoints")
+            versions = [client.get_model_version(v) for v in ids]
         else:
-            version_ids = args.model_version
-        if args.data:
-            dataset_id = client.upload_dataset(args.data, pathlib.Path(args.data).stem).id
-            _note(f"dataset {dataset_id}")
+            versions = [client.get_model_version(v) for v in args.model_version]
+        if local_data is not None:
+            dataset = local_data
         elif args.dataset:
-            dataset_id = args.dataset
+            dataset = client.get_dataset(args.dataset)
         else:  # the data the (first) version was trained on, from its lineage
-            dataset_id = client.get_model_version(version_ids[0]).lineage.dataset_version_id
-            if not dataset_id:
+            if not versions[0].lineage.dataset_version_id:
                 raise ValueError("the model version records no training dataset: pass --data "
                                  "or --dataset")
+            dataset = client.get_dataset(versions[0].lineage.dataset_version_id)
+        for version in versions:
+            fit.check_fit(version, dataset, config.loss)
+        if local_model is not None:
+            version_ids = [_upload_model(client, args, local_model).id]
+        else:
+            version_ids = [v.id for v in versions]
+        dataset_id = _upload_data(client, args.data).id if local_data is not None else dataset.id
         job = client.start_audit(version_ids, dataset_id, config)
         job = _follow(client, job, "audit")
         if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
@@ -148,6 +158,77 @@ def cmd_audit(args: argparse.Namespace) -> int:
         _note(f"report written to {args.json}")
     failed = any(r.verdict.state == audit_pb2.VERDICT_STATE_FAILED for r in reports)
     return 3 if failed else 0
+
+
+def _existing(path: str, flag: str) -> pathlib.Path:
+    file = pathlib.Path(path).expanduser()
+    if not file.is_file():
+        raise ValueError(f"{flag} {path}: no such file")
+    return file
+
+
+def _local_model(args: argparse.Namespace) -> registry_pb2.ModelVersion | None:
+    """The --model file as the registry would record it (read from its bytes, nothing run)."""
+    if not args.model:
+        if args.architecture:
+            raise ValueError("--architecture describes the safetensors weights given with --model")
+        return None
+    path = _existing(args.model, "--model")
+    architecture = _architecture(args.architecture) if args.architecture else None
+    format = models_pb2.ARTIFACT_FORMAT_TORCH_EXPORT if path.suffix == ".pt2" else models_pb2.ARTIFACT_FORMAT_SAFETENSORS
+    if format == models_pb2.ARTIFACT_FORMAT_TORCH_EXPORT and architecture is not None:
+        raise ValueError("--architecture is for safetensors weights; a .pt2 archive carries its own program")
+    if format == models_pb2.ARTIFACT_FORMAT_SAFETENSORS and architecture is None:
+        raise ValueError(f"--model {path}: safetensors weights need --architecture (a built-in architecture "
+                         "as JSON, e.g. '{\"mlp\": {\"widths\": [64, 32, 10]}}', or a .json/.yaml file); "
+                         "a torch.export archive must end in .pt2")
+    try:
+        version = inspection.describe_model(path, format, architecture)
+    except ValueError as exc:
+        raise ValueError(f"--model {path}: {exc}") from None
+    version.model_name = args.name or path.stem
+    return version
+
+
+def _local_data(path: str) -> registry_pb2.Dataset:
+    try:
+        return inspection.describe_dataset(_existing(path, "--data"))
+    except inspection.InvalidArtifact as exc:
+        raise ValueError(f"--data {path}: {exc}") from None
+
+
+def _architecture(text: str) -> models_pb2.Architecture:
+    """--architecture: JSON, or a .json/.yaml file, of a lambdascope.v1.Architecture."""
+    if text.lstrip().startswith("{"):
+        try:
+            return json_format.Parse(text, models_pb2.Architecture())
+        except json_format.ParseError as exc:
+            raise ValueError(f"--architecture: {exc}") from None
+    return specs.load(_existing(text, "--architecture"), models_pb2.Architecture())
+
+
+def _upload_model(client: Client, args: argparse.Namespace, local: registry_pb2.ModelVersion
+                  ) -> registry_pb2.ModelVersion:
+    architecture = local.architecture if local.HasField("architecture") else None
+    version = client.find_model_version(args.model, local.model_name, format=local.format,
+                                        architecture=architecture)
+    if version is not None:
+        _note(f"model   {version.model_name} v{version.version} ({version.id}), already registered")
+        return version
+    version = client.upload_model(args.model, local.model_name, format=local.format, architecture=architecture)
+    _note(f"model   {version.model_name} v{version.version} ({version.id})")
+    return version
+
+
+def _upload_data(client: Client, path: str) -> registry_pb2.Dataset:
+    name = pathlib.Path(path).stem
+    dataset = client.find_dataset(path, name)
+    if dataset is not None:
+        _note(f"dataset {dataset.id}, already registered")
+        return dataset
+    dataset = client.upload_dataset(path, name)
+    _note(f"dataset {dataset.id}")
+    return dataset
 
 
 def audit_config(args: argparse.Namespace) -> audit_pb2.AuditConfig:
@@ -416,7 +497,8 @@ def _parser() -> argparse.ArgumentParser:
 
     audit = command("audit", cmd_audit, "estimate the LLC of a model on a dataset")
     model = audit.add_mutually_exclusive_group(required=True)
-    model.add_argument("--model", metavar="FILE", help="a torch.export archive (.pt2) to upload")
+    model.add_argument("--model", metavar="FILE", help="a torch.export archive (.pt2), or safetensors weights "
+                       "of a built-in --architecture, to upload (reused if already registered)")
     model.add_argument("--model-version", metavar="ID", nargs="+",
                        help="registered model version(s); several give LLC over training")
     model.add_argument("--training-job", metavar="JOB_ID",
@@ -426,6 +508,9 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", metavar="ID", help="a registered dataset")
     audit.add_argument("--loss", choices=sorted(LOSSES), required=True)
     audit.add_argument("--name", help="registry model name (default: the file's stem)")
+    audit.add_argument("--architecture", metavar="JSON|FILE",
+                       help="the built-in architecture of safetensors --model weights, as JSON "
+                            "(e.g. '{\"mlp\": {\"widths\": [64, 32, 10]}}') or a .json/.yaml file")
     sampler = audit.add_argument_group(
         "sampler", "By default an audit runs until its diagnostics say it can be trusted (or a cap); "
         "--draws/--burnin fix its length instead.")

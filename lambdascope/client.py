@@ -139,9 +139,7 @@ class Client:
                      tags: dict[str, str] | None = None) -> registry_pb2.ModelVersion:
         """Upload a .pt2 archive, or safetensors weights of a built-in `architecture`."""
         path = pathlib.Path(path)
-        if format is None:
-            format = (models_pb2.ARTIFACT_FORMAT_TORCH_EXPORT if path.suffix == ".pt2"
-                      else models_pb2.ARTIFACT_FORMAT_SAFETENSORS)
+        format = _format_of(path) if format is None else format
         sha, size = file_digest(path)
         header = registry_pb2.ModelUploadHeader(
             model_name=model_name, format=format, architecture=architecture,
@@ -149,6 +147,35 @@ class Client:
             tags=tags or {}, sha256=sha, size_bytes=size)
         messages = _upload_stream(path, registry_pb2.UploadModelVersionRequest, header)
         return self.registry.UploadModelVersion(messages, timeout=None)
+
+    def find_model_version(self, path: str | os.PathLike, model_name: str, *, format: int | None = None,
+                           architecture: models_pb2.Architecture | None = None,
+                           task_outputs: int = 0) -> registry_pb2.ModelVersion | None:
+        """The newest version of ``model_name`` holding exactly this file's bytes, uploaded with the
+        same format, architecture and task outputs (so uploading again would only add a copy)."""
+        path = pathlib.Path(path)
+        format = _format_of(path) if format is None else format
+        sha, _size = file_digest(path)
+        try:
+            found = self.registry.SearchModelVersions(registry_pb2.SearchModelVersionsRequest(
+                model_name=model_name, sha256=sha, newest_first=True, page_size=100), timeout=self.timeout)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # no model of that name yet
+                return None
+            raise
+        wanted = architecture or models_pb2.Architecture()
+        for version in found.versions:
+            if version.format == format and version.architecture == wanted and \
+                    version.task_outputs == task_outputs:
+                return version
+        return None
+
+    def find_dataset(self, path: str | os.PathLike, name: str) -> registry_pb2.Dataset | None:
+        """The newest dataset named ``name`` holding exactly this file's bytes."""
+        sha, _size = file_digest(pathlib.Path(path))
+        found = self.registry.ListDatasets(registry_pb2.ListDatasetsRequest(name=name, sha256=sha),
+                                           timeout=self.timeout)
+        return found.datasets[-1] if found.datasets else None
 
     def upload_dataset(self, path: str | os.PathLike, name: str,
                        metadata: dict[str, str] | None = None,
@@ -293,6 +320,17 @@ class Client:
             request.model_version_ids[:] = model_version
         return self.estimator.StartAudit(request, timeout=self.timeout)
 
+    def check_audit(self, config: audit_pb2.AuditConfig, model_version: str | list[str] | None = None,
+                    dataset_id: str = "") -> None:
+        """Raise (INVALID_ARGUMENT, NOT_FOUND) if the estimator would refuse this audit; starts
+        nothing. Versions and dataset are checked (with their fit) only where given."""
+        request = estimator_pb2.StartAuditRequest(dataset_id=dataset_id, config=config, validate_only=True)
+        if isinstance(model_version, str):
+            request.model_version_id = model_version
+        elif model_version:
+            request.model_version_ids[:] = model_version
+        self.estimator.StartAudit(request, timeout=self.timeout)
+
     def start_training(self, spec: trainer_pb2.TrainSpec,
                        request_id: str | None = None) -> jobs_pb2.Job:
         return self.trainer.StartTraining(trainer_pb2.StartTrainingRequest(
@@ -334,6 +372,11 @@ class Client:
             if on_event is not None:
                 on_event(event)
         return self.get_job(job_id)
+
+
+def _format_of(path: pathlib.Path) -> int:
+    """The artifact format a file's name says: .pt2 is a torch.export archive, else safetensors."""
+    return models_pb2.ARTIFACT_FORMAT_TORCH_EXPORT if path.suffix == ".pt2" else models_pb2.ARTIFACT_FORMAT_SAFETENSORS
 
 
 def file_digest(path: pathlib.Path) -> tuple[str, int]:

@@ -298,12 +298,16 @@ class GetDatasetRequest(_message.Message):
     def __init__(self, dataset_id: _Optional[str] = ...) -> None: ...
 
 class ListDatasetsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token")
+    __slots__ = ("page_size", "page_token", "name", "sha256")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    name: str
+    sha256: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., name: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class ListDatasetsResponse(_message.Message):
     __slots__ = ("datasets", "next_page_token")
@@ -330,7 +334,7 @@ class DownloadChunk(_message.Message):
     def __init__(self, sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class SearchModelVersionsRequest(_message.Message):
-    __slots__ = ("model_name", "tags", "tag_keys", "alias", "job_id", "parent_version_id", "dataset_version_id", "created_after", "created_before", "newest_first", "page_size", "page_token")
+    __slots__ = ("model_name", "tags", "tag_keys", "alias", "job_id", "parent_version_id", "dataset_version_id", "created_after", "created_before", "newest_first", "page_size", "page_token", "sha256")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -350,6 +354,7 @@ class SearchModelVersionsRequest(_message.Message):
     NEWEST_FIRST_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     tags: _containers.ScalarMap[str, str]
     tag_keys: _containers.RepeatedScalarFieldContainer[str]
@@ -362,7 +367,8 @@ class SearchModelVersionsRequest(_message.Message):
     newest_first: bool
     page_size: int
     page_token: str
-    def __init__(self, model_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., tag_keys: _Optional[_Iterable[str]] = ..., alias: _Optional[str] = ..., job_id: _Optional[str] = ..., parent_version_id: _Optional[str] = ..., dataset_version_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_first: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    sha256: str
+    def __init__(self, model_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., tag_keys: _Optional[_Iterable[str]] = ..., alias: _Optional[str] = ..., job_id: _Optional[str] = ..., parent_version_id: _Optional[str] = ..., dataset_version_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_first: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class DeleteModelVersionRequest(_message.Message):
     __slots__ = ("version_id",)

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import torch
 
-from lambdascope import artifacts
-from lambdascope.v1 import audit_pb2, estimator_pb2, models_pb2, registry_pb2
+from lambdascope import fit
+from lambdascope.fit import LOSS_NAMES
+from lambdascope.v1 import audit_pb2, estimator_pb2, registry_pb2
 from services.estimator.audit import AuditSettings
 from services.estimator.llc import LLCResult, SGLDConfig
 
-FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64"}
-INTEGER_DTYPES = artifacts.ID_DTYPES  # what a model may take as token ids
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-LOSS_NAMES = {models_pb2.LOSS_KIND_MSE: "mse", models_pb2.LOSS_KIND_CROSS_ENTROPY: "cross_entropy",
-              models_pb2.LOSS_KIND_MAE: "mae"}
 VERDICTS = {"ok": audit_pb2.VERDICT_STATE_OK, "warning": audit_pb2.VERDICT_STATE_WARNING,
             "failed": audit_pb2.VERDICT_STATE_FAILED}
 MAX_VERSIONS = 1000
@@ -99,48 +96,9 @@ def resolved_config(config: audit_pb2.AuditConfig, llc: LLCResult, device: str
     return out
 
 
-def check_fit(version: registry_pb2.ModelVersion, dataset: registry_pb2.Dataset,
-              loss: int) -> None:
-    """Refuse a dataset whose x/y shapes and dtypes cannot go through the model and loss."""
-    x_shape, y_shape = list(dataset.x_shape), list(dataset.y_shape)
-    in_shape, out_shape = list(version.input_shape), list(version.output_shape)
-    where = f"model {version.model_name} v{version.version}"
-    takes_ids = version.input_dtype in INTEGER_DTYPES
-    if takes_ids and dataset.x_dtype not in INTEGER_DTYPES:
-        raise SpecError(f"{where} takes integer inputs ({version.input_dtype}, e.g. token ids) but "
-                        f"dataset x is {dataset.x_dtype}")
-    if not takes_ids and dataset.x_dtype not in FLOAT_DTYPES:
-        raise SpecError(f"dataset x must be floating point (got {dataset.x_dtype})"
-                        + (f"; {where} takes {version.input_dtype} inputs" if version.input_dtype else ""))
-    if in_shape and not _fits(x_shape[1:], in_shape[1:]):
-        raise SpecError(f"dataset x has shape {x_shape} but {where} takes inputs of shape "
-                        f"{_fmt(in_shape)}")
-    outputs = version.task_outputs or (out_shape[-1] if out_shape else -1)
-    if loss == models_pb2.LOSS_KIND_CROSS_ENTROPY:
-        # [batch, classes] outputs with [n] labels, or [batch, ..., classes] with [n, ...] labels
-        # (token-level: services.estimator.losses)
-        if dataset.y_dtype not in INTEGER_DTYPES:
-            raise SpecError(f"cross_entropy needs y as integer class labels (got {dataset.y_dtype})")
-        if len(out_shape) < 2:
-            raise SpecError(f"cross_entropy needs model outputs of shape [batch, ..., classes] "
-                            f"({where} returns {_fmt(out_shape)})")
-        if out_shape and not _fits(y_shape[1:], out_shape[1:-1]):
-            raise SpecError(f"cross_entropy needs y of shape {_fmt([-1, *out_shape[1:-1]])} to match "
-                            f"{where}'s outputs {_fmt(out_shape)} (got y {y_shape})")
-    else:
-        name = LOSS_NAMES[loss]
-        if dataset.y_dtype not in FLOAT_DTYPES:
-            raise SpecError(f"{name} needs floating-point targets y (got {dataset.y_dtype}); for "
-                            "class labels use cross_entropy")
-        expected = [*out_shape[1:-1], outputs] if out_shape else None
-        if expected is not None and not _fits(y_shape[1:], expected):
-            raise SpecError(f"dataset y has shape {y_shape} but the task outputs of {where} "
-                            f"have shape {_fmt([-1, *expected])}")
-
-
-def _fits(actual: list[int], expected: list[int]) -> bool:
-    return len(actual) == len(expected) and all(e < 0 or a == e for a, e in zip(actual, expected))
-
-
-def _fmt(shape: list[int]) -> str:
-    return "[" + ", ".join("batch" if d < 0 else str(d) for d in shape) + "]"
+def check_fit(version: registry_pb2.ModelVersion, dataset: registry_pb2.Dataset, loss: int) -> None:
+    """:func:`lambdascope.fit.check_fit`, its refusal as a SpecError."""
+    try:
+        fit.check_fit(version, dataset, loss)
+    except fit.FitError as exc:
+        raise SpecError(str(exc)) from None

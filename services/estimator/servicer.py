@@ -6,7 +6,7 @@ from lambdascope.client import Client
 from lambdascope.jobs import JobManager, JobQueries
 from lambdascope.server import ServiceBinding
 from lambdascope.specs import canonical_json
-from lambdascope.v1 import estimator_pb2, estimator_pb2_grpc
+from lambdascope.v1 import estimator_pb2, estimator_pb2_grpc, jobs_pb2
 from services.estimator import audit_spec
 
 
@@ -17,21 +17,26 @@ class EstimatorServicer(JobQueries, estimator_pb2_grpc.EstimatorServicer):
         self.max_chain_steps = max_chain_steps
 
     def StartAudit(self, request, context):
-        if not request.dataset_id:
+        checking = request.validate_only
+        if not request.dataset_id and not checking:
             raise errors.InvalidArgument("dataset_id is required")
         try:
-            ids = audit_spec.version_ids(request)
             settings = audit_spec.audit_settings(request.config, self.max_chain_steps)
+            ids = audit_spec.version_ids(request) if not checking or request.model_version_id or \
+                request.model_version_ids else []
             dataset = errors.call_upstream("registry", self.registry.get_dataset,
-                                           request.dataset_id)
+                                           request.dataset_id) if request.dataset_id else None
             resolved = []
             for version_id in ids:  # ids or references ("name@alias", "name/latest", ...)
                 version = errors.call_upstream("registry", self.registry.get_model_version,
                                                version_id)
-                audit_spec.check_fit(version, dataset, request.config.loss)
+                if dataset is not None:
+                    audit_spec.check_fit(version, dataset, request.config.loss)
                 resolved.append(version.id)
         except audit_spec.SpecError as exc:
             raise errors.InvalidArgument(str(exc)) from None
+        if checking:
+            return jobs_pb2.Job()
         spec = estimator_pb2.StartAuditRequest()
         spec.CopyFrom(request)
         spec.ClearField("request_id")

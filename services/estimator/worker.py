@@ -14,7 +14,7 @@ import grpc
 import torch
 from google.protobuf import json_format
 
-from lambdascope import artifacts, worker
+from lambdascope import artifacts, fit, worker
 from lambdascope.client import Client
 from lambdascope.v1 import audit_pb2, estimator_pb2, registry_pb2
 from services.estimator import audit_spec, losses
@@ -33,7 +33,7 @@ def run(ctx: worker.JobContext) -> worker.Result:
     except audit_spec.SpecError as exc:
         raise worker.BadInput(str(exc)) from None
     version_ids = audit_spec.version_ids(request)
-    loss_name = audit_spec.LOSS_NAMES[request.config.loss]
+    loss_name = fit.LOSS_NAMES[request.config.loss]
     device = request.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     per_version = audit_settings.sgld.chains * audit_settings.sgld.total_steps
     total = len(version_ids) * per_version
@@ -64,7 +64,7 @@ def run(ctx: worker.JobContext) -> worker.Result:
             except (ValueError, artifacts.ArtifactError) as exc:
                 raise worker.BadInput(f"cannot load model version {version.id}: {exc}") from None
             inputs = x
-            if version.input_dtype in audit_spec.INTEGER_DTYPES and x.dtype != getattr(torch, version.input_dtype):
+            if version.input_dtype in fit.INTEGER_DTYPES and x.dtype != getattr(torch, version.input_dtype):
                 inputs = x.to(getattr(torch, version.input_dtype))  # token ids as the program takes them
             load_seconds = time.perf_counter() - started
 

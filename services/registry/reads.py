@@ -92,6 +92,7 @@ class SearchShape:
     job: bool = False
     dataset: bool = False
     parent: bool = False
+    sha256: bool = False
     created_after: bool = False
     created_before: bool = False
     after_key: bool = False
@@ -128,7 +129,8 @@ def search_statement(shape: SearchShape) -> sa.Select:
             version_tags.c.key == sa.bindparam(f"has_key_{i}"))))
     for flag, column, param in ((shape.job, versions.c.job_id, "job"),
                                 (shape.dataset, versions.c.dataset_version_id, "dataset"),
-                                (shape.parent, versions.c.parent_version_id, "parent")):
+                                (shape.parent, versions.c.parent_version_id, "parent"),
+                                (shape.sha256, versions.c.sha256, "sha256")):
         if flag:
             query = query.where(column == sa.bindparam(param))
     if shape.created_after:
@@ -146,7 +148,7 @@ def search_statement(shape: SearchShape) -> sa.Select:
 
 def search_params(*, model_name: str = "", tags: dict[str, str] | None = None,
                   tag_keys: Iterable[str] = (), alias: str = "", job_id: str = "",
-                  dataset_version_id: str = "", parent_version_id: str = "",
+                  dataset_version_id: str = "", parent_version_id: str = "", sha256: str = "",
                   created_after: float = 0.0, created_before: float = 0.0,
                   after: list | None = None, descending: bool = False,
                   limit: int) -> tuple[SearchShape, dict]:
@@ -158,7 +160,7 @@ def search_params(*, model_name: str = "", tags: dict[str, str] | None = None,
     for i, k in enumerate(tag_keys):
         params[f"has_key_{i}"] = k
     for name, value in (("model", model_name), ("alias", alias), ("job", job_id),
-                        ("dataset", dataset_version_id), ("parent", parent_version_id),
+                        ("dataset", dataset_version_id), ("parent", parent_version_id), ("sha256", sha256),
                         ("created_after", created_after), ("created_before", created_before)):
         if value:
             params[name] = value
@@ -166,7 +168,7 @@ def search_params(*, model_name: str = "", tags: dict[str, str] | None = None,
         params["after_created_at"], params["after_id"] = after
     shape = SearchShape(model=bool(model_name), tags=len(tags), tag_keys=len(tag_keys),
                         alias=bool(alias), job=bool(job_id), dataset=bool(dataset_version_id),
-                        parent=bool(parent_version_id), created_after=bool(created_after),
+                        parent=bool(parent_version_id), sha256=bool(sha256), created_after=bool(created_after),
                         created_before=bool(created_before), after_key=after is not None,
                         descending=descending)
     return shape, params

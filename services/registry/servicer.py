@@ -11,7 +11,7 @@ import re
 
 import grpc
 
-from lambdascope import architectures, artifacts, errors
+from lambdascope import architectures, errors, inspection
 from lambdascope.storage.objects import CHUNK, ObjectStore, content_key
 from lambdascope.v1 import audit_pb2, models_pb2, registry_pb2, registry_pb2_grpc
 from services.registry import gc, uploads
@@ -133,7 +133,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             request, model_name=request.model_name, tags=dict(request.tags),
             tag_keys=list(request.tag_keys), alias=request.alias, job_id=request.job_id,
             parent_version_id=request.parent_version_id,
-            dataset_version_id=request.dataset_version_id,
+            dataset_version_id=request.dataset_version_id, sha256=request.sha256,
             created_after=_seconds(request, "created_after"),
             created_before=_seconds(request, "created_before"),
             newest_first=request.newest_first)
@@ -218,11 +218,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         staged = self._receive(request_iterator, self._check_dataset_header)
         try:
             header = staged.header
-            info = self._checked(staged, lambda: self._inspect_dataset(staged))
-            dataset = registry_pb2.Dataset(
-                name=header.name, sha256=staged.sha256, size_bytes=staged.size,
-                num_examples=info.num_examples, x_shape=info.x.shape, y_shape=info.y.shape,
-                x_dtype=info.x.dtype, y_dtype=info.y.dtype, metadata=header.metadata)
+            dataset = self._checked(staged, lambda: self._inspect_dataset(staged))
+            dataset.name, dataset.sha256, dataset.size_bytes = header.name, staged.sha256, staged.size
+            dataset.metadata.update(header.metadata)
             return self._commit(staged, lambda: self.store.add_dataset(
                 dataset, dict(header.tags), self._owner(context)))
         finally:
@@ -318,11 +316,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self.store.forget_object(sha256)
         return True
 
-    def _inspect_dataset(self, staged: uploads.Staged):
+    def _inspect_dataset(self, staged: uploads.Staged) -> registry_pb2.Dataset:
         try:
-            return artifacts.inspect_dataset(staged.path)
-        except artifacts.ArtifactError as exc:
-            raise errors.InvalidArgument(f"not a usable dataset: {exc}") from None
+            return inspection.describe_dataset(staged.path)
+        except inspection.InvalidArtifact as exc:
+            raise errors.InvalidArgument(str(exc)) from None
 
     def _check_dataset_header(self, header: registry_pb2.DatasetUploadHeader) -> None:
         _check_name("header.name", header.name)
@@ -354,51 +352,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def _inspect_model(self, staged: uploads.Staged) -> registry_pb2.ModelVersion:
         """Check the staged artifact parses as its declared format; describe it as a version."""
         header = staged.header
-        version = registry_pb2.ModelVersion(
-            model_name=header.model_name, format=header.format, task_outputs=header.task_outputs,
-            sha256=staged.sha256, size_bytes=staged.size, lineage=header.lineage,
-            metadata=header.metadata)
         try:
-            if header.format == models_pb2.ARTIFACT_FORMAT_SAFETENSORS:
-                self._inspect_weights(header, staged.path, version)
-            else:
-                info = artifacts.inspect_pt2(staged.path)
-                if len(info.input_shapes) != 1 or len(info.output_shapes) != 1:
-                    raise errors.InvalidArgument(
-                        "the exported program must take one input tensor and return one tensor "
-                        f"(it takes {len(info.input_shapes)} and returns {len(info.output_shapes)})")
-                version.input_shape[:] = info.input_shapes[0]
-                version.output_shape[:] = info.output_shapes[0]
-                version.input_dtype = info.input_dtypes[0]
-        except artifacts.ArtifactError as exc:
-            raise errors.InvalidArgument(f"not a valid artifact: {exc}") from None
-        if version.task_outputs and version.output_shape and version.output_shape[-1] > 0 \
-                and version.task_outputs > version.output_shape[-1]:
-            raise errors.InvalidArgument(
-                f"header.task_outputs ({version.task_outputs}) exceeds the model's "
-                f"{version.output_shape[-1]} outputs")
+            version = inspection.describe_model(staged.path, header.format, header.architecture,
+                                                header.task_outputs)
+        except inspection.InvalidArtifact as exc:
+            raise errors.InvalidArgument(str(exc)) from None
+        version.model_name, version.sha256, version.size_bytes = header.model_name, staged.sha256, staged.size
+        version.lineage.CopyFrom(header.lineage)
+        version.metadata.update(header.metadata)
         return version
-
-    def _inspect_weights(self, header, path: pathlib.Path, version: registry_pb2.ModelVersion) -> None:
-        tensors = artifacts.inspect_safetensors(path)
-        expected = architectures.expected_parameters(header.architecture)
-        found = {name: tuple(info.shape) for name, info in tensors.items()}
-        if found != {k: tuple(v) for k, v in expected.items()}:
-            missing = sorted(set(expected) - set(found))
-            extra = sorted(set(found) - set(expected))
-            wrong = sorted(n for n in set(found) & set(expected) if found[n] != tuple(expected[n]))
-            raise errors.InvalidArgument(
-                "the weights do not fit header.architecture: "
-                + "; ".join(p for p in (
-                    f"missing {missing}" if missing else "",
-                    f"unexpected {extra}" if extra else "",
-                    "wrong shape " + ", ".join(f"{n} {found[n]} (expected {tuple(expected[n])})"
-                                               for n in wrong) if wrong else "") if p))
-        version.architecture.CopyFrom(header.architecture)
-        io = architectures.io_shapes(header.architecture)
-        version.input_shape[:] = io[0]
-        version.output_shape[:] = io[1]
-        version.input_dtype = architectures.input_dtype(header.architecture)
 
     def _check_lineage(self, lineage: registry_pb2.Lineage) -> None:
         if lineage.parent_version_id:  # a reference is stored as the id it names now

@@ -288,7 +288,7 @@ class RegistryStore:
     def search_versions(self, request: Message, *, model_name: str = "",
                         tags: dict[str, str] | None = None, tag_keys: Sequence[str] = (),
                         alias: str = "", job_id: str = "", parent_version_id: str = "",
-                        dataset_version_id: str = "", created_after: float = 0.0,
+                        dataset_version_id: str = "", sha256: str = "", created_after: float = 0.0,
                         created_before: float = 0.0, newest_first: bool = False
                         ) -> registry_pb2.ListModelVersionsResponse:
         """Versions matching every given filter, a page at a time, ordered by creation time
@@ -305,7 +305,7 @@ class RegistryStore:
             parent = self._resolve(conn, parent_version_id) if parent_version_id else ""
             shape, params = reads.search_params(
                 model_name=model_name, tags=tags, tag_keys=tag_keys, alias=alias, job_id=job_id,
-                dataset_version_id=dataset_version_id, parent_version_id=parent,
+                dataset_version_id=dataset_version_id, parent_version_id=parent, sha256=sha256,
                 created_after=created_after, created_before=created_before, after=after,
                 descending=newest_first, limit=size + 1)
             rows = reads.ordered(conn.execute(reads.search_statement(shape), params),
@@ -472,6 +472,10 @@ class RegistryStore:
     def list_datasets(self, request: registry_pb2.ListDatasetsRequest
                       ) -> registry_pb2.ListDatasetsResponse:
         query = sa.select(datasets.c.proto, datasets.c.created_at, datasets.c.id)
+        if request.name:
+            query = query.where(datasets.c.name == request.name)
+        if request.sha256:
+            query = query.where(datasets.c.sha256 == request.sha256)
 
         def page(conn: sa.Connection) -> registry_pb2.ListDatasetsResponse:
             rows, token = self._keyset(conn, query, request, [datasets.c.created_at, datasets.c.id],
