@@ -18,8 +18,9 @@ from lambdascope.local import LocalPlatform
 from lambdascope.progress import ProgressBar
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2, registry_pb2, trainer_pb2
 
-LOSSES = {"mse": models_pb2.LOSS_KIND_MSE, "mae": models_pb2.LOSS_KIND_MAE,
-          "cross_entropy": models_pb2.LOSS_KIND_CROSS_ENTROPY}
+# Every loss the API accepts, by the short name specs also take (cross_entropy = LOSS_KIND_CROSS_ENTROPY).
+LOSSES = {short: models_pb2.LossKind.Value(full)
+          for short, full in specs.enum_short_names(models_pb2.LossKind.DESCRIPTOR).items()}
 def _on_off(text: str) -> bool:
     if text not in ("on", "off"):
         raise argparse.ArgumentTypeError(f"write on or off (got {text!r})")
