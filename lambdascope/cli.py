@@ -1,8 +1,9 @@
-"""`lambdascope`: the command line over the SDK (up, audit, train, models, alias, tag, rm, gc,
-jobs, report)."""
+"""`lambdascope`: the command line over the SDK (up, audit, train, models, datasets, alias, tag,
+rm, gc, jobs, reports, report)."""
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import pathlib
 import signal
@@ -348,6 +349,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.action == "list":
             kinds = [args.kind] if args.kind else ["train", "audit"]
+            print("job\tstate\tcreated\tsubject\tprogress\tresult")
             for kind in kinds:
                 for job in client.list_jobs(kind):
                     print(_job_line(job))
@@ -358,6 +360,24 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         elif args.action == "watch":
             job = _follow(client, client.get_job(args.job_id), args.job_id.split("-")[0])
             return 0 if job.state == jobs_pb2.JOB_STATE_SUCCEEDED else 1
+    return 0
+
+
+def cmd_reports(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print("report\tcreated\tmodel version\tstep\tLLC\tverdict\tseconds")
+        for r in client.list_reports(args.version or ""):
+            print(f"{r.id}\t{_when(r.created_at)}\t{r.model_version_id}\t{r.step}\t"
+                  f"{r.llc.mean:.3f} ± {r.llc.std:.3f}\t{_verdict(r)}\t{r.timing.seconds:.1f}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print("dataset\tname\tcreated\texamples\tx\ty\tsize")
+        for d in client.list_datasets(args.name or ""):
+            print(f"{d.id}\t{d.name} v{d.version}\t{_when(d.created_at)}\t{d.num_examples}\t"
+                  f"{d.x_dtype}{list(d.x_shape)}\t{d.y_dtype}{list(d.y_shape)}\t{d.size_bytes} B")
     return 0
 
 
@@ -380,8 +400,30 @@ def _state(state: int) -> str:
     return jobs_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
 
 
+def _when(stamp) -> str:
+    """A protobuf Timestamp as local time, to the minute ("-" when unset)."""
+    if not stamp.seconds and not stamp.nanos:
+        return "-"
+    return stamp.ToDatetime().replace(tzinfo=datetime.timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
 def _job_line(job: jobs_pb2.Job) -> str:
-    return f"{job.id}\t{_state(job.state)}\t{job.step}/{job.total}\t{job.message}"
+    """id, state, created, what it works on (the audited version(s) or the trained model), progress,
+    and its result (λ̂ of an audit, the final loss of a training run) or why it ended."""
+    try:
+        spec = json.loads(job.spec_json) if job.spec_json else {}
+    except ValueError:
+        spec = {}
+    if job.kind == "audit":
+        ids = spec.get("model_version_ids") or [spec.get("model_version_id", "-")]
+        subject = ids[0] if len(ids) == 1 else f"{len(ids)} versions from {ids[0]}"
+        result = f"LLC {job.metrics['llc']:.3f}" if "llc" in job.metrics else ""
+    else:
+        subject = spec.get("spec", {}).get("model_name", "-")
+        result = f"loss {job.metrics['loss']:.4g}" if "loss" in job.metrics else ""
+    if job.message:
+        result = f"{result}  {job.message}".strip()
+    return f"{job.id}\t{_state(job.state)}\t{_when(job.created_at)}\t{subject}\t{job.step}/{job.total}\t{result}"
 
 
 def _follow(client: Client, job: jobs_pb2.Job, kind: str) -> jobs_pb2.Job:
@@ -570,6 +612,10 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("job_id", nargs="?")
     jobs.add_argument("--kind", choices=["train", "audit"])
 
+    reports = command("reports", cmd_reports, "list audit reports, all or those of one model version")
+    reports.add_argument("version", nargs="?", help="a model version: an id, NAME/N, NAME/latest or NAME@ALIAS")
+    datasets = command("datasets", cmd_datasets, "list registered datasets")
+    datasets.add_argument("name", nargs="?", help="only the versions uploaded under this name")
     report = command("report", cmd_report, "print an audit report")
     report.add_argument("report_id")
     report.add_argument("--json", metavar="OUT.json")

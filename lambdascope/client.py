@@ -253,6 +253,27 @@ class Client:
                 return
             request.page_token = page.next_page_token
 
+    def list_reports(self, model_version: str = "") -> Iterator[audit_pb2.AuditReport]:
+        """Audit reports, oldest first: all, or those of one model version (an id or "name/3",
+        "name@alias", ...)."""
+        request = registry_pb2.ListReportsRequest(model_version_id=model_version)
+        while True:
+            page = self.registry.ListReports(request, timeout=self.timeout)
+            yield from page.reports
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    def list_datasets(self, name: str = "") -> Iterator[registry_pb2.Dataset]:
+        """Datasets, oldest first: all, or the versions uploaded under one name."""
+        request = registry_pb2.ListDatasetsRequest(name=name)
+        while True:
+            page = self.registry.ListDatasets(request, timeout=self.timeout)
+            yield from page.datasets
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
     def set_alias(self, model_name: str, alias: str, version: str) -> registry_pb2.Alias:
         """Point `model_name@alias` at a version (an id or "name/3", "name/latest", ...)."""
         return self.registry.SetAlias(registry_pb2.SetAliasRequest(

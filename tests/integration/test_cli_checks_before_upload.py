@@ -21,10 +21,14 @@ def _counts(client) -> tuple[int, int]:
     return versions, len(datasets)
 
 
-def _audit(platform, tmp_path, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lambdascope.cli", "audit", *argv, "--server",
+def _cli(platform, tmp_path, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lambdascope.cli", *argv, "--server",
                            platform.endpoints["estimator"]], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "LAMBDASCOPE_HOME": str(tmp_path)})
+
+
+def _audit(platform, tmp_path, *argv: str) -> subprocess.CompletedProcess:
+    return _cli(platform, tmp_path, "audit", *argv)
 
 
 @pytest.fixture
@@ -94,3 +98,14 @@ def test_identical_files_audited_twice_reuse_one_version_and_dataset(platform, c
     assert _counts(client) == after_first
     versions = list(client.list_model_versions("twice"))
     assert len(versions) == 1
+
+    # ... and the listings lead from the version to its reports, and show what each job did.
+    reports = [r for r in client.list_reports(versions[0].id)]
+    assert len(reports) == 2
+    listed = _cli(platform, tmp_path, "reports", "twice/latest").stdout
+    assert all(r.id in listed and f"{r.llc.mean:.3f}" in listed for r in reports), listed
+    jobs = _cli(platform, tmp_path, "jobs", "--kind", "audit").stdout
+    line = next(line for line in jobs.splitlines() if reports[0].job_id in line)
+    assert versions[0].id in line and f"LLC {reports[0].llc.mean:.3f}" in line, line
+    datasets = _cli(platform, tmp_path, "datasets", "twice").stdout
+    assert "twice v1" in datasets and "float32[128, 2]" in datasets, datasets
