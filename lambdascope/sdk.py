@@ -1,0 +1,234 @@
+"""The Python API for notebooks: audit a model in one call and get a typed result back.
+
+    import lambdascope
+    result = lambdascope.audit(model, x, y, loss="mse")     # an nn.Module and tensors, or files
+    print(result.llc, result.verdict, result.reasons)
+    result.to_dict()                                          # plain data, enums by name
+
+``audit`` exports an ``nn.Module`` with ``torch.export`` (a dynamic batch dimension), writes
+tensors as safetensors, uploads both (reusing a version or dataset whose bytes are already
+registered under the same name), runs the audit on a platform (the one ``lambdascope up`` runs,
+or ``server=``) and waits for it. Files are checked locally before anything is uploaded, as the
+CLI does. The lower-level :class:`lambdascope.client.Client` stays available for everything else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import tempfile
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from google.protobuf import json_format
+
+from lambdascope import fit, inspection, specs
+from lambdascope.client import Client
+from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2
+
+__all__ = ["AuditFailed", "AuditResult", "Estimate", "audit", "result_of"]
+
+PathLike = str | os.PathLike
+
+
+class AuditFailed(RuntimeError):
+    """The audit job did not succeed (bad input found by the worker, divergence, cancel)."""
+
+    def __init__(self, job: jobs_pb2.Job):
+        super().__init__(f"audit {job.id} {jobs_pb2.JobState.Name(job.state).removeprefix('JOB_STATE_').lower()}: "
+                         f"{job.message}")
+        self.job = job
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """λ̂ of the sampled parameters: the mean over chains, their spread and each chain's value."""
+
+    mean: float
+    std: float
+    per_chain: list[float]
+    uncorrected_mean: float  # λ̂ as sampled, before the step's predicted bias was subtracted
+    bias_corrected: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditResult:
+    """One audit report, typed. ``report`` keeps the full protobuf (traces, calibration, ...)."""
+
+    report_id: str
+    model_version_id: str
+    dataset_id: str
+    llc: float
+    llc_std: float
+    estimate: Estimate
+    verdict: str  # "ok", "warning" or "failed"
+    reasons: list[str]  # what a non-ok verdict is about, most serious first
+    stopped_by: str  # "converged", "step_cap", "time_cap", "fixed", "not_a_minimum"
+    diagnostics: dict[str, float]  # rhat, ess, mcse_relative, drift, acceptance, predicted_bias, ...
+    groups: dict[str, Estimate]  # restricted LLC per layer or named group
+    num_parameters: int
+    num_examples: int
+    seconds: float
+    report: audit_pb2.AuditReport = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready), enums as names; the full report under ``"report"``."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "report"}
+        out["estimate"] = dataclasses.asdict(self.estimate)
+        out["groups"] = {k: dataclasses.asdict(v) for k, v in self.groups.items()}
+        out["report"] = specs.to_dict(self.report)
+        return out
+
+
+def result_of(report: audit_pb2.AuditReport) -> AuditResult:
+    """A stored report as an :class:`AuditResult`."""
+    d = report.diagnostics
+    stop = audit_pb2.StopReason.Name(report.stopping.reason).removeprefix("STOP_REASON_").lower()
+    return AuditResult(
+        report_id=report.id, model_version_id=report.model_version_id, dataset_id=report.dataset_id,
+        llc=report.llc.mean, llc_std=report.llc.std, estimate=_estimate(report.llc),
+        verdict=audit_pb2.VerdictState.Name(report.verdict.state).removeprefix("VERDICT_STATE_").lower(),
+        reasons=list(report.verdict.reasons), stopped_by=stop,
+        diagnostics={"rhat": d.rhat, "ess": d.ess, "mcse_relative": d.mcse_relative, "drift": d.drift,
+                     "acceptance": d.acceptance, "below_init_fraction": d.below_init_fraction,
+                     "predicted_bias": d.predicted_bias},
+        groups={g.name: _estimate(g.llc) for g in report.group_llc},
+        num_parameters=report.num_parameters, num_examples=report.num_examples,
+        seconds=report.timing.seconds, report=report)
+
+
+def audit(model: Any, x: Any = None, y: Any = None, *, loss: str, data: PathLike | None = None,
+          name: str | None = None, architecture: models_pb2.Architecture | Mapping | None = None,
+          sampler: Mapping[str, Any] | None = None, measures: Mapping[str, Any] | None = None,
+          device: str = "", dtype: str = "", server: str | None = None, client: Client | None = None,
+          on_event: Callable[[jobs_pb2.JobEvent], None] | None = None) -> AuditResult:
+    """Audit ``model`` on (``x``, ``y``) and wait for the result.
+
+    - ``model``: an ``nn.Module`` in eval mode (exported here), a ``.pt2`` path, or a safetensors
+      path of weights of a built-in ``architecture`` (a proto or its JSON-like dict).
+    - ``x``, ``y``: tensors (one input tensor, targets with the same number of rows), or ``data=``
+      a safetensors file holding ``x`` and ``y``.
+    - ``loss``: "mse", "mae" or "cross_entropy" (token-level over sequences when the outputs are
+      [batch, ..., classes]).
+    - ``sampler`` / ``measures``: fields of SamplerConfig / Measures by name, e.g.
+      ``sampler={"chains": 8, "max_seconds": 600}``; none means the defaults (run until trusted).
+    - ``name``: the registry model name (default: the class or file name).
+
+    Raises ValueError for input that cannot be audited (before anything is uploaded), gRPC errors
+    for refusals by the platform, and :class:`AuditFailed` when the job fails.
+    """
+    config = audit_pb2.AuditConfig(loss=_loss(loss), device=device, dtype=dtype)
+    for field, value in (sampler or {}).items():
+        _set(config.sampler, "sampler", field, value)
+    for field, value in (measures or {}).items():
+        _set(config.measures, "measures", field, value)
+    if isinstance(architecture, Mapping):
+        architecture = json_format.ParseDict(dict(architecture), models_pb2.Architecture())
+    with tempfile.TemporaryDirectory(prefix="lambdascope-") as scratch:
+        model_path, default_name = _model_file(model, x, pathlib.Path(scratch))
+        data_path = _data_file(x, y, data, pathlib.Path(scratch))
+        name = name or default_name
+        fmt = models_pb2.ARTIFACT_FORMAT_TORCH_EXPORT if model_path.suffix == ".pt2" \
+            else models_pb2.ARTIFACT_FORMAT_SAFETENSORS
+        local = inspection.describe_model(model_path, fmt, architecture)
+        local.model_name = name
+        fit.check_fit(local, inspection.describe_dataset(data_path), config.loss)
+        owned = client is None
+        client = client or Client(server)
+        try:
+            client.check_audit(config)
+            version = client.find_model_version(model_path, name, format=fmt, architecture=architecture) or \
+                client.upload_model(model_path, name, format=fmt, architecture=architecture)
+            data_name = pathlib.Path(data).stem if data is not None else f"{name}-data"
+            dataset = client.find_dataset(data_path, data_name) or client.upload_dataset(data_path, data_name)
+            job = client.wait(client.start_audit(version.id, dataset.id, config).id, on_event=on_event)
+            if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
+                raise AuditFailed(job)
+            return result_of(client.get_report(job.output_ids[0]))
+        finally:
+            if owned:
+                client.close()
+
+
+def _estimate(e: audit_pb2.LLCEstimate) -> Estimate:
+    return Estimate(e.mean, e.std, list(e.per_chain), e.uncorrected_mean, e.bias_corrected)
+
+
+def _loss(name: str) -> int:
+    losses = specs.enum_short_names(models_pb2.LossKind.DESCRIPTOR)
+    full = losses.get(str(name).lower(), str(name))
+    if full not in models_pb2.LossKind.keys() or full.endswith("_UNSPECIFIED"):
+        raise ValueError(f"loss must be one of {', '.join(sorted(losses))} (got {name!r})")
+    return models_pb2.LossKind.Value(full)
+
+
+def _set(message: Any, where: str, field: str, value: Any) -> None:
+    if field not in message.DESCRIPTOR.fields_by_name:
+        known = ", ".join(sorted(message.DESCRIPTOR.fields_by_name))
+        raise ValueError(f"{where} has no field {field!r}; it has: {known}")
+    try:
+        json_format.ParseDict({field: value}, message, ignore_unknown_fields=False)
+    except json_format.ParseError as exc:
+        raise ValueError(f"{where}.{field}: {exc}") from None
+
+
+def _model_file(model: Any, x: Any, scratch: pathlib.Path) -> tuple[pathlib.Path, str]:
+    """(a file to upload, a default model name) for a path or an nn.Module."""
+    if isinstance(model, (str, os.PathLike)):
+        path = pathlib.Path(model).expanduser()
+        if not path.is_file():
+            raise ValueError(f"model {model}: no such file")
+        return path, path.stem
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model must be an nn.Module or a path to a .pt2 or safetensors file "
+                         f"(got {type(model).__name__})")
+    if model.training:
+        raise ValueError("the model is in training mode (dropout and batch norm would make its loss random); "
+                         "call model.eval() first")
+    if not isinstance(x, torch.Tensor):
+        raise ValueError("exporting an nn.Module needs x as a tensor (an example batch is taken from it)")
+    example = x[: min(2, x.shape[0])].clone()
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception as exc:  # noqa: BLE001 - whatever the model raises, the data does not fit it
+        raise ValueError(f"the model cannot take x of shape {list(x.shape)} ({type(exc).__name__}: "
+                         f"{_first_line(exc)})") from None
+    try:
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    except Exception as exc:  # noqa: BLE001 - torch.export raises many kinds; the user needs the first line
+        raise ValueError(f"torch.export could not export the model with a dynamic batch dimension: "
+                         f"{_first_line(exc)}; "
+                         "export it yourself and pass the .pt2 path") from None
+    path = scratch / f"{type(model).__name__}.pt2"
+    torch.export.save(program, path)
+    return path, type(model).__name__.lower()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _data_file(x: Any, y: Any, data: PathLike | None, scratch: pathlib.Path) -> pathlib.Path:
+    if data is not None:
+        path = pathlib.Path(data).expanduser()
+        if not path.is_file():
+            raise ValueError(f"data {data}: no such file")
+        return path
+    import torch
+    from safetensors.torch import save_file
+
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise ValueError("give x and y as tensors, or data= a safetensors file holding x and y")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must hold as many examples (got {x.shape[0]} and {y.shape[0]})")
+    path = scratch / "data.safetensors"
+    save_file({"x": x.detach().contiguous().cpu(), "y": y.detach().contiguous().cpu()}, str(path))
+    return path
