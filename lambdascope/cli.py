@@ -154,12 +154,21 @@ def cmd_audit(args: argparse.Namespace) -> int:
         body = specs.to_dict(reports[0]) if len(reports) == 1 else {
             "trajectory": [{"model_version_id": r.model_version_id, "step": r.step,
                             "llc_mean": r.llc.mean, "llc_std": r.llc.std,
-                            "verdict": _verdict(r)} for r in reports],
+                            "verdict": _verdict(r), "at_minimum": not r.verdict.not_at_minimum}
+                           for r in reports],
             "reports": [specs.to_dict(r) for r in reports]}
         pathlib.Path(args.json).write_text(json.dumps(body, indent=2))
         _note(f"report written to {args.json}")
-    failed = any(r.verdict.state == audit_pb2.VERDICT_STATE_FAILED for r in reports)
-    return 3 if failed else 0
+    return 3 if _failed(reports) else 0
+
+
+def _failed(reports: list[audit_pb2.AuditReport]) -> bool:
+    """One audit: its verdict failed. LLC over training: a point at a minimum failed, or no point
+    is at one (checkpoints taken before the model reached a minimum are expected, not failures)."""
+    at_minimum = [r for r in reports if not r.verdict.not_at_minimum]
+    if len(reports) > 1 and not at_minimum:
+        return True
+    return any(r.verdict.state == audit_pb2.VERDICT_STATE_FAILED for r in (at_minimum if len(reports) > 1 else reports))
 
 
 def _existing(path: str, flag: str) -> pathlib.Path:
@@ -511,9 +520,18 @@ def _print_report(report: audit_pb2.AuditReport) -> None:
 
 
 def _print_trajectory(reports: list[audit_pb2.AuditReport]) -> None:
+    """One line per checkpoint; those not at a minimum say so instead of a λ̂ (it means nothing)."""
     print(f"{'step':>8}  {'LLC':>9}  {'± std':>7}  verdict   version")
     for r in reports:
-        print(f"{r.step:>8}  {r.llc.mean:9.3f}  {r.llc.std:7.3f}  {_verdict(r):<8}  {r.model_version_id}")
+        if r.verdict.not_at_minimum:
+            print(f"{r.step:>8}  {'-':>9}  {'-':>7}  not at a minimum (λ̂ {r.llc.mean:.3g} not meaningful)  "
+                  f"{r.model_version_id}")
+        else:
+            print(f"{r.step:>8}  {r.llc.mean:9.3f}  {r.llc.std:7.3f}  {_verdict(r):<8}  {r.model_version_id}")
+    early = sum(r.verdict.not_at_minimum for r in reports)
+    if early:
+        print(f"{early} of {len(reports)} checkpoints were not at a minimum of the loss (taken before training "
+              "converged): their λ̂ is left out of the trajectory")
 
 
 # -- arguments ----------------------------------------------------------------------------

@@ -63,6 +63,7 @@ class AuditResult:
     estimate: Estimate
     verdict: str  # "ok", "warning" or "failed"
     reasons: list[str]  # what a non-ok verdict is about, most serious first
+    at_minimum: bool  # False: w* is not a local minimum, so llc means nothing (train longer)
     stopped_by: str  # "converged", "step_cap", "time_cap", "fixed", "not_a_minimum"
     diagnostics: dict[str, float]  # rhat, ess, mcse_relative, drift, acceptance, predicted_bias, ...
     groups: dict[str, Estimate]  # restricted LLC per layer or named group
@@ -92,7 +93,7 @@ def result_of(report: audit_pb2.AuditReport) -> AuditResult:
         report_id=report.id, model_version_id=report.model_version_id, dataset_id=report.dataset_id,
         llc=report.llc.mean, llc_std=report.llc.std, estimate=_estimate(report.llc),
         verdict=audit_pb2.VerdictState.Name(report.verdict.state).removeprefix("VERDICT_STATE_").lower(),
-        reasons=list(report.verdict.reasons), stopped_by=stop,
+        reasons=list(report.verdict.reasons), at_minimum=not report.verdict.not_at_minimum, stopped_by=stop,
         diagnostics={"rhat": d.rhat, "ess": d.ess, "mcse_relative": d.mcse_relative, "drift": d.drift,
                      "acceptance": d.acceptance, "below_init_fraction": d.below_init_fraction,
                      "predicted_bias": d.predicted_bias},

@@ -200,12 +200,14 @@ class Stopping(_message.Message):
     def __init__(self, reason: _Optional[_Union[StopReason, str]] = ..., summary: _Optional[str] = ..., steps: _Optional[int] = ..., warmup_steps: _Optional[int] = ..., burnin: _Optional[int] = ..., draws: _Optional[int] = ..., checks: _Optional[int] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("state", "reasons")
+    __slots__ = ("state", "reasons", "not_at_minimum")
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
+    NOT_AT_MINIMUM_FIELD_NUMBER: _ClassVar[int]
     state: VerdictState
     reasons: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, state: _Optional[_Union[VerdictState, str]] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+    not_at_minimum: bool
+    def __init__(self, state: _Optional[_Union[VerdictState, str]] = ..., reasons: _Optional[_Iterable[str]] = ..., not_at_minimum: _Optional[bool] = ...) -> None: ...
 
 class GroupLLC(_message.Message):
     __slots__ = ("name", "num_parameters", "llc", "parameter_names")

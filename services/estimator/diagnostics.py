@@ -193,6 +193,9 @@ class Diagnostics:
 class Verdict:
     state: str  # "ok" | "warning" | "failed"
     reasons: list[str]  # most serious first; empty when ok
+    # w* is not a local minimum (draws below L_n(w*) beyond noise, or λ̂ < 0): λ̂ means nothing
+    # there, e.g. an early checkpoint of a training run, reported but not plotted
+    not_at_minimum: bool = False
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -424,6 +427,7 @@ def judge(
     failed: list[str] = []
     warned: list[str] = []
     chains = len(per_chain_llc)
+    not_at_minimum = False
 
     if diag.diverged_chains:
         failed.append(
@@ -443,6 +447,7 @@ def judge(
     seg = diag.below_init_segments
     below = min(frac, seg) if math.isfinite(frac) and math.isfinite(seg) else frac
     if math.isfinite(below) and below > BELOW_INIT_FAIL:
+        not_at_minimum = True
         failed.append(
             f"w* is not a local minimum: the sampled loss fell below the initial loss L_n(w*) in "
             f"{_pct(frac)} of draws; train longer (to convergence), or, if it was trained with "
@@ -456,6 +461,7 @@ def judge(
         )
 
     if math.isfinite(llc_mean) and llc_mean < 0:
+        not_at_minimum = True
         failed.append(
             f"λ̂ is negative ({llc_mean:.3g}), which is impossible at a local minimum: the sampler "
             "found lower loss than w*; train the model longer (to a minimum) before auditing it."
@@ -564,7 +570,7 @@ def judge(
             )
 
     if failed:
-        return Verdict("failed", failed + warned)
+        return Verdict("failed", failed + warned, not_at_minimum)
     if warned:
         return Verdict("warning", warned)
     return Verdict("ok", [])

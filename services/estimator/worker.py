@@ -140,7 +140,7 @@ def to_report(result: AuditResult, config: audit_pb2.AuditConfig,
             mcse_relative=d.mcse_relative, below_init_segments=d.below_init_segments, drift=d.drift,
             predicted_bias=llc.bias_estimate),
         verdict=audit_pb2.Verdict(state=audit_spec.VERDICTS[result.verdict.state],
-                                  reasons=result.verdict.reasons),
+                                  reasons=result.verdict.reasons, not_at_minimum=result.verdict.not_at_minimum),
         group_llc=[audit_pb2.GroupLLC(name=g.name, parameter_names=g.parameter_names,
                                       num_parameters=g.llc.num_parameters, llc=estimate_of(g.llc))
                    for g in result.groups],

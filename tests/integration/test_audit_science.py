@@ -106,6 +106,7 @@ def test_w_star_that_is_not_a_minimum_gets_a_failed_verdict(client, platform, tm
     report = client.get_report(done.output_ids[0])
     assert report.verdict.state == audit_pb2.VERDICT_STATE_FAILED
     assert any("not a local minimum" in r for r in report.verdict.reasons), report.verdict.reasons
+    assert report.verdict.not_at_minimum
 
 
 def test_a_dataset_with_nan_is_refused(client, regression, tmp_path):

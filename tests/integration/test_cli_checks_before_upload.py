@@ -109,3 +109,32 @@ def test_identical_files_audited_twice_reuse_one_version_and_dataset(platform, c
     assert versions[0].id in line and f"LLC {reports[0].llc.mean:.3f}" in line, line
     datasets = _cli(platform, tmp_path, "datasets", "twice").stdout
     assert "twice v1" in datasets and "float32[128, 2]" in datasets, datasets
+
+
+def test_a_trajectory_reports_points_before_a_minimum_without_failing(platform, client, tmp_path):
+    """LLC over training: a checkpoint taken before the model reached a minimum is reported as
+    such (its λ̂ left out), and the command's exit code follows the points at a minimum."""
+    import json
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(1000, 4, generator=gen)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.5 * torch.randn(1000, 1, generator=gen)
+    early, converged = torch.nn.Linear(4, 1).eval(), torch.nn.Linear(4, 1).eval()
+    solution = torch.linalg.lstsq(torch.cat([x, torch.ones(1000, 1)], dim=1), y).solution
+    with torch.no_grad():
+        early.weight.zero_()  # far from the least-squares minimum
+        converged.weight.copy_(solution[:4].T)
+        converged.bias.copy_(solution[4])
+    for module, name in ((early, "early"), (converged, "converged")):
+        program = torch.export.export(module, (x[:2],), dynamic_shapes=({0: torch.export.Dim("batch")},))
+        torch.export.save(program, tmp_path / f"{name}.pt2")
+        client.upload_model(tmp_path / f"{name}.pt2", "trajectory-cli")
+    save_file({"x": x, "y": y}, str(tmp_path / "ls.safetensors"))
+    out = tmp_path / "trajectory.json"
+    result = _audit(platform, tmp_path, "--model-version", "trajectory-cli/1", "trajectory-cli/2", "--data",
+                    str(tmp_path / "ls.safetensors"), "--loss", "mse", "--json", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "not at a minimum" in result.stdout and "1 of 2 checkpoints" in result.stdout, result.stdout
+    points = json.loads(out.read_text())["trajectory"]
+    assert [p["at_minimum"] for p in points] == [False, True]
+    assert abs(points[1]["llc_mean"] - 2.5) < 0.25 and points[1]["verdict"] == "ok"

@@ -150,7 +150,7 @@ def test_one_chain_in_a_lower_basin_fails():
     assert d.below_init_fraction == pytest.approx(0.25) and d.below_init_segments == pytest.approx(0.25)
     per = (240 * (draws.mean(axis=1) - init)).tolist()
     v = judge(d, per, float(np.mean(per)), float(np.std(per, ddof=1)))
-    assert v.state == "failed" and v.reasons[0].startswith("w* is not a local minimum")
+    assert v.state == "failed" and v.reasons[0].startswith("w* is not a local minimum") and v.not_at_minimum
 
 
 def test_mcse_relative_matches_the_spread_of_independent_runs():
@@ -339,7 +339,7 @@ def test_end_to_end_draws_from_a_run_that_walks_downhill_fail():
     per = (nbeta * (draws.mean(axis=1) - init)).tolist()
     diag = diagnose(draws, init)
     v = judge(diag, per, float(np.mean(per)), float(np.std(per, ddof=1)), num_parameters=4810)
-    assert v.state == "failed" and v.reasons[0].startswith("w* is not a local minimum")
+    assert v.state == "failed" and v.reasons[0].startswith("w* is not a local minimum") and v.not_at_minimum
 
 
 def test_a_known_predicted_bias_judges_the_step_instead_of_the_acceptance_line():
