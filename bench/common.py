@@ -22,7 +22,7 @@ for _p in (str(ROOT), str(BENCH)):
 import torch  # noqa: E402
 
 import dln  # noqa: E402
-from services.estimator.llc import SGLDConfig, estimate_llc  # noqa: E402
+from lambdascope.llc.llc import SGLDConfig, estimate_llc  # noqa: E402
 
 
 def calibration_supported() -> bool:

@@ -10,7 +10,7 @@ Follows the published DLN protocol (Furman & Lau, arXiv 2402.03698, merged into 
 - n = 100,000 examples, minibatch 500, localization γ = 1, nβ = n / log n.
 
 The true learning coefficient λ follows from the widths and the rank r of the end-to-end product
-matrix (Aoyagi 2024; ``services.estimator.theory.dln_learning_coefficient``).
+matrix (Aoyagi 2024; ``lambdascope.llc.theory.dln_learning_coefficient``).
 
 Everything is seeded: a case is (name, widths, seed) and the rank its seeded cuts give is written
 down in :data:`CASES` and checked when the teacher is built, so a case can never silently change.
@@ -66,7 +66,7 @@ class Case:
 
 
 def theory_lambda(widths: tuple[int, ...], rank: int) -> float:
-    from services.estimator.theory import dln_learning_coefficient  # lazy: not in devinterp's venv
+    from lambdascope.llc.theory import dln_learning_coefficient  # lazy: not in devinterp's venv
 
     return dln_learning_coefficient(widths, rank)
 

@@ -26,7 +26,7 @@ import dln
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from services.estimator.sgld import run_sgld
+from lambdascope.llc.sgld import run_sgld
 
 GROUPS = {  # operator name fragments -> group
     "matmul": ("mm", "matmul", "linear", "addmm", "bmm", "baddbmm"),

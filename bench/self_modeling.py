@@ -25,7 +25,7 @@ epochs (as `make run`). Arms:
   matches it: the task-matched control is then the baseline itself (c = 0) and is not run, and l2_objective
   is the informative control. `--l2-weight C` skips the matching and runs one control with weight C.
 
-Audit: the estimator core (`services.estimator.audit.run_audit`: `estimate_llc` + diagnostics + verdict) on
+Audit: the estimator core (`lambdascope.llc.audit.run_audit`: `estimate_llc` + diagnostics + verdict) on
 the TASK network (`task_architecture` + `task_state_dict`: the self-model rows removed), cross-entropy on the
 training split, nβ = n / log n, with `make run`'s settings: automatic step calibration, 4 chains × (1000
 burn-in + 600 draws), γ = 10, batch 256 (SGLDConfig defaults), sampler seed = s. Writes
@@ -47,8 +47,8 @@ import torch.nn.functional as F
 
 from lambdascope import modules
 from lambdascope.v1 import models_pb2
-from services.estimator.audit import AuditSettings, run_audit
-from services.estimator.llc import SGLDConfig, default_nbeta
+from lambdascope.llc.audit import AuditSettings, run_audit
+from lambdascope.llc.llc import SGLDConfig, default_nbeta
 from services.trainer import datasets
 from services.trainer.penalties import CompiledPenalty
 from services.trainer.self_modeling import self_modeling_architecture, task_architecture, task_state_dict

@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from lambdascope.local import LocalPlatform
-from services.estimator.sgld import prepare_for_sampling, run_sgld
+from lambdascope.llc.sgld import prepare_for_sampling, run_sgld
 
 
 class Block(nn.Module):

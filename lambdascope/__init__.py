@@ -10,7 +10,8 @@ protos) does not pull in gRPC.
 __version__ = "0.1.0"
 
 _SDK = {"audit": "lambdascope.sdk", "AuditResult": "lambdascope.sdk", "AuditFailed": "lambdascope.sdk",
-        "Estimate": "lambdascope.sdk", "result_of": "lambdascope.sdk", "Client": "lambdascope.client"}
+        "Estimate": "lambdascope.sdk", "result_of": "lambdascope.sdk", "estimate_llc": "lambdascope.sdk",
+        "LocalResult": "lambdascope.sdk", "Client": "lambdascope.client"}
 
 
 def __getattr__(name: str):

@@ -41,7 +41,7 @@ def check_fit(version: registry_pb2.ModelVersion, dataset: registry_pb2.Dataset,
     outputs = version.task_outputs or (out_shape[-1] if out_shape else -1)
     if loss == models_pb2.LOSS_KIND_CROSS_ENTROPY:
         # [batch, classes] outputs with [n] labels, or [batch, ..., classes] with [n, ...] labels
-        # (token-level: services.estimator.losses)
+        # (token-level: lambdascope.llc.losses)
         if dataset.y_dtype not in INTEGER_DTYPES:
             raise FitError(f"cross_entropy needs y as integer class labels (got {dataset.y_dtype})")
         if len(out_shape) < 2:

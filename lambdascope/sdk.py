@@ -1,9 +1,10 @@
 """The Python API for notebooks: audit a model in one call and get a typed result back.
 
     import lambdascope
-    result = lambdascope.audit(model, x, y, loss="mse")     # an nn.Module and tensors, or files
+    result = lambdascope.audit(model, x, y, loss="mse")     # on the platform: stored, shareable
     print(result.llc, result.verdict, result.reasons)
     result.to_dict()                                          # plain data, enums by name
+    local = lambdascope.estimate_llc(model, loader, loss="cross_entropy")   # in this process
 
 ``audit`` exports an ``nn.Module`` with ``torch.export`` (a dynamic batch dimension), writes
 tensors as safetensors, uploads both (reusing a version or dataset whose bytes are already
@@ -26,7 +27,7 @@ from lambdascope import fit, inspection, specs
 from lambdascope.client import Client
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2
 
-__all__ = ["AuditFailed", "AuditResult", "Estimate", "audit", "result_of"]
+__all__ = ["AuditFailed", "AuditResult", "Estimate", "LocalResult", "audit", "estimate_llc", "result_of"]
 
 PathLike = str | os.PathLike
 
@@ -153,6 +154,106 @@ def audit(model: Any, x: Any = None, y: Any = None, *, loss: str, data: PathLike
         finally:
             if owned:
                 client.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalResult:
+    """An estimate made in this process (no platform, nothing stored); ``result`` keeps the
+    library's full record (traces, calibration, stopping)."""
+
+    llc: float
+    llc_std: float
+    per_chain: list[float]
+    uncorrected_llc: float  # λ̂ as sampled, before the step's predicted bias was subtracted
+    verdict: str  # "ok", "warning" or "failed"
+    reasons: list[str]
+    at_minimum: bool
+    stopped_by: str
+    diagnostics: dict[str, float]
+    num_parameters: int
+    num_examples: int
+    seconds: float
+    result: Any = dataclasses.field(repr=False, compare=False)  # lambdascope.llc.LLCResult
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "result"}
+
+
+def estimate_llc(model: Any, data: Any, y: Any = None, *, loss: str | Callable = "mse", device: str | None = None,
+                 **settings: Any) -> LocalResult:
+    """Estimate the LLC of ``model`` at its weights, here, as devinterp does (no servers).
+
+    - ``data``: a DataLoader (or any iterable) of (x, y) batches, gathered once into tensors (the
+      sampler draws its own minibatches), or the tensor ``x`` with ``y`` given.
+    - ``loss``: "mse", "mae", "cross_entropy" (token-level over sequences), or a function
+      ``loss(output, target)`` returning the batch MEAN.
+    - ``settings``: SGLDConfig fields (``chains``, ``max_seconds``, ``draws``, ``step_size``, ...);
+      none means the platform's defaults: calibrated step, run until trusted. ``batch_size``
+      defaults to the DataLoader's.
+
+    The model must be in eval mode; it is never modified.
+    """
+    import torch
+
+    from lambdascope.llc import SGLDConfig
+    from lambdascope.llc.audit import AuditSettings, run_audit
+    from lambdascope.llc.losses import LOSSES
+
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model must be an nn.Module (got {type(model).__name__})")
+    if model.training:
+        raise ValueError("the model is in training mode (dropout and batch norm would make its loss random); "
+                         "call model.eval() first")
+    loss_fn = loss if callable(loss) else LOSSES.get(str(loss).lower())
+    if loss_fn is None:
+        raise ValueError(f"loss must be one of {', '.join(sorted(LOSSES))} or a function (got {loss!r})")
+    x, y, loader_batch = _gathered(data, y)
+    known = {f.name for f in dataclasses.fields(SGLDConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; SGLDConfig has: {', '.join(sorted(known))}")
+    if loader_batch and "batch_size" not in settings:
+        settings["batch_size"] = loader_batch
+    config = SGLDConfig(**settings)
+    audit = run_audit(model, x, y, loss_fn, AuditSettings(sgld=config), device=device)
+    llc, d = audit.llc, audit.diagnostics
+    return LocalResult(
+        llc=llc.mean, llc_std=llc.std, per_chain=list(llc.per_chain), uncorrected_llc=llc.uncorrected_mean,
+        verdict=audit.verdict.state, reasons=list(audit.verdict.reasons), at_minimum=not audit.verdict.not_at_minimum,
+        stopped_by=llc.stopping.reason if llc.stopping is not None else "fixed",
+        diagnostics={"rhat": d.rhat, "ess": d.ess, "mcse_relative": d.mcse_relative, "drift": d.drift,
+                     "acceptance": d.acceptance, "below_init_fraction": d.below_init_fraction,
+                     "predicted_bias": llc.bias_estimate},
+        num_parameters=llc.num_parameters, num_examples=llc.num_examples,
+        seconds=llc.sampling_seconds + (llc.calibration.seconds if llc.calibration is not None else 0.0),
+        result=llc)
+
+
+def _gathered(data: Any, y: Any) -> tuple[Any, Any, int]:
+    """(x, y, the loader's batch size or 0) from tensors or an iterable of (x, y) batches."""
+    import torch
+
+    if isinstance(data, torch.Tensor):
+        if not isinstance(y, torch.Tensor):
+            raise ValueError("with x as a tensor, give y as a tensor too (or pass a DataLoader of (x, y))")
+        if data.shape[0] != y.shape[0]:
+            raise ValueError(f"x and y must hold as many examples (got {data.shape[0]} and {y.shape[0]})")
+        return data, y, 0
+    if y is not None:
+        raise ValueError("y is given separately only with x as a tensor")
+    xs, ys = [], []
+    for i, batch in enumerate(data):
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise ValueError(f"batch {i} of the data is not an (x, y) pair")
+        xs.append(torch.as_tensor(batch[0]))
+        ys.append(torch.as_tensor(batch[1]))
+    if not xs:
+        raise ValueError("the data yielded no batches")
+    return torch.cat(xs), torch.cat(ys), int(getattr(data, "batch_size", 0) or 0)
 
 
 def _estimate(e: audit_pb2.LLCEstimate) -> Estimate:

@@ -10,8 +10,8 @@ import torch
 from lambdascope import fit
 from lambdascope.fit import LOSS_NAMES
 from lambdascope.v1 import audit_pb2, estimator_pb2, registry_pb2
-from services.estimator.audit import AuditSettings
-from services.estimator.llc import LLCResult, SGLDConfig
+from lambdascope.llc.audit import AuditSettings
+from lambdascope.llc.llc import LLCResult, SGLDConfig
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 VERDICTS = {"ok": audit_pb2.VERDICT_STATE_OK, "warning": audit_pb2.VERDICT_STATE_WARNING,

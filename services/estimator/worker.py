@@ -17,10 +17,11 @@ from google.protobuf import json_format
 from lambdascope import artifacts, fit, worker
 from lambdascope.client import Client
 from lambdascope.v1 import audit_pb2, estimator_pb2, registry_pb2
-from services.estimator import audit_spec, losses
-from services.estimator.audit import AuditResult, run_audit
-from services.estimator import llc as llc_core
-from services.estimator.llc import SamplerDivergedError
+from lambdascope.llc import losses
+from services.estimator import audit_spec
+from lambdascope.llc.audit import AuditResult, run_audit
+from lambdascope.llc import llc as llc_core
+from lambdascope.llc.llc import SamplerDivergedError
 from services.estimator.loading import load_model
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from services.estimator.calibration import CalibrationResult
-from services.estimator.llc import SamplerDivergedError, SGLDConfig, estimate_llc
-from services.estimator.sgld import run_sgld
-from services.estimator.theory import dln_learning_coefficient
+from lambdascope.llc.calibration import CalibrationResult
+from lambdascope.llc.llc import SamplerDivergedError, SGLDConfig, estimate_llc
+from lambdascope.llc.sgld import run_sgld
+from lambdascope.llc.theory import dln_learning_coefficient
 
 from dln_teacher import dln_teacher
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.estimator.llc import SGLDConfig, estimate_llc
-from services.estimator.chain_groups import ACTIVATION_FACTOR, STATE_VECTORS, by_speed, plan_chains, saved_bytes_per_chain
-from services.estimator.sgld import activation_bytes
+from lambdascope.llc.llc import SGLDConfig, estimate_llc
+from lambdascope.llc.chain_groups import ACTIVATION_FACTOR, STATE_VECTORS, by_speed, plan_chains, saved_bytes_per_chain
+from lambdascope.llc.sgld import activation_bytes
 
 mse = torch.nn.functional.mse_loss
 

@@ -8,7 +8,7 @@ import pytest
 
 from lambdascope import cli
 from lambdascope.v1 import audit_pb2
-from services.estimator.llc import SGLDConfig
+from lambdascope.llc.llc import SGLDConfig
 
 
 def test_every_sampler_field_of_the_api_has_a_flag() -> None:

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from services.estimator import diagnostics as dg
-from services.estimator.diagnostics import (
+from lambdascope.llc import diagnostics as dg
+from lambdascope.llc.diagnostics import (
     Diagnostics,
     below_init_fraction,
     diagnose,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from services.estimator.hessian import HessianSummary, hessian_summary, hessian_trace, top_eigenvalue
+from lambdascope.llc.hessian import HessianSummary, hessian_summary, hessian_trace, top_eigenvalue
 
 mse = torch.nn.functional.mse_loss
 ce = torch.nn.functional.cross_entropy

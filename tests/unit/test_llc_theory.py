@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 
-from services.estimator.llc import LLCResult, SamplerDivergedError, SGLDConfig, estimate_llc
-from services.estimator.theory import dln_learning_coefficient
+from lambdascope.llc.llc import LLCResult, SamplerDivergedError, SGLDConfig, estimate_llc
+from lambdascope.llc.theory import dln_learning_coefficient
 
 from dln_teacher import dln_teacher
 

@@ -52,3 +52,34 @@ def test_a_report_reads_as_a_typed_result_with_names() -> None:
     data = result.to_dict()
     assert data["verdict"] == "warning" and data["report"]["verdict"]["state"] == "VERDICT_STATE_WARNING"
     assert data["estimate"]["uncorrected_mean"] == 2.55
+
+
+def test_in_process_estimate_from_a_dataloader_takes_its_batch_size() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 3, generator=gen, dtype=torch.float64)
+    y = x @ torch.tensor([[1.0], [-1.0], [2.0]], dtype=torch.float64)
+    model = torch.nn.Linear(3, 1, bias=False).double().eval()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -1.0, 2.0]]))
+    loader = DataLoader(TensorDataset(x, y), batch_size=50, shuffle=True)
+    local = lambdascope.estimate_llc(model, loader, loss="mse", chains=2, draws=50, burnin=20, step_size=1e-5)
+    assert local.result.num_examples == 300 and local.num_parameters == 3
+    assert local.result.traces and len(local.result.traces[0]) == 70  # burn-in + draws, fixed length
+    assert local.stopped_by == "fixed" and local.llc > 0 and local.to_dict()["verdict"] == local.verdict
+
+
+@pytest.mark.parametrize(("call", "says"), [
+    (lambda m, x, y: lambdascope.estimate_llc(m.train(), x, y), "call model.eval()"),
+    (lambda m, x, y: lambdascope.estimate_llc(m, x, y, loss="hinge"), "loss must be one of"),
+    (lambda m, x, y: lambdascope.estimate_llc(m, x, y, chain=3), "unknown setting(s) chain"),
+    (lambda m, x, y: lambdascope.estimate_llc(m, x, y[:5]), "as many examples"),
+    (lambda m, x, y: lambdascope.estimate_llc(m, [(x, y, y)]), "not an (x, y) pair"),
+    (lambda m, x, y: lambdascope.estimate_llc(m, x, y, chains=0), "chains must be >= 1"),
+])
+def test_in_process_estimate_refuses_careless_input(model_and_data, call, says) -> None:
+    model, x, y = model_and_data
+    with pytest.raises(ValueError) as info:
+        call(model, x, y)
+    assert says in str(info.value)

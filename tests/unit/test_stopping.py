@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from services.estimator import stopping
-from services.estimator.audit import diagnose
-from services.estimator.llc import SGLDConfig, estimate_llc
-from services.estimator.theory import dln_learning_coefficient
+from lambdascope.llc import stopping
+from lambdascope.llc.audit import diagnose
+from lambdascope.llc.llc import SGLDConfig, estimate_llc
+from lambdascope.llc.theory import dln_learning_coefficient
 
 from dln_teacher import dln_teacher
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from services.estimator.weights import WeightStatistics, layer_groups, weight_statistics
+from lambdascope.llc.weights import WeightStatistics, layer_groups, weight_statistics
 
 
 def test_gaussian_weights_have_zero_excess_kurtosis_and_their_std():

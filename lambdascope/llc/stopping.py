@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.estimator import diagnostics
+from lambdascope.llc import diagnostics
 
 __all__ = ["MIN_DRAWS", "Check", "StoppingRule", "assess", "drift", "next_chunk"]
 

@@ -7,7 +7,7 @@ vᵀH = (Hv)ᵀ since H is symmetric (forward-over-reverse, ``jvp(grad(f))``, fa
 tanh MLP in torch 2.13 with "ZeroTensors are immutable"). One linearization per batch serves
 every vector of a block, so a block of Hutchinson probes shares one pass over the data (blocks
 hold at most :data:`PROBE_BLOCK_ELEMENTS` numbers). The model is only read through
-``functional_call`` (via :func:`services.estimator.sgld.make_forward`), so it is never mutated
+``functional_call`` (via :func:`lambdascope.llc.sgld.make_forward`), so it is never mutated
 and ``torch.export`` programs work, including ones fixed to one batch size.
 
 - :func:`hessian_trace`: Hutchinson's estimator tr(H) ≈ mean_i v_iᵀ H v_i with Rademacher probes
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import grad, vjp
 
-from services.estimator.sgld import make_forward
+from lambdascope.llc.sgld import make_forward
 
 __all__ = ["HessianSummary", "hessian_summary", "hessian_trace", "top_eigenvalue"]
 

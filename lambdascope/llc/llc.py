@@ -1,9 +1,9 @@
 """The local learning coefficient estimator: λ̂ = nβ · (E_w[L_n(w)] − L_n(w*)).
 
 E_w is taken over SGLD draws from the posterior localized at the trained weights w*
-(see :mod:`services.estimator.sgld`), nβ defaults to n / log n with n the DATASET size, and
+(see :mod:`lambdascope.llc.sgld`), nβ defaults to n / log n with n the DATASET size, and
 L_n(w*) is measured on the full data set, because one minibatch is too noisy a baseline.
-When no step size is given, it is chosen by :func:`services.estimator.calibration.calibrate`.
+When no step size is given, it is chosen by :func:`lambdascope.llc.calibration.calibrate`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from services.estimator.calibration import DEFAULT_TARGET_BIAS, CalibrationResult, calibrate, refine
-from services.estimator.chain_groups import (MEMORY_SHARE, TIMED_ABOVE, ChainPlan, available_bytes, by_speed,
+from lambdascope.llc.calibration import DEFAULT_TARGET_BIAS, CalibrationResult, calibrate, refine
+from lambdascope.llc.chain_groups import (MEMORY_SHARE, TIMED_ABOVE, ChainPlan, available_bytes, by_speed,
                                             peak_bytes, plan_chains, reset_peak)
-from services.estimator.sgld import (LossFn, SamplerDivergedError, SGLDTrace, activation_bytes, make_forward,
+from lambdascope.llc.sgld import (LossFn, SamplerDivergedError, SGLDTrace, activation_bytes, make_forward,
                                      pass_seconds, prepare_for_sampling, run_sgld)
-from services.estimator.stopping import MIN_DRAWS, Check, StoppingRule, assess, next_chunk
+from lambdascope.llc.stopping import MIN_DRAWS, Check, StoppingRule, assess, next_chunk
 
 __all__ = [
     "CalibrationResult",
@@ -43,14 +43,14 @@ class SGLDConfig:
     """Sampler settings.
 
     Length. With neither ``draws`` nor ``burnin`` given (the default) the run chooses its own
-    length: it samples until the estimate can be trusted (:mod:`services.estimator.stopping`:
+    length: it samples until the estimate can be trusted (:mod:`lambdascope.llc.stopping`:
     bulk ESS ≥ ``until_ess``, split R-hat ≤ ``max_rhat``, Monte Carlo error ≤ ``max_mcse`` of
     λ̂, drift ≤ ``max_drift``), or until ``max_steps`` steps per chain or ``max_seconds``, and
     the result says which. Giving ``draws`` or ``burnin`` fixes the length instead (the other
     defaults to 200); ``draws`` counts kept steps after burn-in and thinning.
 
     - ``step_size`` ε: None (the default) calibrates it from the model and data before the run
-      (:mod:`services.estimator.calibration`); a number skips calibration.
+      (:mod:`lambdascope.llc.calibration`); a number skips calibration.
     - ``localization`` γ: strength of the pull (γ/2)·‖w − w*‖² to the trained weights. Default 10:
       on the digits MLP below γ = 1 no longer localizes (λ̂ keeps climbing) and γ = 100 swamps
       the loss; on deep linear networks at n = 1e5 (nβ ≈ 8700, where the published protocol
@@ -60,7 +60,7 @@ class SGLDConfig:
       strong.
     - ``nbeta``: None → n / log n (n = dataset size), which makes ``wbic`` the WBIC.
     - ``bias_correction``: subtract the step's predicted first-order bias (discretization plus
-      minibatch noise, measured along the chains; :mod:`services.estimator.calibration`) from λ̂.
+      minibatch noise, measured along the chains; :mod:`lambdascope.llc.calibration`) from λ̂.
       A calibrated step leaves about +2% of bias; with the correction, on six DLNs of the bench
       suite and a 100-parameter linear regression (λ exact), default settings otherwise, the
       errors went from +0.6 … +2.6% (mean |err| 1.7%) to −1.5 … +0.3% (0.5%). Without it λ̂ is the SGLD average as
@@ -71,7 +71,7 @@ class SGLDConfig:
     - ``chains_per_pass``: chains stepped together in one forward+backward pass. None (the
       default): all of them when their activations fit in half of the available memory, else
       the largest group that does, then one chain per pass instead if one step timed that way
-      is faster (large models; :mod:`services.estimator.chain_groups`). The estimate is the same
+      is faster (large models; :mod:`lambdascope.llc.chain_groups`). The estimate is the same
       either way, up to floating-point rounding.
     - ``calibration_budget``: the chain-steps calibration may spend, as a fraction of the main
       run's planned length (:attr:`planned_steps`); a floor of a few short pilots applies to
@@ -205,7 +205,7 @@ class LLCResult:
     localization: float = math.nan  # as used
     chain_steps_per_second: float = math.nan  # chains × steps / sampling_seconds
     # First-order estimate of the step's upward bias of λ̂ (discretization + minibatch noise, in
-    # λ units) from the scored steps after burn-in; see services.estimator.calibration. nan when
+    # λ units) from the scored steps after burn-in; see lambdascope.llc.calibration. nan when
     # accept_every = 0. With ``bias_corrected`` it has been subtracted from ``mean`` and
     # ``per_chain``; ``uncorrected_mean`` is λ̂ as sampled.
     bias_estimate: float = math.nan
@@ -216,7 +216,7 @@ class LLCResult:
     thin: int = 1
     stopping: Stopping | None = None  # how the run's length was decided
     chain_plan: ChainPlan | None = None  # how many chains went through each forward+backward pass
-    peak_memory_bytes: int = 0  # see services.estimator.chain_groups.peak_bytes
+    peak_memory_bytes: int = 0  # see lambdascope.llc.chain_groups.peak_bytes
     peak_memory_kind: str = ""  # what peak_memory_bytes measured
 
 
@@ -344,7 +344,7 @@ def estimate_llc(
     - After calibration the chains start where the pilots left them (partly burned in), not at
       w*; a warm-up stage runs at ``calibration.warmup_step_size`` (up to a few times the
       pilots' choice: faster diffusion along flat directions) and its statistics refine the step
-      for the rest (:func:`services.estimator.calibration.refine`); it is always burn-in, and
+      for the rest (:func:`lambdascope.llc.calibration.refine`); it is always burn-in, and
       ``step_size`` reports the final step. With a given step size the chains start at w* and
       every step uses it.
     - ``vectorize=False`` skips vmap (for debugging; vmap failures fall back to that path by
@@ -468,7 +468,7 @@ def estimate_llc(
 def _chain_plan(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, config: SGLDConfig,
                 names: list[str], device: torch.device, vectorize: bool) -> ChainPlan:
     """Chains per pass: as given, else what fits in memory, then the faster of that and one chain
-    per pass when a step is long enough to time (:mod:`services.estimator.chain_groups`)."""
+    per pass when a step is long enough to time (:mod:`lambdascope.llc.chain_groups`)."""
     dim = sum(p.numel() for k, p in model.named_parameters() if k in set(names))
     plan = plan_chains(config.chains, dim, dict(model.named_parameters())[names[0]].element_size(),
                        activation_bytes(model, x, y, loss_fn, names, config.batch_size),

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from services.estimator.chain_groups import saved_bytes_per_chain
+from lambdascope.llc.chain_groups import saved_bytes_per_chain
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def _grad_fn(
     each chain's own). That is exact and, on small models, about 1.5x faster per step than
     ``vmap(grad(...))``, whose per-op transform overhead dominates there. With ``per_pass`` the
     chains go through in groups of that many (one pass each), bounding the activations held at
-    once (see :mod:`services.estimator.chain_groups`).
+    once (see :mod:`lambdascope.llc.chain_groups`).
     """
     forward = make_forward(model, vectorized)
 
@@ -334,7 +334,7 @@ def _sampled_layout(model: torch.nn.Module, params: Sequence[str] | None) -> tup
 def activation_bytes(model: torch.nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
                      params: Sequence[str] | None, batch_size: int) -> int:
     """Bytes autograd saves for ONE chain's step on a minibatch of ``batch_size`` (measured on the
-    first examples): what each chain adds to a pass (see :mod:`services.estimator.chain_groups`)."""
+    first examples): what each chain adds to a pass (see :mod:`lambdascope.llc.chain_groups`)."""
     layout, fixed, center = _sampled_layout(model, params)
     forward = make_forward(model, vectorized=False)
     xb, yb = x[:batch_size].clone(), y[:batch_size].clone()  # a step's minibatch is its own copy too

@@ -132,7 +132,7 @@ ACCEPTANCE_WARN = 0.8
 ACCEPTANCE_FAIL = 0.5
 
 # Predicted bias of λ̂ from the step size (discretization + minibatch noise, measured along the
-# chains; services.estimator.calibration), relative to λ̂. Where it is known it judges the step
+# chains; lambdascope.llc.calibration), relative to λ̂. Where it is known it judges the step
 # instead of the 0.8 acceptance line, which is dimension-blind: on random DLNs of 20,000-26,000
 # parameters calibrated steps ran at acceptance 0.74-0.84 with λ̂ within 1.4-3% of theory (the
 # acceptance a given bias implies falls with the dimension; see the calibration module). The
@@ -147,7 +147,7 @@ BIAS_FAIL = 0.25
 SPREAD_WARN = 0.30
 
 # Drift: λ̂ over the kept draws against λ̂ over the stretch just before them, half as long
-# (services.estimator.stopping.drift), relative to λ̂. On singular models λ̂ climbs slowly
+# (lambdascope.llc.stopping.drift), relative to λ̂. On singular models λ̂ climbs slowly
 # (roughly logarithmically in steps) before it levels off, and that climb barely moves R-hat or
 # ESS: on a 5-layer DLN 200 burn-in + 200 draws gave R-hat 1.15-1.45 but λ̂ 7-31% low, and at
 # 20,000 steps R-hat was fine while λ̂ was still 10% low and rising 5.6% per doubling. Above 5%,

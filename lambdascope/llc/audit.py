@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from services.estimator import diagnostics, hessian, stopping, weights
-from services.estimator.llc import LLCResult, SGLDConfig, estimate_llc
+from lambdascope.llc import diagnostics, hessian, stopping, weights
+from lambdascope.llc.llc import LLCResult, SGLDConfig, estimate_llc
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -13,7 +13,7 @@ when λ̂ itself is unusable); the step size is chosen on a direct estimate of t
 The bias estimate. To first order in ε, Euler–Maruyama on a Gaussian posterior inflates the
 expected loss energy nβ·(E L − L*) by ``(ε/8)·nβ·tr ∇²L`` (discretization) plus
 ``(ε/8)·nβ²·tr Cov(∇L_B)`` (minibatch gradient noise); both sums are basis-free and are measured
-along the chains for free by the acceptance computation (see :mod:`services.estimator.sgld`:
+along the chains for free by the acceptance computation (see :mod:`lambdascope.llc.sgld`:
 ``curvature`` and ``grad_noise``). Checked against long runs: linear regression (λ = 10):
 ε = 3e-3, 1e-3, 3e-4, 1e-4 → λ̂ − 10 = 9.1, 2.15, 0.68, 0.25; predicted 9.4, 2.0, 0.53, 0.17.
 DLN (10, 20, 10), λ = 50, n = 1e5: ε = 2e-6 … 1.25e-7 → λ̂ 56.2, 52.9, 51.5, 50.8, 50.4; minus the
@@ -72,7 +72,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from services.estimator.sgld import LossFn, SamplerDivergedError, run_sgld
+from lambdascope.llc.sgld import LossFn, SamplerDivergedError, run_sgld
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class CalibrationResult:
 def _top_eigenvalue(model, x, y, loss_fn, params: Sequence[str], seed: int) -> float:
     """Top Hessian eigenvalue of the loss at w* on a seeded subsample; nan if it cannot be had."""
     try:
-        from services.estimator.hessian import top_eigenvalue
+        from lambdascope.llc.hessian import top_eigenvalue
     except ImportError:  # pragma: no cover - the module ships with the estimator
         return math.nan
     n = x.shape[0]
