@@ -220,5 +220,6 @@ def test_a_refused_call_logs_one_clean_line(client, platform):
     time.sleep(0.5)  # the service writes its log line after answering
     written = log.read_bytes()[before:].decode()
     assert "Traceback" not in written and "Exception serializing" not in written, written
+    assert '"level": "error"' not in written.lower(), written
     refused = [line for line in written.splitlines() if '"rpc refused"' in line]
     assert len(refused) == 2, written

@@ -89,12 +89,17 @@ def test_identical_files_audited_twice_reuse_one_version_and_dataset(platform, c
     save_file({"x": x, "y": y}, str(data_path))
     argv = ["--model", str(model_path), "--data", str(data_path), "--loss", "mse", "--draws", "30", "--burnin",
             "10", "--step-size", "1e-5", "--chains", "2"]
+    logs = {name: platform.data_dir / "logs" / f"{name}.log" for name in ("registry", "estimator")}
+    sizes = {name: path.stat().st_size for name, path in logs.items()}
     first = _audit(platform, tmp_path, *argv)
     assert first.returncode in (0, 3), first.stderr
     after_first = _counts(client)
     second = _audit(platform, tmp_path, *argv)
     assert second.returncode in (0, 3), second.stderr
     assert "already registered" in second.stderr
+    for name, path in logs.items():  # two audits, uploads and downloads: no ERROR line, no traceback
+        written = path.read_bytes()[sizes[name]:].decode()
+        assert '"level": "error"' not in written.lower() and "Traceback" not in written, written
     assert _counts(client) == after_first
     versions = list(client.list_model_versions("twice"))
     assert len(versions) == 1
