@@ -226,6 +226,15 @@ class Client:
                     # network policy) or sent bad bytes: the registry relays them instead.
         return _download(stream(), dest)
 
+    def _pages(self, call: Callable[..., Any], request: Any, field: str) -> Iterator[Any]:
+        """Every item of a paged list call: ``field`` of each page, following next_page_token."""
+        while True:
+            page = call(request, timeout=self.timeout)
+            yield from getattr(page, field)
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
     def get_model_version(self, version_id: str) -> registry_pb2.ModelVersion:
         return self.registry.GetModelVersion(
             registry_pb2.GetModelVersionRequest(version_id=version_id), timeout=self.timeout)
@@ -233,46 +242,24 @@ class Client:
     def list_model_versions(self, model_name: str, job_id: str = ""
                             ) -> Iterator[registry_pb2.ModelVersion]:
         """Every version of `model_name` (only those a training job produced, given job_id)."""
-        token = ""
-        while True:
-            page = self.registry.ListModelVersions(registry_pb2.ListModelVersionsRequest(
-                model_name=model_name, job_id=job_id, page_token=token), timeout=self.timeout)
-            yield from page.versions
-            token = page.next_page_token
-            if not token:
-                return
+        return self._pages(self.registry.ListModelVersions, registry_pb2.ListModelVersionsRequest(
+            model_name=model_name, job_id=job_id), "versions")
 
     def search_model_versions(self, **filters: Any) -> Iterator[registry_pb2.ModelVersion]:
         """Every version matching the filters of SearchModelVersionsRequest (tags, alias,
         job_id, parent_version_id, dataset_version_id, created_after, ...), page by page."""
-        request = registry_pb2.SearchModelVersionsRequest(**filters)
-        while True:
-            page = self.registry.SearchModelVersions(request, timeout=self.timeout)
-            yield from page.versions
-            if not page.next_page_token:
-                return
-            request.page_token = page.next_page_token
+        return self._pages(self.registry.SearchModelVersions, registry_pb2.SearchModelVersionsRequest(**filters),
+                           "versions")
 
     def list_reports(self, model_version: str = "") -> Iterator[audit_pb2.AuditReport]:
         """Audit reports, oldest first: all, or those of one model version (an id or "name/3",
         "name@alias", ...)."""
-        request = registry_pb2.ListReportsRequest(model_version_id=model_version)
-        while True:
-            page = self.registry.ListReports(request, timeout=self.timeout)
-            yield from page.reports
-            if not page.next_page_token:
-                return
-            request.page_token = page.next_page_token
+        return self._pages(self.registry.ListReports, registry_pb2.ListReportsRequest(model_version_id=model_version),
+                           "reports")
 
     def list_datasets(self, name: str = "") -> Iterator[registry_pb2.Dataset]:
         """Datasets, oldest first: all, or the versions uploaded under one name."""
-        request = registry_pb2.ListDatasetsRequest(name=name)
-        while True:
-            page = self.registry.ListDatasets(request, timeout=self.timeout)
-            yield from page.datasets
-            if not page.next_page_token:
-                return
-            request.page_token = page.next_page_token
+        return self._pages(self.registry.ListDatasets, registry_pb2.ListDatasetsRequest(name=name), "datasets")
 
     def set_alias(self, model_name: str, alias: str, version: str) -> registry_pb2.Alias:
         """Point `model_name@alias` at a version (an id or "name/3", "name/latest", ...)."""
@@ -284,14 +271,8 @@ class Client:
             model_name=model_name, alias=alias), timeout=self.timeout)
 
     def alias_history(self, model_name: str, alias: str) -> list[registry_pb2.AliasEvent]:
-        request = registry_pb2.GetAliasHistoryRequest(model_name=model_name, alias=alias)
-        events = []
-        while True:
-            page = self.registry.GetAliasHistory(request, timeout=self.timeout)
-            events.extend(page.events)
-            if not page.next_page_token:
-                return events
-            request.page_token = page.next_page_token
+        return list(self._pages(self.registry.GetAliasHistory,
+                                registry_pb2.GetAliasHistoryRequest(model_name=model_name, alias=alias), "events"))
 
     def set_tags(self, *, version_id: str = "", dataset_id: str = "",
                  set: dict[str, str] | None = None, remove: list[str] | None = None
@@ -374,14 +355,8 @@ class Client:
                                                 timeout=self.timeout)
 
     def list_jobs(self, kind: str, state: int = 0, page_size: int = 0) -> Iterator[jobs_pb2.Job]:
-        token = ""
-        while True:
-            page = self.jobs_stub(kind).ListJobs(jobs_pb2.ListJobsRequest(
-                page_size=page_size, page_token=token, state=state), timeout=self.timeout)
-            yield from page.jobs
-            token = page.next_page_token
-            if not token:
-                return
+        return self._pages(self.jobs_stub(kind).ListJobs, jobs_pb2.ListJobsRequest(page_size=page_size, state=state),
+                           "jobs")
 
     def watch(self, job_id: str) -> Iterator[jobs_pb2.JobEvent]:
         return self.jobs_stub(job_id).WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id))
