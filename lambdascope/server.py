@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hmac
 import json
 import logging
 import signal
@@ -57,7 +58,8 @@ class _Interceptor(grpc.ServerInterceptor):
         kind = rpc_type(handler)
         if self.token and service not in _OPEN_SERVICES:
             sent = dict(details.invocation_metadata or ()).get("authorization", "")
-            if sent != f"Bearer {self.token}":
+            # Constant time: how long a refusal takes says nothing about how much of the token matched.
+            if not hmac.compare_digest(sent.encode(), f"Bearer {self.token}".encode()):
                 return self._refuse(handler, kind, service, method)
         return self._wrap(handler, kind, service, method)
 
