@@ -60,6 +60,9 @@ class Outcome:
     message: str
     final: jobs_pb2.JobEvent | None = None
     detail: dict = dataclasses.field(default_factory=dict)  # for the log: exit code, reason
+    # The worker failed for a reason other than its input (killed, crashed) and the backend has
+    # not retried it itself: the job manager may start it again.
+    retryable: bool = False
 
 
 class Execution(abc.ABC):
@@ -171,7 +174,7 @@ class LocalExecution(Execution):
         reason = final.message if final is not None and final.message else (
             f"the worker process ended with exit code {returncode} without a result"
             + (f" (killed by signal {-returncode}; out of memory?)" if returncode < 0 else ""))
-        return Outcome(State.JOB_STATE_FAILED, reason, final, detail)
+        return Outcome(State.JOB_STATE_FAILED, reason, final, detail, retryable=returncode != EXIT_BAD_INPUT)
 
     def cancel(self) -> None:
         terminate(self.proc)

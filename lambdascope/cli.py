@@ -432,6 +432,8 @@ def _job_line(job: jobs_pb2.Job) -> str:
         result = f"loss {job.metrics['loss']:.4g}" if "loss" in job.metrics else ""
     if job.message:
         result = f"{result}  {job.message}".strip()
+    if job.attempts > 1:
+        result += f"  ({job.attempts} attempts)"
     return f"{job.id}\t{_state(job.state)}\t{_when(job.created_at)}\t{subject}\t{job.step}/{job.total}\t{result}"
 
 

@@ -79,8 +79,12 @@ class Settings:
     job_active_deadline_seconds: int = 86400
     # Finished Jobs (and their pods and logs) are removed this long after they end.
     job_ttl_seconds: int = 3600
-    # Pod failures a Job retries (evictions and other disruptions are not counted).
+    # Retries of a job whose worker failed for a reason other than its input (killed, out of
+    # memory, a crash): a Kubernetes Job's pod failures (evictions and other disruptions are not
+    # counted), and on the local backend the worker processes, started again after
+    # job_retry_seconds, doubling per attempt (at most 60 s). Bad input is never retried.
     job_backoff_limit: int = 3
+    job_retry_seconds: float = 2.0
 
     @property
     def database(self) -> str:

@@ -47,7 +47,17 @@ jobs_table = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False, index=True),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0, server_default="0"),
 )
+MAX_RETRY_SECONDS = 60.0
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Columns added after a service's jobs table was created (create_all adds tables only)."""
+    present = {c["name"] for c in sa.inspect(engine).get_columns("jobs")}
+    with engine.begin() as conn:
+        if "attempts" not in present:
+            conn.execute(sa.text("ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"))
 
 
 def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
@@ -64,7 +74,7 @@ def _to_job(row: sa.Row) -> jobs_pb2.Job:
         total=row.total, message=row.message, metrics=json.loads(row.metrics_json),
         output_ids=json.loads(row.output_ids_json), created_at=_timestamp(row.created_at),
         started_at=_timestamp(row.started_at), finished_at=_timestamp(row.finished_at),
-        spec_json=row.spec_json,
+        spec_json=row.spec_json, attempts=row.attempts,
     )
 
 
@@ -92,6 +102,8 @@ class JobManager:
         self.backend = backend if backend is not None else backends.from_settings(
             settings, kind=kind, worker_module=worker_module)
         _metadata.create_all(engine)
+        _add_missing_columns(engine)
+        self._timers: dict[str, threading.Timer] = {}
         self._lock = threading.Lock()
         self._executions: dict[str, backends.Execution] = {}
         self._cancelling: set[str] = set()
@@ -194,6 +206,9 @@ class JobManager:
         with self._lock:
             self._closing = True
             executions = list(self._executions.values())
+            timers = list(self._timers.values())
+        for timer in timers:
+            timer.cancel()
         for execution in executions:
             execution.detach()
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -345,7 +360,8 @@ class JobManager:
             claimed = conn.execute(
                 jobs_table.update()
                 .where(jobs_table.c.id == job_id, jobs_table.c.state == State.JOB_STATE_QUEUED)
-                .values(state=State.JOB_STATE_RUNNING, started_at=time.time())).rowcount
+                .values(state=State.JOB_STATE_RUNNING, started_at=time.time(),
+                        attempts=jobs_table.c.attempts + 1)).rowcount
         if not claimed:
             return
         job = self.get(job_id)
@@ -379,10 +395,41 @@ class JobManager:
             self._update(job_id, state=State.JOB_STATE_SUCCEEDED, finished_at=now,
                          message=final.message, output_ids=final.output_ids,
                          metrics=dict(final.metrics), step=final.step, total=final.total)
+        elif outcome.retryable and self._retry(job_id, outcome):
+            return
         else:
             self._update(job_id, state=State.JOB_STATE_FAILED, message=outcome.message,
                          finished_at=now)
         log.info("job ended", extra={"job_id": job_id, **outcome.detail})
+
+    def _retry(self, job_id: str, outcome: backends.Outcome) -> bool:
+        """Queue a job whose worker failed for a reason other than its input again, after a
+        backoff, while attempts remain (as a Kubernetes Job retries its pods); False when none do."""
+        attempts = self.get(job_id).attempts
+        if attempts > self.settings.job_backoff_limit:
+            self._update(job_id, state=State.JOB_STATE_FAILED, finished_at=time.time(),
+                         message=f"{outcome.message} (attempt {attempts} of {attempts}; no retries left)")
+            log.info("job ended", extra={"job_id": job_id, "attempts": attempts, **outcome.detail})
+            return True
+        delay = min(MAX_RETRY_SECONDS, self.settings.job_retry_seconds * 2 ** (attempts - 1))
+        resume = "from its last checkpoint" if self.resumable else "from the start"
+        self._update(job_id, state=State.JOB_STATE_QUEUED, message=(
+            f"attempt {attempts} failed: {outcome.message}; retrying {resume} in {delay:.0f} s "
+            f"(attempt {attempts + 1} of {self.settings.job_backoff_limit + 1})"))
+        log.info("job retried", extra={"job_id": job_id, "attempts": attempts, "delay_s": delay, **outcome.detail})
+        timer = threading.Timer(delay, self._resubmit, args=(job_id,))
+        timer.daemon = True
+        with self._lock:
+            self._timers[job_id] = timer
+        timer.start()
+        return True
+
+    def _resubmit(self, job_id: str) -> None:
+        with self._lock:
+            self._timers.pop(job_id, None)
+            if self._closing:
+                return  # it stays QUEUED: the next service start runs it
+        self._submit(job_id)
 
     def _progress(self, job_id: str, event: jobs_pb2.JobEvent) -> None:
         self._update(job_id, step=event.step, total=event.total, metrics=dict(event.metrics),

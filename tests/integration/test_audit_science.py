@@ -118,6 +118,7 @@ def test_a_dataset_with_nan_is_refused(client, regression, tmp_path):
     done = client.wait(client.start_audit(version.id, dataset.id, config(step_size=1e-4)).id)
     assert done.state == jobs_pb2.JOB_STATE_FAILED
     assert "NaN" in done.message and "row 5" in done.message
+    assert done.attempts == 1  # bad input fails the same way every time: never retried
 
 
 def test_llc_over_training(client):

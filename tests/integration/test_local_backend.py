@@ -1,5 +1,6 @@
 """The local execution backend: a concurrency limit with a queue behind it, and a worker killed
-mid-job ends its job clearly instead of leaving it RUNNING."""
+mid-job is retried (as a Kubernetes Job retries its pods) until its attempts run out, then ends
+its job clearly instead of leaving it RUNNING."""
 from __future__ import annotations
 
 import os
@@ -32,11 +33,27 @@ def worker_pids(data_dir: pathlib.Path, module: str) -> list[int]:
     return found
 
 
-def test_queued_audits_run_two_at_a_time_and_a_killed_worker_fails_its_job(
+def _kill_running_worker(client, job_id: str, data_dir: pathlib.Path, attempt: int) -> None:
+    """SIGKILL the job's worker once its given attempt is sampling."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        job = client.get_job(job_id)
+        assert job.state not in TERMINAL, job
+        pids = worker_pids(data_dir, "services.estimator.worker")
+        if job.state == jobs_pb2.JOB_STATE_RUNNING and job.attempts == attempt and job.step > 0 and pids:
+            assert len(pids) == 1, pids
+            os.kill(pids[0], signal.SIGKILL)
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"attempt {attempt} of {job_id} never ran")
+
+
+def test_queued_audits_run_two_at_a_time_and_a_killed_worker_is_retried_then_fails(
         tmp_path, regression_files):
     model_path, data_path = regression_files
     data_dir = (tmp_path / "data").resolve()
-    env = {"LAMBDASCOPE_MAX_CONCURRENT_JOBS": "2", "LAMBDASCOPE_MAX_CHAIN_STEPS": "100000000"}
+    env = {"LAMBDASCOPE_MAX_CONCURRENT_JOBS": "2", "LAMBDASCOPE_MAX_CHAIN_STEPS": "100000000",
+           "LAMBDASCOPE_JOB_BACKOFF_LIMIT": "1", "LAMBDASCOPE_JOB_RETRY_SECONDS": "0.5"}
     with LocalPlatform(data_dir, extra_env=env) as platform, \
             Client(**platform.endpoints) as client:
         version = client.upload_model(model_path, "queued")
@@ -58,15 +75,23 @@ def test_queued_audits_run_two_at_a_time_and_a_killed_worker_fails_its_job(
         assert [j.state for j in finals] == [jobs_pb2.JOB_STATE_SUCCEEDED] * 5, finals
         assert 1 <= most_running <= 2
 
+        assert all(j.attempts == 1 for j in finals)
+
+        # Killed once: the job runs again and succeeds; its record says it took two attempts.
+        config.sampler.draws = 20_000
+        survivor = client.start_audit(version.id, dataset.id, config)
+        _kill_running_worker(client, survivor.id, data_dir, attempt=1)
+        done = client.wait(survivor.id)
+        assert done.state == jobs_pb2.JOB_STATE_SUCCEEDED and done.attempts == 2, done
+        assert len(done.output_ids) == 1
+
+        # Killed on every attempt: after job_backoff_limit retries it fails, saying why.
         config.sampler.draws = 5_000_000  # long enough to be killed mid-run
         victim = client.start_audit(version.id, dataset.id, config)
-        for event in client.watch(victim.id):
-            if event.state == jobs_pb2.JOB_STATE_RUNNING and event.step > 0:
-                break
-        pids = worker_pids(data_dir, "services.estimator.worker")
-        assert len(pids) == 1, pids
-        os.kill(pids[0], signal.SIGKILL)
+        _kill_running_worker(client, victim.id, data_dir, attempt=1)
+        _kill_running_worker(client, victim.id, data_dir, attempt=2)
         done = client.wait(victim.id)
-        assert done.state == jobs_pb2.JOB_STATE_FAILED
-        assert "signal 9" in done.message, done.message
+        assert done.state == jobs_pb2.JOB_STATE_FAILED and done.attempts == 2, done
+        assert "signal 9" in done.message and "no retries left" in done.message, done.message
         assert client.get_job(victim.id).state == jobs_pb2.JOB_STATE_FAILED  # and it stays so
+        assert not worker_pids(data_dir, "services.estimator.worker")
