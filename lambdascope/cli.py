@@ -156,6 +156,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
                             "llc_mean": r.llc.mean, "llc_std": r.llc.std,
                             "verdict": _verdict(r), "at_minimum": not r.verdict.not_at_minimum}
                            for r in reports],
+            "stages": [{"start_step": st.start, "end_step": st.end, "llc": st.llc, "loss": st.loss,
+                        "llc_change": st.llc_change, "label": st.label} for st in _stages(reports)],
             "reports": [specs.to_dict(r) for r in reports]}
         pathlib.Path(args.json).write_text(json.dumps(body, indent=2))
         _note(f"report written to {args.json}")
@@ -534,6 +536,21 @@ def _print_trajectory(reports: list[audit_pb2.AuditReport]) -> None:
     if early:
         print(f"{early} of {len(reports)} checkpoints were not at a minimum of the loss (taken before training "
               "converged): their λ̂ is left out of the trajectory")
+    for st in _stages(reports):
+        print(f"stage  steps {st.start}-{st.end}: {st.label} (λ̂ {st.llc_change:+.3g})")
+
+
+def _stages(reports: list[audit_pb2.AuditReport]) -> list:
+    """Developmental stages of the points at a minimum (lambdascope.llc.stages); none when the
+    versions carry no increasing training steps (e.g. uploaded by hand)."""
+    from lambdascope.llc.stages import detect_stages
+
+    points = [r for r in reports if not r.verdict.not_at_minimum]
+    steps = [r.step for r in points]
+    if len(points) < 3 or steps[0] <= 0 or any(b <= a for a, b in zip(steps, steps[1:])):
+        return []
+    stderr = [r.llc.std / max(1, len(r.llc.per_chain)) ** 0.5 for r in points]
+    return detect_stages(steps, [r.llc.mean for r in points], stderr, [r.init_loss for r in points])
 
 
 # -- arguments ----------------------------------------------------------------------------
