@@ -34,7 +34,7 @@ SERVICES = ("registry", "trainer", "estimator")
 _RETRY = json.dumps({"methodConfig": [{
     "name": [{}],
     "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.2s", "maxBackoff": "2s",
-                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
+                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]}}]})
 
 
 def _channel(address: str, token: str) -> grpc.Channel:

@@ -52,6 +52,8 @@ class Settings:
     estimator_address: str = ""
     # Jobs running at once on this service; more wait in the queue.
     max_concurrent_jobs: int = 2
+    # Jobs that may wait in the queue; a start beyond it answers RESOURCE_EXHAUSTED (retry later).
+    max_queued_jobs: int = 100
     # When set, every call but health checks must carry `authorization: Bearer <token>`.
     auth_token: str = ""
     # Seconds in-flight calls get to finish on SIGTERM.

@@ -124,6 +124,7 @@ class JobManager:
             raise errors.InvalidArgument("request_id is longer than 128 characters")
         existing = self._by_request(request_id)
         if existing is None:
+            self._check_queue_room()
             job_id = f"{self.kind}-{uuid.uuid4().hex[:16]}"
             try:
                 with self.engine.begin() as conn:
@@ -141,6 +142,17 @@ class JobManager:
                 f"request_id {request_id!r} was already used for a different request "
                 f"(job {existing.id}); use a new request id for a new job")
         return _to_job(existing)
+
+    def _check_queue_room(self) -> None:
+        """Refuse a new job while the queue is full: a bounded backlog, never an unbounded one."""
+        limit = self.settings.max_queued_jobs
+        with self.engine.connect() as conn:
+            waiting = conn.execute(sa.select(sa.func.count()).select_from(jobs_table)
+                                   .where(jobs_table.c.state == State.JOB_STATE_QUEUED)).scalar_one()
+        if waiting >= limit:
+            raise errors.ResourceExhausted(
+                f"the {self.kind} queue is full: {waiting} jobs are waiting (max_queued_jobs = {limit}); "
+                "retry when some have started, or cancel queued ones")
 
     def get(self, job_id: str) -> jobs_pb2.Job:
         with self.engine.connect() as conn:

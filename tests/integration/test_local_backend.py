@@ -95,3 +95,36 @@ def test_queued_audits_run_two_at_a_time_and_a_killed_worker_is_retried_then_fai
         assert "signal 9" in done.message and "no retries left" in done.message, done.message
         assert client.get_job(victim.id).state == jobs_pb2.JOB_STATE_FAILED  # and it stays so
         assert not worker_pids(data_dir, "services.estimator.worker")
+
+
+def test_a_full_queue_refuses_new_jobs_with_resource_exhausted(tmp_path, regression_files):
+    import grpc
+
+    model_path, data_path = regression_files
+    env = {"LAMBDASCOPE_MAX_CONCURRENT_JOBS": "1", "LAMBDASCOPE_MAX_QUEUED_JOBS": "1",
+           "LAMBDASCOPE_MAX_CHAIN_STEPS": "100000000"}
+    with LocalPlatform((tmp_path / "data").resolve(), extra_env=env) as platform, \
+            Client(**platform.endpoints) as client:
+        version = client.upload_model(model_path, "busy")
+        dataset = client.upload_dataset(data_path, "busy-data")
+        config = audit_pb2.AuditConfig(loss=models_pb2.LOSS_KIND_MSE)
+        config.sampler.draws, config.sampler.burnin, config.sampler.chains = 5_000_000, 0, 2
+        config.sampler.step_size = 1e-4
+        running = client.start_audit(version.id, dataset.id, config)
+        deadline = time.monotonic() + 120
+        while client.get_job(running.id).state != jobs_pb2.JOB_STATE_RUNNING and time.monotonic() < deadline:
+            time.sleep(0.05)
+        waiting = client.start_audit(version.id, dataset.id, config)  # the one place in the queue
+        try:
+            client.start_audit(version.id, dataset.id, config)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "queue is full" in exc.details() and "max_queued_jobs = 1" in exc.details(), exc.details()
+        else:
+            raise AssertionError("a third job was accepted beyond the queue's bound")
+        assert client.get_job(waiting.id).state == jobs_pb2.JOB_STATE_QUEUED
+        client.cancel_job(waiting.id)
+        client.cancel_job(running.id)
+        # Room again: a new start is accepted.
+        again = client.start_audit(version.id, dataset.id, config)
+        assert client.cancel_job(again.id).state == jobs_pb2.JOB_STATE_CANCELLED
