@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import pathlib
 import signal
 import sys
@@ -392,6 +393,52 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Audits side by side; each against the first: the difference, its interval and p-value,
+    and warnings where the settings differ so the numbers are not comparable."""
+    from lambdascope.llc.compare import compare_chains
+
+    with _client(args) as client:
+        reports = [client.get_report(r) for r in args.report_ids]
+    print("report\tmodel version\tLLC\tverdict\tchains\tnβ\tstep\tγ\tdataset")
+    for r in reports:
+        s = r.config.sampler
+        print(f"{r.id}\t{r.model_version_id}\t{r.llc.mean:.3f} ± {r.llc.std:.3f}\t{_verdict(r)}\t"
+              f"{len(r.llc.per_chain)}\t{s.nbeta:.4g}\t{s.step_size:.3g}\t{s.localization:g}\t{r.dataset_id}")
+    base = reports[0]
+    for r in reports[1:]:
+        if len(base.llc.per_chain) < 2 or len(r.llc.per_chain) < 2:
+            print(f"{r.id} vs {base.id}: cannot judge against the noise (fewer than two chains)")
+            continue
+        d = compare_chains(base.llc.per_chain, r.llc.per_chain)
+        verdict = "larger than the estimator's noise" if d.significant else "within the estimator's noise"
+        print(f"{r.id} vs {base.id}: ΔLLC {d.difference:+.3f} (95% interval {d.low:+.3f} … {d.high:+.3f}), "
+              f"permutation p = {d.p_value:.3f} (smallest possible {d.smallest_p:.3f}): {verdict}")
+        for warning in _incomparable(base, r):
+            print(f"  warning: {warning}")
+    return 0
+
+
+def _incomparable(a: audit_pb2.AuditReport, b: audit_pb2.AuditReport) -> list[str]:
+    """Settings that differ between two audits, each making their λ̂ less comparable."""
+    sa, sb = a.config.sampler, b.config.sampler
+    out = []
+    if a.dataset_id != b.dataset_id:
+        out.append(f"different data ({a.dataset_id}, {b.dataset_id}): λ̂ is a property of model and data together")
+    if a.config.loss != b.config.loss:
+        out.append("different losses")
+    if not math.isclose(sa.nbeta, sb.nbeta, rel_tol=1e-6):
+        out.append(f"different nβ ({sa.nbeta:.4g}, {sb.nbeta:.4g}): λ̂ depends on the temperature")
+    if not math.isclose(sa.localization, sb.localization, rel_tol=1e-6):
+        out.append(f"different localization γ ({sa.localization:g}, {sb.localization:g})")
+    if sa.step_size > 0 and sb.step_size > 0 and max(sa.step_size, sb.step_size) > 2 * min(sa.step_size, sb.step_size):
+        out.append(f"step sizes differ by more than 2x ({sa.step_size:.3g}, {sb.step_size:.3g}); each was "
+                   "calibrated for its model and its first-order bias removed, but not all of it")
+    if a.llc.bias_corrected != b.llc.bias_corrected:
+        out.append("one λ̂ has the step's predicted bias removed and the other not (--bias-correction)")
+    return out
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     with _client(args) as client:
         report = client.get_report(args.report_id)
@@ -653,6 +700,9 @@ def _parser() -> argparse.ArgumentParser:
     reports.add_argument("version", nargs="?", help="a model version: an id, NAME/N, NAME/latest or NAME@ALIAS")
     datasets = command("datasets", cmd_datasets, "list registered datasets")
     datasets.add_argument("name", nargs="?", help="only the versions uploaded under this name")
+    compare = command("compare", cmd_compare, "compare audits: differences beyond the estimator's noise, "
+                      "and settings that make them incomparable")
+    compare.add_argument("report_ids", nargs="+", metavar="REPORT_ID", help="two or more audit reports")
     report = command("report", cmd_report, "print an audit report")
     report.add_argument("report_id")
     report.add_argument("--json", metavar="OUT.json")

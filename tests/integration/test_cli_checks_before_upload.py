@@ -112,6 +112,9 @@ def test_identical_files_audited_twice_reuse_one_version_and_dataset(platform, c
     jobs = _cli(platform, tmp_path, "jobs", "--kind", "audit").stdout
     line = next(line for line in jobs.splitlines() if reports[0].job_id in line)
     assert versions[0].id in line and f"LLC {reports[0].llc.mean:.3f}" in line, line
+    compared = _cli(platform, tmp_path, "compare", reports[0].id, reports[1].id)
+    assert compared.returncode == 0, compared.stderr
+    assert "within the estimator's noise" in compared.stdout and "warning" not in compared.stdout, compared.stdout
     datasets = _cli(platform, tmp_path, "datasets", "twice").stdout
     assert "twice v1" in datasets and "float32[128, 2]" in datasets, datasets
 
