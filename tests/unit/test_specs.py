@@ -39,3 +39,12 @@ def test_reports_keep_zero_valued_fields_and_name_enums() -> None:
     out = specs.to_dict(report)
     assert out["verdict"]["state"] == "VERDICT_STATE_OK"
     assert out["num_parameters"] == "0" and out["wbic"] == 0 and out["traces"] == []
+
+
+def test_every_loss_kind_has_one_name_and_one_function() -> None:
+    from lambdascope import cli, fit
+    from lambdascope.llc.losses import LOSSES
+
+    kinds = {v.number for v in models_pb2.LossKind.DESCRIPTOR.values if v.number != 0}
+    assert set(fit.LOSS_NAMES) == kinds and set(cli.LOSSES.values()) == kinds
+    assert set(fit.LOSS_NAMES.values()) == set(LOSSES) == set(cli.LOSSES)  # the library computes each one
