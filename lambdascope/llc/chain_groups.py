@@ -10,7 +10,8 @@ Speed. One vmapped pass over all chains is the fastest on small models, where a 
 Python and dispatch overhead; on large ones batching buys nothing and the batched kernels are
 slower (a 1M-parameter transformer, 4 chains, 2 CPU threads: 595 ms per step together, 472 ms one
 chain per pass; bench/transformer_audit.py). So when a step of all chains together takes long
-enough to time reliably (:data:`TIMED_ABOVE`), one step is timed each way and the faster is kept.
+enough to time reliably (:data:`TIMED_ABOVE`), steps are timed each way, alternately, and the
+faster is kept.
 
 The gradients are the same numbers whichever way the chains are grouped (up to floating-point
 rounding).
@@ -30,6 +31,7 @@ __all__ = ["ChainPlan", "available_bytes", "by_speed", "peak_bytes", "plan_chain
 
 TIMED_ABOVE = 0.02  # seconds per step of all chains together: below, overhead dominates, keep them together
 FASTER_BY = 0.9  # one chain per pass must be at least 10% faster to be chosen
+TIMING_ROUNDS = 3  # each way is timed this many times, alternately; the best of each counts
 MEMORY_SHARE = 0.5  # of the available memory, for the passes' activations
 # Autograd keeps the saved activations and, during backward, gradients of about the same size;
 # the optimizer-free update adds a few (D,) vectors per chain.

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lambdascope.llc.calibration import DEFAULT_TARGET_BIAS, CalibrationResult, calibrate, refine
-from lambdascope.llc.chain_groups import (MEMORY_SHARE, TIMED_ABOVE, ChainPlan, available_bytes, by_speed,
+from lambdascope.llc.chain_groups import (MEMORY_SHARE, TIMED_ABOVE, TIMING_ROUNDS, ChainPlan, available_bytes, by_speed,
                                             peak_bytes, plan_chains, reset_peak)
 from lambdascope.llc.sgld import (LossFn, SamplerDivergedError, SGLDTrace, activation_bytes, make_forward,
                                      pass_seconds, prepare_for_sampling, run_sgld)
@@ -480,9 +480,13 @@ def _chain_plan(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_f
                                 repeats=1)
         if together < TIMED_ABOVE:
             return plan
-        together = min(together, pass_seconds(model, x, y, loss_fn, names, config.batch_size, config.chains,
-                                              plan.per_pass))
-        one = pass_seconds(model, x, y, loss_fn, names, config.batch_size, config.chains, 1)
+        # Alternate the two ways and keep each one's best: a burst of other work on the machine
+        # then slows both alike instead of deciding the choice.
+        one = math.inf
+        for _ in range(TIMING_ROUNDS):
+            one = min(one, pass_seconds(model, x, y, loss_fn, names, config.batch_size, config.chains, 1, repeats=1))
+            together = min(together, pass_seconds(model, x, y, loss_fn, names, config.batch_size, config.chains,
+                                                  plan.per_pass, repeats=1))
     except Exception:  # noqa: BLE001 - vmap cannot batch this model: the sampler falls back by itself
         return plan
     return by_speed(plan, config.chains, together, one)
