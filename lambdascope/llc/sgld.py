@@ -493,14 +493,18 @@ def run_sgld(
         if pending_grad is not None:
             noise_stat[:, slot - 1] = (grad - pending_grad).double().square().sum(dim=1) * nbeta**2
             pending_grad = None
-        diff = w - center
-        drift = grad.mul(nbeta).add_(diff, alpha=localization)
-        if weight_decay:
-            drift.add_(w, alpha=weight_decay)
-        w_next = w.add(drift, alpha=-half).add_(noise[:, kn], alpha=scale)
-        if slot < m and scored[slot] == t:
+        # w' = (1 − (ε/2)(γ + wd))·w + (ε/2)γ·w* − (ε/2)nβ·g + √ε·ξ, in four passes over the
+        # gradient's own buffer (nothing allocated), or over a copy when the move is scored and
+        # its parts are needed; both give the same numbers, so scoring never changes a chain.
+        is_scored = slot < m and scored[slot] == t
+        w_next = grad.mul(-half * nbeta) if is_scored else grad.mul_(-half * nbeta)
+        w_next.add_(w, alpha=1.0 - half * (localization + weight_decay))
+        if localization:
+            w_next.add_(center, alpha=half * localization)
+        w_next.add_(noise[:, kn], alpha=scale)
+        if is_scored:
             grad2, loss2 = grad_fn(w_next, xb, yb)
-            _score_move(w, w_next, diff, grad, loss, grad2, loss2, nbeta, localization, weight_decay,
+            _score_move(w, w_next, w - center, grad, loss, grad2, loss2, nbeta, localization, weight_decay,
                         current, out=(acc, curv, loc_energy), slot=slot)
             pending_grad = grad2 if t + 1 < steps else None
             slot += 1
