@@ -84,9 +84,9 @@ class Settings:
     # Retries of a job whose worker failed for a reason other than its input (killed, out of
     # memory, a crash): a Kubernetes Job's pod failures (evictions and other disruptions are not
     # counted), and on the local backend the worker processes, started again after
-    # job_retry_seconds, doubling per attempt (at most 60 s). Bad input is never retried.
+    # retry_backoff_seconds, doubling per attempt (at most 60 s). Bad input is never retried.
     job_backoff_limit: int = 3
-    job_retry_seconds: float = 2.0
+    retry_backoff_seconds: float = 2.0
 
     @property
     def database(self) -> str:

@@ -423,7 +423,7 @@ class JobManager:
                          message=f"{outcome.message} (attempt {attempts} of {attempts}; no retries left)")
             log.info("job ended", extra={"job_id": job_id, "attempts": attempts, **outcome.detail})
             return True
-        delay = min(MAX_RETRY_SECONDS, self.settings.job_retry_seconds * 2 ** (attempts - 1))
+        delay = min(MAX_RETRY_SECONDS, self.settings.retry_backoff_seconds * 2 ** (attempts - 1))
         resume = "from its last checkpoint" if self.resumable else "from the start"
         self._update(job_id, state=State.JOB_STATE_QUEUED, message=(
             f"attempt {attempts} failed: {outcome.message}; retrying {resume} in {delay:.0f} s "

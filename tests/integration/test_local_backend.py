@@ -53,7 +53,7 @@ def test_queued_audits_run_two_at_a_time_and_a_killed_worker_is_retried_then_fai
     model_path, data_path = regression_files
     data_dir = (tmp_path / "data").resolve()
     env = {"LAMBDASCOPE_MAX_CONCURRENT_JOBS": "2", "LAMBDASCOPE_MAX_CHAIN_STEPS": "100000000",
-           "LAMBDASCOPE_JOB_BACKOFF_LIMIT": "1", "LAMBDASCOPE_JOB_RETRY_SECONDS": "0.5"}
+           "LAMBDASCOPE_JOB_BACKOFF_LIMIT": "1", "LAMBDASCOPE_RETRY_BACKOFF_SECONDS": "0.5"}
     with LocalPlatform(data_dir, extra_env=env) as platform, \
             Client(**platform.endpoints) as client:
         version = client.upload_model(model_path, "queued")
