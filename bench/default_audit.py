@@ -141,6 +141,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="default-audit-") as tmp:
         folder = Path(tmp)
         with LocalPlatform(folder / "platform") as platform:
+            os.environ["LAMBDASCOPE_API_KEY"] = platform.api_key  # the CLI runs below use it
             server = platform.endpoints["registry"]
             for case in cases:
                 lam, bound = case.theory_lambda(), bounds[case.name]

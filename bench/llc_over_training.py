@@ -280,7 +280,7 @@ def main(argv=None) -> int:
     held_out = datasets.split(x, y, 0.2, seed=SEED)  # the trainer's split for this spec
     # 1 torch thread per worker (also the default here: 2 cores / 2 concurrent jobs per service)
     env = {"LAMBDASCOPE_WORKER_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    with LocalPlatform(data_dir, extra_env=env) as platform, Client(**platform.endpoints) as client, \
+    with LocalPlatform(data_dir, extra_env=env) as platform, platform.client() as client, \
             tempfile.TemporaryDirectory(prefix="llc-over-training-") as scratch:
         print("platform: " + ", ".join(f"{k} {v}" for k, v in platform.endpoints.items()), flush=True)
         spec = train_spec(epochs, count)

@@ -141,7 +141,7 @@ def worker_process(spec: dict, ready, results, go) -> None:
         rng = random.Random(spec["seed"] * 1000 + index)
         local: dict[str, list[float]] = {k: [] for k in KINDS}
         local_errors: dict[str, int] = {}
-        with Client(registry=spec["address"]) as client:
+        with Client(registry=spec["address"], api_key=spec["api_key"]) as client:
             stub = (platform_pb2_grpc.PlatformStub(client.channel("registry")) if spec["floor"]
                     else client.registry)
             # Warm up the channel (connection, first-call setup) before the clock starts.
@@ -304,14 +304,14 @@ def summarize(samples: dict[str, list[float]], seconds: float) -> dict[str, dict
 def run_load(address: str, *, processes: int, threads: int, seconds: float, ids, models,
              search_pages: int, seed: int, registry_pid: int, metrics_address: str,
              database_url: str = "", database: str = "", rate: float = 0.0,
-             floor: bool = False) -> dict:
+             floor: bool = False, api_key: str = "") -> dict:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # no fork of a process that already holds gRPC channels
     ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     procs = []
     for p in range(processes):
-        spec = {"address": address, "threads": threads, "seconds": seconds, "ids": ids,
+        spec = {"address": address, "api_key": api_key, "threads": threads, "seconds": seconds, "ids": ids,
                 "models": models, "search_pages": search_pages, "seed": seed * 100 + p,
                 "rate": rate, "clients": processes * threads, "floor": floor}
         procs.append(ctx.Process(target=worker_process, args=(spec, ready, results, go), daemon=True))
@@ -636,7 +636,7 @@ def main(argv=None) -> int:
                          "and its interceptors, no registry work): the floor under the same clients")
             print(f"\n{label}: {nproc * nthreads} client thread(s) in {nproc} process(es), {secs:g} s, {loop}",
                   flush=True)
-            res = run_load(backend.address, processes=nproc, threads=nthreads, seconds=secs, ids=ids,
+            res = run_load(backend.address, api_key=backend.api_key, processes=nproc, threads=nthreads, seconds=secs, ids=ids,
                            models=models, search_pages=args.search_pages, seed=args.seed,
                            registry_pid=registry_pid, metrics_address=metrics_address,
                            database_url=database_url, database=database, rate=rate,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.export.save(program, folder / "transformer.pt2")
             save_file({"x": x, "y": y}, str(folder / "tokens.safetensors"))
             with LocalPlatform(folder / "platform") as platform:
+                os.environ["LAMBDASCOPE_API_KEY"] = platform.api_key  # the CLI runs below use it
                 audit = audit_with_cli(platform.endpoints["registry"], folder / "transformer.pt2",
                                        folder / "tokens.safetensors", folder / "report.json", args.max_seconds)
         result["audit"] = audit

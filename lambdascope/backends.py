@@ -11,7 +11,7 @@ Either way the worker speaks the protocol of lambdascope.worker: JobEvent JSON l
 (for Kubernetes: the pod's log), exit code 0 / 1 (infrastructure) / 2 (bad input). The manager
 sees only this module's types:
 
-    backend.start(job_id, spec_json) -> Execution     create the job's worker (idempotent)
+    backend.start(job_id, spec_json, credential) -> Execution    create the job's worker (idempotent)
     backend.adopt(job_id) -> Execution | None          the worker a previous service left
                                                        running, if the backend can tell
     execution.run(on_progress) -> Outcome              follow it to its end
@@ -88,7 +88,7 @@ class Backend(abc.ABC):
     survives_shutdown: bool = False
 
     @abc.abstractmethod
-    def start(self, job_id: str, spec_json: str) -> Execution:
+    def start(self, job_id: str, spec_json: str, credential: str = "") -> Execution:
         """Start the job's worker; starting one that already runs adopts it."""
 
     def adopt(self, job_id: str) -> Execution | None:
@@ -145,7 +145,7 @@ class LocalBackend(Backend):
     def __init__(self, settings: Settings, *, kind: str, worker_module: str):
         self.settings, self.kind, self.worker_module = settings, kind, worker_module
 
-    def start(self, job_id: str, spec_json: str) -> Execution:
+    def start(self, job_id: str, spec_json: str, credential: str = "") -> Execution:
         env = {**os.environ, **config.to_env(self.settings)}
         env.pop(JOB_ENV, None)  # the job comes on stdin
         proc = subprocess.Popen(
@@ -153,7 +153,7 @@ class LocalBackend(Backend):
             stdout=subprocess.PIPE, env=env, start_new_session=True)
         log.info("job started", extra={"job_id": job_id, "pid": proc.pid})
         return LocalExecution(job_id, proc, json.dumps(
-            {"job_id": job_id, "kind": self.kind, "spec_json": spec_json}))
+            {"job_id": job_id, "kind": self.kind, "spec_json": spec_json, "api_key": credential}))
 
 
 class LocalExecution(Execution):
@@ -203,7 +203,7 @@ def terminate(proc: subprocess.Popen, grace: float = 5.0) -> None:
 
 WORKER_CONTAINER = "worker"
 SECRET_NAME = "lambdascope-secrets"
-SECRET_KEYS = ("LAMBDASCOPE_AUTH_TOKEN", "LAMBDASCOPE_S3_ACCESS_KEY", "LAMBDASCOPE_S3_SECRET_KEY")
+SECRET_KEYS = ("LAMBDASCOPE_S3_ACCESS_KEY", "LAMBDASCOPE_S3_SECRET_KEY")
 JOB_ID_LABEL = "lambdascope.dev/job-id"
 KIND_LABEL = "lambdascope.dev/kind"
 WORKER_LABELS = {"app.kubernetes.io/name": "lambdascope", "app.kubernetes.io/component": "worker",
@@ -266,12 +266,15 @@ def parse_tolerations(text: str) -> list:
 
 
 def build_job(job_id: str, kind: str, spec_json: str, settings: Settings, *,
-              worker_module: str | None = None):
+              worker_module: str | None = None, credential: str = ""):
     """The batch/v1 Job that runs one job (a typed kubernetes.client.V1Job; no API calls).
 
     The pod runs the worker image (ENTRYPOINT `python -m`) with the worker module as its only
-    argument; the service's settings as LAMBDASCOPE_* variables, secrets only by reference to
-    the lambdascope-secrets Secret, and the job itself as JSON in LAMBDASCOPE_JOB."""
+    argument; the service's settings as LAMBDASCOPE_* variables (never the admin key), secrets
+    only by reference to the lambdascope-secrets Secret, and the job itself as JSON in
+    LAMBDASCOPE_JOB, with its credential: a key bound to the job's team, revoked when the job
+    ends, but readable meanwhile by whoever may read Jobs in the namespace (a per-job Secret
+    would narrow that to who may read Secrets)."""
     from kubernetes import client as k8s
 
     if not settings.job_image:
@@ -290,7 +293,7 @@ def build_job(job_id: str, kind: str, spec_json: str, settings: Settings, *,
         secret_key_ref=k8s.V1SecretKeySelector(name=SECRET_NAME, key=key, optional=True)))
         for key in SECRET_KEYS]
     env.append(k8s.V1EnvVar(name=JOB_ENV, value=json.dumps(
-        {"job_id": job_id, "kind": kind, "spec_json": spec_json})))
+        {"job_id": job_id, "kind": kind, "spec_json": spec_json, "api_key": credential})))
 
     resources = k8s.V1ResourceRequirements(
         limits={GPU_RESOURCE: str(settings.job_gpu)} if settings.job_gpu > 0 else None)
@@ -363,11 +366,11 @@ class KubernetesBackend(Backend):
         self.poll_interval, self.max_api_failures = poll_interval, max_api_failures
         build_job("check", kind, "{}", settings, worker_module=worker_module)  # settings parse
 
-    def start(self, job_id: str, spec_json: str) -> Execution:
+    def start(self, job_id: str, spec_json: str, credential: str = "") -> Execution:
         from kubernetes.client.rest import ApiException
 
         job = build_job(job_id, self.kind, spec_json, self.settings,
-                        worker_module=self.worker_module)
+                        worker_module=self.worker_module, credential=credential)
         try:
             self.batch.create_namespaced_job(self.namespace, job)
             log.info("kubernetes job created", extra={"job_id": job_id,

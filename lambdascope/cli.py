@@ -1,5 +1,5 @@
 """`lambdascope`: the command line over the SDK (up, audit, train, models, datasets, alias, tag,
-rm, gc, jobs, reports, report)."""
+rm, gc, jobs, reports, report, compare, whoami, admin)."""
 from __future__ import annotations
 
 import argparse
@@ -10,11 +10,12 @@ import pathlib
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 import grpc
 from google.protobuf import json_format
 
-from lambdascope import discovery, fit, inspection, specs
+from lambdascope import cli_admin, discovery, fit, inspection, specs
 from lambdascope.client import Client, PlatformNotFound
 from lambdascope.local import LocalPlatform
 from lambdascope.progress import ProgressBar
@@ -81,7 +82,15 @@ def main(argv: list[str] | None = None) -> int:
 # -- commands -----------------------------------------------------------------------------
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.server, data_dir=args.data_dir)
+    return Client(args.server, data_dir=args.data_dir, api_key=args.api_key)
+
+
+def _with_client(cmd: Callable[[argparse.Namespace, Client], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        with _client(args) as client:
+            return cmd(args, client)
+
+    return run
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -615,6 +624,9 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--data-dir", metavar="DIR",
                            help="the platform `lambdascope up --data-dir DIR` runs, when several run "
                                 "(default: LAMBDASCOPE_DATA_DIR, else the only one)")
+            p.add_argument("--api-key", metavar="KEY",
+                           help="the API key to send (default: LAMBDASCOPE_API_KEY, else the admin "
+                                "key of the platform `lambdascope up` runs here)")
         return p
 
     up = command("up", cmd_up, "start the platform locally and keep it running")
@@ -706,6 +718,7 @@ def _parser() -> argparse.ArgumentParser:
     report = command("report", cmd_report, "print an audit report")
     report.add_argument("report_id")
     report.add_argument("--json", metavar="OUT.json")
+    cli_admin.add_commands(command, _with_client)
     return parser
 
 

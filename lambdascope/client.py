@@ -23,10 +23,10 @@ from typing import Any
 
 import grpc
 
-from lambdascope import discovery
+from lambdascope import auth, discovery
 from lambdascope.discovery import PlatformNotFound
-from lambdascope.v1 import (audit_pb2, estimator_pb2, estimator_pb2_grpc, jobs_pb2, models_pb2,
-                            platform_pb2, platform_pb2_grpc, registry_pb2, registry_pb2_grpc,
+from lambdascope.v1 import (audit_pb2, estimator_pb2, estimator_pb2_grpc, identity_pb2,
+                            identity_pb2_grpc, jobs_pb2, models_pb2, platform_pb2, platform_pb2_grpc, registry_pb2, registry_pb2_grpc,
                             trainer_pb2, trainer_pb2_grpc)
 
 CHUNK = 1 << 20
@@ -37,20 +37,23 @@ _RETRY = json.dumps({"methodConfig": [{
                     "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]}}]})
 
 
-def _channel(address: str, token: str) -> grpc.Channel:
+def _channel(address: str, credentials: Callable[[], list[tuple[str, str]]]) -> grpc.Channel:
     channel = grpc.insecure_channel(address, options=[
         ("grpc.service_config", _RETRY), ("grpc.enable_retries", 1),
         ("grpc.max_receive_message_length", 8 * 2**20)])
-    if token:
-        channel = grpc.intercept_channel(channel, _BearerToken(token))
-    return channel
+    return grpc.intercept_channel(channel, _Credentials(credentials))
 
 
-def describe(address: str, token: str = "", timeout: float = 10.0) -> dict[str, str]:
+def _bearer(api_key: str) -> Callable[[], list[tuple[str, str]]]:
+    metadata = [("authorization", f"Bearer {api_key}")] if api_key else []
+    return lambda: metadata
+
+
+def describe(address: str, api_key: str = "", timeout: float = 10.0) -> dict[str, str]:
     """Ask the service at `address` where the platform's services are; a service that cannot be
     reached (refused, not answering) is a PlatformNotFound that says so, not a raw status."""
     try:
-        with _channel(address, token) as channel:
+        with _channel(address, _bearer(api_key)) as channel:
             reply = platform_pb2_grpc.PlatformStub(channel).Describe(
                 platform_pb2.DescribeRequest(), timeout=timeout)
     except grpc.RpcError as exc:
@@ -65,35 +68,46 @@ def describe(address: str, token: str = "", timeout: float = 10.0) -> dict[str, 
     return endpoints
 
 
-def resolve_endpoints(server: str | None = None, token: str = "", data_dir: str | None = None,
-                      **explicit: str | None) -> dict[str, str]:
-    """Addresses from: explicit arguments (alone, when no `server` is given), `server` (or
-    LAMBDASCOPE_SERVER) asked via Describe, LAMBDASCOPE_<SERVICE>_ADDRESS variables, then the
-    platform `lambdascope up` runs on ``data_dir`` (or the only one running; lambdascope.discovery)."""
+def resolve_endpoints(server: str | None = None, api_key: str = "", data_dir: str | None = None,
+                      **explicit: str | None) -> tuple[dict[str, str], str]:
+    """(addresses, the admin key of a discovered local platform or ""). Addresses from: explicit
+    arguments (alone, when no `server` is given), `server` (or LAMBDASCOPE_SERVER) asked via
+    Describe, LAMBDASCOPE_<SERVICE>_ADDRESS variables, then the platform `lambdascope up` runs on
+    ``data_dir`` (or the only one running; lambdascope.discovery)."""
     given = {k: v for k, v in explicit.items() if v}
     if given and not server:
-        return given
+        return given, ""
     found: dict[str, str] = {}
+    local_key = ""
     server = server or os.environ.get("LAMBDASCOPE_SERVER")
     if server:
-        found.update(describe(server, token))
+        found.update(describe(server, api_key))
     else:
         for name in SERVICES:
             if os.environ.get(f"LAMBDASCOPE_{name.upper()}_ADDRESS"):
                 found[name] = os.environ[f"LAMBDASCOPE_{name.upper()}_ADDRESS"]
         if not found:
-            found.update(discovery.find(data_dir))
+            entry = discovery.find(data_dir)
+            found.update(entry["endpoints"])
+            local_key = discovery.admin_key(entry["data_dir"])
     found.update(given)
-    return found
+    return found, local_key
 
 
 class Client:
     def __init__(self, server: str | None = None, *, registry: str | None = None,
                  trainer: str | None = None, estimator: str | None = None,
-                 token: str | None = None, timeout: float = 60.0, data_dir: str | None = None):
-        self.token = token if token is not None else os.environ.get("LAMBDASCOPE_AUTH_TOKEN", "")
-        self.endpoints = resolve_endpoints(server, self.token, data_dir, registry=registry,
+                 api_key: str | None = None, timeout: float = 60.0, data_dir: str | None = None,
+                 forward_caller: bool = False):
+        """api_key: sent as `authorization: Bearer <key>`; default LAMBDASCOPE_API_KEY, else the
+        admin key of the local platform found by discovery. forward_caller: a service's client
+        that calls for the caller of the RPC it serves, with that caller's own key
+        (lambdascope.auth.forwarded); it has no key of its own."""
+        api_key = api_key if api_key is not None else os.environ.get("LAMBDASCOPE_API_KEY", "")
+        self.endpoints, local_key = resolve_endpoints(server, api_key, data_dir, registry=registry,
                                            trainer=trainer, estimator=estimator)
+        self.api_key = api_key or local_key
+        self._credentials = auth.forwarded if forward_caller else _bearer(self.api_key)
         self.timeout = timeout
         self._channels: dict[str, grpc.Channel] = {}
 
@@ -115,7 +129,7 @@ class Client:
                 raise PlatformNotFound(
                     f"no address for the {service} service: start the platform with "
                     "`lambdascope up`, or pass --server HOST:PORT of any lambdascope service")
-            self._channels[service] = _channel(address, self.token)
+            self._channels[service] = _channel(address, self._credentials)
         return self._channels[service]
 
     @property
@@ -129,6 +143,41 @@ class Client:
     @property
     def estimator(self) -> estimator_pb2_grpc.EstimatorStub:
         return estimator_pb2_grpc.EstimatorStub(self.channel("estimator"))
+
+    @property
+    def identity(self) -> identity_pb2_grpc.IdentityStub:
+        return identity_pb2_grpc.IdentityStub(self.channel("registry"))
+
+    # -- identities (served by the registry) -----------------------------------------------
+
+    def whoami(self) -> identity_pb2.Principal:
+        return self.identity.WhoAmI(identity_pb2.WhoAmIRequest(), timeout=self.timeout)
+
+    def create_team(self, name: str) -> identity_pb2.Team:
+        return self.identity.CreateTeam(identity_pb2.CreateTeamRequest(name=name),
+                                        timeout=self.timeout)
+
+    def list_teams(self) -> list[identity_pb2.Team]:
+        return list(self.identity.ListTeams(identity_pb2.ListTeamsRequest(),
+                                            timeout=self.timeout).teams)
+
+    def create_key(self, team: str, role: int, expires_days: int = 0,
+                   description: str = "") -> identity_pb2.CreatedKey:
+        return self.identity.CreateKey(identity_pb2.CreateKeyRequest(
+            team=team, role=role, expires_days=expires_days, description=description),
+            timeout=self.timeout)
+
+    def list_keys(self, team: str = "", include_revoked: bool = False) -> list[identity_pb2.ApiKey]:
+        return list(self.identity.ListKeys(identity_pb2.ListKeysRequest(
+            team=team, include_revoked=include_revoked), timeout=self.timeout).keys)
+
+    def revoke_key(self, key_id: str) -> identity_pb2.ApiKey:
+        return self.identity.RevokeKey(identity_pb2.RevokeKeyRequest(key_id=key_id),
+                                       timeout=self.timeout)
+
+    def issue_job_credential(self, job_id: str, expires_seconds: int) -> str:
+        return self.identity.IssueJobCredential(identity_pb2.IssueJobCredentialRequest(
+            job_id=job_id, expires_seconds=expires_seconds), timeout=self.timeout).secret
 
     # -- registry -------------------------------------------------------------------------
 
@@ -436,15 +485,15 @@ def _write_checked(data: Iterator[bytes], expected: Callable[[], tuple[str, int]
     return dest
 
 
-class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+class _Credentials(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
                    grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
-    """Adds `authorization: Bearer <token>` to every call."""
+    """Adds the metadata `credentials()` gives (`authorization: Bearer <key>`) to every call."""
 
-    def __init__(self, token: str):
-        self.metadata = ("authorization", f"Bearer {token}")
+    def __init__(self, credentials: Callable[[], list[tuple[str, str]]]):
+        self.credentials = credentials
 
     def _details(self, details: Any) -> Any:
-        return details._replace(metadata=[*(details.metadata or ()), self.metadata])
+        return details._replace(metadata=[*(details.metadata or ()), *self.credentials()])
 
     def intercept_unary_unary(self, continuation, details, request):
         return continuation(self._details(details), request)

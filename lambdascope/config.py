@@ -4,7 +4,7 @@ Precedence: explicit overrides (command-line flags) > LAMBDASCOPE_* environment 
 the YAML file named by LAMBDASCOPE_CONFIG (a mapping of the field names below, e.g.
 `object_store: s3://models`) > defaults. Every service reads the same Settings; `lambdascope up`
 and the Kubernetes manifests set the same variables. Addresses of the other services come from
-here, never from shared files. Secrets (auth_token, s3_secret_key) may sit in the file, but
+here, never from shared files. Secrets (admin_key, s3_secret_key) may sit in the file, but
 prefer the environment (a Kubernetes Secret): the file tends to get copied and committed.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Settings:
     gc_interval_seconds: float = 3600.0
     # Staging uploads older than this are abandoned and may be removed.
     staging_ttl_seconds: float = 86400.0
-    # The team id stamped on records when a call names none.
+    # The team of the admin key given as admin_key.
     default_owner: str = "default"
     # Lifetime of presigned download URLs.
     presign_seconds: int = 3600
@@ -54,8 +54,11 @@ class Settings:
     max_concurrent_jobs: int = 2
     # Jobs that may wait in the queue; a start beyond it answers RESOURCE_EXHAUSTED (retry later).
     max_queued_jobs: int = 100
-    # When set, every call but health checks must carry `authorization: Bearer <token>`.
-    auth_token: str = ""
+    # An API key (lsk_<id>_<secret>, `python -m lambdascope.auth` makes one) that the registry
+    # installs at start as an admin key of default_owner's team: how the first admin gets in
+    # (a Kubernetes Secret; `lambdascope up` writes one into its data dir). Given to the
+    # registry only; never passed on to workers.
+    admin_key: str = ""
     # Seconds in-flight calls get to finish on SIGTERM.
     grace_seconds: float = 5.0
     # Torch threads per worker process; 0 shares the cores among the concurrent jobs. On small
@@ -135,10 +138,11 @@ def load(service: str, **overrides: object) -> Settings:
 def to_env(settings: Settings) -> dict[str, str]:
     """The variables that reproduce `settings` in a child process (workers, other services).
     They carry every field, so the child reads no config file: one that changed on disk since
-    the parent started must not give the two different settings."""
-    env = {CONFIG_ENV: ""}
+    the parent started must not give the two different settings. The admin key is never
+    passed on: a child acts with the credential it is given (a job's, for workers)."""
+    env = {CONFIG_ENV: "", ENV_PREFIX + "ADMIN_KEY": ""}
     for field in dataclasses.fields(Settings):
-        if field.name != "service":
+        if field.name not in ("service", "admin_key"):
             env[ENV_PREFIX + field.name.upper()] = str(getattr(settings, field.name))
     return env
 

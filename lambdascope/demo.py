@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     with LocalPlatform(data_dir) as platform:
         for name, address in platform.endpoints.items():
             print(f"  {name:<10} {address}", flush=True)
-        with Client(**platform.endpoints) as client:
+        with platform.client() as client:
             rows, sampler = run_comparison(client, args)
     print()
     print(f"{'model':<18} {'test acc':>9} {'LLC':>9}   {'± std':<7} {'verdict':<8} {'step':>9} "

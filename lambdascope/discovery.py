@@ -14,7 +14,7 @@ import os
 import pathlib
 import time
 
-__all__ = ["PlatformNotFound", "find", "forget", "home", "platform_file", "record", "running"]
+__all__ = ["PlatformNotFound", "admin_key", "admin_key_file", "find", "forget", "home", "platform_file", "record", "running"]
 
 
 class PlatformNotFound(RuntimeError):
@@ -64,9 +64,10 @@ def running() -> tuple[list[dict], list[dict]]:
     return live, stale
 
 
-def find(data_dir: str | os.PathLike | None = None) -> dict[str, str]:
-    """Endpoints of the platform serving ``data_dir`` (LAMBDASCOPE_DATA_DIR when None), else of
-    the only platform running; PlatformNotFound says what to do otherwise."""
+def find(data_dir: str | os.PathLike | None = None) -> dict:
+    """The record of the platform serving ``data_dir`` (LAMBDASCOPE_DATA_DIR when None), else of
+    the only platform running: its ``endpoints`` and ``data_dir``; PlatformNotFound says what
+    to do otherwise."""
     data_dir = data_dir or os.environ.get("LAMBDASCOPE_DATA_DIR")
     live, stale = running()
     for entry in stale:  # its owner is gone: the addresses lead nowhere
@@ -75,14 +76,14 @@ def find(data_dir: str | os.PathLike | None = None) -> dict[str, str]:
         wanted = str(_resolved(data_dir))
         match = [e for e in live if e["data_dir"] == wanted]
         if match:
-            return match[0]["endpoints"]
+            return match[0]
         dead = [e for e in stale if e["data_dir"] == wanted]
         if dead:
             raise PlatformNotFound(_dead_message(dead[0]))
         raise PlatformNotFound(f"no platform is running on data dir {wanted}: start it with "
                                f"`lambdascope up --data-dir {wanted}`" + _others(live))
     if len(live) == 1:
-        return live[0]["endpoints"]
+        return live[0]
     if len(live) > 1:
         raise PlatformNotFound("several platforms are running; choose one with --data-dir DIR (or "
                                "LAMBDASCOPE_DATA_DIR)" + _others(live))
@@ -90,6 +91,20 @@ def find(data_dir: str | os.PathLike | None = None) -> dict[str, str]:
         raise PlatformNotFound(_dead_message(stale[0]))
     raise PlatformNotFound("no platform is running: start one with `lambdascope up` (it keeps running; "
                            "use another terminal), or pass --server HOST:PORT of any lambdascope service")
+
+
+def admin_key_file(data_dir: str | os.PathLike) -> pathlib.Path:
+    """Where `lambdascope up` keeps the admin key of the platform on ``data_dir`` (mode 0600):
+    commands on the same machine, as the same user, find it without flags."""
+    return _resolved(data_dir) / "admin.key"
+
+
+def admin_key(data_dir: str | os.PathLike) -> str:
+    """The admin key of the platform on ``data_dir``; "" when there is none or it is unreadable."""
+    try:
+        return admin_key_file(data_dir).read_text().strip()
+    except OSError:
+        return ""
 
 
 def _dead_message(entry: dict) -> str:

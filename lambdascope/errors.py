@@ -48,9 +48,13 @@ class Unauthenticated(ApiError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
+class PermissionDenied(ApiError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 def call_upstream(service: str, call, *args, **kwargs):
-    """Call another lambdascope service: its NOT_FOUND and INVALID_ARGUMENT become ours,
-    its absence UNAVAILABLE; anything else propagates."""
+    """Call another lambdascope service: its NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED and
+    UNAUTHENTICATED become ours, its absence UNAVAILABLE; anything else propagates."""
     try:
         return call(*args, **kwargs)
     except grpc.RpcError as exc:
@@ -59,6 +63,10 @@ def call_upstream(service: str, call, *args, **kwargs):
             raise NotFound(exc.details()) from None
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             raise InvalidArgument(exc.details()) from None
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            raise PermissionDenied(exc.details()) from None
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise Unauthenticated(exc.details()) from None
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             raise Unavailable(f"the {service} is unreachable: {exc.details()}") from None
         raise

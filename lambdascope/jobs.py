@@ -15,12 +15,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 from concurrent import futures
 
 import sqlalchemy as sa
 from google.protobuf import timestamp_pb2
 
-from lambdascope import backends, errors, paging
+from lambdascope import auth, backends, errors, paging
 from lambdascope.config import Settings
 from lambdascope.metrics import JobMetrics
 from lambdascope.v1 import jobs_pb2
@@ -48,8 +49,19 @@ jobs_table = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
     sa.Column("attempts", sa.Integer, nullable=False, default=0, server_default="0"),
+    # The team that started the job: the only one that sees it.
+    sa.Column("team", sa.String(100), nullable=False, default="", server_default="", index=True),
+    # The job's registry credential (lambdascope.auth), issued for the job's team when it is
+    # created and handed to each attempt's worker; cleared (and revoked) once the job ends.
+    sa.Column("credential", sa.Text, nullable=False, default="", server_default=""),
 )
+# Stored request ids are "<team>/<request id>": a request id is idempotent within its team,
+# and one team's ids say nothing about another's.
+_REQUEST_SEP = "/"
 MAX_RETRY_SECONDS = 60.0
+# A job's credential outlives any job (the longest queue, the active deadline, retries); it is
+# revoked as soon as the job ends.
+CREDENTIAL_SECONDS = 7 * 24 * 3600
 
 
 def _add_missing_columns(engine: sa.Engine) -> None:
@@ -58,6 +70,11 @@ def _add_missing_columns(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         if "attempts" not in present:
             conn.execute(sa.text("ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0"))
+        if "team" not in present:
+            conn.execute(sa.text("ALTER TABLE jobs ADD COLUMN team VARCHAR(100) NOT NULL DEFAULT ''"))
+            conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_jobs_team ON jobs (team)"))
+        if "credential" not in present:
+            conn.execute(sa.text("ALTER TABLE jobs ADD COLUMN credential TEXT NOT NULL DEFAULT ''"))
 
 
 def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
@@ -70,7 +87,7 @@ def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
 
 def _to_job(row: sa.Row) -> jobs_pb2.Job:
     return jobs_pb2.Job(
-        id=row.id, kind=row.kind, state=row.state, request_id=row.request_id, step=row.step,
+        id=row.id, kind=row.kind, state=row.state, request_id=row.request_id.split(_REQUEST_SEP, 1)[-1], step=row.step,
         total=row.total, message=row.message, metrics=json.loads(row.metrics_json),
         output_ids=json.loads(row.output_ids_json), created_at=_timestamp(row.created_at),
         started_at=_timestamp(row.started_at), finished_at=_timestamp(row.finished_at),
@@ -117,26 +134,33 @@ class JobManager:
 
     # -- the API the servicers call -------------------------------------------------------
 
-    def start(self, request_id: str, spec_json: str, total: int = 0) -> jobs_pb2.Job:
-        """Create and queue a job, or return the one this request id already created."""
+    def start(self, request_id: str, spec_json: str, total: int = 0, *, team: str = "",
+              credential: Callable[[str], str] | None = None) -> jobs_pb2.Job:
+        """Create and queue a job of `team`, or return the one this request id of the team
+        already created. credential(job_id): the job's registry credential, issued for a new
+        job only."""
         request_id = request_id or f"auto-{uuid.uuid4()}"
         if len(request_id) > 128:
             raise errors.InvalidArgument("request_id is longer than 128 characters")
-        existing = self._by_request(request_id)
+        request_key = f"{team}{_REQUEST_SEP}{request_id}"
+        existing = self._by_request(request_key)
         if existing is None:
             self._check_queue_room()
             job_id = f"{self.kind}-{uuid.uuid4().hex[:16]}"
+            secret = credential(job_id) if credential is not None else ""
             try:
                 with self.engine.begin() as conn:
                     conn.execute(jobs_table.insert().values(
-                        id=job_id, kind=self.kind, request_id=request_id, spec_json=spec_json,
+                        id=job_id, kind=self.kind, request_id=request_key, spec_json=spec_json,
                         state=State.JOB_STATE_QUEUED, step=0, total=total, message="",
-                        metrics_json="{}", output_ids_json="[]", created_at=time.time()))
+                        metrics_json="{}", output_ids_json="[]", created_at=time.time(),
+                        team=team, credential=secret))
             except sa.exc.IntegrityError:
-                existing = self._by_request(request_id)  # a concurrent retry won the race
+                existing = self._by_request(request_key)  # a concurrent retry won the race
+                self._retire(secret)
             else:
                 self._submit(job_id)
-                return self.get(job_id)
+                return self.get(job_id, team)
         if existing.spec_json != spec_json:
             raise errors.AlreadyExists(
                 f"request_id {request_id!r} was already used for a different request "
@@ -154,16 +178,22 @@ class JobManager:
                 f"the {self.kind} queue is full: {waiting} jobs are waiting (max_queued_jobs = {limit}); "
                 "retry when some have started, or cancel queued ones")
 
-    def get(self, job_id: str) -> jobs_pb2.Job:
+    def get(self, job_id: str, team: str | None = None) -> jobs_pb2.Job:
+        """The job; for `team` (a caller's), another team's job is missing, exactly as an
+        unknown id is. None: any team's (the manager's own bookkeeping)."""
+        return _to_job(self._row(job_id, team))
+
+    def _row(self, job_id: str, team: str | None = None) -> sa.Row:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(jobs_table).where(jobs_table.c.id == job_id)).first()
-        if row is None:
+        if row is None or (team is not None and row.team != team):
             raise errors.NotFound(f"no {self.kind} job with id {job_id!r}")
-        return _to_job(row)
+        return row
 
-    def list(self, request: jobs_pb2.ListJobsRequest) -> jobs_pb2.ListJobsResponse:
+    def list(self, request: jobs_pb2.ListJobsRequest, team: str) -> jobs_pb2.ListJobsResponse:
         size, offset = paging.size(request.page_size), paging.decode_token(request.page_token)
-        query = sa.select(jobs_table).order_by(jobs_table.c.created_at.desc(), jobs_table.c.id)
+        query = (sa.select(jobs_table).where(jobs_table.c.team == team)
+                 .order_by(jobs_table.c.created_at.desc(), jobs_table.c.id))
         if request.state:
             query = query.where(jobs_table.c.state == request.state)
         with self.engine.connect() as conn:
@@ -173,9 +203,9 @@ class JobManager:
             jobs=[_to_job(r) for r in rows[:size]],
             next_page_token=paging.encode_token(offset + size) if more else "")
 
-    def cancel(self, job_id: str) -> jobs_pb2.Job:
+    def cancel(self, job_id: str, team: str) -> jobs_pb2.Job:
         """Cancel a queued or running job; a finished job is returned unchanged."""
-        job = self.get(job_id)
+        job = self.get(job_id, team)
         if job.state in TERMINAL:
             return job
         with self._lock:
@@ -187,8 +217,10 @@ class JobManager:
             execution.cancel()
         return self._wait_terminal(job_id, timeout=15.0)
 
-    def watch(self, job_id: str, is_active: Callable[[], bool]) -> Iterator[jobs_pb2.JobEvent]:
+    def watch(self, job_id: str, team: str, is_active: Callable[[], bool]
+              ) -> Iterator[jobs_pb2.JobEvent]:
         """The job's current state, then every change until it ends or the client leaves."""
+        self._row(job_id, team)
         inbox: queue.Queue = queue.Queue()
         with self._lock:
             self._subscribers.setdefault(job_id, []).append(inbox)
@@ -325,7 +357,32 @@ class JobManager:
         self._publish(event_of(job))
         if values.get("state") in TERMINAL:
             self._observe("finished", job)
+            if not (self.resumable and job.state == State.JOB_STATE_INTERRUPTED):
+                self._end_credential(job_id)  # (an interrupted resumable job runs again)
         return job
+
+    def _end_credential(self, job_id: str) -> None:
+        """A finished job's credential is revoked and forgotten: nothing can use it any more."""
+        with self.engine.begin() as conn:
+            secret = conn.execute(sa.select(jobs_table.c.credential)
+                                  .where(jobs_table.c.id == job_id)).scalar()
+            if secret:
+                conn.execute(jobs_table.update().where(jobs_table.c.id == job_id)
+                             .values(credential=""))
+        self._retire(secret or "")
+
+    def _retire(self, secret: str) -> None:
+        """Revoke a job credential at the registry, with the credential itself (a key may
+        revoke itself; the service holds no key that could)."""
+        if not secret or not self.settings.registry_address:
+            return
+        from lambdascope.client import Client
+
+        try:
+            with Client(registry=self.settings.registry_address, api_key=secret, timeout=10) as client:
+                client.revoke_key(auth.split_key(secret)[0])
+        except Exception:  # noqa: BLE001 - it expires on its own; the job's end stands
+                log.warning("could not revoke a finished job's credential; it expires on its own")
 
     def _publish(self, event: jobs_pb2.JobEvent) -> None:
         with self._lock:
@@ -344,6 +401,7 @@ class JobManager:
             job = self.get(job_id)
             self._publish(event_of(job))
             self._observe("finished", job)
+            self._end_credential(job_id)
 
     def _wait_terminal(self, job_id: str, timeout: float) -> jobs_pb2.Job:
         deadline = time.monotonic() + timeout
@@ -376,9 +434,10 @@ class JobManager:
                         attempts=jobs_table.c.attempts + 1)).rowcount
         if not claimed:
             return
-        job = self.get(job_id)
+        row = self._row(job_id)
+        job = _to_job(row)
         self._publish(event_of(job))
-        execution = self.backend.start(job_id, job.spec_json)
+        execution = self.backend.start(job_id, job.spec_json, row.credential)
         with self._lock:
             self._executions[job_id] = execution
             cancelled_meanwhile = job_id in self._cancelling
@@ -454,15 +513,22 @@ class JobQueries:
     answered from its `self.jobs` manager. List it before the generated servicer base."""
 
     jobs: JobManager
+    registry: Any  # lambdascope.client.Client, calling for the caller (forward_caller=True)
+
+    def job_credential(self, job_id: str) -> str:
+        """A new job's registry credential, issued with the caller's own key: bound to the
+        caller's team, never able to do more than the caller."""
+        return errors.call_upstream("registry", self.registry.issue_job_credential, job_id,
+                                    CREDENTIAL_SECONDS)
 
     def GetJob(self, request, context):
-        return self.jobs.get(request.job_id)
+        return self.jobs.get(request.job_id, auth.current().team)
 
     def ListJobs(self, request, context):
-        return self.jobs.list(request)
+        return self.jobs.list(request, auth.current().team)
 
     def CancelJob(self, request, context):
-        return self.jobs.cancel(request.job_id)
+        return self.jobs.cancel(request.job_id, auth.current().team)
 
     def WatchJob(self, request, context):
-        return self.jobs.watch(request.job_id, context.is_active)
+        return self.jobs.watch(request.job_id, auth.current().team, context.is_active)

@@ -2,7 +2,9 @@
 
 Used by `lambdascope up`, `make run` and the integration tests. Each service is its own
 process (the same entry points the Kubernetes manifests run) and finds the others through
-LAMBDASCOPE_*_ADDRESS, exactly as in a cluster.
+LAMBDASCOPE_*_ADDRESS, exactly as in a cluster. On its first start on a data dir the platform
+makes an admin key, kept in `<data dir>/admin.key` (mode 0600) and installed by the registry;
+commands on this machine find it through discovery (lambdascope.discovery.admin_key).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import threading
 import time
 
 import grpc
+
+from lambdascope import auth, discovery
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 SERVICES = ("registry", "trainer", "estimator")
@@ -39,11 +43,13 @@ class LocalPlatform:
         self.endpoints: dict[str, str] = {}
         self.metrics: dict[str, str] = {}
         self.procs: dict[str, subprocess.Popen] = {}
+        self.api_key = ""  # the admin key, once started
 
     def start(self, timeout: float = 60.0) -> dict[str, str]:
         """Start every service; return once all report SERVING on their health service."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "logs").mkdir(exist_ok=True)
+        self.api_key = _admin_key(self.data_dir)
         self.endpoints = {name: f"{self.host}:{free_port(self.host)}" for name in self.services}
         try:
             for name in self.services:
@@ -54,6 +60,12 @@ class LocalPlatform:
             self.stop()
             raise
         return self.endpoints
+
+    def client(self, **options):
+        """A Client of this platform with its admin key (lambdascope.client.Client options)."""
+        from lambdascope.client import Client
+
+        return Client(**self.endpoints, api_key=self.api_key, **options)
 
     def restart(self, name: str, timeout: float = 60.0) -> int | None:
         """Stop one service gracefully (if it still runs) and start it again on the same port;
@@ -71,6 +83,8 @@ class LocalPlatform:
         env = {**os.environ, **self.extra_env, "LAMBDASCOPE_DATA_DIR": str(self.data_dir),
                "LAMBDASCOPE_HOST": self.host}
         env.update({f"LAMBDASCOPE_{n.upper()}_ADDRESS": a for n, a in self.endpoints.items()})
+        env.pop("LAMBDASCOPE_API_KEY", None)  # services act for their callers, never as the user
+        env["LAMBDASCOPE_ADMIN_KEY"] = self.api_key if name == "registry" else ""
         port = self.endpoints[name].rpartition(":")[2]
         with open(self.data_dir / "logs" / f"{name}.log", "ab") as log:
             self.procs[name] = subprocess.Popen(
@@ -107,6 +121,22 @@ class LocalPlatform:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _admin_key(data_dir: pathlib.Path) -> str:
+    """The platform's admin key: read from its file, or made and written there (0600, atomically)
+    on the first start."""
+    path = discovery.admin_key_file(data_dir)
+    key = discovery.admin_key(data_dir)
+    if auth.split_key(key) is not None:
+        return key
+    _, key = auth.new_key()
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    os.replace(tmp, path)
+    return key
 
 
 def _read_line(proc: subprocess.Popen, timeout: float) -> bytes | None:

@@ -1,15 +1,15 @@
 """Server bootstrap shared by every service: health, reflection, /metrics, auth, logs, shutdown.
 
-A service calls `serve(settings, [ServiceBinding...], on_shutdown=...)`. The interceptor here
-counts every call in the grpc_server_* metrics, checks the bearer token when one is configured,
-and answers lambdascope.errors.ApiError with its status; unexpected exceptions are logged with
-a traceback and answered INTERNAL.
+A service calls `start(settings, [ServiceBinding...], authenticator, on_shutdown=...)`. The
+interceptor here counts every call in the grpc_server_* metrics, authenticates it (the caller's
+API key, checked by `authenticator`, against the access level the RPC declares in protos/; see
+lambdascope.auth), and answers lambdascope.errors.ApiError with its status; unexpected exceptions
+are logged with a traceback and answered INTERNAL.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hmac
 import json
 import logging
 import signal
@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import ProcessCollector, start_http_server
 
-from lambdascope import __version__, errors
+from lambdascope import __version__, auth, errors
 from lambdascope.config import Settings
 from lambdascope.metrics import Observation, ServerMetrics, rpc_type, split_method
 from lambdascope.v1 import platform_pb2, platform_pb2_grpc
@@ -46,9 +46,9 @@ class ServiceBinding:
 
 
 class _Interceptor(grpc.ServerInterceptor):
-    def __init__(self, metrics: ServerMetrics, token: str):
+    def __init__(self, metrics: ServerMetrics, authenticator: auth.Authenticator):
         self.metrics = metrics
-        self.token = token
+        self.authenticator = authenticator
 
     def intercept_service(self, continuation, details):
         handler = continuation(details)
@@ -56,28 +56,47 @@ class _Interceptor(grpc.ServerInterceptor):
             return None
         service, method = split_method(details.method)
         kind = rpc_type(handler)
-        if self.token and service not in _OPEN_SERVICES:
-            sent = dict(details.invocation_metadata or ()).get("authorization", "")
-            # Constant time: how long a refusal takes says nothing about how much of the token matched.
-            if not hmac.compare_digest(sent.encode(), f"Bearer {self.token}".encode()):
-                return self._refuse(handler, kind, service, method)
-        return self._wrap(handler, kind, service, method)
+        if service in _OPEN_SERVICES:
+            return self._wrap(handler, kind, service, method, None)
+        return self._wrap(handler, kind, service, method, auth.access_of(service, method))
 
-    def _refuse(self, handler, kind, service, method):
-        def deny(request: Any, context: grpc.ServicerContext) -> Any:
-            obs = Observation(self.metrics, kind, service, method)
-            obs.finish(grpc.StatusCode.UNAUTHENTICATED)
-            context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing or wrong bearer token: send 'authorization: Bearer <token>' "
-                "(set LAMBDASCOPE_AUTH_TOKEN for the CLI)",
-            )
+    def _caller(self, context: grpc.ServicerContext, service: str, method: str, access: int
+                ) -> tuple[auth.Principal, str, str]:
+        """The verified caller, the key it presented and the team it asked to act for; raises
+        the ApiError that refuses the call."""
+        metadata = context.invocation_metadata()
+        key, team = auth.bearer(metadata), auth.acting_team(metadata)
+        if not key:
+            raise errors.Unauthenticated(
+                "no API key: send 'authorization: Bearer <key>' (the CLI and SDK send "
+                "LAMBDASCOPE_API_KEY or --api-key)")
+        principal = self.authenticator(key, team)
+        if not auth.allows(principal.role, access):
+            raise errors.PermissionDenied(
+                f"{service}/{method} needs a key with more rights than this "
+                f"{auth.role_name(principal.role)} key of team {principal.team!r}")
+        return principal, key, team
 
-        return _replace_behavior(handler, deny)
-
-    def _wrap(self, handler, kind, service, method):
+    def _wrap(self, handler, kind, service, method, access: int | None):
+        """`handler` counted and answered as described above; authenticated first unless
+        `access` is None (health and reflection)."""
         original = _behavior(handler)
         metrics = self.metrics
+
+        def serve(request: Any, context: grpc.ServicerContext) -> Any:
+            if access is None:
+                return original(request, context)
+            principal, key, team = self._caller(context, service, method, access)
+            with auth.acting_as(principal, key, team):
+                return original(request, context)
+
+        def serve_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            if access is None:
+                yield from original(request, context)
+                return
+            principal, key, team = self._caller(context, service, method, access)
+            with auth.acting_as(principal, key, team):
+                yield from original(request, context)
 
         if handler.response_streaming:
 
@@ -87,7 +106,7 @@ class _Interceptor(grpc.ServerInterceptor):
                     request = obs.count_requests(request)
                 code = grpc.StatusCode.CANCELLED  # if the client goes away mid-stream
                 try:
-                    for response in original(request, context):
+                    for response in serve_stream(request, context):
                         obs.sent()
                         yield response
                     code = context.code() or grpc.StatusCode.OK
@@ -106,7 +125,7 @@ class _Interceptor(grpc.ServerInterceptor):
                 request = obs.count_requests(request)
             code = grpc.StatusCode.UNKNOWN
             try:
-                response = original(request, context)
+                response = serve(request, context)
                 code = context.code() or grpc.StatusCode.OK
                 return response
             except Exception as exc:  # noqa: BLE001 - every failure is answered
@@ -199,10 +218,11 @@ class RunningServer:
         self.server.wait_for_termination()
 
 
-def start(settings: Settings, bindings: list[ServiceBinding], *,
-          on_shutdown: Callable[[], None] | None = None, max_workers: int = 64,
+def start(settings: Settings, bindings: list[ServiceBinding], authenticator: auth.Authenticator,
+          *, on_shutdown: Callable[[], None] | None = None, max_workers: int = 64,
           metrics: ServerMetrics | None = None) -> RunningServer:
-    """Start a server hosting `bindings` plus health, reflection and Platform.Describe.
+    """Start a server hosting `bindings` plus health, reflection and Platform.Describe, every
+    call but health and reflection checked by `authenticator`.
 
     metrics: the server's metrics, when the service registered its own (jobs, storage) in
     them before starting; a fresh registry otherwise. /metrics serves its registry."""
@@ -211,7 +231,7 @@ def start(settings: Settings, bindings: list[ServiceBinding], *,
     ProcessCollector(registry=registry)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=settings.service),
-        interceptors=[_Interceptor(metrics, settings.auth_token)],
+        interceptors=[_Interceptor(metrics, authenticator)],
         options=[("grpc.max_receive_message_length", 8 * 2**20),
                  ("grpc.so_reuseport", 0)],
     )

@@ -1,6 +1,7 @@
 """The worker side of a job: one process runs one job and reports on its stdout.
 
-Protocol with lambdascope.jobs: the job ({"job_id", "kind", "spec_json"}) arrives as JSON in the
+Protocol with lambdascope.jobs: the job ({"job_id", "kind", "spec_json"}, and "api_key": the job's
+credential, bound to its team, with which it calls the registry) arrives as JSON in the
 environment variable LAMBDASCOPE_JOB when it is set (a Kubernetes Job's pod), else on stdin (a
 local worker process); progress and the final result leave as JobEvent JSON lines on stdout. Anything else a
 library prints goes to stderr (stdout is reserved). Exit codes tell failures apart, so a
@@ -44,6 +45,8 @@ class JobContext:
     spec_json: str
     settings: Settings
     _out: IO[str]
+    # The job's credential (lambdascope.auth): the registry sees the worker as the job's team.
+    api_key: str = ""
     _last_emit: float = 0.0
 
     def progress(self, step: int, total: int, metrics: dict[str, float] | None = None,
@@ -95,7 +98,8 @@ def main(service: str, run: Callable[[JobContext], Result]) -> None:
 
     torch.set_num_threads(settings.threads_per_worker)
     job = read_job()
-    ctx = JobContext(job["job_id"], job["kind"], job["spec_json"], settings, out)
+    ctx = JobContext(job["job_id"], job["kind"], job["spec_json"], settings, out,
+                     api_key=job.get("api_key", ""))
     final = jobs_pb2.JobEvent(job_id=ctx.job_id)
     try:
         result = run(ctx)

@@ -18,7 +18,7 @@ def platform(tmp_path_factory) -> LocalPlatform:
 
 @pytest.fixture
 def client(platform) -> Client:
-    with Client(**platform.endpoints) as c:
+    with platform.client() as c:
         yield c
 
 

@@ -71,7 +71,11 @@ class RegistryBackend:
         return self.platform.endpoints["registry"]
 
     def client(self) -> Client:
-        return Client(registry=self.address)
+        return Client(registry=self.address, api_key=self.api_key)
+
+    @property
+    def api_key(self) -> str:
+        return self.platform.api_key
 
     def settings(self) -> config.Settings:
         saved = dict(os.environ)

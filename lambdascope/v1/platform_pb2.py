@@ -22,21 +22,24 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from lambdascope.v1 import access_pb2 as lambdascope_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlambdascope/v1/platform.proto\x12\x0elambdascope.v1\"\x11\n\x0f\x44\x65scribeRequest\"0\n\x0fServiceEndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"h\n\x10\x44\x65scribeResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x32\n\tendpoints\x18\x03 \x03(\x0b\x32\x1f.lambdascope.v1.ServiceEndpoint2Y\n\x08Platform\x12M\n\x08\x44\x65scribe\x12\x1f.lambdascope.v1.DescribeRequest\x1a .lambdascope.v1.DescribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlambdascope/v1/platform.proto\x12\x0elambdascope.v1\x1a\x1blambdascope/v1/access.proto\"\x11\n\x0f\x44\x65scribeRequest\"0\n\x0fServiceEndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"h\n\x10\x44\x65scribeResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x32\n\tendpoints\x18\x03 \x03(\x0b\x32\x1f.lambdascope.v1.ServiceEndpoint2_\n\x08Platform\x12S\n\x08\x44\x65scribe\x12\x1f.lambdascope.v1.DescribeRequest\x1a .lambdascope.v1.DescribeResponse\"\x04\xd0\xa3\x19\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lambdascope.v1.platform_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DESCRIBEREQUEST']._serialized_start=49
-  _globals['_DESCRIBEREQUEST']._serialized_end=66
-  _globals['_SERVICEENDPOINT']._serialized_start=68
-  _globals['_SERVICEENDPOINT']._serialized_end=116
-  _globals['_DESCRIBERESPONSE']._serialized_start=118
-  _globals['_DESCRIBERESPONSE']._serialized_end=222
-  _globals['_PLATFORM']._serialized_start=224
-  _globals['_PLATFORM']._serialized_end=313
+  _globals['_PLATFORM'].methods_by_name['Describe']._loaded_options = None
+  _globals['_PLATFORM'].methods_by_name['Describe']._serialized_options = b'\320\243\031\001'
+  _globals['_DESCRIBEREQUEST']._serialized_start=78
+  _globals['_DESCRIBEREQUEST']._serialized_end=95
+  _globals['_SERVICEENDPOINT']._serialized_start=97
+  _globals['_SERVICEENDPOINT']._serialized_end=145
+  _globals['_DESCRIBERESPONSE']._serialized_start=147
+  _globals['_DESCRIBERESPONSE']._serialized_end=251
+  _globals['_PLATFORM']._serialized_start=253
+  _globals['_PLATFORM']._serialized_end=348
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 import datetime
 
+from lambdascope.v1 import access_pb2 as _access_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from lambdascope.v1 import models_pb2 as _models_pb2
 from lambdascope.v1 import audit_pb2 as _audit_pb2

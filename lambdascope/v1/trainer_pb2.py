@@ -22,63 +22,74 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from lambdascope.v1 import access_pb2 as lambdascope_dot_v1_dot_access__pb2
 from lambdascope.v1 import jobs_pb2 as lambdascope_dot_v1_dot_jobs__pb2
 from lambdascope.v1 import models_pb2 as lambdascope_dot_v1_dot_models__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clambdascope/v1/trainer.proto\x12\x0elambdascope.v1\x1a\x19lambdascope/v1/jobs.proto\x1a\x1blambdascope/v1/models.proto\"\x98\x02\n\x0b\x44\x61tasetSpec\x12\x11\n\x07\x62uiltin\x18\x01 \x01(\tH\x00\x12\x14\n\ndataset_id\x18\x02 \x01(\tH\x00\x12\x35\n\x0b\x64ln_teacher\x18\x04 \x01(\x0b\x32\x1e.lambdascope.v1.DLNTeacherDataH\x00\x12G\n\x14quadratic_regression\x18\x05 \x01(\x0b\x32\'.lambdascope.v1.QuadraticRegressionDataH\x00\x12?\n\x10modular_addition\x18\x06 \x01(\x0b\x32#.lambdascope.v1.ModularAdditionDataH\x00\x12\x15\n\rtest_fraction\x18\x03 \x01(\x01\x42\x08\n\x06source\"\x8d\x01\n\x0e\x44LNTeacherData\x12\x0e\n\x06widths\x18\x01 \x03(\x05\x12\x0c\n\x04rank\x18\x02 \x01(\x05\x12\x10\n\x08\x65xamples\x18\x03 \x01(\x05\x12\x15\n\rtest_examples\x18\x04 \x01(\x05\x12\x13\n\x0binput_range\x18\x05 \x01(\x01\x12\x11\n\tnoise_std\x18\x06 \x01(\x01\x12\x0c\n\x04seed\x18\x07 \x01(\x04\"n\n\x17QuadraticRegressionData\x12\x0b\n\x03\x64im\x18\x01 \x01(\x05\x12\x0f\n\x07support\x18\x02 \x01(\x05\x12\x10\n\x08\x65xamples\x18\x03 \x01(\x05\x12\x15\n\rtest_examples\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"4\n\x13ModularAdditionData\x12\x0f\n\x07modulus\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x04\"s\n\x0cScheduleSpec\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.lambdascope.v1.ScheduleKind\x12\x14\n\x0cwarmup_steps\x18\x02 \x01(\x03\x12\x12\n\nstep_every\x18\x03 \x01(\x03\x12\r\n\x05gamma\x18\x04 \x01(\x01\"\x94\x01\n\x0eNoiseInjection\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.lambdascope.v1.NoiseKind\x12\x37\n\x0c\x64istribution\x18\x02 \x01(\x0e\x32!.lambdascope.v1.NoiseDistribution\x12\r\n\x05sigma\x18\x03 \x01(\x01\x12\x11\n\tstop_step\x18\x04 \x01(\x03\"\xcd\x01\n\rOptimizerSpec\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x15\n\rlearning_rate\x18\x02 \x01(\x01\x12\x10\n\x08momentum\x18\x03 \x01(\x01\x12\x10\n\x08nesterov\x18\x04 \x01(\x08\x12\x14\n\x0cweight_decay\x18\x05 \x01(\x01\x12.\n\x08schedule\x18\x06 \x01(\x0b\x32\x1c.lambdascope.v1.ScheduleSpec\x12-\n\x05noise\x18\x07 \x01(\x0b\x32\x1e.lambdascope.v1.NoiseInjection\"1\n\x10SelfModelingSpec\x12\r\n\x05layer\x18\x01 \x01(\x05\x12\x0e\n\x06weight\x18\x02 \x01(\x01\"\\\n\x11\x41\x63tivationPenalty\x12\x0c\n\x04site\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.lambdascope.v1.PenaltyKind\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"\x1a\n\x08LabelSet\x12\x0e\n\x06labels\x18\x01 \x03(\x03\"\'\n\x08RowRange\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0c\n\x04stop\x18\x02 \x01(\x03\"8\n\tUnitRange\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0c\n\x04stop\x18\x02 \x01(\x05\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"\xd3\x01\n\nRouteGroup\x12*\n\x06labels\x18\x01 \x01(\x0b\x32\x18.lambdascope.v1.LabelSetH\x00\x12(\n\x04rows\x18\x02 \x01(\x0b\x32\x18.lambdascope.v1.RowRangeH\x00\x12*\n\x05units\x18\x03 \x01(\x0b\x32\x19.lambdascope.v1.UnitRangeH\x01\x12,\n\x06values\x18\x04 \x01(\x0b\x32\x1a.lambdascope.v1.MaskValuesH\x01\x42\x08\n\x06selectB\x0b\n\tmask_spec\"\x1c\n\nMaskValues\x12\x0e\n\x06values\x18\x01 \x03(\x01\"G\n\x0bRoutingRule\x12\x0c\n\x04site\x18\x01 \x01(\t\x12*\n\x06groups\x18\x02 \x03(\x0b\x32\x1a.lambdascope.v1.RouteGroup\"A\n\x13GradientRoutingSpec\x12*\n\x05rules\x18\x01 \x03(\x0b\x32\x1b.lambdascope.v1.RoutingRule\"0\n\x10\x43heckpointPolicy\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\x12\r\n\x05steps\x18\x02 \x03(\x03\"\xf8\x03\n\tTrainSpec\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x32\n\x0c\x61rchitecture\x18\x02 \x01(\x0b\x32\x1c.lambdascope.v1.Architecture\x12&\n\x04loss\x18\x03 \x01(\x0e\x32\x18.lambdascope.v1.LossKind\x12,\n\x07\x64\x61taset\x18\x04 \x01(\x0b\x32\x1b.lambdascope.v1.DatasetSpec\x12\x30\n\toptimizer\x18\x05 \x01(\x0b\x32\x1d.lambdascope.v1.OptimizerSpec\x12\x0e\n\x06\x65pochs\x18\x06 \x01(\x05\x12\x12\n\nbatch_size\x18\x07 \x01(\x05\x12\x0c\n\x04seed\x18\x08 \x01(\x04\x12\x37\n\rself_modeling\x18\t \x01(\x0b\x32 .lambdascope.v1.SelfModelingSpec\x12\x35\n\x0b\x63heckpoints\x18\n \x01(\x0b\x32 .lambdascope.v1.CheckpointPolicy\x12\x34\n\tpenalties\x18\x0b \x03(\x0b\x32!.lambdascope.v1.ActivationPenalty\x12\x34\n\x07routing\x18\x0c \x01(\x0b\x32#.lambdascope.v1.GradientRoutingSpec\x12\r\n\x05steps\x18\r \x01(\x03\"S\n\x14StartTrainingRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x04spec\x18\x02 \x01(\x0b\x32\x19.lambdascope.v1.TrainSpec*{\n\x0cScheduleKind\x12\x1d\n\x19SCHEDULE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16SCHEDULE_KIND_CONSTANT\x10\x01\x12\x18\n\x14SCHEDULE_KIND_COSINE\x10\x02\x12\x16\n\x12SCHEDULE_KIND_STEP\x10\x03*T\n\tNoiseKind\x12\x1a\n\x16NOISE_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eNOISE_KIND_PGD\x10\x01\x12\x17\n\x13NOISE_KIND_ANTI_PGD\x10\x02*{\n\x11NoiseDistribution\x12\"\n\x1eNOISE_DISTRIBUTION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bNOISE_DISTRIBUTION_GAUSSIAN\x10\x01\x12!\n\x1dNOISE_DISTRIBUTION_RADEMACHER\x10\x02*z\n\x0bPenaltyKind\x12\x1c\n\x18PENALTY_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fPENALTY_KIND_L2\x10\x01\x12\x13\n\x0fPENALTY_KIND_L1\x10\x02\x12#\n\x1fPENALTY_KIND_HALF_DECORRELATION\x10\x03\x32\xef\x02\n\x07Trainer\x12J\n\rStartTraining\x12$.lambdascope.v1.StartTrainingRequest\x1a\x13.lambdascope.v1.Job\x12<\n\x06GetJob\x12\x1d.lambdascope.v1.GetJobRequest\x1a\x13.lambdascope.v1.Job\x12M\n\x08ListJobs\x12\x1f.lambdascope.v1.ListJobsRequest\x1a .lambdascope.v1.ListJobsResponse\x12\x42\n\tCancelJob\x12 .lambdascope.v1.CancelJobRequest\x1a\x13.lambdascope.v1.Job\x12G\n\x08WatchJob\x12\x1f.lambdascope.v1.WatchJobRequest\x1a\x18.lambdascope.v1.JobEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1clambdascope/v1/trainer.proto\x12\x0elambdascope.v1\x1a\x1blambdascope/v1/access.proto\x1a\x19lambdascope/v1/jobs.proto\x1a\x1blambdascope/v1/models.proto\"\x98\x02\n\x0b\x44\x61tasetSpec\x12\x11\n\x07\x62uiltin\x18\x01 \x01(\tH\x00\x12\x14\n\ndataset_id\x18\x02 \x01(\tH\x00\x12\x35\n\x0b\x64ln_teacher\x18\x04 \x01(\x0b\x32\x1e.lambdascope.v1.DLNTeacherDataH\x00\x12G\n\x14quadratic_regression\x18\x05 \x01(\x0b\x32\'.lambdascope.v1.QuadraticRegressionDataH\x00\x12?\n\x10modular_addition\x18\x06 \x01(\x0b\x32#.lambdascope.v1.ModularAdditionDataH\x00\x12\x15\n\rtest_fraction\x18\x03 \x01(\x01\x42\x08\n\x06source\"\x8d\x01\n\x0e\x44LNTeacherData\x12\x0e\n\x06widths\x18\x01 \x03(\x05\x12\x0c\n\x04rank\x18\x02 \x01(\x05\x12\x10\n\x08\x65xamples\x18\x03 \x01(\x05\x12\x15\n\rtest_examples\x18\x04 \x01(\x05\x12\x13\n\x0binput_range\x18\x05 \x01(\x01\x12\x11\n\tnoise_std\x18\x06 \x01(\x01\x12\x0c\n\x04seed\x18\x07 \x01(\x04\"n\n\x17QuadraticRegressionData\x12\x0b\n\x03\x64im\x18\x01 \x01(\x05\x12\x0f\n\x07support\x18\x02 \x01(\x05\x12\x10\n\x08\x65xamples\x18\x03 \x01(\x05\x12\x15\n\rtest_examples\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"4\n\x13ModularAdditionData\x12\x0f\n\x07modulus\x18\x01 \x01(\x05\x12\x0c\n\x04seed\x18\x02 \x01(\x04\"s\n\x0cScheduleSpec\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.lambdascope.v1.ScheduleKind\x12\x14\n\x0cwarmup_steps\x18\x02 \x01(\x03\x12\x12\n\nstep_every\x18\x03 \x01(\x03\x12\r\n\x05gamma\x18\x04 \x01(\x01\"\x94\x01\n\x0eNoiseInjection\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.lambdascope.v1.NoiseKind\x12\x37\n\x0c\x64istribution\x18\x02 \x01(\x0e\x32!.lambdascope.v1.NoiseDistribution\x12\r\n\x05sigma\x18\x03 \x01(\x01\x12\x11\n\tstop_step\x18\x04 \x01(\x03\"\xcd\x01\n\rOptimizerSpec\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x15\n\rlearning_rate\x18\x02 \x01(\x01\x12\x10\n\x08momentum\x18\x03 \x01(\x01\x12\x10\n\x08nesterov\x18\x04 \x01(\x08\x12\x14\n\x0cweight_decay\x18\x05 \x01(\x01\x12.\n\x08schedule\x18\x06 \x01(\x0b\x32\x1c.lambdascope.v1.ScheduleSpec\x12-\n\x05noise\x18\x07 \x01(\x0b\x32\x1e.lambdascope.v1.NoiseInjection\"1\n\x10SelfModelingSpec\x12\r\n\x05layer\x18\x01 \x01(\x05\x12\x0e\n\x06weight\x18\x02 \x01(\x01\"\\\n\x11\x41\x63tivationPenalty\x12\x0c\n\x04site\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.lambdascope.v1.PenaltyKind\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"\x1a\n\x08LabelSet\x12\x0e\n\x06labels\x18\x01 \x03(\x03\"\'\n\x08RowRange\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0c\n\x04stop\x18\x02 \x01(\x03\"8\n\tUnitRange\x12\r\n\x05start\x18\x01 \x01(\x05\x12\x0c\n\x04stop\x18\x02 \x01(\x05\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"\xd3\x01\n\nRouteGroup\x12*\n\x06labels\x18\x01 \x01(\x0b\x32\x18.lambdascope.v1.LabelSetH\x00\x12(\n\x04rows\x18\x02 \x01(\x0b\x32\x18.lambdascope.v1.RowRangeH\x00\x12*\n\x05units\x18\x03 \x01(\x0b\x32\x19.lambdascope.v1.UnitRangeH\x01\x12,\n\x06values\x18\x04 \x01(\x0b\x32\x1a.lambdascope.v1.MaskValuesH\x01\x42\x08\n\x06selectB\x0b\n\tmask_spec\"\x1c\n\nMaskValues\x12\x0e\n\x06values\x18\x01 \x03(\x01\"G\n\x0bRoutingRule\x12\x0c\n\x04site\x18\x01 \x01(\t\x12*\n\x06groups\x18\x02 \x03(\x0b\x32\x1a.lambdascope.v1.RouteGroup\"A\n\x13GradientRoutingSpec\x12*\n\x05rules\x18\x01 \x03(\x0b\x32\x1b.lambdascope.v1.RoutingRule\"0\n\x10\x43heckpointPolicy\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\x12\r\n\x05steps\x18\x02 \x03(\x03\"\xf8\x03\n\tTrainSpec\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x32\n\x0c\x61rchitecture\x18\x02 \x01(\x0b\x32\x1c.lambdascope.v1.Architecture\x12&\n\x04loss\x18\x03 \x01(\x0e\x32\x18.lambdascope.v1.LossKind\x12,\n\x07\x64\x61taset\x18\x04 \x01(\x0b\x32\x1b.lambdascope.v1.DatasetSpec\x12\x30\n\toptimizer\x18\x05 \x01(\x0b\x32\x1d.lambdascope.v1.OptimizerSpec\x12\x0e\n\x06\x65pochs\x18\x06 \x01(\x05\x12\x12\n\nbatch_size\x18\x07 \x01(\x05\x12\x0c\n\x04seed\x18\x08 \x01(\x04\x12\x37\n\rself_modeling\x18\t \x01(\x0b\x32 .lambdascope.v1.SelfModelingSpec\x12\x35\n\x0b\x63heckpoints\x18\n \x01(\x0b\x32 .lambdascope.v1.CheckpointPolicy\x12\x34\n\tpenalties\x18\x0b \x03(\x0b\x32!.lambdascope.v1.ActivationPenalty\x12\x34\n\x07routing\x18\x0c \x01(\x0b\x32#.lambdascope.v1.GradientRoutingSpec\x12\r\n\x05steps\x18\r \x01(\x03\"S\n\x14StartTrainingRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x04spec\x18\x02 \x01(\x0b\x32\x19.lambdascope.v1.TrainSpec*{\n\x0cScheduleKind\x12\x1d\n\x19SCHEDULE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16SCHEDULE_KIND_CONSTANT\x10\x01\x12\x18\n\x14SCHEDULE_KIND_COSINE\x10\x02\x12\x16\n\x12SCHEDULE_KIND_STEP\x10\x03*T\n\tNoiseKind\x12\x1a\n\x16NOISE_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eNOISE_KIND_PGD\x10\x01\x12\x17\n\x13NOISE_KIND_ANTI_PGD\x10\x02*{\n\x11NoiseDistribution\x12\"\n\x1eNOISE_DISTRIBUTION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bNOISE_DISTRIBUTION_GAUSSIAN\x10\x01\x12!\n\x1dNOISE_DISTRIBUTION_RADEMACHER\x10\x02*z\n\x0bPenaltyKind\x12\x1c\n\x18PENALTY_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fPENALTY_KIND_L2\x10\x01\x12\x13\n\x0fPENALTY_KIND_L1\x10\x02\x12#\n\x1fPENALTY_KIND_HALF_DECORRELATION\x10\x03\x32\x8d\x03\n\x07Trainer\x12P\n\rStartTraining\x12$.lambdascope.v1.StartTrainingRequest\x1a\x13.lambdascope.v1.Job\"\x04\xd0\xa3\x19\x03\x12\x42\n\x06GetJob\x12\x1d.lambdascope.v1.GetJobRequest\x1a\x13.lambdascope.v1.Job\"\x04\xd0\xa3\x19\x02\x12S\n\x08ListJobs\x12\x1f.lambdascope.v1.ListJobsRequest\x1a .lambdascope.v1.ListJobsResponse\"\x04\xd0\xa3\x19\x02\x12H\n\tCancelJob\x12 .lambdascope.v1.CancelJobRequest\x1a\x13.lambdascope.v1.Job\"\x04\xd0\xa3\x19\x03\x12M\n\x08WatchJob\x12\x1f.lambdascope.v1.WatchJobRequest\x1a\x18.lambdascope.v1.JobEvent\"\x04\xd0\xa3\x19\x02\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lambdascope.v1.trainer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCHEDULEKIND']._serialized_start=2471
-  _globals['_SCHEDULEKIND']._serialized_end=2594
-  _globals['_NOISEKIND']._serialized_start=2596
-  _globals['_NOISEKIND']._serialized_end=2680
-  _globals['_NOISEDISTRIBUTION']._serialized_start=2682
-  _globals['_NOISEDISTRIBUTION']._serialized_end=2805
-  _globals['_PENALTYKIND']._serialized_start=2807
-  _globals['_PENALTYKIND']._serialized_end=2929
-  _globals['_DATASETSPEC']._serialized_start=105
-  _globals['_DATASETSPEC']._serialized_end=385
-  _globals['_DLNTEACHERDATA']._serialized_start=388
-  _globals['_DLNTEACHERDATA']._serialized_end=529
-  _globals['_QUADRATICREGRESSIONDATA']._serialized_start=531
-  _globals['_QUADRATICREGRESSIONDATA']._serialized_end=641
-  _globals['_MODULARADDITIONDATA']._serialized_start=643
-  _globals['_MODULARADDITIONDATA']._serialized_end=695
-  _globals['_SCHEDULESPEC']._serialized_start=697
-  _globals['_SCHEDULESPEC']._serialized_end=812
-  _globals['_NOISEINJECTION']._serialized_start=815
-  _globals['_NOISEINJECTION']._serialized_end=963
-  _globals['_OPTIMIZERSPEC']._serialized_start=966
-  _globals['_OPTIMIZERSPEC']._serialized_end=1171
-  _globals['_SELFMODELINGSPEC']._serialized_start=1173
-  _globals['_SELFMODELINGSPEC']._serialized_end=1222
-  _globals['_ACTIVATIONPENALTY']._serialized_start=1224
-  _globals['_ACTIVATIONPENALTY']._serialized_end=1316
-  _globals['_LABELSET']._serialized_start=1318
-  _globals['_LABELSET']._serialized_end=1344
-  _globals['_ROWRANGE']._serialized_start=1346
-  _globals['_ROWRANGE']._serialized_end=1385
-  _globals['_UNITRANGE']._serialized_start=1387
-  _globals['_UNITRANGE']._serialized_end=1443
-  _globals['_ROUTEGROUP']._serialized_start=1446
-  _globals['_ROUTEGROUP']._serialized_end=1657
-  _globals['_MASKVALUES']._serialized_start=1659
-  _globals['_MASKVALUES']._serialized_end=1687
-  _globals['_ROUTINGRULE']._serialized_start=1689
-  _globals['_ROUTINGRULE']._serialized_end=1760
-  _globals['_GRADIENTROUTINGSPEC']._serialized_start=1762
-  _globals['_GRADIENTROUTINGSPEC']._serialized_end=1827
-  _globals['_CHECKPOINTPOLICY']._serialized_start=1829
-  _globals['_CHECKPOINTPOLICY']._serialized_end=1877
-  _globals['_TRAINSPEC']._serialized_start=1880
-  _globals['_TRAINSPEC']._serialized_end=2384
-  _globals['_STARTTRAININGREQUEST']._serialized_start=2386
-  _globals['_STARTTRAININGREQUEST']._serialized_end=2469
-  _globals['_TRAINER']._serialized_start=2932
-  _globals['_TRAINER']._serialized_end=3299
+  _globals['_TRAINER'].methods_by_name['StartTraining']._loaded_options = None
+  _globals['_TRAINER'].methods_by_name['StartTraining']._serialized_options = b'\320\243\031\003'
+  _globals['_TRAINER'].methods_by_name['GetJob']._loaded_options = None
+  _globals['_TRAINER'].methods_by_name['GetJob']._serialized_options = b'\320\243\031\002'
+  _globals['_TRAINER'].methods_by_name['ListJobs']._loaded_options = None
+  _globals['_TRAINER'].methods_by_name['ListJobs']._serialized_options = b'\320\243\031\002'
+  _globals['_TRAINER'].methods_by_name['CancelJob']._loaded_options = None
+  _globals['_TRAINER'].methods_by_name['CancelJob']._serialized_options = b'\320\243\031\003'
+  _globals['_TRAINER'].methods_by_name['WatchJob']._loaded_options = None
+  _globals['_TRAINER'].methods_by_name['WatchJob']._serialized_options = b'\320\243\031\002'
+  _globals['_SCHEDULEKIND']._serialized_start=2500
+  _globals['_SCHEDULEKIND']._serialized_end=2623
+  _globals['_NOISEKIND']._serialized_start=2625
+  _globals['_NOISEKIND']._serialized_end=2709
+  _globals['_NOISEDISTRIBUTION']._serialized_start=2711
+  _globals['_NOISEDISTRIBUTION']._serialized_end=2834
+  _globals['_PENALTYKIND']._serialized_start=2836
+  _globals['_PENALTYKIND']._serialized_end=2958
+  _globals['_DATASETSPEC']._serialized_start=134
+  _globals['_DATASETSPEC']._serialized_end=414
+  _globals['_DLNTEACHERDATA']._serialized_start=417
+  _globals['_DLNTEACHERDATA']._serialized_end=558
+  _globals['_QUADRATICREGRESSIONDATA']._serialized_start=560
+  _globals['_QUADRATICREGRESSIONDATA']._serialized_end=670
+  _globals['_MODULARADDITIONDATA']._serialized_start=672
+  _globals['_MODULARADDITIONDATA']._serialized_end=724
+  _globals['_SCHEDULESPEC']._serialized_start=726
+  _globals['_SCHEDULESPEC']._serialized_end=841
+  _globals['_NOISEINJECTION']._serialized_start=844
+  _globals['_NOISEINJECTION']._serialized_end=992
+  _globals['_OPTIMIZERSPEC']._serialized_start=995
+  _globals['_OPTIMIZERSPEC']._serialized_end=1200
+  _globals['_SELFMODELINGSPEC']._serialized_start=1202
+  _globals['_SELFMODELINGSPEC']._serialized_end=1251
+  _globals['_ACTIVATIONPENALTY']._serialized_start=1253
+  _globals['_ACTIVATIONPENALTY']._serialized_end=1345
+  _globals['_LABELSET']._serialized_start=1347
+  _globals['_LABELSET']._serialized_end=1373
+  _globals['_ROWRANGE']._serialized_start=1375
+  _globals['_ROWRANGE']._serialized_end=1414
+  _globals['_UNITRANGE']._serialized_start=1416
+  _globals['_UNITRANGE']._serialized_end=1472
+  _globals['_ROUTEGROUP']._serialized_start=1475
+  _globals['_ROUTEGROUP']._serialized_end=1686
+  _globals['_MASKVALUES']._serialized_start=1688
+  _globals['_MASKVALUES']._serialized_end=1716
+  _globals['_ROUTINGRULE']._serialized_start=1718
+  _globals['_ROUTINGRULE']._serialized_end=1789
+  _globals['_GRADIENTROUTINGSPEC']._serialized_start=1791
+  _globals['_GRADIENTROUTINGSPEC']._serialized_end=1856
+  _globals['_CHECKPOINTPOLICY']._serialized_start=1858
+  _globals['_CHECKPOINTPOLICY']._serialized_end=1906
+  _globals['_TRAINSPEC']._serialized_start=1909
+  _globals['_TRAINSPEC']._serialized_end=2413
+  _globals['_STARTTRAININGREQUEST']._serialized_start=2415
+  _globals['_STARTTRAININGREQUEST']._serialized_end=2498
+  _globals['_TRAINER']._serialized_start=2961
+  _globals['_TRAINER']._serialized_end=3358
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from lambdascope.v1 import access_pb2 as _access_pb2
 from lambdascope.v1 import jobs_pb2 as _jobs_pb2
 from lambdascope.v1 import models_pb2 as _models_pb2
 from google.protobuf.internal import containers as _containers

@@ -1,7 +1,9 @@
 """Wire the estimator together from settings: job manager, registry client, server."""
 from __future__ import annotations
 
-from lambdascope import config, logs, server
+import grpc
+
+from lambdascope import auth, config, logs, server
 from lambdascope.client import Client
 from lambdascope.jobs import JobManager
 from lambdascope.metrics import AuditMetrics, ServerMetrics
@@ -17,8 +19,10 @@ def start(settings: config.Settings) -> server.RunningServer:
     jobs = JobManager(kind="audit", engine=db.engine(settings.database),
                       worker_module="services.estimator.worker", settings=settings,
                       metrics=AuditMetrics(metrics))
-    registry = Client(registry=settings.registry_address, token=settings.auth_token)
-    return server.start(settings, [binding(jobs, registry, settings.max_chain_steps)],
+    # Calls to the registry carry the key of the caller being served; the service has none.
+    registry = Client(registry=settings.registry_address, forward_caller=True)
+    authenticator = auth.RemoteAuthenticator(grpc.insecure_channel(settings.registry_address))
+    return server.start(settings, [binding(jobs, registry, settings.max_chain_steps)], authenticator,
                         on_shutdown=jobs.shutdown, metrics=metrics)
 
 

@@ -1,14 +1,13 @@
 """Estimator RPCs: check an audit request and queue it as a job (job queries: JobQueries)."""
 from __future__ import annotations
 
-from lambdascope import errors
+from lambdascope import auth, errors
 from lambdascope.client import Client
 from lambdascope.jobs import JobManager, JobQueries
 from lambdascope.server import ServiceBinding
 from lambdascope.specs import canonical_json
 from lambdascope.v1 import estimator_pb2, estimator_pb2_grpc, jobs_pb2
 from services.estimator import audit_spec
-
 
 class EstimatorServicer(JobQueries, estimator_pb2_grpc.EstimatorServicer):
     def __init__(self, jobs: JobManager, registry: Client, max_chain_steps: int):
@@ -46,7 +45,8 @@ class EstimatorServicer(JobQueries, estimator_pb2_grpc.EstimatorServicer):
         else:
             spec.model_version_id = resolved[0]
         return self.jobs.start(request.request_id, canonical_json(spec),
-                               total=len(ids) * settings.sgld.chains * settings.sgld.total_steps)
+                               total=len(ids) * settings.sgld.chains * settings.sgld.total_steps,
+                               team=auth.current().team, credential=self.job_credential)
 
 
 def binding(jobs: JobManager, registry: Client, max_chain_steps: int) -> ServiceBinding:

@@ -38,7 +38,7 @@ def run(ctx: worker.JobContext) -> worker.Result:
     device = request.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     per_version = audit_settings.sgld.chains * audit_settings.sgld.total_steps
     total = len(version_ids) * per_version
-    with Client(registry=settings.registry_address, token=settings.auth_token) as client, \
+    with Client(registry=settings.registry_address, api_key=ctx.api_key) as client, \
             tempfile.TemporaryDirectory(prefix="audit-") as scratch:
         try:
             versions = [client.get_model_version(v) for v in version_ids]

@@ -1,27 +1,35 @@
 """Wire the registry together from settings: SQL store, object store, collector, server."""
 from __future__ import annotations
 
-from lambdascope import config, logs, server
+from lambdascope import auth, config, logs, server
 from lambdascope.metrics import RegistryMetrics, ServerMetrics
 from lambdascope.storage.objects import open_store
-from services.registry import gc
+from services.registry import gc, identity_servicer
+from services.registry.identities import Identities
 from services.registry.servicer import binding
 from services.registry.store import RegistryStore
 
 
 def start(settings: config.Settings) -> server.RunningServer:
     store = RegistryStore(settings.database)
+    identities = Identities(store)
+    if settings.admin_key:
+        try:
+            identities.install_key(settings.admin_key, settings.default_owner,
+                                   auth.Role.ROLE_ADMIN, "the admin key given as admin_key")
+        except ValueError as exc:
+            raise SystemExit(f"LAMBDASCOPE_ADMIN_KEY: {exc}") from None
     metrics = ServerMetrics()
     registry_metrics = RegistryMetrics(metrics, store.usage)
     objects = registry_metrics.watch_objects(open_store(settings))
     staging = settings.data_dir / "staging"
     schedule = gc.Schedule(settings.gc_interval_seconds, lambda: gc.collect(
         store, objects, staging, settings.staging_ttl_seconds)).start()
-    return server.start(settings, [binding(
-        store, objects, staging, default_owner=settings.default_owner,
-        presign_seconds=settings.presign_seconds,
-        staging_ttl_seconds=settings.staging_ttl_seconds, metrics=registry_metrics)],
-        on_shutdown=schedule.stop, metrics=metrics)
+    return server.start(settings, [
+        binding(store, objects, staging, presign_seconds=settings.presign_seconds,
+                staging_ttl_seconds=settings.staging_ttl_seconds, metrics=registry_metrics),
+        identity_servicer.binding(identities)],
+        identities.authenticate, on_shutdown=schedule.stop, metrics=metrics)
 
 
 def main(argv: list[str] | None = None) -> None:

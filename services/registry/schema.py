@@ -112,3 +112,27 @@ objects = sa.Table(
     sa.Column("pins", sa.Integer, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+
+# Identities (lambdascope.auth): teams, and API keys stored as a salted scrypt hash of their
+# secret part (never the key itself). A key is revoked by stamping revoked_at, never deleted, so
+# the audit trail keeps naming it.
+teams = sa.Table(
+    "teams", metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("team", sa.String(100), sa.ForeignKey("teams.name"), nullable=False, index=True),
+    sa.Column("role", sa.Integer, nullable=False),
+    sa.Column("salt", sa.LargeBinary, nullable=False),
+    sa.Column("hash", sa.LargeBinary, nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(16), nullable=False),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("revoked_at", sa.Float),
+    sa.Column("job_id", sa.String(64), nullable=False),
+)

@@ -1,17 +1,14 @@
 """Registry RPCs: validate, translate, call the store; uploads are staged and verified first.
 
-Every record is stamped with its owner: the caller's team (metadata `x-lambdascope-team`) or
-the configured default team. Alias moves also record who moved them (`x-lambdascope-user`,
-else the team).
+Every record is stamped with its owner: the caller's team, from its API key (lambdascope.auth).
+Alias moves also record who moved them (the key's id).
 """
 from __future__ import annotations
 
 import pathlib
 import re
 
-import grpc
-
-from lambdascope import architectures, errors, inspection
+from lambdascope import architectures, auth, errors, inspection
 from lambdascope.storage.objects import CHUNK, ObjectStore, content_key
 from lambdascope.v1 import audit_pb2, models_pb2, registry_pb2, registry_pb2_grpc
 from services.registry import gc, uploads
@@ -23,7 +20,6 @@ VERSION_LIKE = re.compile(r"^(v|version)?[0-9]+$", re.IGNORECASE)
 RESERVED_ALIASES = {"latest"}
 TAG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
 MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TAGS = 128, 1024, 100
-IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 MAX_ARTIFACT_BYTES = 16 << 30
 # Uploads at least this large go to the object store while they arrive (smaller ones gain
 # nothing from the overlap and are stored after verification).
@@ -70,32 +66,22 @@ def _check_tags(field: str, tags: dict[str, str], remove: list[str] = ()) -> Non
                                          "characters")
 
 
-def _caller(context: grpc.ServicerContext, key: str, default: str) -> str:
-    for k, v in context.invocation_metadata() or ():
-        if k == key:
-            if not IDENTITY.match(v):
-                raise errors.InvalidArgument(f"metadata {key} {v!r} is not a valid identity")
-            return v
-    return default
-
-
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def __init__(self, store: RegistryStore, objects: ObjectStore, staging_dir: pathlib.Path,
-                 *, default_owner: str = "default", presign_seconds: int = 3600,
+                 *, presign_seconds: int = 3600,
                  staging_ttl_seconds: float = 86400.0, metrics=None):
         self.store = store
         self.metrics = metrics  # lambdascope.metrics.RegistryMetrics, or None
         self.objects = objects
         self.staging_dir = staging_dir
-        self.default_owner = default_owner
         self.presign_seconds = presign_seconds
         self.staging_ttl_seconds = staging_ttl_seconds
 
     def _owner(self, context) -> str:
-        return _caller(context, "x-lambdascope-team", self.default_owner)
+        return auth.current().team
 
     def _actor(self, context) -> str:
-        return _caller(context, "x-lambdascope-user", self._owner(context))
+        return auth.current().key_id
 
     # -- models ---------------------------------------------------------------------------
 

@@ -52,7 +52,7 @@ class RegistryStore:
     writes use row locks (SELECT ... FOR UPDATE) and check each pooled connection before use;
     reads run in autocommit (no BEGIN/ROLLBACK round trips; under READ COMMITTED every
     statement sees its own snapshot either way) on connections that are not pinged first: a
-    read that meets a connection the server dropped is retried once on a fresh one (`_read`).
+    read that meets a connection the server dropped is retried once on a fresh one (`read`).
     A read RPC checks out one connection for all its statements."""
 
     def __init__(self, url: str):
@@ -66,7 +66,7 @@ class RegistryStore:
         self.engine.dispose()
         self.reader.dispose()
 
-    def _read(self, read: Callable[[sa.Connection], T]) -> T:
+    def read(self, read: Callable[[sa.Connection], T]) -> T:
         """Run `read` on a pooled reading connection; once more on a fresh connection when the
         first was found dead (the database restarted, or dropped an idle session)."""
         try:
@@ -90,7 +90,7 @@ class RegistryStore:
         return self.get_model(name)
 
     def get_model(self, name: str) -> registry_pb2.Model:
-        return self._read(lambda conn: self._model(conn, name))
+        return self.read(lambda conn: self._model(conn, name))
 
     def _model(self, conn: sa.Connection, name: str) -> registry_pb2.Model:
         row = conn.execute(sa.select(models).where(models.c.name == name)).first()
@@ -111,7 +111,7 @@ class RegistryStore:
             return registry_pb2.ListModelsResponse(
                 models=[self._model(conn, n) for n in names], next_page_token=token)
 
-        return self._read(page)
+        return self.read(page)
 
     # -- objects --------------------------------------------------------------------------
 
@@ -153,7 +153,7 @@ class RegistryStore:
     def removable(self, sha256: str, *, stale_pin_seconds: float = STALE_PIN_SECONDS,
                   only_unknown_older_than: float | None = None) -> bool:
         """Whether `claim_for_removal` would claim this content now (for dry runs)."""
-        row, referenced = self._read(lambda conn: (
+        row, referenced = self.read(lambda conn: (
             conn.execute(sa.select(objects).where(objects.c.sha256 == sha256)).first(),
             self._references(conn, sha256)))
         if referenced:
@@ -195,7 +195,7 @@ class RegistryStore:
         """Known content that no record references (candidates for the collector), plus
         content a collector claimed but did not finish removing."""
         referenced = sa.union(sa.select(versions.c.sha256), sa.select(datasets.c.sha256))
-        return self._read(lambda conn: list(conn.execute(sa.select(objects.c.sha256).where(
+        return self.read(lambda conn: list(conn.execute(sa.select(objects.c.sha256).where(
             objects.c.sha256.not_in(referenced))).scalars()))
 
     def usage(self) -> dict:
@@ -215,10 +215,10 @@ class RegistryStore:
             return {"stored_bytes": stored_bytes, "stored_objects": stored_objects,
                     "unreferenced_bytes": unreferenced, "records": records}
 
-        return self._read(read)
+        return self.read(read)
 
     def known_object(self, sha256: str) -> bool:
-        return self._read(lambda conn: conn.execute(
+        return self.read(lambda conn: conn.execute(
             sa.select(objects.c.sha256).where(objects.c.sha256 == sha256)).first() is not None)
 
     @staticmethod
@@ -263,7 +263,7 @@ class RegistryStore:
 
     def resolve(self, reference: str) -> str:
         """The version id a reference names ("mv-...", "name/N", "name/latest", "name@alias")."""
-        return self._read(lambda conn: self._resolve(conn, reference))
+        return self.read(lambda conn: self._resolve(conn, reference))
 
     def _resolve(self, conn: sa.Connection, reference: str) -> str:
         ref = reads.parse_reference(reference)
@@ -277,7 +277,7 @@ class RegistryStore:
     def get_version(self, reference: str) -> registry_pb2.ModelVersion:
         """The version a reference names, with its tags and aliases (one statement)."""
         ref = reads.parse_reference(reference)
-        rows = self._read(lambda conn: conn.execute(reads.get_statement(ref.kind),
+        rows = self.read(lambda conn: conn.execute(reads.get_statement(ref.kind),
                                                     ref.params).all())
         if not rows:
             raise errors.NotFound(ref.missing)
@@ -314,7 +314,7 @@ class RegistryStore:
                 self._model(conn, model_name)  # NOT_FOUND for an unknown model
             return rows
 
-        rows = self._read(page)
+        rows = self.read(page)
         response = registry_pb2.ListModelVersionsResponse()
         reads.fill(rows[:size], response.versions)
         if len(rows) > size:
@@ -400,7 +400,7 @@ class RegistryStore:
                 aliases.c.model_name == model_name).order_by(aliases.c.alias)).scalars().all()
             return [self._alias(conn, model_name, a) for a in names]
 
-        return self._read(read)
+        return self.read(read)
 
     def alias_history(self, request: registry_pb2.GetAliasHistoryRequest
                       ) -> registry_pb2.GetAliasHistoryResponse:
@@ -412,7 +412,7 @@ class RegistryStore:
             return self._keyset(conn, query, request, [alias_events.c.id], lambda r: [r.id],
                                 scalars=False)
 
-        rows, token = self._read(page)
+        rows, token = self.read(page)
         if not rows and not request.page_token:
             raise errors.NotFound(f"model {request.model_name!r} never had an alias "
                                   f"{request.alias!r}")
@@ -467,7 +467,7 @@ class RegistryStore:
                 raise errors.NotFound(f"no dataset with id {dataset_id!r}")
             return self._decorate_datasets(conn, [registry_pb2.Dataset.FromString(blob)])[0]
 
-        return self._read(read)
+        return self.read(read)
 
     def list_datasets(self, request: registry_pb2.ListDatasetsRequest
                       ) -> registry_pb2.ListDatasetsResponse:
@@ -484,7 +484,7 @@ class RegistryStore:
                                                    for r in rows])
             return registry_pb2.ListDatasetsResponse(datasets=found, next_page_token=token)
 
-        return self._read(page)
+        return self.read(page)
 
     def delete_dataset(self, dataset_id: str) -> str:
         with self.engine.begin() as conn:
@@ -535,7 +535,7 @@ class RegistryStore:
         return report
 
     def get_report(self, report_id: str) -> audit_pb2.AuditReport:
-        blob = self._read(lambda conn: conn.execute(
+        blob = self.read(lambda conn: conn.execute(
             sa.select(reports.c.proto).where(reports.c.id == report_id)).scalar())
         if blob is None:
             raise errors.NotFound(f"no audit report with id {report_id!r}")
@@ -547,7 +547,7 @@ class RegistryStore:
         if request.model_version_id:
             version_id = self.get_version(request.model_version_id).id
             query = query.where(reports.c.model_version_id == version_id)
-        rows, token = self._read(lambda conn: self._keyset(
+        rows, token = self.read(lambda conn: self._keyset(
             conn, query, request, [reports.c.created_at, reports.c.id],
             lambda r: [r.created_at, r.id], scalars=False))
         return registry_pb2.ListReportsResponse(

@@ -1,14 +1,13 @@
 """Trainer RPCs: check a training spec and queue it as a job (job queries: JobQueries)."""
 from __future__ import annotations
 
-from lambdascope import errors
+from lambdascope import auth, errors
 from lambdascope.client import Client
 from lambdascope.jobs import JobManager, JobQueries
 from lambdascope.server import ServiceBinding
 from lambdascope.specs import canonical_json
 from lambdascope.v1 import trainer_pb2, trainer_pb2_grpc
 from services.trainer import train_spec
-
 
 class TrainerServicer(JobQueries, trainer_pb2_grpc.TrainerServicer):
     def __init__(self, jobs: JobManager, registry: Client):
@@ -27,7 +26,8 @@ class TrainerServicer(JobQueries, trainer_pb2_grpc.TrainerServicer):
                 train_spec.check_dataset(spec, dataset)
         except train_spec.SpecError as exc:
             raise errors.InvalidArgument(str(exc)) from None
-        return self.jobs.start(request.request_id, canonical_json(spec))
+        return self.jobs.start(request.request_id, canonical_json(spec),
+                               team=auth.current().team, credential=self.job_credential)
 
 
 def binding(jobs: JobManager, registry: Client) -> ServiceBinding:

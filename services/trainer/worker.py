@@ -122,7 +122,7 @@ def _run(ctx: worker.JobContext, saved: resume.ResumeStore) -> worker.Result:
     except train_spec.SpecError as exc:
         raise worker.BadInput(str(exc)) from None
     arch = train_spec.model_architecture(spec)
-    with Client(registry=ctx.settings.registry_address, token=ctx.settings.auth_token) as client, \
+    with Client(registry=ctx.settings.registry_address, api_key=ctx.api_key) as client, \
             tempfile.TemporaryDirectory(prefix="train-") as tmp:
         scratch = pathlib.Path(tmp)
         data = load_data(spec, client, scratch)

@@ -29,10 +29,8 @@ def small_config(**sampler) -> audit_pb2.AuditConfig:
 
 @pytest.fixture(scope="module")
 def uploaded(platform, regression_files):
-    from lambdascope.client import Client
-
     model_path, data_path = regression_files
-    with Client(**platform.endpoints) as c:
+    with platform.client() as c:
         return c.upload_model(model_path, "regressor"), c.upload_dataset(data_path, "regression")
 
 
@@ -123,7 +121,7 @@ def test_cli_audit_writes_a_json_report(platform, regression_files, tmp_path):
          "--data", str(data_path), "--loss", "mse", "--chains", "2", "--draws", "80",
          "--burnin", "40", "--step-size", "1e-4", "--localization", "100", "--seed", "3",
          "--json", str(out), "--server", address],
-        capture_output=True, text=True, timeout=180, env={**os.environ, "LAMBDASCOPE_HOME": str(tmp_path)})
+        capture_output=True, text=True, timeout=180, env={**os.environ, "LAMBDASCOPE_HOME": str(tmp_path), "LAMBDASCOPE_API_KEY": platform.api_key})
     assert result.returncode == 0, result.stderr
     assert "LLC" in result.stdout
     report = json.loads(out.read_text())

@@ -28,10 +28,8 @@ def export(model: torch.nn.Module, path, features: int) -> None:
 
 @pytest.fixture(scope="module")
 def regression(platform, regression_files):
-    from lambdascope.client import Client
-
     model_path, data_path = regression_files
-    with Client(**platform.endpoints) as c:
+    with platform.client() as c:
         return c.upload_model(model_path, "reg-science"), c.upload_dataset(data_path, "reg-sci")
 
 

@@ -42,10 +42,8 @@ def versions_of(client, name: str) -> list:
 
 @pytest.fixture(scope="module")
 def uploaded(platform, regression_files):
-    from lambdascope.client import Client
-
     model_path, data_path = regression_files
-    with Client(**platform.endpoints) as c:
+    with platform.client() as c:
         return c.upload_model(model_path, "regressor-bad"), c.upload_dataset(data_path, "reg")
 
 

@@ -30,7 +30,7 @@ def cli(platform, tmp_path, service: str, *args: str) -> subprocess.CompletedPro
     return subprocess.run(
         [sys.executable, "-m", "lambdascope.cli", *args, "--server", platform.endpoints[service]],
         capture_output=True, text=True, timeout=300,
-        env={**os.environ, "LAMBDASCOPE_HOME": str(tmp_path)})
+        env={**os.environ, "LAMBDASCOPE_HOME": str(tmp_path), "LAMBDASCOPE_API_KEY": platform.api_key})
 
 
 def test_builtin_transformer_trains_on_modular_addition_and_audits(platform, client, tmp_path):

@@ -24,7 +24,7 @@ def _counts(client) -> tuple[int, int]:
 def _cli(platform, tmp_path, *argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lambdascope.cli", *argv, "--server",
                            platform.endpoints["estimator"]], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "LAMBDASCOPE_HOME": str(tmp_path)})
+                          env={**os.environ, "LAMBDASCOPE_HOME": str(tmp_path), "LAMBDASCOPE_API_KEY": platform.api_key})
 
 
 def _audit(platform, tmp_path, *argv: str) -> subprocess.CompletedProcess:

@@ -29,7 +29,7 @@ def test_ctrl_c_during_an_audit_cancels_its_job_without_a_traceback(platform, cl
          "--loss", "mse", "--name", "interrupted", "--step-size", "1e-4", "--burnin", "0",
          "--draws", "900000", "--chains", "2", "--server", platform.endpoints["estimator"]],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "LAMBDASCOPE_HOME": str(tmp_path)})
+        env={**os.environ, "LAMBDASCOPE_HOME": str(tmp_path), "LAMBDASCOPE_API_KEY": platform.api_key})
     try:
         def running():
             if proc.poll() is not None:

@@ -8,7 +8,6 @@ import pathlib
 import signal
 import time
 
-from lambdascope.client import Client
 from lambdascope.local import LocalPlatform
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2
 
@@ -55,7 +54,7 @@ def test_queued_audits_run_two_at_a_time_and_a_killed_worker_is_retried_then_fai
     env = {"LAMBDASCOPE_MAX_CONCURRENT_JOBS": "2", "LAMBDASCOPE_MAX_CHAIN_STEPS": "100000000",
            "LAMBDASCOPE_JOB_BACKOFF_LIMIT": "1", "LAMBDASCOPE_RETRY_BACKOFF_SECONDS": "0.5"}
     with LocalPlatform(data_dir, extra_env=env) as platform, \
-            Client(**platform.endpoints) as client:
+            platform.client() as client:
         version = client.upload_model(model_path, "queued")
         dataset = client.upload_dataset(data_path, "queued-data")
         config = audit_pb2.AuditConfig(loss=models_pb2.LOSS_KIND_MSE)
@@ -104,7 +103,7 @@ def test_a_full_queue_refuses_new_jobs_with_resource_exhausted(tmp_path, regress
     env = {"LAMBDASCOPE_MAX_CONCURRENT_JOBS": "1", "LAMBDASCOPE_MAX_QUEUED_JOBS": "1",
            "LAMBDASCOPE_MAX_CHAIN_STEPS": "100000000"}
     with LocalPlatform((tmp_path / "data").resolve(), extra_env=env) as platform, \
-            Client(**platform.endpoints) as client:
+            platform.client() as client:
         version = client.upload_model(model_path, "busy")
         dataset = client.upload_dataset(data_path, "busy-data")
         config = audit_pb2.AuditConfig(loss=models_pb2.LOSS_KIND_MSE)

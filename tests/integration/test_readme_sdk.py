@@ -17,7 +17,9 @@ def _examples() -> list[str]:
 def test_the_readme_python_api_examples_run(platform, monkeypatch, capsys) -> None:
     examples = _examples()
     assert len(examples) >= 2  # the section exists and still holds its examples
-    monkeypatch.setenv("LAMBDASCOPE_SERVER", platform.endpoints["registry"])  # as `lambdascope up` would be found
+    # As `lambdascope up` would be found, with its admin key.
+    monkeypatch.setenv("LAMBDASCOPE_SERVER", platform.endpoints["registry"])
+    monkeypatch.setenv("LAMBDASCOPE_API_KEY", platform.api_key)
     namespace: dict = {}
     for code in examples:
         exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - our own README

@@ -260,7 +260,7 @@ def test_a_client_that_dies_mid_upload_leaves_no_version_and_no_staging(backend,
                 if i == 8:
                     print("sent", flush=True)
                     time.sleep(60)
-        Client(registry={backend.address!r}).registry.UploadModelVersion(stream())
+        Client(registry={backend.address!r}, api_key={backend.api_key!r}).registry.UploadModelVersion(stream())
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     assert proc.stdout.readline().strip() == b"sent"
@@ -298,7 +298,7 @@ def test_a_registry_that_crashes_mid_upload_leaves_staging_the_collector_removes
             print("sent", flush=True)
             time.sleep(60)
         try:
-            Client(registry={backend.address!r}).registry.UploadModelVersion(stream())
+            Client(registry={backend.address!r}, api_key={backend.api_key!r}).registry.UploadModelVersion(stream())
         except Exception:
             pass
     """)

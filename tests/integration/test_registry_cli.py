@@ -10,8 +10,8 @@ from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2
 
 def cli(platform, *args: str) -> str:
     done = subprocess.run([sys.executable, "-m", "lambdascope.cli", *args, "--server",
-                           platform.endpoints["registry"]], capture_output=True, text=True,
-                          timeout=120)
+                           platform.endpoints["registry"], "--api-key", platform.api_key],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

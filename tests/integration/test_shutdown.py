@@ -1,7 +1,6 @@
 """SIGTERM stops a service gracefully: in-flight jobs are marked INTERRUPTED, not lost."""
 from __future__ import annotations
 
-from lambdascope.client import Client
 from lambdascope.local import LocalPlatform
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2
 
@@ -11,7 +10,7 @@ def test_sigterm_marks_running_jobs_and_keeps_them(tmp_path, regression_files):
     platform = LocalPlatform(tmp_path / "data")
     platform.start()
     try:
-        with Client(**platform.endpoints) as client:
+        with platform.client() as client:
             version = client.upload_model(model_path, "regressor")
             dataset = client.upload_dataset(data_path, "regression")
             config = audit_pb2.AuditConfig(loss=models_pb2.LOSS_KIND_MSE)
@@ -25,7 +24,7 @@ def test_sigterm_marks_running_jobs_and_keeps_them(tmp_path, regression_files):
     assert codes == {"registry": 0, "trainer": 0, "estimator": 0}
 
     again = LocalPlatform(tmp_path / "data")
-    with again, Client(**again.endpoints) as client:
+    with again, again.client() as client:
         kept = client.get_job(job.id)
         assert kept.state == jobs_pb2.JOB_STATE_INTERRUPTED
         assert "shut down" in kept.message

@@ -92,7 +92,7 @@ checkpoints: {{count: 2}}
     result = subprocess.run(
         [sys.executable, "-m", "lambdascope.cli", "train", str(spec), "--server",
          platform.endpoints["trainer"]], capture_output=True, text=True, timeout=180,
-        env={**os.environ, "LAMBDASCOPE_HOME": str(tmp_path)})
+        env={**os.environ, "LAMBDASCOPE_HOME": str(tmp_path), "LAMBDASCOPE_API_KEY": platform.api_key})
     assert result.returncode == 0, result.stderr
     assert "train_accuracy" in result.stdout
     ids = result.stdout.split("checkpoints:")[1].split()
@@ -119,7 +119,6 @@ def test_cli_rejects_unknown_spec_fields(tmp_path):
 def test_a_restarted_trainer_resumes_the_job_from_its_last_checkpoint(tmp_path):
     """SIGTERM the trainer mid-run, start it again: the job continues from its last checkpoint,
     registers each checkpoint once, and ends with exactly the weights of an uninterrupted run."""
-    from lambdascope.client import Client
     from lambdascope.local import LocalPlatform
 
     def spec(name: str) -> trainer_pb2.TrainSpec:
@@ -130,7 +129,7 @@ def test_a_restarted_trainer_resumes_the_job_from_its_last_checkpoint(tmp_path):
         s.optimizer.noise.sigma = 1e-3
         return s
 
-    with LocalPlatform(tmp_path / "data") as platform, Client(**platform.endpoints) as client:
+    with LocalPlatform(tmp_path / "data") as platform, platform.client() as client:
         job = client.start_training(spec("resumed"), request_id="resume-me")
         for event in client.watch(job.id):
             assert event.state in (jobs_pb2.JOB_STATE_QUEUED, jobs_pb2.JOB_STATE_RUNNING), event

@@ -25,7 +25,7 @@ def test_cli_audits_an_exported_transformer(platform, tmp_path):
         [sys.executable, "-m", "lambdascope.cli", "audit", "--model", str(model_path), "--data",
          str(data_path), "--loss", "cross_entropy", "--max-steps", "1500", "--json", str(out),
          "--server", platform.endpoints["estimator"]],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "LAMBDASCOPE_HOME": str(tmp_path)})
+        capture_output=True, text=True, timeout=600, env={**os.environ, "LAMBDASCOPE_HOME": str(tmp_path), "LAMBDASCOPE_API_KEY": platform.api_key})
     assert result.returncode in (0, 3), result.stderr
     report = json.loads(out.read_text())
     llc = report["llc"]["mean"]

@@ -44,7 +44,6 @@ class Traffic:
 def traffic(platform, regression_files) -> Traffic:
     """Upload a model and a dataset, run a tiny audit and a tiny training run to completion,
     download the dataset back, then scrape every service."""
-    from lambdascope.client import Client
     from lambdascope.v1 import audit_pb2, models_pb2, trainer_pb2
 
     model_path, data_path = regression_files
@@ -60,7 +59,7 @@ def traffic(platform, regression_files) -> Traffic:
         optimizer=trainer_pb2.OptimizerSpec(kind="adam", learning_rate=3e-3),
         checkpoints=trainer_pb2.CheckpointPolicy(count=1))
     before = {name: scrape(address) for name, address in platform.metrics.items()}
-    with Client(**platform.endpoints) as client:
+    with platform.client() as client:
         version = client.upload_model(model_path, "obs-regressor")
         dataset = client.upload_dataset(data_path, "obs-regression")
         training = client.start_training(spec)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lambdascope import config, errors, jobs, metrics, server
+from lambdascope import auth, config, errors, jobs, metrics, server
 from lambdascope.storage.objects import LocalObjectStore
 from lambdascope.v1 import jobs_pb2, registry_pb2, registry_pb2_grpc
 
@@ -185,8 +185,10 @@ def test_database_errors_are_counted_by_rpc(tmp_path):
 
     server_metrics = metrics.ServerMetrics()
     settings = config.Settings(service="registry", data_dir=tmp_path, metrics_port=-1)
+    # Every caller is a writer of team-a: this test is about the store's errors, not about keys.
+    anyone = lambda key, team: auth.Principal("k", "team-a", auth.Role.ROLE_WRITER)  # noqa: E731
     running = server.start(settings, [binding(_BrokenStore(), LocalObjectStore(tmp_path / "o"),
-                                              tmp_path / "staging")], metrics=server_metrics)
+                                              tmp_path / "staging")], anyone, metrics=server_metrics)
     try:
         with grpc.insecure_channel(running.address) as channel:
             stub = registry_pb2_grpc.RegistryStub(channel)
@@ -197,7 +199,7 @@ def test_database_errors_are_counted_by_rpc(tmp_path):
                  grpc.StatusCode.ALREADY_EXISTS),
             ]:
                 with pytest.raises(grpc.RpcError) as caught:
-                    call(request, timeout=10)
+                    call(request, timeout=10, metadata=[("authorization", "Bearer any")])
                 assert caught.value.code() == code
     finally:
         running.stop(0)

@@ -16,6 +16,7 @@ import urllib.request
 
 import pytest
 
+from lambdascope import discovery
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2
 
 
@@ -90,12 +91,13 @@ def prometheus(promtool, up, tmp_path):
         proc.wait(timeout=30)
 
 
-def test_prometheus_sees_the_audit_in_the_job_and_grpc_counters(prometheus, up,
+def test_prometheus_sees_the_audit_in_the_job_and_grpc_counters(prometheus, up, tmp_path,
                                                                  regression_files):
     from lambdascope.client import Client
 
     model_path, data_path = regression_files
-    client = Client(**{name: grpc for name, (grpc, _) in up.items()})
+    client = Client(**{name: grpc for name, (grpc, _) in up.items()},
+                    api_key=discovery.admin_key(tmp_path / "data"))
     finished = 'sum(lambdascope_jobs_finished_total{job="estimator",kind="audit"})'
     handled = ('sum(grpc_server_handled_total{job="estimator",'
                'grpc_method="StartAudit",grpc_code="OK"})')

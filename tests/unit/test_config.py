@@ -119,8 +119,14 @@ def test_to_env_reproduces_every_field_without_the_file(tmp_path, monkeypatch):
     assert {f"LAMBDASCOPE_{f.name.upper()}" for f in config.dataclasses.fields(config.Settings)
             if f.name != "service"} <= env.keys()
     # A child inherits the parent's LAMBDASCOPE_CONFIG: to_env must win over the file, even
-    # for a field whose empty value the environment cannot express (auth_token here).
-    _config_file(tmp_path, "auth_token: from-file\npresign_seconds: 5\n", monkeypatch)
+    # for a field whose empty value the environment cannot express (job_image here).
+    _config_file(tmp_path, "job_image: from-file\npresign_seconds: 5\n", monkeypatch)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert config.load("registry") == settings
+
+
+def test_to_env_never_passes_the_admin_key_on(tmp_path):
+    settings = config.load("registry", data_dir=tmp_path, admin_key="lsk_" + "0" * 16 + "_" + "a" * 43)
+    assert config.to_env(settings)["LAMBDASCOPE_ADMIN_KEY"] == ""
+    assert settings.admin_key not in "".join(config.to_env(settings).values())

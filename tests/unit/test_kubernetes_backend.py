@@ -35,7 +35,7 @@ def _settings(**overrides) -> config.Settings:
     settings.job_backend = "kubernetes"
     settings.job_image = "ghcr.io/lambdascope/worker:0.1.0"
     settings.job_namespace = NS
-    settings.auth_token = "very-secret-token"
+    settings.admin_key = "very-secret-token"
     settings.s3_access_key = "access-key-value"
     settings.s3_secret_key = "secret-key-value"
     for name, value in overrides.items():
@@ -117,13 +117,14 @@ def test_a_gpu_job_asks_for_the_gpu_node_and_tolerates_its_taint():
 
 def test_the_job_travels_in_env_and_secrets_only_by_reference():
     settings = _settings()
-    doc = _doc(backends.build_job("audit-1", "audit", SPEC, settings))
+    doc = _doc(backends.build_job("audit-1", "audit", SPEC, settings, credential="lsk_job"))
     env = _env(doc)
     names = [e["name"] for e in env]
     assert len(names) == len(set(names))
     by_name = {e["name"]: e for e in env}
     assert json.loads(by_name["LAMBDASCOPE_JOB"]["value"]) == {
-        "job_id": "audit-1", "kind": "audit", "spec_json": SPEC}
+        "job_id": "audit-1", "kind": "audit", "spec_json": SPEC, "api_key": "lsk_job"}
+    assert "LAMBDASCOPE_ADMIN_KEY" not in by_name or not by_name["LAMBDASCOPE_ADMIN_KEY"].get("value")
     for key in backends.SECRET_KEYS:
         assert "value" not in by_name[key]
         ref = by_name[key]["valueFrom"]["secretKeyRef"]
@@ -168,9 +169,9 @@ def test_the_worker_reads_its_job_from_lambdascope_job_else_stdin():
     assert worker.read_job({"LAMBDASCOPE_JOB": json.dumps(job)}, stdin) == job
     assert worker.read_job({}, stdin)["job_id"] == "from-stdin"
     # What build_job puts in the pod is what the worker reads.
-    doc = _doc(backends.build_job("audit-1", "audit", SPEC, _settings()))
+    doc = _doc(backends.build_job("audit-1", "audit", SPEC, _settings(), credential="lsk_x"))
     env = {e["name"]: e.get("value") for e in _env(doc)}
-    assert worker.read_job(env, io.StringIO("")) == job
+    assert worker.read_job(env, io.StringIO("")) == {**job, "api_key": "lsk_x"}
     with pytest.raises(ValueError):
         worker.read_job({"LAMBDASCOPE_JOB": json.dumps({"job_id": "x"})}, io.StringIO(""))
 
@@ -368,7 +369,7 @@ def test_cancel_deletes_the_job_in_the_foreground(api, tmp_path):
     try:
         job = rec.manager.start("req-cancel", SPEC)
         rec.wait_step(job.id, 2)
-        cancelled = rec.manager.cancel(job.id)
+        cancelled = rec.manager.cancel(job.id, '')
         assert cancelled.state == S.JOB_STATE_CANCELLED, cancelled
         assert cancelled.message == "cancelled by request"
         assert api.deletes == [(job.id, "Foreground")]
@@ -451,7 +452,7 @@ def test_the_backend_calls_only_what_the_role_allows(api, tmp_path):
         api.script(JobScript([ScriptedPod([_event(step=1)], end="hold")]))
         job2 = rec.manager.start("req-rbac-2", SPEC)
         rec.wait_step(job2.id, 1)
-        assert rec.manager.cancel(job2.id).state == S.JOB_STATE_CANCELLED
+        assert rec.manager.cancel(job2.id, '').state == S.JOB_STATE_CANCELLED
     finally:
         rec.manager.shutdown()
     allowed = set()
