@@ -58,6 +58,9 @@ import threading
 import time
 import urllib.request
 
+# The team of the admin key that fills the registry (the platform's default team).
+TEAM = "default"
+
 BENCH = pathlib.Path(__file__).resolve().parent
 ROOT = BENCH.parent
 for _p in (str(ROOT), str(BENCH), str(ROOT / "tests")):
@@ -391,7 +394,7 @@ def populate(store, seed_version: registry_pb2.ModelVersion, *, versions: int, m
             tags = {"parity": "even" if k % 2 == 0 else "odd", "bucket": f"b{(k // 2) % 10}",
                     "team": f"team-{m % 5}"}
             store.pin_object(sha, size)
-            added = store.add_version(version, tags, owner=f"team-{m % 5}")
+            added = store.add_version(version, tags, owner=TEAM)  # one team: the key the load uses
             with lock:
                 ids.append(added.id)
 
@@ -404,8 +407,8 @@ def populate(store, seed_version: registry_pb2.ModelVersion, *, versions: int, m
     for t in threads:
         t.join()
     for name in names:
-        store.set_alias(name, "production", f"{name}/1", "bench")
-        store.set_alias(name, "candidate", f"{name}/latest", "bench")
+        store.set_alias(name, "production", f"{name}/1", "bench", TEAM)
+        store.set_alias(name, "candidate", f"{name}/latest", "bench", TEAM)
     return ids, names, time.perf_counter() - began
 
 
@@ -432,16 +435,16 @@ def store_timings(store, ids: list[str], models: list[str], samples: int, seed: 
     def list_request():
         m = rng.choice(models)
         return lambda: store.search_versions(
-            registry_pb2.ListModelVersionsRequest(model_name=m, page_size=PAGE), model_name=m)
+            registry_pb2.ListModelVersionsRequest(model_name=m, page_size=PAGE), TEAM, model_name=m)
 
     def search_request(tags, model=""):
         req = registry_pb2.SearchModelVersionsRequest(tags=tags, model_name=model, page_size=PAGE)
-        return lambda: store.search_versions(req, model_name=model, tags=tags)
+        return lambda: store.search_versions(req, TEAM, model_name=model, tags=tags)
 
     calls = {
-        "get id": lambda: (lambda i: lambda: store.get_version(i))(rng.choice(ids)),
-        "get latest": lambda: (lambda m: lambda: store.get_version(f"{m}/latest"))(rng.choice(models)),
-        "get alias": lambda: (lambda m: lambda: store.get_version(f"{m}@production"))(rng.choice(models)),
+        "get id": lambda: (lambda i: lambda: store.get_version(i, TEAM))(rng.choice(ids)),
+        "get latest": lambda: (lambda m: lambda: store.get_version(f"{m}/latest", TEAM))(rng.choice(models)),
+        "get alias": lambda: (lambda m: lambda: store.get_version(f"{m}@production", TEAM))(rng.choice(models)),
         "list first page": list_request,
         "search {parity} first page": lambda: search_request({"parity": rng.choice(("even", "odd"))}),
         "search {parity, bucket} first page": lambda: search_request(
@@ -466,13 +469,13 @@ def store_timings(store, ids: list[str], models: list[str], samples: int, seed: 
                      "sql_ms_per_call": 1e3 * counter["sql_seconds"] / samples}
     # A next page of the widest search, through its token.
     req = registry_pb2.SearchModelVersionsRequest(tags={"parity": "even"}, page_size=PAGE)
-    first = store.search_versions(req, tags={"parity": "even"})
+    first = store.search_versions(req, TEAM, tags={"parity": "even"})
     times = []
     counter.update(statements=0, sql_seconds=0.0)
     req.page_token = first.next_page_token
     for _ in range(samples):
         began = time.perf_counter()
-        store.search_versions(req, tags={"parity": "even"})
+        store.search_versions(req, TEAM, tags={"parity": "even"})
         times.append(time.perf_counter() - began)
     times.sort()
     out["search {parity} next page"] = {

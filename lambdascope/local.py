@@ -62,10 +62,11 @@ class LocalPlatform:
         return self.endpoints
 
     def client(self, **options):
-        """A Client of this platform with its admin key (lambdascope.client.Client options)."""
+        """A Client of this platform, with its admin key unless `api_key` is given
+        (lambdascope.client.Client options)."""
         from lambdascope.client import Client
 
-        return Client(**self.endpoints, api_key=self.api_key, **options)
+        return Client(**{**self.endpoints, "api_key": self.api_key, **options})
 
     def restart(self, name: str, timeout: float = 60.0) -> int | None:
         """Stop one service gracefully (if it still runs) and start it again on the same port;

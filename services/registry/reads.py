@@ -27,9 +27,21 @@ REFERENCE = re.compile(r"^(?P<name>[^/@]+)(?:/(?P<number>latest|[0-9]+)|@(?P<ali
 KEY_SEP, ENTRY_SEP = "\x1f", "\x1e"
 
 
+def model_key(team: str, name: str) -> str:
+    """How a team's model (or dataset) name is stored: "<team>/<name>". Names are unique per
+    team, and neither part may hold a '/'."""
+    return f"{team}/{name}"
+
+
+def plain_name(key: str) -> str:
+    """The name a team sees of a stored "<team>/<name>"."""
+    return key.split("/", 1)[-1]
+
+
 @dataclasses.dataclass(frozen=True)
 class Reference:
-    """What a version reference names: kind is "id", "latest", "number" or "alias"."""
+    """What a version reference names, within one team: kind is "id", "latest", "number" or
+    "alias"; params bind the statements below (the model's stored key, the team as owner)."""
 
     kind: str
     params: dict
@@ -37,39 +49,44 @@ class Reference:
 
     @property
     def missing(self) -> str:
-        """The NOT_FOUND message when nothing matches."""
+        """The NOT_FOUND message when nothing matches: the same for another team's version as
+        for one that does not exist."""
         p = self.params
+        name = plain_name(p.get("name", ""))
         return {"id": f"no model version with id {self.text!r}",
-                "latest": f"no a latest version of model {p.get('name')!r} (it has none)",
-                "number": f"no version {p.get('number')} of model {p.get('name')!r}",
-                "alias": f"no alias {p.get('alias')!r} of model {p.get('name')!r}"}[self.kind]
+                "latest": f"no a latest version of model {name!r} (it has none)",
+                "number": f"no version {p.get('number')} of model {name!r}",
+                "alias": f"no alias {p.get('alias')!r} of model {name!r}"}[self.kind]
 
 
-def parse_reference(reference: str) -> Reference:
+def parse_reference(reference: str, team: str) -> Reference:
     match = REFERENCE.match(reference)
     if reference.startswith("mv-") or match is None:
-        return Reference("id", {"id": reference}, reference)
-    name = match["name"]
+        return Reference("id", {"id": reference, "owner": team}, reference)
+    name = model_key(team, match["name"])
     if match["alias"]:
-        return Reference("alias", {"name": name, "alias": match["alias"]}, reference)
+        return Reference("alias", {"name": name, "alias": match["alias"], "owner": team}, reference)
     if match["number"] == "latest":
-        return Reference("latest", {"name": name}, reference)
-    return Reference("number", {"name": name, "number": int(match["number"])}, reference)
+        return Reference("latest", {"name": name, "owner": team}, reference)
+    return Reference("number", {"name": name, "number": int(match["number"]), "owner": team},
+                     reference)
 
 
 @functools.cache
 def target_statement(kind: str) -> sa.Select:
-    """The id a reference of this kind names, as a one-row select."""
+    """The id a reference of this kind names, as a one-row select (the team's versions only)."""
     name = versions.c.model_name == sa.bindparam("name")
+    owned = versions.c.owner == sa.bindparam("owner")
     if kind == "id":
-        return sa.select(versions.c.id).where(versions.c.id == sa.bindparam("id"))
+        return sa.select(versions.c.id).where(versions.c.id == sa.bindparam("id"), owned)
     if kind == "latest":
-        return sa.select(versions.c.id).where(name).order_by(versions.c.version.desc()).limit(1)
+        return sa.select(versions.c.id).where(name, owned).order_by(versions.c.version.desc()).limit(1)
     if kind == "number":
-        return sa.select(versions.c.id).where(name, versions.c.version == sa.bindparam("number"))
+        return sa.select(versions.c.id).where(name, owned, versions.c.version == sa.bindparam("number"))
     if kind == "alias":
-        return sa.select(aliases.c.version_id).where(aliases.c.model_name == sa.bindparam("name"),
-                                                     aliases.c.alias == sa.bindparam("alias"))
+        # The team is in the model's key.
+        return sa.select(aliases.c.version_id).where(
+            aliases.c.model_name == sa.bindparam("name"), aliases.c.alias == sa.bindparam("alias"))
     raise ValueError(f"unknown reference kind {kind!r}")
 
 
@@ -101,9 +118,10 @@ class SearchShape:
 
 @functools.lru_cache(maxsize=512)
 def search_statement(shape: SearchShape) -> sa.Select:
-    """A page of versions matching the shape's filters, ordered by (created_at, id), with
-    `limit` rows at most; parameters named as `search_params` names them."""
-    query = sa.select(versions.c.id, versions.c.proto, versions.c.created_at)
+    """A page of one team's versions matching the shape's filters, ordered by (created_at, id),
+    with `limit` rows at most; parameters named as `search_params` names them."""
+    query = sa.select(versions.c.id, versions.c.proto, versions.c.created_at).where(
+        versions.c.owner == sa.bindparam("owner"))
     keys: tuple[sa.ColumnElement, ...] = (versions.c.created_at, versions.c.id)
     first_tag = 0
     if shape.tags and not shape.model:
@@ -146,15 +164,15 @@ def search_statement(shape: SearchShape) -> sa.Select:
     return _decorated(query.limit(sa.bindparam("limit", type_=sa.Integer)))
 
 
-def search_params(*, model_name: str = "", tags: dict[str, str] | None = None,
+def search_params(*, owner: str, model_name: str = "", tags: dict[str, str] | None = None,
                   tag_keys: Iterable[str] = (), alias: str = "", job_id: str = "",
                   dataset_version_id: str = "", parent_version_id: str = "", sha256: str = "",
                   created_after: float = 0.0, created_before: float = 0.0,
                   after: list | None = None, descending: bool = False,
                   limit: int) -> tuple[SearchShape, dict]:
-    """The shape of a search and the values to bind."""
+    """The shape of a search and the values to bind (model_name: the model's stored key)."""
     tags, tag_keys = dict(tags or {}), list(tag_keys)
-    params: dict = {"limit": limit}
+    params: dict = {"limit": limit, "owner": owner}
     for i, (k, v) in enumerate(sorted(tags.items())):
         params[f"tag_key_{i}"], params[f"tag_value_{i}"] = k, v
     for i, k in enumerate(tag_keys):

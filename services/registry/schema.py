@@ -1,6 +1,10 @@
 """The registry's SQL schema (SQLAlchemy Core). Migrations in `migrations/` build exactly this;
 a test compares the two, so the schema the code queries and the one deployed cannot drift.
 
+Names are per team: the `name` of a model (and the model_name that refers to it) and of a
+dataset is stored as "<team>/<name>" (services/registry/reads.model_key), while the protobuf
+messages keep the name the team sees. Every record has an owner team.
+
 Records keep their full protobuf message (the API's own shape) beside the columns queries filter
 on. Mutable parts live in their own tables: tags, aliases (with their history), and the
 reference-counted objects table that decides when stored bytes may be deleted.
@@ -57,6 +61,8 @@ reports = sa.Table(
               nullable=False, index=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("proto", sa.LargeBinary, nullable=False),
+    # The team whose audit this is (not necessarily the model's: a model can be shared).
+    sa.Column("owner", sa.String(100), nullable=False, index=True),
 )
 
 version_tags = sa.Table(

@@ -77,38 +77,41 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self.presign_seconds = presign_seconds
         self.staging_ttl_seconds = staging_ttl_seconds
 
-    def _owner(self, context) -> str:
+    @staticmethod
+    def _team() -> str:
+        """The caller's team: every record it reads or writes is that team's."""
         return auth.current().team
 
-    def _actor(self, context) -> str:
+    @staticmethod
+    def _actor() -> str:
         return auth.current().key_id
 
     # -- models ---------------------------------------------------------------------------
 
     def CreateModel(self, request, context):
         _check_name("name", request.name)
-        return self.store.create_model(request.name, request.description, self._owner(context))
+        return self.store.create_model(request.name, request.description, self._team())
 
     def GetModel(self, request, context):
-        return self.store.get_model(request.name)
+        return self.store.get_model(request.name, self._team())
 
     def ListModels(self, request, context):
-        return self.store.list_models(request)
+        return self.store.list_models(request, self._team())
 
     def UploadModelVersion(self, request_iterator, context):
         staged = self._receive(request_iterator, self._check_model_header)
         try:
             version = self._checked(staged, lambda: self._inspect_model(staged))
             return self._commit(staged, lambda: self.store.add_version(
-                version, dict(staged.header.tags), self._owner(context)))
+                version, dict(staged.header.tags), self._team()))
         finally:
             staged.discard()
 
     def GetModelVersion(self, request, context):
-        return self.store.get_version(request.version_id)
+        return self.store.get_version(request.version_id, self._team())
 
     def ListModelVersions(self, request, context):
-        return self.store.search_versions(request, model_name=request.model_name,
+        return self.store.search_versions(request, self._team(), model_name=request.model_name,
                                           job_id=request.job_id)
 
     def SearchModelVersions(self, request, context):
@@ -116,7 +119,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         if request.alias:
             _check_alias(request.alias)
         return self.store.search_versions(
-            request, model_name=request.model_name, tags=dict(request.tags),
+            request, self._team(), model_name=request.model_name, tags=dict(request.tags),
             tag_keys=list(request.tag_keys), alias=request.alias, job_id=request.job_id,
             parent_version_id=request.parent_version_id,
             dataset_version_id=request.dataset_version_id, sha256=request.sha256,
@@ -125,11 +128,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             newest_first=request.newest_first)
 
     def DownloadModelVersion(self, request, context):
-        version = self.store.get_version(request.version_id)
+        version = self.store.get_version(request.version_id, self._team())
         return self._download(version.sha256, version.size_bytes)
 
     def DeleteModelVersion(self, request, context):
-        sha = self.store.delete_version(request.version_id)
+        sha = self.store.delete_version(request.version_id, self._team())
         return registry_pb2.DeleteResponse(artifact_freed=self._free(sha))
 
     def SetTags(self, request, context):
@@ -137,10 +140,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         target = request.WhichOneof("target")
         if target == "version_id":
             tags = self.store.set_version_tags(request.version_id, dict(request.set),
-                                               request.remove)
+                                               request.remove, self._team())
         elif target == "dataset_id":
             tags = self.store.set_dataset_tags(request.dataset_id, dict(request.set),
-                                               request.remove)
+                                               request.remove, self._team())
         else:
             raise errors.InvalidArgument("SetTags needs version_id or dataset_id")
         return registry_pb2.SetTagsResponse(tags=tags)
@@ -153,30 +156,32 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         if not request.version_id:
             raise errors.InvalidArgument("version_id is required: the version the alias names")
         return self.store.set_alias(request.model_name, request.alias, request.version_id,
-                                    self._actor(context))
+                                    self._actor(), self._team())
 
     def DeleteAlias(self, request, context):
         _check_name("model_name", request.model_name)
         _check_alias(request.alias)
-        return self.store.delete_alias(request.model_name, request.alias, self._actor(context))
+        return self.store.delete_alias(request.model_name, request.alias, self._actor(),
+                                       self._team())
 
     def ListAliases(self, request, context):
         _check_name("model_name", request.model_name)
-        return registry_pb2.ListAliasesResponse(aliases=self.store.list_aliases(request.model_name))
+        return registry_pb2.ListAliasesResponse(
+            aliases=self.store.list_aliases(request.model_name, self._team()))
 
     def GetAliasHistory(self, request, context):
         _check_name("model_name", request.model_name)
         _check_alias(request.alias)
-        return self.store.alias_history(request)
+        return self.store.alias_history(request, self._team())
 
     # -- downloads by URL, garbage ----------------------------------------------------------
 
     def GetDownloadUrl(self, request, context):
         target = request.WhichOneof("target")
         if target == "version_id":
-            record = self.store.get_version(request.version_id)
+            record = self.store.get_version(request.version_id, self._team())
         elif target == "dataset_id":
-            record = self.store.get_dataset(request.dataset_id)
+            record = self.store.get_dataset(request.dataset_id, self._team())
         else:
             raise errors.InvalidArgument("GetDownloadUrl needs version_id or dataset_id")
         if not 0 <= request.expires_seconds <= 7 * 24 * 3600:
@@ -208,22 +213,22 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             dataset.name, dataset.sha256, dataset.size_bytes = header.name, staged.sha256, staged.size
             dataset.metadata.update(header.metadata)
             return self._commit(staged, lambda: self.store.add_dataset(
-                dataset, dict(header.tags), self._owner(context)))
+                dataset, dict(header.tags), self._team()))
         finally:
             staged.discard()
 
     def GetDataset(self, request, context):
-        return self.store.get_dataset(request.dataset_id)
+        return self.store.get_dataset(request.dataset_id, self._team())
 
     def ListDatasets(self, request, context):
-        return self.store.list_datasets(request)
+        return self.store.list_datasets(request, self._team())
 
     def DownloadDataset(self, request, context):
-        dataset = self.store.get_dataset(request.dataset_id)
+        dataset = self.store.get_dataset(request.dataset_id, self._team())
         return self._download(dataset.sha256, dataset.size_bytes)
 
     def DeleteDataset(self, request, context):
-        sha = self.store.delete_dataset(request.dataset_id)
+        sha = self.store.delete_dataset(request.dataset_id, self._team())
         return registry_pb2.DeleteResponse(artifact_freed=self._free(sha))
 
     # -- reports --------------------------------------------------------------------------
@@ -233,13 +238,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             raise errors.InvalidArgument("report.model_version_id is required")
         report = audit_pb2.AuditReport()
         report.CopyFrom(request.report)
-        return self.store.add_report(report)
+        return self.store.add_report(report, self._team())
 
     def GetReport(self, request, context):
-        return self.store.get_report(request.report_id)
+        return self.store.get_report(request.report_id, self._team())
 
     def ListReports(self, request, context):
-        return self.store.list_reports(request)
+        return self.store.list_reports(request, self._team())
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -350,9 +355,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
 
     def _check_lineage(self, lineage: registry_pb2.Lineage) -> None:
         if lineage.parent_version_id:  # a reference is stored as the id it names now
-            lineage.parent_version_id = self.store.get_version(lineage.parent_version_id).id
+            lineage.parent_version_id = self.store.get_version(lineage.parent_version_id,
+                                                               self._team()).id
         if lineage.dataset_version_id:
-            self.store.get_dataset(lineage.dataset_version_id)
+            self.store.get_dataset(lineage.dataset_version_id, self._team())
 
     def _download(self, sha256: str, size: int):
         key = content_key(sha256)

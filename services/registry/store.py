@@ -21,6 +21,8 @@ from lambdascope import errors, paging
 from lambdascope.storage import db
 from lambdascope.v1 import audit_pb2, registry_pb2
 from services.registry import reads
+from services.registry.reads import model_key as key
+from services.registry.reads import plain_name
 from services.registry.migrate import migrate
 from services.registry.schema import (
     alias_events,
@@ -83,28 +85,28 @@ class RegistryStore:
     def create_model(self, name: str, description: str, owner: str) -> registry_pb2.Model:
         try:
             with self.engine.begin() as conn:
-                conn.execute(models.insert().values(name=name, description=description,
+                conn.execute(models.insert().values(name=key(owner, name), description=description,
                                                     created_at=time.time(), owner=owner))
         except sa.exc.IntegrityError:
             raise errors.AlreadyExists(f"model {name!r} already exists") from None
-        return self.get_model(name)
+        return self.get_model(name, owner)
 
-    def get_model(self, name: str) -> registry_pb2.Model:
-        return self.read(lambda conn: self._model(conn, name))
+    def get_model(self, name: str, team: str) -> registry_pb2.Model:
+        return self.read(lambda conn: self._model(conn, key(team, name)))
 
-    def _model(self, conn: sa.Connection, name: str) -> registry_pb2.Model:
-        row = conn.execute(sa.select(models).where(models.c.name == name)).first()
+    def _model(self, conn: sa.Connection, model_key: str) -> registry_pb2.Model:
+        row = conn.execute(sa.select(models).where(models.c.name == model_key)).first()
         if row is None:
-            raise errors.NotFound(f"no model named {name!r}")
+            raise errors.NotFound(f"no model named {plain_name(model_key)!r}")
         latest = conn.execute(sa.select(sa.func.max(versions.c.version))
-                              .where(versions.c.model_name == name)).scalar()
-        return registry_pb2.Model(name=row.name, description=row.description,
+                              .where(versions.c.model_name == model_key)).scalar()
+        return registry_pb2.Model(name=plain_name(row.name), description=row.description,
                                   latest_version=latest or 0, owner=row.owner,
                                   created_at=_timestamp(row.created_at))
 
-    def list_models(self, request: registry_pb2.ListModelsRequest
+    def list_models(self, request: registry_pb2.ListModelsRequest, team: str
                     ) -> registry_pb2.ListModelsResponse:
-        query = sa.select(models.c.name).order_by(models.c.name)
+        query = sa.select(models.c.name).where(models.c.owner == team).order_by(models.c.name)
 
         def page(conn: sa.Connection) -> registry_pb2.ListModelsResponse:
             names, token = self._keyset(conn, query, request, [models.c.name], lambda n: [n])
@@ -237,18 +239,19 @@ class RegistryStore:
         version.owner = owner
         now = time.time()
         version.created_at.CopyFrom(_timestamp(now))
+        model_key = key(owner, version.model_name)
         for _attempt in range(50):
             try:
                 with self.engine.begin() as conn:
                     if conn.execute(sa.select(models.c.name)
-                                    .where(models.c.name == version.model_name)).first() is None:
-                        conn.execute(models.insert().values(name=version.model_name, owner=owner,
+                                    .where(models.c.name == model_key)).first() is None:
+                        conn.execute(models.insert().values(name=model_key, owner=owner,
                                                             description="", created_at=now))
                     latest = conn.execute(sa.select(sa.func.max(versions.c.version)).where(
-                        versions.c.model_name == version.model_name)).scalar()
+                        versions.c.model_name == model_key)).scalar()
                     version.version = (latest or 0) + 1
                     conn.execute(versions.insert().values(
-                        id=version.id, model_name=version.model_name, version=version.version,
+                        id=version.id, model_name=model_key, version=version.version,
                         job_id=version.lineage.job_id, sha256=version.sha256, created_at=now,
                         parent_version_id=version.lineage.parent_version_id,
                         dataset_version_id=version.lineage.dataset_version_id, owner=owner,
@@ -261,22 +264,21 @@ class RegistryStore:
                 time.sleep(0.01)  # a concurrent upload took this number (or created the model)
         raise errors.Unavailable("too many concurrent uploads to this model; retry")
 
-    def resolve(self, reference: str) -> str:
-        """The version id a reference names ("mv-...", "name/N", "name/latest", "name@alias")."""
-        return self.read(lambda conn: self._resolve(conn, reference))
+    def resolve(self, reference: str, team: str) -> str:
+        """The id of the team's version a reference names ("mv-...", "name/N", "name/latest",
+        "name@alias"); another team's version is NOT_FOUND, as a missing one is."""
+        return self.read(lambda conn: self._resolve(conn, reference, team))
 
-    def _resolve(self, conn: sa.Connection, reference: str) -> str:
-        ref = reads.parse_reference(reference)
-        if ref.kind == "id":
-            return reference
+    def _resolve(self, conn: sa.Connection, reference: str, team: str) -> str:
+        ref = reads.parse_reference(reference, team)
         found = conn.execute(reads.target_statement(ref.kind), ref.params).scalar()
         if found is None:
             raise errors.NotFound(ref.missing)
         return found
 
-    def get_version(self, reference: str) -> registry_pb2.ModelVersion:
-        """The version a reference names, with its tags and aliases (one statement)."""
-        ref = reads.parse_reference(reference)
+    def get_version(self, reference: str, team: str) -> registry_pb2.ModelVersion:
+        """The team's version a reference names, with its tags and aliases (one statement)."""
+        ref = reads.parse_reference(reference, team)
         rows = self.read(lambda conn: conn.execute(reads.get_statement(ref.kind),
                                                     ref.params).all())
         if not rows:
@@ -285,7 +287,7 @@ class RegistryStore:
         reads.fill(rows, found.versions)
         return found.versions[0]
 
-    def search_versions(self, request: Message, *, model_name: str = "",
+    def search_versions(self, request: Message, team: str, *, model_name: str = "",
                         tags: dict[str, str] | None = None, tag_keys: Sequence[str] = (),
                         alias: str = "", job_id: str = "", parent_version_id: str = "",
                         dataset_version_id: str = "", sha256: str = "", created_after: float = 0.0,
@@ -301,17 +303,19 @@ class RegistryStore:
             raise errors.InvalidArgument("page_token is not one this server issued; "
                                          "start again without it")
 
+        model = key(team, model_name) if model_name else ""
+
         def page(conn: sa.Connection):
-            parent = self._resolve(conn, parent_version_id) if parent_version_id else ""
+            parent = self._resolve(conn, parent_version_id, team) if parent_version_id else ""
             shape, params = reads.search_params(
-                model_name=model_name, tags=tags, tag_keys=tag_keys, alias=alias, job_id=job_id,
+                owner=team, model_name=model, tags=tags, tag_keys=tag_keys, alias=alias, job_id=job_id,
                 dataset_version_id=dataset_version_id, parent_version_id=parent, sha256=sha256,
                 created_after=created_after, created_before=created_before, after=after,
                 descending=newest_first, limit=size + 1)
             rows = reads.ordered(conn.execute(reads.search_statement(shape), params),
                                  descending=newest_first)
-            if not rows and model_name:
-                self._model(conn, model_name)  # NOT_FOUND for an unknown model
+            if not rows and model:
+                self._model(conn, model)  # NOT_FOUND for an unknown model
             return rows
 
         rows = self.read(page)
@@ -322,12 +326,12 @@ class RegistryStore:
                 query_id, [rows[size - 1].created_at, rows[size - 1].id])
         return response
 
-    def delete_version(self, reference: str) -> str:
+    def delete_version(self, reference: str, team: str) -> str:
         """Delete a version with its tags and audit reports; returns its sha256 (whose bytes
         are freed by the caller once nothing else references them). Refused while an alias
         points at it."""
         with self.engine.begin() as conn:
-            version_id = self._resolve(conn, reference)
+            version_id = self._resolve(conn, reference, team)
             row = conn.execute(sa.select(versions.c.sha256, versions.c.model_name)
                                .where(versions.c.id == version_id)).first()
             if row is None:
@@ -336,17 +340,17 @@ class RegistryStore:
                                     .where(aliases.c.version_id == version_id)).scalars().all()
             if pointing:
                 raise errors.FailedPrecondition(
-                    f"aliases {', '.join(sorted(pointing))} of model {row.model_name!r} point at "
+                    f"aliases {', '.join(sorted(pointing))} of model {plain_name(row.model_name)!r} point at "
                     "this version: move or delete them first")
             conn.execute(reports.delete().where(reports.c.model_version_id == version_id))
             conn.execute(version_tags.delete().where(version_tags.c.version_id == version_id))
             conn.execute(versions.delete().where(versions.c.id == version_id))
         return row.sha256
 
-    def set_version_tags(self, reference: str, set_: dict[str, str], remove: Iterable[str]
-                         ) -> dict[str, str]:
+    def set_version_tags(self, reference: str, set_: dict[str, str], remove: Iterable[str],
+                         team: str) -> dict[str, str]:
         with self.engine.begin() as conn:
-            version_id = self._resolve(conn, reference)
+            version_id = self._resolve(conn, reference, team)
             created_at = conn.execute(sa.select(versions.c.created_at)
                                       .where(versions.c.id == version_id)).scalar()
             if created_at is None:
@@ -356,18 +360,20 @@ class RegistryStore:
 
     # -- aliases --------------------------------------------------------------------------
 
-    def set_alias(self, model_name: str, alias: str, reference: str, by: str) -> registry_pb2.Alias:
+    def set_alias(self, name: str, alias: str, reference: str, by: str, team: str
+                  ) -> registry_pb2.Alias:
         now = time.time()
+        model_name = key(team, name)
         with self.engine.begin() as conn:
             self._model(conn, model_name)
-            version_id = self._resolve(conn, reference)
+            version_id = self._resolve(conn, reference, team)
             target = conn.execute(sa.select(versions.c.model_name)
                                   .where(versions.c.id == version_id)).scalar()
             if target is None:
                 raise errors.NotFound(f"no model version with id {reference!r}")
             if target != model_name:
                 raise errors.InvalidArgument(
-                    f"version {reference!r} belongs to model {target!r}, not {model_name!r}")
+                    f"version {reference!r} belongs to model {plain_name(target)!r}, not {name!r}")
             current = conn.execute(sa.select(aliases.c.version_id).where(
                 aliases.c.model_name == model_name, aliases.c.alias == alias)
                 .with_for_update()).scalar()
@@ -382,7 +388,8 @@ class RegistryStore:
                 to_version_id=version_id, at=now, by=by))
             return self._alias(conn, model_name, alias)
 
-    def delete_alias(self, model_name: str, alias: str, by: str) -> registry_pb2.Alias:
+    def delete_alias(self, name: str, alias: str, by: str, team: str) -> registry_pb2.Alias:
+        model_name = key(team, name)
         with self.engine.begin() as conn:
             deleted = self._alias(conn, model_name, alias)
             conn.execute(aliases.delete().where(aliases.c.model_name == model_name,
@@ -392,7 +399,8 @@ class RegistryStore:
                 to_version_id="", at=time.time(), by=by))
         return deleted
 
-    def list_aliases(self, model_name: str) -> list[registry_pb2.Alias]:
+    def list_aliases(self, name: str, team: str) -> list[registry_pb2.Alias]:
+        model_name = key(team, name)
 
         def read(conn: sa.Connection) -> list[registry_pb2.Alias]:
             self._model(conn, model_name)
@@ -402,13 +410,14 @@ class RegistryStore:
 
         return self.read(read)
 
-    def alias_history(self, request: registry_pb2.GetAliasHistoryRequest
+    def alias_history(self, request: registry_pb2.GetAliasHistoryRequest, team: str
                       ) -> registry_pb2.GetAliasHistoryResponse:
-        query = sa.select(alias_events).where(alias_events.c.model_name == request.model_name,
+        model_name = key(team, request.model_name)
+        query = sa.select(alias_events).where(alias_events.c.model_name == model_name,
                                               alias_events.c.alias == request.alias)
 
         def page(conn: sa.Connection) -> tuple[list, str]:
-            self._model(conn, request.model_name)
+            self._model(conn, model_name)
             return self._keyset(conn, query, request, [alias_events.c.id], lambda r: [r.id],
                                 scalars=False)
 
@@ -417,7 +426,7 @@ class RegistryStore:
             raise errors.NotFound(f"model {request.model_name!r} never had an alias "
                                   f"{request.alias!r}")
         return registry_pb2.GetAliasHistoryResponse(next_page_token=token, events=[
-            registry_pb2.AliasEvent(model_name=r.model_name, alias=r.alias,
+            registry_pb2.AliasEvent(model_name=plain_name(r.model_name), alias=r.alias,
                                     from_version_id=r.from_version_id,
                                     to_version_id=r.to_version_id, at=_timestamp(r.at), by=r.by)
             for r in rows])
@@ -428,8 +437,8 @@ class RegistryStore:
                                                         versions.c.id == aliases.c.version_id)
             .where(aliases.c.model_name == model_name, aliases.c.alias == alias)).first()
         if row is None:
-            raise errors.NotFound(f"model {model_name!r} has no alias {alias!r}")
-        return registry_pb2.Alias(model_name=model_name, alias=alias, version_id=row.version_id,
+            raise errors.NotFound(f"model {plain_name(model_name)!r} has no alias {alias!r}")
+        return registry_pb2.Alias(model_name=plain_name(model_name), alias=alias, version_id=row.version_id,
                                   version=row.version, updated_at=_timestamp(row.updated_at),
                                   updated_by=row.updated_by)
 
@@ -441,14 +450,15 @@ class RegistryStore:
         dataset.owner = owner
         now = time.time()
         dataset.created_at.CopyFrom(_timestamp(now))
+        stored_name = key(owner, dataset.name)
         for _attempt in range(50):
             try:
                 with self.engine.begin() as conn:
                     latest = conn.execute(sa.select(sa.func.max(datasets.c.version))
-                                          .where(datasets.c.name == dataset.name)).scalar()
+                                          .where(datasets.c.name == stored_name)).scalar()
                     dataset.version = (latest or 0) + 1
                     conn.execute(datasets.insert().values(
-                        id=dataset.id, name=dataset.name, sha256=dataset.sha256, created_at=now,
+                        id=dataset.id, name=stored_name, sha256=dataset.sha256, created_at=now,
                         version=dataset.version, owner=owner, proto=dataset.SerializeToString()))
                     _put_tags(conn, dataset_tags, "dataset_id", dataset.id, tags)
                     self._unpin(conn, dataset.sha256)
@@ -458,22 +468,23 @@ class RegistryStore:
                 time.sleep(0.01)
         raise errors.Unavailable("too many concurrent uploads of this dataset name; retry")
 
-    def get_dataset(self, dataset_id: str) -> registry_pb2.Dataset:
+    def get_dataset(self, dataset_id: str, team: str) -> registry_pb2.Dataset:
 
         def read(conn: sa.Connection) -> registry_pb2.Dataset:
-            blob = conn.execute(sa.select(datasets.c.proto)
-                                .where(datasets.c.id == dataset_id)).scalar()
+            blob = conn.execute(sa.select(datasets.c.proto).where(
+                datasets.c.id == dataset_id, datasets.c.owner == team)).scalar()
             if blob is None:
                 raise errors.NotFound(f"no dataset with id {dataset_id!r}")
             return self._decorate_datasets(conn, [registry_pb2.Dataset.FromString(blob)])[0]
 
         return self.read(read)
 
-    def list_datasets(self, request: registry_pb2.ListDatasetsRequest
+    def list_datasets(self, request: registry_pb2.ListDatasetsRequest, team: str
                       ) -> registry_pb2.ListDatasetsResponse:
-        query = sa.select(datasets.c.proto, datasets.c.created_at, datasets.c.id)
+        query = sa.select(datasets.c.proto, datasets.c.created_at, datasets.c.id).where(
+            datasets.c.owner == team)
         if request.name:
-            query = query.where(datasets.c.name == request.name)
+            query = query.where(datasets.c.name == key(team, request.name))
         if request.sha256:
             query = query.where(datasets.c.sha256 == request.sha256)
 
@@ -486,10 +497,10 @@ class RegistryStore:
 
         return self.read(page)
 
-    def delete_dataset(self, dataset_id: str) -> str:
+    def delete_dataset(self, dataset_id: str, team: str) -> str:
         with self.engine.begin() as conn:
-            sha = conn.execute(sa.select(datasets.c.sha256)
-                               .where(datasets.c.id == dataset_id)).scalar()
+            sha = conn.execute(sa.select(datasets.c.sha256).where(
+                datasets.c.id == dataset_id, datasets.c.owner == team)).scalar()
             if sha is None:
                 raise errors.NotFound(f"no dataset with id {dataset_id!r}")
             users = conn.execute(sa.select(versions.c.id).where(
@@ -502,11 +513,11 @@ class RegistryStore:
             conn.execute(datasets.delete().where(datasets.c.id == dataset_id))
         return sha
 
-    def set_dataset_tags(self, dataset_id: str, set_: dict[str, str], remove: Iterable[str]
-                         ) -> dict[str, str]:
+    def set_dataset_tags(self, dataset_id: str, set_: dict[str, str], remove: Iterable[str],
+                         team: str) -> dict[str, str]:
         with self.engine.begin() as conn:
-            if conn.execute(sa.select(datasets.c.id)
-                            .where(datasets.c.id == dataset_id)).first() is None:
+            if conn.execute(sa.select(datasets.c.id).where(
+                    datasets.c.id == dataset_id, datasets.c.owner == team)).first() is None:
                 raise errors.NotFound(f"no dataset with id {dataset_id!r}")
             return _update_tags(conn, dataset_tags, "dataset_id", dataset_id, set_, remove)
 
@@ -521,31 +532,34 @@ class RegistryStore:
 
     # -- reports --------------------------------------------------------------------------
 
-    def add_report(self, report: audit_pb2.AuditReport) -> audit_pb2.AuditReport:
-        report.model_version_id = self.get_version(report.model_version_id).id
+    def add_report(self, report: audit_pb2.AuditReport, team: str) -> audit_pb2.AuditReport:
+        """Store a report of the team, on a version and dataset the team can read."""
+        report.model_version_id = self.get_version(report.model_version_id, team).id
         if report.dataset_id:
-            self.get_dataset(report.dataset_id)
+            self.get_dataset(report.dataset_id, team)
         report.id = f"rep-{uuid.uuid4().hex[:16]}"
         now = time.time()
         report.created_at.CopyFrom(_timestamp(now))
         with self.engine.begin() as conn:
             conn.execute(reports.insert().values(id=report.id,
                                                  model_version_id=report.model_version_id,
-                                                 created_at=now, proto=report.SerializeToString()))
+                                                 created_at=now, proto=report.SerializeToString(),
+                                                 owner=team))
         return report
 
-    def get_report(self, report_id: str) -> audit_pb2.AuditReport:
-        blob = self.read(lambda conn: conn.execute(
-            sa.select(reports.c.proto).where(reports.c.id == report_id)).scalar())
+    def get_report(self, report_id: str, team: str) -> audit_pb2.AuditReport:
+        blob = self.read(lambda conn: conn.execute(sa.select(reports.c.proto).where(
+            reports.c.id == report_id, reports.c.owner == team)).scalar())
         if blob is None:
             raise errors.NotFound(f"no audit report with id {report_id!r}")
         return audit_pb2.AuditReport.FromString(blob)
 
-    def list_reports(self, request: registry_pb2.ListReportsRequest
+    def list_reports(self, request: registry_pb2.ListReportsRequest, team: str
                      ) -> registry_pb2.ListReportsResponse:
-        query = sa.select(reports.c.proto, reports.c.created_at, reports.c.id)
+        query = sa.select(reports.c.proto, reports.c.created_at, reports.c.id).where(
+            reports.c.owner == team)
         if request.model_version_id:
-            version_id = self.get_version(request.model_version_id).id
+            version_id = self.get_version(request.model_version_id, team).id
             query = query.where(reports.c.model_version_id == version_id)
         rows, token = self.read(lambda conn: self._keyset(
             conn, query, request, [reports.c.created_at, reports.c.id],

@@ -11,6 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 
+from lambdascope import errors
 from lambdascope.storage import db
 from lambdascope.v1 import registry_pb2
 from registry_backend import postgres_database
@@ -91,11 +92,17 @@ def test_a_first_release_database_is_upgraded_with_its_records(url):
 
     store = RegistryStore(url)
     assert drift(store.engine) == []
-    assert store.get_version("legacy/latest").id == "mv-old2"
-    found = list(store.search_versions(registry_pb2.SearchModelVersionsRequest(),
+    # Records from before teams belong to the default team, under the names they had.
+    assert store.get_version("legacy/latest", "default").id == "mv-old2"
+    assert store.get_model("legacy", "default").name == "legacy"
+    found = list(store.search_versions(registry_pb2.SearchModelVersionsRequest(), "default",
                                        parent_version_id="mv-old1").versions)
     assert [v.id for v in found] == ["mv-old2"]
-    assert [store.get_dataset(d).version for d in ("ds-old1", "ds-old2")] == [1, 2]
+    assert [store.get_dataset(d, "default").version for d in ("ds-old1", "ds-old2")] == [1, 2]
+    assert [d.name for d in store.list_datasets(
+        registry_pb2.ListDatasetsRequest(name="train"), "default").datasets] == ["train", "train"]
+    with pytest.raises(errors.NotFound):
+        store.get_version("mv-old1", "another-team")
     assert store.known_object("a" * 64) and store.known_object("c" * 63 + "1")
     store.dispose()
 
@@ -136,7 +143,7 @@ def test_tags_written_before_revision_0003_are_found_in_order_after_it(url):
     request = registry_pb2.SearchModelVersionsRequest(tags={"stage": "old"}, page_size=2)
     found, token = [], None
     while token != "":
-        page = store.search_versions(request, tags={"stage": "old"})
+        page = store.search_versions(request, "team", tags={"stage": "old"})
         found += [v.id for v in page.versions]
         token = request.page_token = page.next_page_token
     assert found == ["mv-tagged0", "mv-tagged2", "mv-tagged4", "mv-tagged3", "mv-tagged1"]

@@ -17,7 +17,7 @@ def test_a_read_on_a_connection_the_server_dropped_is_retried_on_a_fresh_one():
             store.pin_object("e" * 64, 1)
             made = store.add_version(registry_pb2.ModelVersion(
                 model_name="kept", sha256="e" * 64, size_bytes=1), {"stage": "x"}, "team")
-            assert store.get_version("kept/latest").id == made.id  # a reading session is pooled
+            assert store.get_version("kept/latest", "team").id == made.id  # a reading session is pooled
             admin = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"),
                                      isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
@@ -27,9 +27,9 @@ def test_a_read_on_a_connection_the_server_dropped_is_retried_on_a_fresh_one():
                     "AND pid <> pg_backend_pid()").scalar()
             admin.dispose()
             assert dropped >= 1
-            got = store.get_version("kept/latest")
+            got = store.get_version("kept/latest", "team")
             assert got.id == made.id and dict(got.tags) == {"stage": "x"}
-            page = store.search_versions(registry_pb2.SearchModelVersionsRequest(),
+            page = store.search_versions(registry_pb2.SearchModelVersionsRequest(), "team",
                                          tags={"stage": "x"})
             assert [v.id for v in page.versions] == [made.id]
         finally:

@@ -164,10 +164,10 @@ def test_object_store_errors_are_counted_by_operation(tmp_path):
 class _BrokenStore:
     """Raises what a store raises when its database fails, or refuses as the real one does."""
 
-    def get_model(self, name):
+    def get_model(self, name, team):
         raise sa.exc.OperationalError("SELECT", {}, Exception("could not connect"))
 
-    def list_models(self, request):
+    def list_models(self, request, team):
         try:
             raise sa.exc.OperationalError("SELECT", {}, Exception("could not connect"))
         except sa.exc.OperationalError as exc:
