@@ -253,3 +253,19 @@ def test_names_are_per_team(world):
         assert [m.name for m in b.registry.ListModels(registry_pb2.ListModelsRequest()).models] == ["mlp"]
     with platform.client(api_key=keys["a"]) as a:
         assert a.registry.GetModel(registry_pb2.GetModelRequest(name="mlp")) == before
+
+
+def test_keys_are_never_stored_or_logged_in_clear(world):
+    """The databases, the logs and the metrics of a platform that used every key hold none of
+    them (admin.key, where `lambdascope up` keeps its own key for the CLI, aside)."""
+    import urllib.request
+
+    platform = world["platform"]
+    secrets = [auth.split_key(k)[1] for k in [*world["keys"].values(), platform.api_key]]
+    files = [p for p in world["data_dir"].rglob("*") if p.is_file() and p.name != "admin.key"]
+    assert any(p.suffix == ".log" for p in files) and any(p.suffix == ".db" for p in files)
+    texts = [p.read_bytes() for p in files]
+    texts += [urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read()
+              for address in platform.metrics.values()]
+    for secret in secrets:
+        assert not any(secret.encode() in text for text in texts)
