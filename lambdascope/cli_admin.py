@@ -1,4 +1,5 @@
-"""`lambdascope admin ...` and `lambdascope whoami`: teams and API keys (lambdascope.auth)."""
+"""`lambdascope admin ...`, `whoami`, `share`, `unshare` and `grants`: teams, API keys
+(lambdascope.auth) and read-only sharing between teams."""
 from __future__ import annotations
 
 import argparse
@@ -26,6 +27,44 @@ def add_commands(command: Callable[..., argparse.ArgumentParser],
                        help="key create: days until the key stops working (default: never)")
     admin.add_argument("--description", default="", help="key create: what the key is for")
     admin.add_argument("--all", action="store_true", help="key list: revoked keys too")
+    for name, func, verb in (("share", cmd_share, "let another team read"),
+                             ("unshare", cmd_unshare, "stop another team reading")):
+        share = command(name, with_client(func), f"{verb} one of your team's models (with all its "
+                        "versions) or datasets")
+        share.add_argument("name", help="the model's name (or the dataset's, with --dataset)")
+        share.add_argument("--with", dest="team", required=True, metavar="TEAM")
+        share.add_argument("--dataset", action="store_true", help="NAME is a dataset")
+    command("grants", with_client(cmd_grants), "what your team shares and what is shared with it")
+
+
+def cmd_share(args: argparse.Namespace, client: Client) -> int:
+    grant = client.share(args.team, **_target(args))
+    name = grant.model_name or grant.dataset_name
+    kind = "model" if grant.model_name else "dataset"
+    print(f"{kind} {name} shared with team {grant.grantee} (read-only); they name it "
+          f"{grant.owner}/{name}")
+    return 0
+
+
+def cmd_unshare(args: argparse.Namespace, client: Client) -> int:
+    grant = client.unshare(args.team, **_target(args))
+    print(f"{'model' if grant.model_name else 'dataset'} {grant.model_name or grant.dataset_name} "
+          f"no longer shared with team {grant.grantee}")
+    return 0
+
+
+def cmd_grants(args: argparse.Namespace, client: Client) -> int:
+    grants = client.list_grants()
+    print(f"{'KIND':<8} {'NAME':<40} {'OWNER':<16} {'READER':<16} SINCE")
+    for grant in [*grants.given, *grants.received]:
+        kind = "model" if grant.model_name else "dataset"
+        print(f"{kind:<8} {grant.model_name or grant.dataset_name:<40} {grant.owner:<16} "
+              f"{grant.grantee:<16} {_when(grant.created_at)}")
+    return 0
+
+
+def _target(args: argparse.Namespace) -> dict[str, str]:
+    return {"dataset": args.name} if args.dataset else {"model": args.name}
 
 
 def cmd_whoami(args: argparse.Namespace, client: Client) -> int:

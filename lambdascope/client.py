@@ -179,6 +179,19 @@ class Client:
         return self.identity.IssueJobCredential(identity_pb2.IssueJobCredentialRequest(
             job_id=job_id, expires_seconds=expires_seconds), timeout=self.timeout).secret
 
+    # -- grants (read-only sharing between teams) -------------------------------------------
+
+    def share(self, team: str, *, model: str = "", dataset: str = "") -> registry_pb2.Grant:
+        """Let `team` read one of the caller's team's models (all versions) or datasets; it
+        names it "<your team>/<name>"."""
+        return self.registry.Share(_share_request(team, model, dataset), timeout=self.timeout)
+
+    def unshare(self, team: str, *, model: str = "", dataset: str = "") -> registry_pb2.Grant:
+        return self.registry.Unshare(_share_request(team, model, dataset), timeout=self.timeout)
+
+    def list_grants(self) -> registry_pb2.ListGrantsResponse:
+        return self.registry.ListGrants(registry_pb2.ListGrantsRequest(), timeout=self.timeout)
+
     # -- registry -------------------------------------------------------------------------
 
     def upload_model(self, path: str | os.PathLike, model_name: str, *,
@@ -417,6 +430,13 @@ class Client:
             if on_event is not None:
                 on_event(event)
         return self.get_job(job_id)
+
+
+def _share_request(team: str, model: str, dataset: str) -> registry_pb2.ShareRequest:
+    if bool(model) == bool(dataset):
+        raise ValueError("share or unshare either a model or a dataset")
+    return registry_pb2.ShareRequest(team=team, model_name=model) if model else \
+        registry_pb2.ShareRequest(team=team, dataset_name=dataset)
 
 
 def _format_of(path: pathlib.Path) -> int:

@@ -572,3 +572,41 @@ class ListReportsResponse(_message.Message):
     reports: _containers.RepeatedCompositeFieldContainer[_audit_pb2.AuditReport]
     next_page_token: str
     def __init__(self, reports: _Optional[_Iterable[_Union[_audit_pb2.AuditReport, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Grant(_message.Message):
+    __slots__ = ("model_name", "dataset_name", "owner", "grantee", "created_at", "created_by")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    DATASET_NAME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    GRANTEE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    dataset_name: str
+    owner: str
+    grantee: str
+    created_at: _timestamp_pb2.Timestamp
+    created_by: str
+    def __init__(self, model_name: _Optional[str] = ..., dataset_name: _Optional[str] = ..., owner: _Optional[str] = ..., grantee: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ...) -> None: ...
+
+class ShareRequest(_message.Message):
+    __slots__ = ("model_name", "dataset_name", "team")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    DATASET_NAME_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    dataset_name: str
+    team: str
+    def __init__(self, model_name: _Optional[str] = ..., dataset_name: _Optional[str] = ..., team: _Optional[str] = ...) -> None: ...
+
+class ListGrantsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListGrantsResponse(_message.Message):
+    __slots__ = ("given", "received")
+    GIVEN_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    given: _containers.RepeatedCompositeFieldContainer[Grant]
+    received: _containers.RepeatedCompositeFieldContainer[Grant]
+    def __init__(self, given: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., received: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ...) -> None: ...

@@ -155,6 +155,21 @@ class RegistryStub:
                 request_serializer=lambdascope_dot_v1_dot_registry__pb2.ListReportsRequest.SerializeToString,
                 response_deserializer=lambdascope_dot_v1_dot_registry__pb2.ListReportsResponse.FromString,
                 _registered_method=True)
+        self.Share = channel.unary_unary(
+                '/lambdascope.v1.Registry/Share',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.ShareRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.Grant.FromString,
+                _registered_method=True)
+        self.Unshare = channel.unary_unary(
+                '/lambdascope.v1.Registry/Unshare',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.ShareRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.Grant.FromString,
+                _registered_method=True)
+        self.ListGrants = channel.unary_unary(
+                '/lambdascope.v1.Registry/ListGrants',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.ListGrantsRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.ListGrantsResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -306,6 +321,26 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Share(self, request, context):
+        """Sharing is decided by the owning team's writers (who could hand the bytes over anyway);
+        a grant is read-only and names one model or dataset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unshare(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGrants(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -428,6 +463,21 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.ListReports,
                     request_deserializer=lambdascope_dot_v1_dot_registry__pb2.ListReportsRequest.FromString,
                     response_serializer=lambdascope_dot_v1_dot_registry__pb2.ListReportsResponse.SerializeToString,
+            ),
+            'Share': grpc.unary_unary_rpc_method_handler(
+                    servicer.Share,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.ShareRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.Grant.SerializeToString,
+            ),
+            'Unshare': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unshare,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.ShareRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.Grant.SerializeToString,
+            ),
+            'ListGrants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGrants,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.ListGrantsRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.ListGrantsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1078,6 +1128,87 @@ class Registry:
             '/lambdascope.v1.Registry/ListReports',
             lambdascope_dot_v1_dot_registry__pb2.ListReportsRequest.SerializeToString,
             lambdascope_dot_v1_dot_registry__pb2.ListReportsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Share(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Registry/Share',
+            lambdascope_dot_v1_dot_registry__pb2.ShareRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.Grant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unshare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Registry/Unshare',
+            lambdascope_dot_v1_dot_registry__pb2.ShareRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.Grant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGrants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Registry/ListGrants',
+            lambdascope_dot_v1_dot_registry__pb2.ListGrantsRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.ListGrantsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,10 +18,12 @@ from typing import Protocol
 import sqlalchemy as sa
 
 from lambdascope.v1 import registry_pb2
-from services.registry.schema import aliases, version_tags, versions
+from services.registry.schema import aliases, grants, version_tags, versions
 
-# "name/latest", "name/3", "name@alias": references accepted wherever a version id is.
-REFERENCE = re.compile(r"^(?P<name>[^/@]+)(?:/(?P<number>latest|[0-9]+)|@(?P<alias>[^/@]+))$")
+# "name/latest", "name/3", "name@alias": references accepted wherever a version id is; a model
+# another team shared is named with its team first ("team-a/mlp/3", "team-a/mlp@production").
+REFERENCE = re.compile(r"^(?:(?P<team>[^/@]+)/)?(?P<name>[^/@]+)"
+                       r"(?:/(?P<number>latest|[0-9]+)|@(?P<alias>[^/@]+))$")
 
 # Separators inside the aggregated tag and alias strings (ASCII unit and record separators).
 KEY_SEP, ENTRY_SEP = "\x1f", "\x1e"
@@ -38,10 +40,26 @@ def plain_name(key: str) -> str:
     return key.split("/", 1)[-1]
 
 
+def qualify(team: str, name: str) -> str:
+    """The stored key a caller of `team` means by `name`: its own "mlp", or "team-a/mlp"
+    (another team's, readable only when shared)."""
+    return name if "/" in name else model_key(team, name)
+
+
+def owner_of(key: str) -> str:
+    return key.split("/", 1)[0]
+
+
+def shown(key: str, team: str) -> str:
+    """A stored name as `team` sees it: plain for its own, "<owner>/<name>" for another's."""
+    return plain_name(key) if owner_of(key) == team else key
+
+
 @dataclasses.dataclass(frozen=True)
 class Reference:
-    """What a version reference names, within one team: kind is "id", "latest", "number" or
-    "alias"; params bind the statements below (the model's stored key, the team as owner)."""
+    """What a version reference names, for one caller's team: kind is "id", "latest",
+    "number" or "alias"; params bind the statements below (the model's stored key, the
+    caller's team)."""
 
     kind: str
     params: dict
@@ -49,12 +67,12 @@ class Reference:
 
     @property
     def missing(self) -> str:
-        """The NOT_FOUND message when nothing matches: the same for another team's version as
-        for one that does not exist."""
+        """The NOT_FOUND message when nothing matches: the same for another team's version
+        (not shared with the caller) as for one that does not exist."""
         p = self.params
-        name = plain_name(p.get("name", ""))
+        name = shown(p.get("name", ""), p["team"])
         return {"id": f"no model version with id {self.text!r}",
-                "latest": f"no a latest version of model {name!r} (it has none)",
+                "latest": f"no versions of model {name!r}",
                 "number": f"no version {p.get('number')} of model {name!r}",
                 "alias": f"no alias {p.get('alias')!r} of model {name!r}"}[self.kind]
 
@@ -62,31 +80,47 @@ class Reference:
 def parse_reference(reference: str, team: str) -> Reference:
     match = REFERENCE.match(reference)
     if reference.startswith("mv-") or match is None:
-        return Reference("id", {"id": reference, "owner": team}, reference)
-    name = model_key(team, match["name"])
+        return Reference("id", {"id": reference, "team": team}, reference)
+    name = model_key(match["team"] or team, match["name"])
     if match["alias"]:
-        return Reference("alias", {"name": name, "alias": match["alias"], "owner": team}, reference)
+        return Reference("alias", {"name": name, "alias": match["alias"], "team": team}, reference)
     if match["number"] == "latest":
-        return Reference("latest", {"name": name, "owner": team}, reference)
-    return Reference("number", {"name": name, "number": int(match["number"]), "owner": team},
+        return Reference("latest", {"name": name, "team": team}, reference)
+    return Reference("number", {"name": name, "number": int(match["number"]), "team": team},
                      reference)
+
+
+def granted_names(kind: str, team: sa.BindParameter) -> sa.Select:
+    """The stored names of `kind` ("model" or "dataset") other teams shared with `team`."""
+    return sa.select(grants.c.name).where(grants.c.grantee == team, grants.c.kind == kind)
+
+
+def readable_versions() -> sa.ColumnElement:
+    """Versions the caller's team (bound as "team") may read: its own and those of models
+    shared with it."""
+    team = sa.bindparam("team")
+    return sa.or_(versions.c.owner == team, versions.c.model_name.in_(granted_names("model", team)))
 
 
 @functools.cache
 def target_statement(kind: str) -> sa.Select:
-    """The id a reference of this kind names, as a one-row select (the team's versions only)."""
+    """The id a reference of this kind names, as a one-row select (versions the caller's team
+    may read only)."""
     name = versions.c.model_name == sa.bindparam("name")
-    owned = versions.c.owner == sa.bindparam("owner")
+    readable = readable_versions()
     if kind == "id":
-        return sa.select(versions.c.id).where(versions.c.id == sa.bindparam("id"), owned)
+        return sa.select(versions.c.id).where(versions.c.id == sa.bindparam("id"), readable)
     if kind == "latest":
-        return sa.select(versions.c.id).where(name, owned).order_by(versions.c.version.desc()).limit(1)
+        return (sa.select(versions.c.id).where(name, readable)
+                .order_by(versions.c.version.desc()).limit(1))
     if kind == "number":
-        return sa.select(versions.c.id).where(name, owned, versions.c.version == sa.bindparam("number"))
+        return sa.select(versions.c.id).where(name, readable,
+                                              versions.c.version == sa.bindparam("number"))
     if kind == "alias":
-        # The team is in the model's key.
-        return sa.select(aliases.c.version_id).where(
-            aliases.c.model_name == sa.bindparam("name"), aliases.c.alias == sa.bindparam("alias"))
+        return (sa.select(aliases.c.version_id)
+                .join(versions, versions.c.id == aliases.c.version_id)
+                .where(aliases.c.model_name == sa.bindparam("name"),
+                       aliases.c.alias == sa.bindparam("alias"), readable))
     raise ValueError(f"unknown reference kind {kind!r}")
 
 
@@ -118,7 +152,7 @@ class SearchShape:
 
 @functools.lru_cache(maxsize=512)
 def search_statement(shape: SearchShape) -> sa.Select:
-    """A page of one team's versions matching the shape's filters, ordered by (created_at, id),
+    """A page of one owner's versions matching the shape's filters, ordered by (created_at, id),
     with `limit` rows at most; parameters named as `search_params` names them."""
     query = sa.select(versions.c.id, versions.c.proto, versions.c.created_at).where(
         versions.c.owner == sa.bindparam("owner"))
@@ -170,7 +204,8 @@ def search_params(*, owner: str, model_name: str = "", tags: dict[str, str] | No
                   created_after: float = 0.0, created_before: float = 0.0,
                   after: list | None = None, descending: bool = False,
                   limit: int) -> tuple[SearchShape, dict]:
-    """The shape of a search and the values to bind (model_name: the model's stored key)."""
+    """The shape of a search and the values to bind (model_name: the model's stored key;
+    owner: the team whose versions are searched, the caller's or one that shared the model)."""
     tags, tag_keys = dict(tags or {}), list(tag_keys)
     params: dict = {"limit": limit, "owner": owner}
     for i, (k, v) in enumerate(sorted(tags.items())):

@@ -142,3 +142,16 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.Float),
     sa.Column("job_id", sa.String(64), nullable=False),
 )
+
+# Read-only grants (Registry.Share): team `grantee` may read the model or dataset stored under
+# `name` ("<owner>/<name>": a model with all its versions, or every version of a dataset name).
+grants = sa.Table(
+    "grants", metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("grantee", sa.String(100), sa.ForeignKey("teams.name"), primary_key=True),
+    sa.Column("owner", sa.String(100), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(16), nullable=False),
+    sa.Index("ix_grants_grantee", "grantee", "kind", "name"),
+)

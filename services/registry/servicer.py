@@ -30,7 +30,16 @@ def _check_name(field: str, value: str) -> None:
     if not NAME.match(value):
         raise errors.InvalidArgument(
             f"{field} {value!r} is not a valid name: use 1-200 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit (no '/', '@', spaces or control characters)")
+            "starting with a letter or digit (no '@', spaces or control characters; one '/' "
+            "only in '<team>/<name>', a name another team shared)")
+
+
+def _check_reference_name(field: str, value: str) -> None:
+    """A name a team reads by: its own ("mlp") or one shared with it ("team-a/mlp")."""
+    owner, _, name = value.rpartition("/")
+    if owner:
+        _check_name(field, owner)
+    _check_name(field, name)
 
 
 def _check_alias(value: str) -> None:
@@ -86,13 +95,27 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def _actor() -> str:
         return auth.current().key_id
 
+    def _own(self, field: str, value: str) -> str:
+        """The name of a record the caller writes: always its own team's. "<team>/<name>" of
+        another team is PERMISSION_DENIED, shared or not (and whether or not it exists)."""
+        owner, _, name = value.rpartition("/")
+        if owner:
+            _check_name(field, owner)
+        if owner and owner != self._team():
+            raise errors.PermissionDenied(
+                f"{field} {value!r} names team {owner!r}'s record: a team writes only its own "
+                "(what another team shares with it is read-only)")
+        _check_name(field, name)
+        return name
+
     # -- models ---------------------------------------------------------------------------
 
     def CreateModel(self, request, context):
-        _check_name("name", request.name)
-        return self.store.create_model(request.name, request.description, self._team())
+        name = self._own("name", request.name)
+        return self.store.create_model(name, request.description, self._team())
 
     def GetModel(self, request, context):
+        _check_reference_name("name", request.name)
         return self.store.get_model(request.name, self._team())
 
     def ListModels(self, request, context):
@@ -111,11 +134,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return self.store.get_version(request.version_id, self._team())
 
     def ListModelVersions(self, request, context):
+        if request.model_name:
+            _check_reference_name("model_name", request.model_name)
         return self.store.search_versions(request, self._team(), model_name=request.model_name,
                                           job_id=request.job_id)
 
     def SearchModelVersions(self, request, context):
         _check_tags("tags", dict(request.tags), list(request.tag_keys))
+        if request.model_name:
+            _check_reference_name("model_name", request.model_name)
         if request.alias:
             _check_alias(request.alias)
         return self.store.search_versions(
@@ -151,26 +178,25 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     # -- aliases --------------------------------------------------------------------------
 
     def SetAlias(self, request, context):
-        _check_name("model_name", request.model_name)
+        name = self._own("model_name", request.model_name)
         _check_alias(request.alias)
         if not request.version_id:
             raise errors.InvalidArgument("version_id is required: the version the alias names")
-        return self.store.set_alias(request.model_name, request.alias, request.version_id,
+        return self.store.set_alias(name, request.alias, request.version_id,
                                     self._actor(), self._team())
 
     def DeleteAlias(self, request, context):
-        _check_name("model_name", request.model_name)
+        name = self._own("model_name", request.model_name)
         _check_alias(request.alias)
-        return self.store.delete_alias(request.model_name, request.alias, self._actor(),
-                                       self._team())
+        return self.store.delete_alias(name, request.alias, self._actor(), self._team())
 
     def ListAliases(self, request, context):
-        _check_name("model_name", request.model_name)
+        _check_reference_name("model_name", request.model_name)
         return registry_pb2.ListAliasesResponse(
             aliases=self.store.list_aliases(request.model_name, self._team()))
 
     def GetAliasHistory(self, request, context):
-        _check_name("model_name", request.model_name)
+        _check_reference_name("model_name", request.model_name)
         _check_alias(request.alias)
         return self.store.alias_history(request, self._team())
 
@@ -221,6 +247,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return self.store.get_dataset(request.dataset_id, self._team())
 
     def ListDatasets(self, request, context):
+        if request.name:
+            _check_reference_name("name", request.name)
         return self.store.list_datasets(request, self._team())
 
     def DownloadDataset(self, request, context):
@@ -230,6 +258,28 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def DeleteDataset(self, request, context):
         sha = self.store.delete_dataset(request.dataset_id, self._team())
         return registry_pb2.DeleteResponse(artifact_freed=self._free(sha))
+
+    # -- grants ---------------------------------------------------------------------------
+
+    def Share(self, request, context):
+        kind, name, team = self._grant_request(request)
+        return self.store.share(kind, name, team, self._team(), self._actor())
+
+    def Unshare(self, request, context):
+        kind, name, team = self._grant_request(request)
+        return self.store.unshare(kind, name, team, self._team())
+
+    def ListGrants(self, request, context):
+        return self.store.list_grants(self._team())
+
+    def _grant_request(self, request: registry_pb2.ShareRequest) -> tuple[str, str, str]:
+        target = request.WhichOneof("target")
+        if target is None:
+            raise errors.InvalidArgument("name the model_name or the dataset_name to share")
+        name = self._own(target, getattr(request, target))
+        if not NAME.match(request.team):
+            raise errors.InvalidArgument(f"team {request.team!r} is not a valid team name")
+        return target.removesuffix("_name"), name, request.team
 
     # -- reports --------------------------------------------------------------------------
 
@@ -314,12 +364,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             raise errors.InvalidArgument(str(exc)) from None
 
     def _check_dataset_header(self, header: registry_pb2.DatasetUploadHeader) -> None:
-        _check_name("header.name", header.name)
+        header.name = self._own("header.name", header.name)
         _check_tags("header.tags", dict(header.tags))
 
     def _check_model_header(self, header: registry_pb2.ModelUploadHeader) -> None:
         """Refuse what the header alone shows to be wrong, before the body is stored."""
-        _check_name("header.model_name", header.model_name)
+        header.model_name = self._own("header.model_name", header.model_name)
         _check_tags("header.tags", dict(header.tags))
         if header.task_outputs < 0:
             raise errors.InvalidArgument(

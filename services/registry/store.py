@@ -5,6 +5,11 @@ inserted in one transaction with its tags, so a failed or abandoned upload leave
 Stored bytes are reference-counted through the `objects` table (see schema.py): `pin_object`
 before the bytes go to the store, the commit unpins, and a collector may only remove bytes it
 marked "deleting" while nothing referenced or pinned them.
+
+Every method takes the caller's team. A team reads its own records and those another team
+shared with it (`grants`, named "<owner>/<name>"); it writes only its own. Another team's record
+that was not shared answers exactly as a missing one does; one that was, when written to,
+answers PERMISSION_DENIED.
 """
 from __future__ import annotations
 
@@ -22,16 +27,18 @@ from lambdascope.storage import db
 from lambdascope.v1 import audit_pb2, registry_pb2
 from services.registry import reads
 from services.registry.reads import model_key as key
-from services.registry.reads import plain_name
+from services.registry.reads import owner_of, plain_name, qualify, shown
 from services.registry.migrate import migrate
 from services.registry.schema import (
     alias_events,
     aliases,
     dataset_tags,
     datasets,
+    grants,
     models,
     objects,
     reports,
+    teams,
     version_tags,
     versions,
 )
@@ -92,28 +99,110 @@ class RegistryStore:
         return self.get_model(name, owner)
 
     def get_model(self, name: str, team: str) -> registry_pb2.Model:
-        return self.read(lambda conn: self._model(conn, key(team, name)))
+        """The team's model `name`, or "<owner>/<name>" another team shared with it."""
+        return self.read(lambda conn: self._model(conn, self._readable(conn, "model", name, team),
+                                                  team))
 
-    def _model(self, conn: sa.Connection, model_key: str) -> registry_pb2.Model:
+    def _model(self, conn: sa.Connection, model_key: str, team: str) -> registry_pb2.Model:
         row = conn.execute(sa.select(models).where(models.c.name == model_key)).first()
         if row is None:
-            raise errors.NotFound(f"no model named {plain_name(model_key)!r}")
+            raise errors.NotFound(f"no model named {shown(model_key, team)!r}")
         latest = conn.execute(sa.select(sa.func.max(versions.c.version))
                               .where(versions.c.model_name == model_key)).scalar()
-        return registry_pb2.Model(name=plain_name(row.name), description=row.description,
+        return registry_pb2.Model(name=shown(row.name, team), description=row.description,
                                   latest_version=latest or 0, owner=row.owner,
                                   created_at=_timestamp(row.created_at))
 
     def list_models(self, request: registry_pb2.ListModelsRequest, team: str
                     ) -> registry_pb2.ListModelsResponse:
-        query = sa.select(models.c.name).where(models.c.owner == team).order_by(models.c.name)
+        """The team's models and those shared with it (named "<owner>/<name>")."""
+        shared = reads.granted_names("model", sa.literal(team))
+        query = (sa.select(models.c.name)
+                 .where(sa.or_(models.c.owner == team, models.c.name.in_(shared)))
+                 .order_by(models.c.name))
 
         def page(conn: sa.Connection) -> registry_pb2.ListModelsResponse:
             names, token = self._keyset(conn, query, request, [models.c.name], lambda n: [n])
             return registry_pb2.ListModelsResponse(
-                models=[self._model(conn, n) for n in names], next_page_token=token)
+                models=[self._model(conn, n, team) for n in names], next_page_token=token)
 
         return self.read(page)
+
+    # -- grants ---------------------------------------------------------------------------
+
+    def _readable(self, conn: sa.Connection, kind: str, name: str, team: str) -> str:
+        """The stored key of the model or dataset `name` means to `team`, when the team may
+        read it; otherwise NOT_FOUND, worded as for a missing one."""
+        stored = qualify(team, name)
+        if owner_of(stored) != team and not self._granted(conn, kind, stored, team):
+            noun = "model" if kind == "model" else "dataset"
+            raise errors.NotFound(f"no {noun} named {shown(stored, team)!r}")
+        return stored
+
+    @staticmethod
+    def _granted(conn: sa.Connection, kind: str, stored: str, team: str) -> bool:
+        return conn.execute(sa.select(grants.c.name).where(
+            grants.c.kind == kind, grants.c.name == stored, grants.c.grantee == team)).first() is not None
+
+    @staticmethod
+    def _read_only(kind: str, stored: str, team: str) -> errors.PermissionDenied:
+        """What writing to a record another team shared with `team` answers."""
+        return errors.PermissionDenied(
+            f"{kind} {stored!r} belongs to team {owner_of(stored)!r}, which shares it with team "
+            f"{team!r} read-only; copy it into your team to change it")
+
+    def share(self, kind: str, name: str, grantee: str, team: str, by: str) -> registry_pb2.Grant:
+        """Let `grantee` read the team's model (all its versions) or dataset name; sharing
+        again is a no-op that answers the grant as it stands."""
+        stored = key(team, name)
+        if grantee == team:
+            raise errors.InvalidArgument(f"team {team!r} owns {kind} {name!r} already; "
+                                         "share it with another team")
+        with self.engine.begin() as conn:
+            table = models if kind == "model" else datasets
+            if conn.execute(sa.select(table.c.name).where(table.c.name == stored)).first() is None:
+                raise errors.NotFound(f"no {kind} named {name!r}")
+            if conn.execute(sa.select(teams.c.name).where(teams.c.name == grantee)).first() is None:
+                raise errors.NotFound(f"no team named {grantee!r}")
+            if not self._granted(conn, kind, stored, grantee):
+                try:
+                    with conn.begin_nested():
+                        conn.execute(grants.insert().values(
+                            kind=kind, name=stored, grantee=grantee, owner=team,
+                            created_at=time.time(), created_by=by))
+                except sa.exc.IntegrityError:
+                    pass  # granted concurrently
+            return self._grant(conn.execute(sa.select(grants).where(
+                grants.c.kind == kind, grants.c.name == stored,
+                grants.c.grantee == grantee)).one(), team)
+
+    def unshare(self, kind: str, name: str, grantee: str, team: str) -> registry_pb2.Grant:
+        stored = key(team, name)
+        where = (grants.c.kind == kind, grants.c.name == stored, grants.c.grantee == grantee)
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(grants).where(*where).with_for_update()).first()
+            if row is None:
+                raise errors.NotFound(f"{kind} {name!r} is not shared with team {grantee!r}")
+            conn.execute(grants.delete().where(*where))
+        return self._grant(row, team)
+
+    def list_grants(self, team: str) -> registry_pb2.ListGrantsResponse:
+        def read(conn: sa.Connection) -> registry_pb2.ListGrantsResponse:
+            order = (grants.c.kind, grants.c.name, grants.c.grantee)
+            given = conn.execute(sa.select(grants).where(grants.c.owner == team).order_by(*order))
+            received = conn.execute(sa.select(grants).where(grants.c.grantee == team)
+                                    .order_by(*order))
+            return registry_pb2.ListGrantsResponse(given=[self._grant(r, team) for r in given],
+                                                   received=[self._grant(r, team) for r in received])
+
+        return self.read(read)
+
+    @staticmethod
+    def _grant(row: sa.Row, team: str) -> registry_pb2.Grant:
+        grant = registry_pb2.Grant(owner=row.owner, grantee=row.grantee,
+                                   created_at=_timestamp(row.created_at), created_by=row.created_by)
+        setattr(grant, f"{row.kind}_name", shown(row.name, team))
+        return grant
 
     # -- objects --------------------------------------------------------------------------
 
@@ -265,15 +354,24 @@ class RegistryStore:
         raise errors.Unavailable("too many concurrent uploads to this model; retry")
 
     def resolve(self, reference: str, team: str) -> str:
-        """The id of the team's version a reference names ("mv-...", "name/N", "name/latest",
-        "name@alias"); another team's version is NOT_FOUND, as a missing one is."""
+        """The id of the version a reference names ("mv-...", "name/N", "name/latest",
+        "name@alias", "<owner>/name..." for a shared model) that the team may read; another
+        team's version is NOT_FOUND, as a missing one is, unless it was shared."""
         return self.read(lambda conn: self._resolve(conn, reference, team))
 
-    def _resolve(self, conn: sa.Connection, reference: str, team: str) -> str:
+    def _resolve(self, conn: sa.Connection, reference: str, team: str, *,
+                 write: bool = False) -> str:
+        """As `resolve`; with `write`, a version the team may only read (shared with it) is
+        PERMISSION_DENIED."""
         ref = reads.parse_reference(reference, team)
         found = conn.execute(reads.target_statement(ref.kind), ref.params).scalar()
         if found is None:
             raise errors.NotFound(ref.missing)
+        if write:
+            model_name = conn.execute(sa.select(versions.c.model_name)
+                                      .where(versions.c.id == found)).scalar()
+            if owner_of(model_name) != team:
+                raise self._read_only("model", model_name, team)
         return found
 
     def get_version(self, reference: str, team: str) -> registry_pb2.ModelVersion:
@@ -285,6 +383,7 @@ class RegistryStore:
             raise errors.NotFound(ref.missing)
         found = registry_pb2.ListModelVersionsResponse()
         reads.fill(rows, found.versions)
+        _name_shared(found.versions, team)
         return found.versions[0]
 
     def search_versions(self, request: Message, team: str, *, model_name: str = "",
@@ -303,24 +402,24 @@ class RegistryStore:
             raise errors.InvalidArgument("page_token is not one this server issued; "
                                          "start again without it")
 
-        model = key(team, model_name) if model_name else ""
-
         def page(conn: sa.Connection):
+            model = self._readable(conn, "model", model_name, team) if model_name else ""
             parent = self._resolve(conn, parent_version_id, team) if parent_version_id else ""
             shape, params = reads.search_params(
-                owner=team, model_name=model, tags=tags, tag_keys=tag_keys, alias=alias, job_id=job_id,
+                owner=owner_of(model) if model else team, model_name=model, tags=tags, tag_keys=tag_keys, alias=alias, job_id=job_id,
                 dataset_version_id=dataset_version_id, parent_version_id=parent, sha256=sha256,
                 created_after=created_after, created_before=created_before, after=after,
                 descending=newest_first, limit=size + 1)
             rows = reads.ordered(conn.execute(reads.search_statement(shape), params),
                                  descending=newest_first)
             if not rows and model:
-                self._model(conn, model)  # NOT_FOUND for an unknown model
+                self._model(conn, model, team)  # NOT_FOUND for an unknown model
             return rows
 
         rows = self.read(page)
         response = registry_pb2.ListModelVersionsResponse()
         reads.fill(rows[:size], response.versions)
+        _name_shared(response.versions, team)
         if len(rows) > size:
             response.next_page_token = paging.encode_keyset(
                 query_id, [rows[size - 1].created_at, rows[size - 1].id])
@@ -331,7 +430,7 @@ class RegistryStore:
         are freed by the caller once nothing else references them). Refused while an alias
         points at it."""
         with self.engine.begin() as conn:
-            version_id = self._resolve(conn, reference, team)
+            version_id = self._resolve(conn, reference, team, write=True)
             row = conn.execute(sa.select(versions.c.sha256, versions.c.model_name)
                                .where(versions.c.id == version_id)).first()
             if row is None:
@@ -350,7 +449,7 @@ class RegistryStore:
     def set_version_tags(self, reference: str, set_: dict[str, str], remove: Iterable[str],
                          team: str) -> dict[str, str]:
         with self.engine.begin() as conn:
-            version_id = self._resolve(conn, reference, team)
+            version_id = self._resolve(conn, reference, team, write=True)
             created_at = conn.execute(sa.select(versions.c.created_at)
                                       .where(versions.c.id == version_id)).scalar()
             if created_at is None:
@@ -365,7 +464,7 @@ class RegistryStore:
         now = time.time()
         model_name = key(team, name)
         with self.engine.begin() as conn:
-            self._model(conn, model_name)
+            self._model(conn, model_name, team)
             version_id = self._resolve(conn, reference, team)
             target = conn.execute(sa.select(versions.c.model_name)
                                   .where(versions.c.id == version_id)).scalar()
@@ -373,7 +472,7 @@ class RegistryStore:
                 raise errors.NotFound(f"no model version with id {reference!r}")
             if target != model_name:
                 raise errors.InvalidArgument(
-                    f"version {reference!r} belongs to model {plain_name(target)!r}, not {name!r}")
+                    f"version {reference!r} belongs to model {shown(target, team)!r}, not {name!r}")
             current = conn.execute(sa.select(aliases.c.version_id).where(
                 aliases.c.model_name == model_name, aliases.c.alias == alias)
                 .with_for_update()).scalar()
@@ -386,12 +485,12 @@ class RegistryStore:
             conn.execute(alias_events.insert().values(
                 model_name=model_name, alias=alias, from_version_id=current or "",
                 to_version_id=version_id, at=now, by=by))
-            return self._alias(conn, model_name, alias)
+            return self._alias(conn, model_name, alias, team)
 
     def delete_alias(self, name: str, alias: str, by: str, team: str) -> registry_pb2.Alias:
         model_name = key(team, name)
         with self.engine.begin() as conn:
-            deleted = self._alias(conn, model_name, alias)
+            deleted = self._alias(conn, model_name, alias, team)
             conn.execute(aliases.delete().where(aliases.c.model_name == model_name,
                                                 aliases.c.alias == alias))
             conn.execute(alias_events.insert().values(
@@ -400,24 +499,22 @@ class RegistryStore:
         return deleted
 
     def list_aliases(self, name: str, team: str) -> list[registry_pb2.Alias]:
-        model_name = key(team, name)
-
         def read(conn: sa.Connection) -> list[registry_pb2.Alias]:
-            self._model(conn, model_name)
+            model_name = self._readable(conn, "model", name, team)
+            self._model(conn, model_name, team)
             names = conn.execute(sa.select(aliases.c.alias).where(
                 aliases.c.model_name == model_name).order_by(aliases.c.alias)).scalars().all()
-            return [self._alias(conn, model_name, a) for a in names]
+            return [self._alias(conn, model_name, a, team) for a in names]
 
         return self.read(read)
 
     def alias_history(self, request: registry_pb2.GetAliasHistoryRequest, team: str
                       ) -> registry_pb2.GetAliasHistoryResponse:
-        model_name = key(team, request.model_name)
-        query = sa.select(alias_events).where(alias_events.c.model_name == model_name,
-                                              alias_events.c.alias == request.alias)
-
         def page(conn: sa.Connection) -> tuple[list, str]:
-            self._model(conn, model_name)
+            model_name = self._readable(conn, "model", request.model_name, team)
+            self._model(conn, model_name, team)
+            query = sa.select(alias_events).where(alias_events.c.model_name == model_name,
+                                                  alias_events.c.alias == request.alias)
             return self._keyset(conn, query, request, [alias_events.c.id], lambda r: [r.id],
                                 scalars=False)
 
@@ -426,19 +523,21 @@ class RegistryStore:
             raise errors.NotFound(f"model {request.model_name!r} never had an alias "
                                   f"{request.alias!r}")
         return registry_pb2.GetAliasHistoryResponse(next_page_token=token, events=[
-            registry_pb2.AliasEvent(model_name=plain_name(r.model_name), alias=r.alias,
+            registry_pb2.AliasEvent(model_name=shown(r.model_name, team), alias=r.alias,
                                     from_version_id=r.from_version_id,
                                     to_version_id=r.to_version_id, at=_timestamp(r.at), by=r.by)
             for r in rows])
 
-    def _alias(self, conn: sa.Connection, model_name: str, alias: str) -> registry_pb2.Alias:
+    def _alias(self, conn: sa.Connection, model_name: str, alias: str, team: str
+               ) -> registry_pb2.Alias:
         row = conn.execute(
             sa.select(aliases, versions.c.version).join(versions,
                                                         versions.c.id == aliases.c.version_id)
             .where(aliases.c.model_name == model_name, aliases.c.alias == alias)).first()
         if row is None:
-            raise errors.NotFound(f"model {plain_name(model_name)!r} has no alias {alias!r}")
-        return registry_pb2.Alias(model_name=plain_name(model_name), alias=alias, version_id=row.version_id,
+            raise errors.NotFound(f"model {shown(model_name, team)!r} has no alias {alias!r}")
+        return registry_pb2.Alias(model_name=shown(model_name, team), alias=alias,
+                                  version_id=row.version_id,
                                   version=row.version, updated_at=_timestamp(row.updated_at),
                                   updated_by=row.updated_by)
 
@@ -472,19 +571,20 @@ class RegistryStore:
 
         def read(conn: sa.Connection) -> registry_pb2.Dataset:
             blob = conn.execute(sa.select(datasets.c.proto).where(
-                datasets.c.id == dataset_id, datasets.c.owner == team)).scalar()
+                datasets.c.id == dataset_id, _readable_datasets(team))).scalar()
             if blob is None:
                 raise errors.NotFound(f"no dataset with id {dataset_id!r}")
-            return self._decorate_datasets(conn, [registry_pb2.Dataset.FromString(blob)])[0]
+            return self._decorate_datasets(conn, [registry_pb2.Dataset.FromString(blob)], team)[0]
 
         return self.read(read)
 
     def list_datasets(self, request: registry_pb2.ListDatasetsRequest, team: str
                       ) -> registry_pb2.ListDatasetsResponse:
+        """The team's datasets and those shared with it; `name` may be "<owner>/<name>"."""
         query = sa.select(datasets.c.proto, datasets.c.created_at, datasets.c.id).where(
-            datasets.c.owner == team)
+            _readable_datasets(team))
         if request.name:
-            query = query.where(datasets.c.name == key(team, request.name))
+            query = query.where(datasets.c.name == qualify(team, request.name))
         if request.sha256:
             query = query.where(datasets.c.sha256 == request.sha256)
 
@@ -492,17 +592,14 @@ class RegistryStore:
             rows, token = self._keyset(conn, query, request, [datasets.c.created_at, datasets.c.id],
                                        lambda r: [r.created_at, r.id], scalars=False)
             found = self._decorate_datasets(conn, [registry_pb2.Dataset.FromString(r.proto)
-                                                   for r in rows])
+                                                   for r in rows], team)
             return registry_pb2.ListDatasetsResponse(datasets=found, next_page_token=token)
 
         return self.read(page)
 
     def delete_dataset(self, dataset_id: str, team: str) -> str:
         with self.engine.begin() as conn:
-            sha = conn.execute(sa.select(datasets.c.sha256).where(
-                datasets.c.id == dataset_id, datasets.c.owner == team)).scalar()
-            if sha is None:
-                raise errors.NotFound(f"no dataset with id {dataset_id!r}")
+            sha = self._own_dataset(conn, dataset_id, team).sha256
             users = conn.execute(sa.select(versions.c.id).where(
                 versions.c.dataset_version_id == dataset_id).limit(5)).scalars().all()
             if users:
@@ -516,13 +613,23 @@ class RegistryStore:
     def set_dataset_tags(self, dataset_id: str, set_: dict[str, str], remove: Iterable[str],
                          team: str) -> dict[str, str]:
         with self.engine.begin() as conn:
-            if conn.execute(sa.select(datasets.c.id).where(
-                    datasets.c.id == dataset_id, datasets.c.owner == team)).first() is None:
-                raise errors.NotFound(f"no dataset with id {dataset_id!r}")
+            self._own_dataset(conn, dataset_id, team)
             return _update_tags(conn, dataset_tags, "dataset_id", dataset_id, set_, remove)
 
-    def _decorate_datasets(self, conn: sa.Connection, found: list[registry_pb2.Dataset]
-                           ) -> list[registry_pb2.Dataset]:
+    def _own_dataset(self, conn: sa.Connection, dataset_id: str, team: str) -> sa.Row:
+        """A dataset the team may write: NOT_FOUND unless readable, PERMISSION_DENIED when it
+        was only shared with the team."""
+        row = conn.execute(sa.select(datasets.c.sha256, datasets.c.name).where(
+            datasets.c.id == dataset_id, _readable_datasets(team))).first()
+        if row is None:
+            raise errors.NotFound(f"no dataset with id {dataset_id!r}")
+        if owner_of(row.name) != team:
+            raise self._read_only("dataset", row.name, team)
+        return row
+
+    def _decorate_datasets(self, conn: sa.Connection, found: list[registry_pb2.Dataset],
+                           team: str) -> list[registry_pb2.Dataset]:
+        _name_shared(found, team)
         by_id = {d.id: d for d in found}
         if by_id:
             for row in conn.execute(sa.select(dataset_tags)
@@ -588,6 +695,22 @@ class RegistryStore:
         page = list(rows[:size])
         token = paging.encode_keyset(query_id, key_of(page[-1])) if len(rows) > size else ""
         return page, token
+
+
+def _name_shared(records: Iterable[Message], team: str) -> None:
+    """Name the versions or datasets of another team (shared with `team`) as the team names
+    them: "<owner>/<name>" (records from before teams carry no owner: the default team's, not
+    shared)."""
+    for record in records:
+        if record.owner and record.owner != team:
+            field = "model_name" if isinstance(record, registry_pb2.ModelVersion) else "name"
+            setattr(record, field, f"{record.owner}/{getattr(record, field)}")
+
+
+def _readable_datasets(team: str) -> sa.ColumnElement:
+    """Datasets `team` may read: its own and those shared with it."""
+    return sa.or_(datasets.c.owner == team,
+                  datasets.c.name.in_(reads.granted_names("dataset", sa.literal(team))))
 
 
 def _put_tags(conn: sa.Connection, table: sa.Table, column: str, owner_id: str,

@@ -122,6 +122,10 @@ def crossing(w: dict) -> dict[str, tuple]:
             model_version_id=v, dataset_id=ds)), NF),
         "Registry/GetReport": (r.GetReportRequest(report_id=w["report"]), NF),
         "Registry/ListReports": (r.ListReportsRequest(), OK),
+        # Writes naming another team's record are refused whether or not it exists or was shared.
+        "Registry/Share": (r.ShareRequest(model_name="team-a/mlp", team="team-b"), PD),
+        "Registry/Unshare": (r.ShareRequest(model_name="team-a/mlp", team="team-b"), PD),
+        "Registry/ListGrants": (r.ListGrantsRequest(), OK),
         "Identity/WhoAmI": (identity_pb2.WhoAmIRequest(), OK),
         "Identity/CreateTeam": (identity_pb2.CreateTeamRequest(name="team-c"), PD),
         "Identity/ListTeams": (identity_pb2.ListTeamsRequest(), PD),
@@ -269,3 +273,53 @@ def test_keys_are_never_stored_or_logged_in_clear(world):
               for address in platform.metrics.values()]
     for secret in secrets:
         assert not any(secret.encode() in text for text in texts)
+
+
+def test_a_workers_credential_reaches_only_its_own_team(world, regression_files):
+    """The credential a running audit's worker holds (taken here from the estimator's job
+    record, where the service keeps it for the worker's restarts) acts for team B as a writer:
+    it reads nothing of team A's, cannot mint keys, and stops working when the job ends."""
+    platform, keys = world["platform"], world["keys"]
+    model_path, data_path = regression_files
+    with platform.client(api_key=keys["b"]) as b:
+        version = b.upload_model(model_path, "worker-probe")
+        dataset = b.upload_dataset(data_path, "worker-probe")
+        long = audit_pb2.SamplerConfig(chains=2, draws=200_000, burnin=10, step_size=1e-4,
+                                       localization=100.0, seed=1)
+        job = b.start_audit(version.id, dataset.id, audit_pb2.AuditConfig(
+            loss=models_pb2.LOSS_KIND_MSE, sampler=long))
+        try:
+            credential = ""
+            deadline = time.monotonic() + 120
+            while not credential and time.monotonic() < deadline:
+                with sqlite3.connect(world["data_dir"] / "estimator.db") as db:
+                    row = db.execute("SELECT credential FROM jobs WHERE id = ?", (job.id,)).fetchone()
+                credential = row[0] if row else ""
+                state = b.get_job(job.id).state
+                assert state in (jobs_pb2.JOB_STATE_QUEUED, jobs_pb2.JOB_STATE_RUNNING), state
+                time.sleep(0.2)
+            assert credential, "the running audit holds no credential"
+            with platform.client(api_key=credential) as worker:
+                me = worker.whoami()
+                assert (me.team, me.role, me.job_id) == ("team-b", auth.Role.ROLE_WRITER, job.id)
+                for reach in (lambda: worker.get_model_version(world["version"]),
+                              lambda: worker.get_model_version("team-a/mlp@production"),
+                              lambda: worker.get_dataset(world["dataset"]),
+                              lambda: worker.get_report(world["report"]),
+                              lambda: worker.get_job(world["audit_job"])):
+                    with pytest.raises(grpc.RpcError) as refused:
+                        reach()
+                    assert refused.value.code() == NF, refused.value.details()
+                for mint in (lambda: worker.issue_job_credential(job.id, 60),
+                             lambda: worker.create_key("team-b", auth.Role.ROLE_ADMIN)):
+                    with pytest.raises(grpc.RpcError) as refused:
+                        mint()
+                    assert refused.value.code() == PD, refused.value.details()
+                assert worker.get_model_version(version.id).id == version.id  # its own team's
+        finally:
+            b.cancel_job(job.id)
+        assert b.wait(job.id).state == jobs_pb2.JOB_STATE_CANCELLED
+    with platform.client(api_key=credential) as worker:
+        with pytest.raises(grpc.RpcError) as refused:
+            worker.whoami()
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
