@@ -496,7 +496,7 @@ def explain(store) -> str:
         return ""
     from services.registry import reads
 
-    shape, params = reads.search_params(tags={"parity": "even"}, limit=PAGE + 1)
+    shape, params = reads.search_params(owner=TEAM, tags={"parity": "even"}, limit=PAGE + 1)
     statement = reads.search_statement(shape).params(**params)
     compiled = statement.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True})
     with store.reader.connect() as conn:
