@@ -10,6 +10,7 @@ prefer the environment (a Kubernetes Secret): the file tends to get copied and c
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 
@@ -90,6 +91,15 @@ class Settings:
     # retry_backoff_seconds, doubling per attempt (at most 60 s). Bad input is never retried.
     job_backoff_limit: int = 3
     retry_backoff_seconds: float = 2.0
+    # Per-team quotas (lambdascope.quotas; 0: no limit): jobs a team runs at once on a service
+    # (more wait, while other teams' start), jobs it keeps waiting there (a start beyond answers
+    # RESOURCE_EXHAUSTED), bytes its records hold in the registry (an upload beyond is refused).
+    quota_running_jobs: int = 0
+    quota_queued_jobs: int = 0
+    quota_stored_bytes: int = 0
+    # Per-team overrides of the three, a JSON or YAML mapping (a mapping in the config file):
+    # {"vision": {"running_jobs": 4, "stored_bytes": 50000000000}}.
+    team_quotas: str = ""
 
     @property
     def database(self) -> str:
@@ -166,6 +176,8 @@ def _read_file(path: pathlib.Path) -> dict[str, object]:
     for name, value in data.items():
         if name not in kinds:
             raise SystemExit(f"{path}: unknown setting {name!r}; known: {', '.join(kinds)}")
+        if name == "team_quotas" and isinstance(value, dict):
+            value = json.dumps(value)  # its one setting written as a mapping
         kind = kinds[name]
         matches = {
             "int": isinstance(value, int) and not isinstance(value, bool),

@@ -9,11 +9,15 @@ import grpc
 
 
 class ApiError(Exception):
+    """retryable=False tells clients that retrying the same call cannot help (a quota), which
+    their retry policy for UNAVAILABLE and RESOURCE_EXHAUSTED then respects."""
+
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, retryable: bool = True):
         super().__init__(message)
         self.message = message
+        self.retryable = retryable
 
 
 class InvalidArgument(ApiError):

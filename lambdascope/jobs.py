@@ -4,10 +4,13 @@ A job is a row in the service's SQL database; it survives restarts. Starting is 
 the client's request id. Each job runs in a worker that an execution backend starts
 (lambdascope.backends: a local process from `python -m <worker_module>`, never forked from the
 gRPC server, or a Kubernetes Job); the worker reports JobEvent JSON lines (see
-lambdascope.worker). At most `max_concurrent_jobs` run at once; the rest queue.
+lambdascope.worker). At most `max_concurrent_jobs` run at once; the rest queue. Per-team quotas
+(lambdascope.quotas) bound how many of a team's jobs run at once (the others wait, deferred,
+while other teams' jobs start) and how many it keeps waiting.
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import queue
@@ -21,7 +24,7 @@ from concurrent import futures
 import sqlalchemy as sa
 from google.protobuf import timestamp_pb2
 
-from lambdascope import auth, backends, errors, paging
+from lambdascope import auth, backends, errors, paging, quotas
 from lambdascope.config import Settings
 from lambdascope.metrics import JobMetrics
 from lambdascope.v1 import jobs_pb2
@@ -126,6 +129,12 @@ class JobManager:
         self._cancelling: set[str] = set()
         self._subscribers: dict[str, list[queue.Queue]] = {}
         self._closing = False
+        self.quotas = quotas.Quotas(settings)
+        # Jobs of a team at its running quota, in order: each end of one of its jobs starts the
+        # next. Claims and deferrals happen under _gate, after the ending job's state is
+        # written, so no deferred job is forgotten.
+        self._gate = threading.Lock()
+        self._deferred: dict[str, collections.deque[str]] = {}
         self._pool = futures.ThreadPoolExecutor(max(1, settings.max_concurrent_jobs),
                                                 thread_name_prefix=f"{kind}-job")
         if metrics is not None:
@@ -146,6 +155,7 @@ class JobManager:
         existing = self._by_request(request_key)
         if existing is None:
             self._check_queue_room()
+            self._check_team_queue(team)
             job_id = f"{self.kind}-{uuid.uuid4().hex[:16]}"
             secret = credential(job_id) if credential is not None else ""
             try:
@@ -177,6 +187,22 @@ class JobManager:
             raise errors.ResourceExhausted(
                 f"the {self.kind} queue is full: {waiting} jobs are waiting (max_queued_jobs = {limit}); "
                 "retry when some have started, or cancel queued ones")
+
+    def _check_team_queue(self, team: str) -> None:
+        limit = self.quotas.of(team).queued_jobs
+        if not limit:
+            return
+        waiting = self._count(team, State.JOB_STATE_QUEUED)
+        if waiting >= limit:
+            raise quotas.exceeded(
+                f"team {team!r} has {waiting} {self.kind} jobs waiting, its quota "
+                f"(queued_jobs = {limit}); start more when they have started, or cancel some")
+
+    def _count(self, team: str, state: int) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(jobs_table).where(
+                jobs_table.c.team == team, jobs_table.c.kind == self.kind,
+                jobs_table.c.state == state)).scalar_one()
 
     def get(self, job_id: str, team: str | None = None) -> jobs_pb2.Job:
         """The job; for `team` (a caller's), another team's job is missing, exactly as an
@@ -421,17 +447,24 @@ class JobManager:
                 self._executions.pop(job_id, None)
             self._update(job_id, state=State.JOB_STATE_FAILED, finished_at=time.time(),
                          message="internal error while running the job (see the service log)")
+            self._wake(self._row(job_id).team)  # (extra wakes are harmless: _run checks again)
 
     def _run(self, job_id: str) -> None:
         with self._lock:
             if self._closing or job_id in self._cancelling:
                 return
-        with self.engine.begin() as conn:
-            claimed = conn.execute(
-                jobs_table.update()
-                .where(jobs_table.c.id == job_id, jobs_table.c.state == State.JOB_STATE_QUEUED)
-                .values(state=State.JOB_STATE_RUNNING, started_at=time.time(),
-                        attempts=jobs_table.c.attempts + 1)).rowcount
+        team = self._row(job_id).team
+        with self._gate:
+            limit = self.quotas.of(team).running_jobs
+            if limit and self._count(team, State.JOB_STATE_RUNNING) >= limit:
+                self._deferred.setdefault(team, collections.deque()).append(job_id)
+                return
+            with self.engine.begin() as conn:
+                claimed = conn.execute(
+                    jobs_table.update()
+                    .where(jobs_table.c.id == job_id, jobs_table.c.state == State.JOB_STATE_QUEUED)
+                    .values(state=State.JOB_STATE_RUNNING, started_at=time.time(),
+                            attempts=jobs_table.c.attempts + 1)).rowcount
         if not claimed:
             return
         row = self._row(job_id)
@@ -449,7 +482,24 @@ class JobManager:
         self._follow(job_id, execution)
 
     def _follow(self, job_id: str, execution: backends.Execution) -> None:
-        """Apply the worker's progress until it ends, then record how it ended."""
+        """Apply the worker's progress until it ends, record how it ended, and start the
+        team's next deferred job."""
+        try:
+            self._record_end(job_id, execution)
+        finally:
+            self._wake(self._row(job_id).team)
+
+    def _wake(self, team: str) -> None:
+        """One of the team's jobs stopped running: start its oldest deferred job still queued."""
+        with self._gate:
+            waiting = self._deferred.get(team)
+            while waiting and not self._closing:
+                job_id = waiting.popleft()
+                if self._row(job_id).state == State.JOB_STATE_QUEUED:
+                    self._submit(job_id)
+                    return
+
+    def _record_end(self, job_id: str, execution: backends.Execution) -> None:
         outcome = execution.run(lambda event: self._progress(job_id, event))
         with self._lock:
             self._executions.pop(job_id, None)

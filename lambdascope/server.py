@@ -145,6 +145,8 @@ def _fail(exc: Exception, context: grpc.ServicerContext, service: str, method: s
     (grpc then ends the call with that status: the context is marked aborted)."""
     if isinstance(exc, errors.ApiError):
         code, message = exc.code, exc.message
+        if not exc.retryable:  # gRPC's retry pushback: a negative delay means "do not retry"
+            context.set_trailing_metadata((("grpc-retry-pushback-ms", "-1"),))
         log.info("rpc refused", extra={"rpc": f"{service}/{method}", "code": code.name, "reason": message})
     elif context.code() not in (None, grpc.StatusCode.OK):
         # context.abort() was called by the servicer: keep its status.

@@ -1,7 +1,7 @@
 """Wire the registry together from settings: SQL store, object store, collector, server."""
 from __future__ import annotations
 
-from lambdascope import auth, config, logs, server
+from lambdascope import auth, config, logs, quotas, server
 from lambdascope.metrics import RegistryMetrics, ServerMetrics
 from lambdascope.storage.objects import open_store
 from services.registry import gc, identity_servicer
@@ -27,7 +27,8 @@ def start(settings: config.Settings) -> server.RunningServer:
         store, objects, staging, settings.staging_ttl_seconds)).start()
     return server.start(settings, [
         binding(store, objects, staging, presign_seconds=settings.presign_seconds,
-                staging_ttl_seconds=settings.staging_ttl_seconds, metrics=registry_metrics),
+                staging_ttl_seconds=settings.staging_ttl_seconds, metrics=registry_metrics,
+                quotas=quotas.Quotas(settings)),
         identity_servicer.binding(identities)],
         identities.authenticate, on_shutdown=schedule.stop, metrics=metrics)
 

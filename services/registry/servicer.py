@@ -8,7 +8,7 @@ from __future__ import annotations
 import pathlib
 import re
 
-from lambdascope import architectures, auth, errors, inspection
+from lambdascope import architectures, auth, errors, inspection, quotas
 from lambdascope.storage.objects import CHUNK, ObjectStore, content_key
 from lambdascope.v1 import audit_pb2, models_pb2, registry_pb2, registry_pb2_grpc
 from services.registry import gc, uploads
@@ -78,8 +78,10 @@ def _check_tags(field: str, tags: dict[str, str], remove: list[str] = ()) -> Non
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def __init__(self, store: RegistryStore, objects: ObjectStore, staging_dir: pathlib.Path,
                  *, presign_seconds: int = 3600,
-                 staging_ttl_seconds: float = 86400.0, metrics=None):
+                 staging_ttl_seconds: float = 86400.0, metrics=None,
+                 quotas: quotas.Quotas | None = None):
         self.store = store
+        self.quotas = quotas
         self.metrics = metrics  # lambdascope.metrics.RegistryMetrics, or None
         self.objects = objects
         self.staging_dir = staging_dir
@@ -363,14 +365,31 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         except inspection.InvalidArtifact as exc:
             raise errors.InvalidArgument(str(exc)) from None
 
+    def _check_room(self, header) -> None:
+        """Refuse an upload that would take the team past its stored-bytes quota (content the
+        team already holds adds nothing). Checked before the body arrives; two uploads racing
+        may overshoot the quota by one upload."""
+        team = self._team()
+        limit = self.quotas.of(team).stored_bytes if self.quotas else 0
+        if not limit:
+            return
+        held, has_it = self.store.team_bytes(team, header.sha256.lower())
+        if not has_it and held + header.size_bytes > limit:
+            raise quotas.exceeded(
+                f"team {team!r} holds {held} bytes; this upload of {header.size_bytes} bytes "
+                f"would pass its quota (stored_bytes = {limit}): delete versions or datasets "
+                "it no longer needs (lambdascope rm), or ask an admin for more")
+
     def _check_dataset_header(self, header: registry_pb2.DatasetUploadHeader) -> None:
         header.name = self._own("header.name", header.name)
+        self._check_room(header)
         _check_tags("header.tags", dict(header.tags))
 
     def _check_model_header(self, header: registry_pb2.ModelUploadHeader) -> None:
         """Refuse what the header alone shows to be wrong, before the body is stored."""
         header.model_name = self._own("header.model_name", header.model_name)
         _check_tags("header.tags", dict(header.tags))
+        self._check_room(header)
         if header.task_outputs < 0:
             raise errors.InvalidArgument(
                 f"header.task_outputs must be >= 0 (got {header.task_outputs})")

@@ -308,6 +308,20 @@ class RegistryStore:
 
         return self.read(read)
 
+    def team_bytes(self, team: str, sha256: str) -> tuple[int, bool]:
+        """The bytes of the distinct content the team's versions and datasets reference, and
+        whether `sha256` is among it."""
+        held = sa.union(sa.select(versions.c.sha256).where(versions.c.owner == team),
+                        sa.select(datasets.c.sha256).where(datasets.c.owner == team)).subquery()
+
+        def read(conn: sa.Connection) -> tuple[int, bool]:
+            total = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(objects.c.size_bytes), 0))
+                                 .where(objects.c.sha256.in_(sa.select(held.c.sha256)))).scalar()
+            has = conn.execute(sa.select(held.c.sha256).where(held.c.sha256 == sha256)).first()
+            return int(total), has is not None
+
+        return self.read(read)
+
     def known_object(self, sha256: str) -> bool:
         return self.read(lambda conn: conn.execute(
             sa.select(objects.c.sha256).where(objects.c.sha256 == sha256)).first() is not None)
