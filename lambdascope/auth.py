@@ -97,6 +97,16 @@ def access_of(service: str, method: str) -> int:
     return found.GetOptions().Extensions[access_pb2.access]
 
 
+def writes(service: str, method: str) -> bool:
+    """Whether RPC `service/method` changes state (its `(writes)` option): every call of it
+    goes into the audit trail."""
+    try:
+        found = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(method)
+    except KeyError:
+        return False
+    return found is not None and found.GetOptions().Extensions[access_pb2.writes]
+
+
 # -- keys -----------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 
 from lambdascope import auth
@@ -15,9 +16,10 @@ def add_commands(command: Callable[..., argparse.ArgumentParser],
     """Register the commands with the CLI's `command(name, func, help)` factory; `with_client`
     turns a command taking (args, client) into one taking args."""
     command("whoami", with_client(cmd_whoami), "the team and role of the API key in use")
-    admin = command("admin", with_client(cmd_admin), "teams and API keys (needs an admin key)")
-    admin.add_argument("what", choices=["team", "key"])
-    admin.add_argument("action", choices=["create", "list", "revoke"])
+    admin = command("admin", with_client(cmd_admin),
+                    "teams, API keys and the audit log (needs an admin key)")
+    admin.add_argument("what", choices=["team", "key", "log"])
+    admin.add_argument("action", nargs="?", choices=["create", "list", "revoke"])
     admin.add_argument("name", nargs="?", help="team create: the team's name; key revoke: the key id")
     admin.add_argument("--team", help="key create: the key's team; key list: only this team's")
     admin.add_argument("--role", choices=["reader", "writer", "admin"],
@@ -27,6 +29,10 @@ def add_commands(command: Callable[..., argparse.ArgumentParser],
                        help="key create: days until the key stops working (default: never)")
     admin.add_argument("--description", default="", help="key create: what the key is for")
     admin.add_argument("--all", action="store_true", help="key list: revoked keys too")
+    admin.add_argument("--denied", action="store_true", help="log: only denied calls")
+    admin.add_argument("--since", metavar="DURATION", default="",
+                       help="log: only the last DURATION (30m, 12h, 7d)")
+    admin.add_argument("--limit", type=int, default=50, help="log: at most this many (default 50)")
     for name, func, verb in (("share", cmd_share, "let another team read"),
                              ("unshare", cmd_unshare, "stop another team reading")):
         share = command(name, with_client(func), f"{verb} one of your team's models (with all its "
@@ -75,6 +81,10 @@ def cmd_whoami(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_admin(args: argparse.Namespace, client: Client) -> int:
+    if args.what == "log":
+        return _log(args, client)
+    if args.action is None:
+        raise ValueError(f"admin {args.what} needs an action: create, list or revoke")
     if args.what == "team":
         if args.action == "create":
             if not args.name:
@@ -110,6 +120,28 @@ def cmd_admin(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
-def _when(ts) -> str:
-    return ts.ToDatetime().strftime("%Y-%m-%d %H:%M UTC")
+def _log(args: argparse.Namespace, client: Client) -> int:
+    since = time.time() - _seconds(args.since) if args.since else 0.0
+    events = client.audit_events(team=args.team or "", denied_only=args.denied, since=since,
+                                 limit=args.limit)
+    print(f"{'TIME':<20} {'SERVICE':<9} {'TEAM':<14} {'KEY':<18} {'RPC':<26} {'ANSWER':<18} "
+          f"{'REASON':<12} OBJECT")
+    for e in events:
+        rpc = e.rpc.rsplit(".", 1)[-1]
+        print(f"{_when(e.at, seconds=True):<20} {e.service:<9} {e.team or '-':<14} "
+              f"{e.key_id or '-':<18} {rpc:<26} {e.code:<18} {e.reason or '-':<12} "
+              f"{e.object}{'  -> ' + e.result_id if e.result_id else ''}")
+    return 0
+
+
+def _seconds(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return float(text[:-1]) * units[text[-1]]
+    except (KeyError, ValueError, IndexError):
+        raise ValueError(f"--since {text!r}: give a number and a unit, e.g. 30m, 12h, 7d") from None
+
+
+def _when(ts, seconds: bool = False) -> str:
+    return ts.ToDatetime().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M UTC")
 

@@ -179,6 +179,25 @@ class Client:
         return self.identity.IssueJobCredential(identity_pb2.IssueJobCredentialRequest(
             job_id=job_id, expires_seconds=expires_seconds), timeout=self.timeout).secret
 
+    def audit_events(self, *, team: str = "", denied_only: bool = False, since: float = 0.0,
+                     limit: int = 100) -> list[platform_pb2.AuditEvent]:
+        """The audit trail of the three services merged, newest first (an admin key)."""
+        request = platform_pb2.ListAuditEventsRequest(team=team, denied_only=denied_only,
+                                                      page_size=min(limit, 1000))
+        if since:
+            request.since.FromNanoseconds(int(since * 1e9))
+        events: list[platform_pb2.AuditEvent] = []
+        for service in SERVICES:
+            stub = platform_pb2_grpc.PlatformStub(self.channel(service))
+            pages = platform_pb2.ListAuditEventsRequest()
+            pages.CopyFrom(request)  # (_pages moves its page token along)
+            for count, event in enumerate(self._pages(stub.ListAuditEvents, pages, "events"), 1):
+                events.append(event)
+                if count >= limit:
+                    break
+        events.sort(key=lambda e: (e.at.ToNanoseconds(), e.id), reverse=True)
+        return events[:limit]
+
     # -- grants (read-only sharing between teams) -------------------------------------------
 
     def share(self, team: str, *, model: str = "", dataset: str = "") -> registry_pb2.Grant:

@@ -100,6 +100,8 @@ class Settings:
     # Per-team overrides of the three, a JSON or YAML mapping (a mapping in the config file):
     # {"vision": {"running_jobs": 4, "stored_bytes": 50000000000}}.
     team_quotas: str = ""
+    # Days the audit trail keeps its events (lambdascope.audit_log); 0 keeps them forever.
+    audit_retention_days: float = 365.0
 
     @property
     def database(self) -> str:

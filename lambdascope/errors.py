@@ -10,14 +10,17 @@ import grpc
 
 class ApiError(Exception):
     """retryable=False tells clients that retrying the same call cannot help (a quota), which
-    their retry policy for UNAVAILABLE and RESOURCE_EXHAUSTED then respects."""
+    their retry policy for UNAVAILABLE and RESOURCE_EXHAUSTED then respects. `reason` marks a
+    denied call, for the audit trail and the denied-calls metric (no_key, bad_key, role,
+    acting_team, read_only, quota, ...); it is not sent to the caller."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str, *, retryable: bool = True):
+    def __init__(self, message: str, *, retryable: bool = True, reason: str = ""):
         super().__init__(message)
         self.message = message
         self.retryable = retryable
+        self.reason = reason
 
 
 class InvalidArgument(ApiError):
@@ -51,9 +54,15 @@ class Unavailable(ApiError):
 class Unauthenticated(ApiError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
+    def __init__(self, message: str, *, reason: str = "bad_key"):
+        super().__init__(message, reason=reason)
+
 
 class PermissionDenied(ApiError):
     code = grpc.StatusCode.PERMISSION_DENIED
+
+    def __init__(self, message: str, *, reason: str = "permission_denied"):
+        super().__init__(message, reason=reason)
 
 
 def call_upstream(service: str, call, *args, **kwargs):

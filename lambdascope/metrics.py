@@ -88,6 +88,18 @@ class ServerMetrics:
             registry=registry,
         )
         self.database_errors.labels(SCRAPE)  # the family is present (at 0) from the start
+        self.denied = Counter(
+            "lambdascope_denied_calls_total",
+            "Calls refused by who made them, by reason: no_key, bad_key (wrong, revoked or "
+            "expired), role, acting_team, job_credential, other_team, read_only, quota.",
+            ("grpc_service", "grpc_method", "reason"),
+            registry=registry,
+        )
+        self.audit_errors = Counter(
+            "lambdascope_audit_log_errors_total",
+            "Calls the audit trail failed to record (the call itself was answered).",
+            registry=registry,
+        )
 
     def count_exception(self, exc: BaseException, operation: str) -> None:
         """Count `exc` if it is a database error; called where exceptions end an operation."""

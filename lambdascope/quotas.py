@@ -45,7 +45,7 @@ class Quotas:
 
 def exceeded(message: str) -> errors.ResourceExhausted:
     """RESOURCE_EXHAUSTED that clients should not retry (the team's own work must end first)."""
-    return errors.ResourceExhausted(message, retryable=False)
+    return errors.ResourceExhausted(message, retryable=False, reason="quota")
 
 
 def _parse(text: str) -> dict[str, dict[str, int]]:

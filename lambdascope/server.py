@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import ProcessCollector, start_http_server
 
-from lambdascope import __version__, auth, errors
+from lambdascope import __version__, audit_log, auth, errors
 from lambdascope.config import Settings
 from lambdascope.metrics import Observation, ServerMetrics, rpc_type, split_method
 from lambdascope.v1 import platform_pb2, platform_pb2_grpc
@@ -45,10 +45,24 @@ class ServiceBinding:
     add: Callable[[grpc.Server], None]
 
 
+@dataclasses.dataclass
+class _Call:
+    """What the audit trail records of one call, filled in while it is served."""
+
+    rpc: str
+    key_id: str = ""
+    team: str = ""
+    request: Any = None
+    response: Any = None
+    reason: str = ""
+
+
 class _Interceptor(grpc.ServerInterceptor):
-    def __init__(self, metrics: ServerMetrics, authenticator: auth.Authenticator):
+    def __init__(self, metrics: ServerMetrics, authenticator: auth.Authenticator,
+                 trail: audit_log.AuditLog | None):
         self.metrics = metrics
         self.authenticator = authenticator
+        self.trail = trail
 
     def intercept_service(self, continuation, details):
         handler = continuation(details)
@@ -60,8 +74,8 @@ class _Interceptor(grpc.ServerInterceptor):
             return self._wrap(handler, kind, service, method, None)
         return self._wrap(handler, kind, service, method, auth.access_of(service, method))
 
-    def _caller(self, context: grpc.ServicerContext, service: str, method: str, access: int
-                ) -> tuple[auth.Principal, str, str]:
+    def _caller(self, context: grpc.ServicerContext, service: str, method: str, access: int,
+                call: _Call) -> tuple[auth.Principal, str, str]:
         """The verified caller, the key it presented and the team it asked to act for; raises
         the ApiError that refuses the call."""
         metadata = context.invocation_metadata()
@@ -69,75 +83,114 @@ class _Interceptor(grpc.ServerInterceptor):
         if not key:
             raise errors.Unauthenticated(
                 "no API key: send 'authorization: Bearer <key>' (the CLI and SDK send "
-                "LAMBDASCOPE_API_KEY or --api-key)")
+                "LAMBDASCOPE_API_KEY or --api-key)", reason="no_key")
+        parts = auth.split_key(key)
+        call.key_id, call.team = (parts[0] if parts else ""), team
         principal = self.authenticator(key, team)
+        call.team = principal.team
         if not auth.allows(principal.role, access):
             raise errors.PermissionDenied(
                 f"{service}/{method} needs a key with more rights than this "
-                f"{auth.role_name(principal.role)} key of team {principal.team!r}")
+                f"{auth.role_name(principal.role)} key of team {principal.team!r}", reason="role")
         return principal, key, team
+
+    def _record(self, call: _Call, code: grpc.StatusCode, writes: bool) -> None:
+        """Count a denied call and put it, or any call of a writing RPC, in the audit trail."""
+        service, _, method = call.rpc.rpartition("/")
+        if call.reason:
+            self.metrics.denied.labels(service, method, call.reason).inc()
+        if self.trail is None or not (writes or call.reason):
+            return
+        try:
+            self.trail.record(rpc=call.rpc, key_id=call.key_id, team=call.team,
+                              object=audit_log.describe(call.request), code=code.name,
+                              reason=call.reason, result_id=audit_log.result_id(call.response))
+        except Exception:  # noqa: BLE001 - the call was answered; the gap is logged and counted
+            log.exception("could not record a call in the audit trail", extra={"rpc": call.rpc})
+            self.metrics.audit_errors.inc()
 
     def _wrap(self, handler, kind, service, method, access: int | None):
         """`handler` counted and answered as described above; authenticated first unless
-        `access` is None (health and reflection)."""
+        `access` is None (health and reflection), and recorded in the audit trail."""
         original = _behavior(handler)
         metrics = self.metrics
+        writes = access is not None and auth.writes(service, method)
 
-        def serve(request: Any, context: grpc.ServicerContext) -> Any:
+        def serve(request: Any, context: grpc.ServicerContext, call: _Call) -> Any:
             if access is None:
                 return original(request, context)
-            principal, key, team = self._caller(context, service, method, access)
+            principal, key, team = self._caller(context, service, method, access, call)
             with auth.acting_as(principal, key, team):
                 return original(request, context)
 
-        def serve_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        def serve_stream(request: Any, context: grpc.ServicerContext, call: _Call) -> Iterator[Any]:
             if access is None:
                 yield from original(request, context)
                 return
-            principal, key, team = self._caller(context, service, method, access)
+            principal, key, team = self._caller(context, service, method, access, call)
             with auth.acting_as(principal, key, team):
                 yield from original(request, context)
+
+        def begin(request: Any) -> tuple[Observation, _Call, Any]:
+            obs = Observation(metrics, kind, service, method)
+            call = _Call(f"{service}/{method}")
+            if handler.request_streaming:
+                request = _first_kept(obs.count_requests(request), call)
+            else:
+                call.request = request
+            return obs, call, request
+
+        def end(obs: Observation, call: _Call, code: grpc.StatusCode) -> None:
+            obs.finish(code)
+            if access is not None:
+                self._record(call, code, writes)
 
         if handler.response_streaming:
 
             def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                obs = Observation(metrics, kind, service, method)
-                if handler.request_streaming:
-                    request = obs.count_requests(request)
+                obs, call, request = begin(request)
                 code = grpc.StatusCode.CANCELLED  # if the client goes away mid-stream
                 try:
-                    for response in serve_stream(request, context):
+                    for response in serve_stream(request, context, call):
                         obs.sent()
                         yield response
                     code = context.code() or grpc.StatusCode.OK
                 except Exception as exc:  # noqa: BLE001 - every failure is answered
                     metrics.count_exception(exc, method)
                     code = _fail(exc, context, service, method)
+                    call.reason = getattr(exc, "reason", "")
                     raise  # the status is set: grpc ends the call with it (no response to serialize)
                 finally:
-                    obs.finish(code)
+                    end(obs, call, code)
 
             return _replace_behavior(handler, stream)
 
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
-            obs = Observation(metrics, kind, service, method)
-            if handler.request_streaming:
-                request = obs.count_requests(request)
+            obs, call, request = begin(request)
             code = grpc.StatusCode.UNKNOWN
             try:
-                response = serve(request, context)
+                call.response = serve(request, context, call)
                 code = context.code() or grpc.StatusCode.OK
-                return response
+                return call.response
             except Exception as exc:  # noqa: BLE001 - every failure is answered
                 metrics.count_exception(exc, method)
                 code = _fail(exc, context, service, method)
+                call.reason = getattr(exc, "reason", "")
                 # The status is set (context.abort); raising ends the call with it. Returning
                 # None instead made grpc try to serialize None and log a TypeError per refusal.
                 raise
             finally:
-                obs.finish(code)
+                end(obs, call, code)
 
         return _replace_behavior(handler, unary)
+
+
+def _first_kept(requests: Iterator[Any], call: _Call) -> Iterator[Any]:
+    """`requests` unchanged, the first one kept in `call` (an upload's header names it)."""
+    for i, request in enumerate(requests):
+        if i == 0:
+            call.request = request
+        yield request
 
 
 def _fail(exc: Exception, context: grpc.ServicerContext, service: str, method: str) -> grpc.StatusCode:
@@ -179,8 +232,14 @@ def _replace_behavior(handler: grpc.RpcMethodHandler, behavior: Callable) -> grp
 
 
 class _Platform(platform_pb2_grpc.PlatformServicer):
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, trail: audit_log.AuditLog | None):
         self.settings = settings
+        self.trail = trail
+
+    def ListAuditEvents(self, request, context):
+        if self.trail is None:
+            raise errors.FailedPrecondition(f"the {self.settings.service} keeps no audit trail")
+        return self.trail.list(request)
 
     def Describe(self, request, context):
         return platform_pb2.DescribeResponse(
@@ -222,9 +281,11 @@ class RunningServer:
 
 def start(settings: Settings, bindings: list[ServiceBinding], authenticator: auth.Authenticator,
           *, on_shutdown: Callable[[], None] | None = None, max_workers: int = 64,
-          metrics: ServerMetrics | None = None) -> RunningServer:
-    """Start a server hosting `bindings` plus health, reflection and Platform.Describe, every
-    call but health and reflection checked by `authenticator`.
+          metrics: ServerMetrics | None = None,
+          trail: audit_log.AuditLog | None = None) -> RunningServer:
+    """Start a server hosting `bindings` plus health, reflection and Platform, every call but
+    health and reflection checked by `authenticator`, writes and denied calls recorded in
+    `trail` (every service passes one).
 
     metrics: the server's metrics, when the service registered its own (jobs, storage) in
     them before starting; a fresh registry otherwise. /metrics serves its registry."""
@@ -233,13 +294,13 @@ def start(settings: Settings, bindings: list[ServiceBinding], authenticator: aut
     ProcessCollector(registry=registry)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=settings.service),
-        interceptors=[_Interceptor(metrics, authenticator)],
+        interceptors=[_Interceptor(metrics, authenticator, trail)],
         options=[("grpc.max_receive_message_length", 8 * 2**20),
                  ("grpc.so_reuseport", 0)],
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    platform_pb2_grpc.add_PlatformServicer_to_server(_Platform(settings), server)
+    platform_pb2_grpc.add_PlatformServicer_to_server(_Platform(settings, trail), server)
     for binding in bindings:
         binding.add(server)
     names = [b.name for b in bindings] + [

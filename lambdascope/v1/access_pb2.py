@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blambdascope/v1/access.proto\x12\x0elambdascope.v1\x1a google/protobuf/descriptor.proto*r\n\x06\x41\x63\x63\x65ss\x12\x16\n\x12\x41\x43\x43\x45SS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43\x43\x45SS_AUTHENTICATED\x10\x01\x12\x11\n\rACCESS_READER\x10\x02\x12\x11\n\rACCESS_WRITER\x10\x03\x12\x10\n\x0c\x41\x43\x43\x45SS_ADMIN\x10\x04:H\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xba\x94\x03 \x01(\x0e\x32\x16.lambdascope.v1.Accessb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1blambdascope/v1/access.proto\x12\x0elambdascope.v1\x1a google/protobuf/descriptor.proto*r\n\x06\x41\x63\x63\x65ss\x12\x16\n\x12\x41\x43\x43\x45SS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43\x43\x45SS_AUTHENTICATED\x10\x01\x12\x11\n\rACCESS_READER\x10\x02\x12\x11\n\rACCESS_WRITER\x10\x03\x12\x10\n\x0c\x41\x43\x43\x45SS_ADMIN\x10\x04:H\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xba\x94\x03 \x01(\x0e\x32\x16.lambdascope.v1.Access:0\n\x06writes\x12\x1e.google.protobuf.MethodOptions\x18\xbb\x94\x03 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

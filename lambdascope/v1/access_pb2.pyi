@@ -19,3 +19,5 @@ ACCESS_WRITER: Access
 ACCESS_ADMIN: Access
 ACCESS_FIELD_NUMBER: _ClassVar[int]
 access: _descriptor.FieldDescriptor
+WRITES_FIELD_NUMBER: _ClassVar[int]
+writes: _descriptor.FieldDescriptor

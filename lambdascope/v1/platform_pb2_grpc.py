@@ -39,12 +39,23 @@ class PlatformStub:
                 request_serializer=lambdascope_dot_v1_dot_platform__pb2.DescribeRequest.SerializeToString,
                 response_deserializer=lambdascope_dot_v1_dot_platform__pb2.DescribeResponse.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/lambdascope.v1.Platform/ListAuditEvents',
+                request_serializer=lambdascope_dot_v1_dot_platform__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_platform__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class PlatformServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Describe(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,6 +68,11 @@ def add_PlatformServicer_to_server(servicer, server):
                     servicer.Describe,
                     request_deserializer=lambdascope_dot_v1_dot_platform__pb2.DescribeRequest.FromString,
                     response_serializer=lambdascope_dot_v1_dot_platform__pb2.DescribeResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=lambdascope_dot_v1_dot_platform__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_platform__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +102,33 @@ class Platform:
             '/lambdascope.v1.Platform/Describe',
             lambdascope_dot_v1_dot_platform__pb2.DescribeRequest.SerializeToString,
             lambdascope_dot_v1_dot_platform__pb2.DescribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Platform/ListAuditEvents',
+            lambdascope_dot_v1_dot_platform__pb2.ListAuditEventsRequest.SerializeToString,
+            lambdascope_dot_v1_dot_platform__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,11 +1,12 @@
 """Wire the registry together from settings: SQL store, object store, collector, server."""
 from __future__ import annotations
 
-from lambdascope import auth, config, logs, quotas, server
+from lambdascope import audit_log, auth, config, logs, quotas, server
 from lambdascope.metrics import RegistryMetrics, ServerMetrics
 from lambdascope.storage.objects import open_store
 from services.registry import gc, identity_servicer
 from services.registry.identities import Identities
+from services.registry.schema import audit_events
 from services.registry.servicer import binding
 from services.registry.store import RegistryStore
 
@@ -30,7 +31,9 @@ def start(settings: config.Settings) -> server.RunningServer:
                 staging_ttl_seconds=settings.staging_ttl_seconds, metrics=registry_metrics,
                 quotas=quotas.Quotas(settings)),
         identity_servicer.binding(identities)],
-        identities.authenticate, on_shutdown=schedule.stop, metrics=metrics)
+        identities.authenticate, on_shutdown=schedule.stop, metrics=metrics,
+        trail=audit_log.AuditLog(store.engine, "registry", table=audit_events,
+                                 retention_days=settings.audit_retention_days))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -180,7 +180,7 @@ class Identities:
             if row.role != auth.Role.ROLE_ADMIN:
                 raise errors.PermissionDenied(
                     f"this key belongs to team {team!r}; only an admin key may act for another "
-                    f"team ({auth.TEAM_HEADER})")
+                    f"team ({auth.TEAM_HEADER})", reason="acting_team")
             if not self.team_exists(acting_team):
                 raise errors.NotFound(f"no team named {acting_team!r}")
             team = acting_team

@@ -47,13 +47,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServicer):
             raise errors.InvalidArgument("key_id is required")
         if not caller.is_admin and request.key_id != caller.key_id:
             raise errors.PermissionDenied("only an admin key revokes other keys; a key may "
-                                          "revoke itself")
+                                          "revoke itself", reason="role")
         return self.identities.revoke(request.key_id)
 
     def IssueJobCredential(self, request, context):
         caller = auth.current()
         if caller.job_id:
-            raise errors.PermissionDenied("a job's credential cannot issue another")
+            raise errors.PermissionDenied("a job's credential cannot issue another",
+                                          reason="job_credential")
         if not request.job_id or len(request.job_id) > 64:
             raise errors.InvalidArgument("job_id is required (at most 64 characters)")
         if not 0 < request.expires_seconds <= MAX_JOB_CREDENTIAL_SECONDS:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from lambdascope import audit_log
+
 metadata = sa.MetaData()
 
 models = sa.Table(
@@ -155,3 +157,6 @@ grants = sa.Table(
     sa.Column("created_by", sa.String(16), nullable=False),
     sa.Index("ix_grants_grantee", "grantee", "kind", "name"),
 )
+
+# The registry's part of the audit trail (lambdascope.audit_log defines its columns).
+audit_events = audit_log.define(metadata)

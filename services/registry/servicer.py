@@ -106,7 +106,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         if owner and owner != self._team():
             raise errors.PermissionDenied(
                 f"{field} {value!r} names team {owner!r}'s record: a team writes only its own "
-                "(what another team shares with it is read-only)")
+                "(what another team shares with it is read-only)", reason="other_team")
         _check_name(field, name)
         return name
 

@@ -149,7 +149,7 @@ class RegistryStore:
         """What writing to a record another team shared with `team` answers."""
         return errors.PermissionDenied(
             f"{kind} {stored!r} belongs to team {owner_of(stored)!r}, which shares it with team "
-            f"{team!r} read-only; copy it into your team to change it")
+            f"{team!r} read-only; copy it into your team to change it", reason="read_only")
 
     def share(self, kind: str, name: str, grantee: str, team: str, by: str) -> registry_pb2.Grant:
         """Let `grantee` read the team's model (all its versions) or dataset name; sharing

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import grpc
 
-from lambdascope import auth, config, logs, server
+from lambdascope import audit_log, auth, config, logs, server
 from lambdascope.client import Client
 from lambdascope.jobs import JobManager
 from lambdascope.metrics import ServerMetrics, TrainingMetrics
@@ -16,14 +16,17 @@ def start(settings: config.Settings) -> server.RunningServer:
         raise SystemExit("the trainer needs the registry's address: set "
                          "LAMBDASCOPE_REGISTRY_ADDRESS")
     metrics = ServerMetrics()
-    jobs = JobManager(kind="train", engine=db.engine(settings.database),
+    engine = db.engine(settings.database)
+    jobs = JobManager(kind="train", engine=engine,
                       worker_module="services.trainer.worker", settings=settings,
                       resumable=True, metrics=TrainingMetrics(metrics))
     # Calls to the registry carry the key of the caller being served; the service has none.
     registry = Client(registry=settings.registry_address, forward_caller=True)
     authenticator = auth.RemoteAuthenticator(grpc.insecure_channel(settings.registry_address))
     return server.start(settings, [binding(jobs, registry)], authenticator, on_shutdown=jobs.shutdown,
-                        metrics=metrics)
+                        metrics=metrics,
+                        trail=audit_log.AuditLog(engine, "trainer",
+                                                 retention_days=settings.audit_retention_days))
 
 
 def main(argv: list[str] | None = None) -> None:
