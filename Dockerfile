@@ -184,18 +184,19 @@ STOPSIGNAL SIGTERM
 
 # ---------------------------------------------------------------------------------------------
 FROM app AS registry
-# gRPC, Prometheus /metrics
-EXPOSE 50051 9090
+# gRPC, Prometheus /metrics, and health alone in plaintext when gRPC serves TLS
+# (LAMBDASCOPE_HEALTH_PORT, deploy/k8s/components/tls)
+EXPOSE 50051 9090 50052
 ENTRYPOINT ["python", "-m", "services.registry"]
 
 # ---------------------------------------------------------------------------------------------
 FROM app AS trainer
-EXPOSE 50051 9090
+EXPOSE 50051 9090 50052
 ENTRYPOINT ["python", "-m", "services.trainer"]
 
 # ---------------------------------------------------------------------------------------------
 FROM app AS estimator
-EXPOSE 50051 9090
+EXPOSE 50051 9090 50052
 ENTRYPOINT ["python", "-m", "services.estimator"]
 
 # ---------------------------------------------------------------------------------------------

@@ -305,6 +305,16 @@ def build_job(job_id: str, kind: str, spec_json: str, settings: Settings, *,
             capabilities=k8s.V1Capabilities(drop=["ALL"])),
         volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp"),
                        k8s.V1VolumeMount(name="data", mount_path=str(settings.data_dir))])
+    volumes = [k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource()),
+               k8s.V1Volume(name="data", empty_dir=k8s.V1EmptyDirVolumeSource())]
+    if settings.job_tls_secret:  # the worker reaches the registry over TLS, as its service does
+        if not settings.tls_ca.startswith("/"):
+            raise ValueError("LAMBDASCOPE_JOB_TLS_SECRET needs LAMBDASCOPE_TLS_CA as an absolute "
+                             "path: the Secret is mounted at its directory")
+        container.volume_mounts.append(k8s.V1VolumeMount(
+            name="tls", mount_path=os.path.dirname(settings.tls_ca), read_only=True))
+        volumes.append(k8s.V1Volume(name="tls", secret=k8s.V1SecretVolumeSource(
+            secret_name=settings.job_tls_secret)))
     pod = k8s.V1PodSpec(
         restart_policy="Never", containers=[container], enable_service_links=False,
         automount_service_account_token=False,  # the worker never calls the Kubernetes API
@@ -313,8 +323,7 @@ def build_job(job_id: str, kind: str, spec_json: str, settings: Settings, *,
         security_context=k8s.V1PodSecurityContext(
             run_as_non_root=True, run_as_user=10001, run_as_group=10001, fs_group=10001,
             seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault")),
-        volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource()),
-                 k8s.V1Volume(name="data", empty_dir=k8s.V1EmptyDirVolumeSource())])
+        volumes=volumes)
     failure_policy = k8s.V1PodFailurePolicy(rules=[
         # Bad input fails the same way every time: no retry.
         k8s.V1PodFailurePolicyRule(

@@ -6,6 +6,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import pathlib
 import signal
 import sys
@@ -15,7 +16,7 @@ from collections.abc import Callable
 import grpc
 from google.protobuf import json_format
 
-from lambdascope import cli_admin, discovery, fit, inspection, specs
+from lambdascope import cli_admin, discovery, fit, inspection, specs, tls
 from lambdascope.client import Client, PlatformNotFound
 from lambdascope.local import LocalPlatform
 from lambdascope.progress import ProgressBar
@@ -82,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
 # -- commands -----------------------------------------------------------------------------
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.server, data_dir=args.data_dir, api_key=args.api_key)
+    """A client as the flags say; each TLS flag falls back to its LAMBDASCOPE_TLS_* variable."""
+    files = {name: getattr(args, name) or os.environ.get(var, "")
+             for name, var in tls.ENV.items()}
+    return Client(args.server, data_dir=args.data_dir, api_key=args.api_key,
+                  tls=tls.ClientTLS.from_files(**files))
 
 
 def _with_client(cmd: Callable[[argparse.Namespace, Client], int]) -> Callable[[argparse.Namespace], int]:
@@ -624,6 +629,14 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--data-dir", metavar="DIR",
                            help="the platform `lambdascope up --data-dir DIR` runs, when several run "
                                 "(default: LAMBDASCOPE_DATA_DIR, else the only one)")
+            p.add_argument("--ca", metavar="PEM",
+                           help="the CA that signed the servers' TLS certificates (default: "
+                                "LAMBDASCOPE_TLS_CA; none: plaintext)")
+            p.add_argument("--cert", metavar="PEM",
+                           help="a client certificate, for servers that require one (mutual TLS; "
+                                "default: LAMBDASCOPE_TLS_CLIENT_CERT)")
+            p.add_argument("--key", metavar="PEM",
+                           help="the client certificate's key (default: LAMBDASCOPE_TLS_CLIENT_KEY)")
             p.add_argument("--api-key", metavar="KEY",
                            help="the API key to send (default: LAMBDASCOPE_API_KEY, else the admin "
                                 "key of the platform `lambdascope up` runs here)")

@@ -24,6 +24,8 @@ from typing import Any
 import grpc
 
 from lambdascope import auth, discovery
+from lambdascope import tls as lambdascope_tls
+from lambdascope.tls import ClientTLS
 from lambdascope.discovery import PlatformNotFound
 from lambdascope.v1 import (audit_pb2, estimator_pb2, estimator_pb2_grpc, identity_pb2,
                             identity_pb2_grpc, jobs_pb2, models_pb2, platform_pb2, platform_pb2_grpc, registry_pb2, registry_pb2_grpc,
@@ -37,8 +39,9 @@ _RETRY = json.dumps({"methodConfig": [{
                     "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]}}]})
 
 
-def _channel(address: str, credentials: Callable[[], list[tuple[str, str]]]) -> grpc.Channel:
-    channel = grpc.insecure_channel(address, options=[
+def _channel(address: str, credentials: Callable[[], list[tuple[str, str]]],
+             tls: ClientTLS | None) -> grpc.Channel:
+    channel = lambdascope_tls.channel(address, tls, options=[
         ("grpc.service_config", _RETRY), ("grpc.enable_retries", 1),
         ("grpc.max_receive_message_length", 8 * 2**20)])
     return grpc.intercept_channel(channel, _Credentials(credentials))
@@ -49,11 +52,13 @@ def _bearer(api_key: str) -> Callable[[], list[tuple[str, str]]]:
     return lambda: metadata
 
 
-def describe(address: str, api_key: str = "", timeout: float = 10.0) -> dict[str, str]:
+def describe(address: str, api_key: str = "", timeout: float = 10.0,
+             tls: ClientTLS | None = None) -> dict[str, str]:
     """Ask the service at `address` where the platform's services are; a service that cannot be
-    reached (refused, not answering) is a PlatformNotFound that says so, not a raw status."""
+    reached (refused, not answering, a TLS handshake that failed) is a PlatformNotFound that
+    says so, not a raw status."""
     try:
-        with _channel(address, _bearer(api_key)) as channel:
+        with _channel(address, _bearer(api_key), tls) as channel:
             reply = platform_pb2_grpc.PlatformStub(channel).Describe(
                 platform_pb2.DescribeRequest(), timeout=timeout)
     except grpc.RpcError as exc:
@@ -62,14 +67,17 @@ def describe(address: str, api_key: str = "", timeout: float = 10.0) -> dict[str
         raise PlatformNotFound(
             f"cannot reach a lambdascope service at {address} ({exc.code().name.lower()}: "
             f"{(exc.details() or '').splitlines()[0][:160]}): check the address and that the service runs, "
-            "or start a local platform with `lambdascope up`") from None
+            "or start a local platform with `lambdascope up`; a server that serves TLS needs "
+            "--ca (LAMBDASCOPE_TLS_CA), and one that requires client certificates --cert and "
+            "--key") from None
     endpoints = {e.name: e.address for e in reply.endpoints}
     endpoints.setdefault(reply.service, address)
     return endpoints
 
 
 def resolve_endpoints(server: str | None = None, api_key: str = "", data_dir: str | None = None,
-                      **explicit: str | None) -> tuple[dict[str, str], str]:
+                      tls: ClientTLS | None = None, **explicit: str | None
+                      ) -> tuple[dict[str, str], str]:
     """(addresses, the admin key of a discovered local platform or ""). Addresses from: explicit
     arguments (alone, when no `server` is given), `server` (or LAMBDASCOPE_SERVER) asked via
     Describe, LAMBDASCOPE_<SERVICE>_ADDRESS variables, then the platform `lambdascope up` runs on
@@ -81,7 +89,7 @@ def resolve_endpoints(server: str | None = None, api_key: str = "", data_dir: st
     local_key = ""
     server = server or os.environ.get("LAMBDASCOPE_SERVER")
     if server:
-        found.update(describe(server, api_key))
+        found.update(describe(server, api_key, tls=tls))
     else:
         for name in SERVICES:
             if os.environ.get(f"LAMBDASCOPE_{name.upper()}_ADDRESS"):
@@ -98,14 +106,18 @@ class Client:
     def __init__(self, server: str | None = None, *, registry: str | None = None,
                  trainer: str | None = None, estimator: str | None = None,
                  api_key: str | None = None, timeout: float = 60.0, data_dir: str | None = None,
-                 forward_caller: bool = False):
+                 forward_caller: bool = False, tls: ClientTLS | None = None):
         """api_key: sent as `authorization: Bearer <key>`; default LAMBDASCOPE_API_KEY, else the
         admin key of the local platform found by discovery. forward_caller: a service's client
         that calls for the caller of the RPC it serves, with that caller's own key
-        (lambdascope.auth.forwarded); it has no key of its own."""
+        (lambdascope.auth.forwarded); it has no key of its own. tls: how to reach servers that
+        serve TLS (lambdascope.tls); default: LAMBDASCOPE_TLS_CA/_CLIENT_CERT/_CLIENT_KEY, and
+        plaintext when those are unset."""
         api_key = api_key if api_key is not None else os.environ.get("LAMBDASCOPE_API_KEY", "")
-        self.endpoints, local_key = resolve_endpoints(server, api_key, data_dir, registry=registry,
-                                           trainer=trainer, estimator=estimator)
+        self.tls = tls if tls is not None else ClientTLS.from_env()
+        self.endpoints, local_key = resolve_endpoints(server, api_key, data_dir, self.tls,
+                                                      registry=registry, trainer=trainer,
+                                                      estimator=estimator)
         self.api_key = api_key or local_key
         self._credentials = auth.forwarded if forward_caller else _bearer(self.api_key)
         self.timeout = timeout
@@ -129,7 +141,7 @@ class Client:
                 raise PlatformNotFound(
                     f"no address for the {service} service: start the platform with "
                     "`lambdascope up`, or pass --server HOST:PORT of any lambdascope service")
-            self._channels[service] = _channel(address, self._credentials)
+            self._channels[service] = _channel(address, self._credentials, self.tls)
         return self._channels[service]
 
     @property

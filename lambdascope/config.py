@@ -75,6 +75,9 @@ class Settings:
     job_image: str = ""
     # Namespace of the Jobs; default: this pod's namespace, else "default".
     job_namespace: str = ""
+    # A Secret with the TLS files (tls_ca, tls_client_cert/key) mounted into each Job's pod, at
+    # the directory tls_ca names, so workers reach the registry over TLS as the service does.
+    job_tls_secret: str = ""
     # nvidia.com/gpu limit of each Job's pod (0: none).
     job_gpu: int = 0
     # key=value[,key=value...]: the nodeSelector of each Job's pod.
@@ -100,6 +103,19 @@ class Settings:
     # Per-team overrides of the three, a JSON or YAML mapping (a mapping in the config file):
     # {"vision": {"running_jobs": 4, "stored_bytes": 50000000000}}.
     team_quotas: str = ""
+    # TLS (lambdascope.tls), PEM file paths. A server given tls_cert and tls_key serves TLS only;
+    # with tls_client_ca it also requires client certificates that CA signed (mutual TLS).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # As a client (of the other services; the SDK and CLI read the same variables): the CA that
+    # signed the servers' certificates, and the certificate and key to present under mutual TLS.
+    tls_ca: str = ""
+    tls_client_cert: str = ""
+    tls_client_key: str = ""
+    # A second port serving only grpc.health.v1, in plaintext, for probes that cannot speak TLS
+    # (the kubelet's gRPC probes); -1: none (health is served on the main port, as every service).
+    health_port: int = -1
     # Days the audit trail keeps its events (lambdascope.audit_log); 0 keeps them forever.
     audit_retention_days: float = 365.0
 

@@ -24,7 +24,7 @@ from concurrent import futures
 import sqlalchemy as sa
 from google.protobuf import timestamp_pb2
 
-from lambdascope import auth, backends, errors, paging, quotas
+from lambdascope import auth, backends, errors, paging, quotas, tls
 from lambdascope.config import Settings
 from lambdascope.metrics import JobMetrics
 from lambdascope.v1 import jobs_pb2
@@ -405,7 +405,8 @@ class JobManager:
         from lambdascope.client import Client
 
         try:
-            with Client(registry=self.settings.registry_address, api_key=secret, timeout=10) as client:
+            with Client(registry=self.settings.registry_address, api_key=secret, timeout=10,
+                        tls=tls.of_service(self.settings)) as client:
                 client.revoke_key(auth.split_key(secret)[0])
         except Exception:  # noqa: BLE001 - it expires on its own; the job's end stands
                 log.warning("could not revoke a finished job's credential; it expires on its own")

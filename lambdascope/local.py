@@ -21,6 +21,8 @@ import time
 import grpc
 
 from lambdascope import auth, discovery
+from lambdascope import tls as lambdascope_tls
+from lambdascope.tls import ClientTLS
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 SERVICES = ("registry", "trainer", "estimator")
@@ -66,7 +68,8 @@ class LocalPlatform:
         (lambdascope.client.Client options)."""
         from lambdascope.client import Client
 
-        return Client(**{**self.endpoints, "api_key": self.api_key, **options})
+        tls = ClientTLS.from_env({**os.environ, **self.extra_env})
+        return Client(**{**self.endpoints, "api_key": self.api_key, "tls": tls, **options})
 
     def restart(self, name: str, timeout: float = 60.0) -> int | None:
         """Stop one service gracefully (if it still runs) and start it again on the same port;
@@ -98,7 +101,8 @@ class LocalPlatform:
             raise RuntimeError(f"the {name} service did not start; see "
                                f"{self.data_dir / 'logs' / (name + '.log')}")
         self.metrics[name] = json.loads(ready)["metrics"]
-        wait_serving(self.endpoints[name], timeout)
+        wait_serving(self.endpoints[name], timeout,
+                     ClientTLS.from_env({**os.environ, **self.extra_env}))
 
     def stop(self, timeout: float = 30.0) -> dict[str, int]:
         """SIGTERM every service (graceful: jobs are marked), wait, then kill stragglers."""
@@ -149,9 +153,9 @@ def _read_line(proc: subprocess.Popen, timeout: float) -> bytes | None:
     return box[0] if box and box[0] else None
 
 
-def wait_serving(address: str, timeout: float = 30.0) -> None:
+def wait_serving(address: str, timeout: float = 30.0, tls: ClientTLS | None = None) -> None:
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    with lambdascope_tls.channel(address, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:

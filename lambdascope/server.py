@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import ProcessCollector, start_http_server
 
-from lambdascope import __version__, audit_log, auth, errors
+from lambdascope import __version__, audit_log, auth, errors, tls
 from lambdascope.config import Settings
 from lambdascope.metrics import Observation, ServerMetrics, rpc_type, split_method
 from lambdascope.v1 import platform_pb2, platform_pb2_grpc
@@ -261,6 +261,7 @@ class RunningServer:
     health: health.HealthServicer
     _on_shutdown: Callable[[], None] | None
     _http: Any = None
+    _probe_server: grpc.Server | None = None
     _stopped: threading.Event = dataclasses.field(default_factory=threading.Event)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -272,6 +273,8 @@ class RunningServer:
         if self._on_shutdown is not None:
             self._on_shutdown()
         self.server.stop(grace).wait()
+        if self._probe_server is not None:
+            self._probe_server.stop(0).wait()
         if self._http is not None:
             self._http.shutdown()
 
@@ -309,9 +312,21 @@ def start(settings: Settings, bindings: list[ServiceBinding], authenticator: aut
         reflection.SERVICE_NAME,
     ]
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    credentials = tls.server_credentials(settings)
+    listen = f"{settings.host}:{settings.port}"
+    port = (server.add_secure_port(listen, credentials) if credentials is not None
+            else server.add_insecure_port(listen))
     if port == 0:
         raise SystemExit(f"{settings.service}: cannot listen on {settings.host}:{settings.port}")
+    probe_server = None
+    if settings.health_port >= 0:  # health alone, in plaintext, for probes that cannot do TLS
+        probe_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2,
+                                                              thread_name_prefix="probe"))
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, probe_server)
+        if probe_server.add_insecure_port(f"{settings.host}:{settings.health_port}") == 0:
+            raise SystemExit(f"{settings.service}: cannot listen on {settings.host}:"
+                             f"{settings.health_port} (health_port)")
+        probe_server.start()
     http = None
     metrics_address = ""
     if settings.metrics_port >= 0:
@@ -321,8 +336,11 @@ def start(settings: Settings, bindings: list[ServiceBinding], authenticator: aut
     for name in ["", *[b.name for b in bindings]]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     address = f"{settings.host}:{port}"
-    log.info("serving", extra={"address": address, "metrics": metrics_address})
-    return RunningServer(server, address, metrics_address, metrics, health_servicer, on_shutdown, http)
+    log.info("serving", extra={"address": address, "metrics": metrics_address,
+                               "tls": "off" if credentials is None else
+                               "mutual" if settings.tls_client_ca else "on"})
+    return RunningServer(server, address, metrics_address, metrics, health_servicer, on_shutdown,
+                         http, probe_server)
 
 
 def serve_forever(running: RunningServer, settings: Settings) -> None:

@@ -14,7 +14,7 @@ import grpc
 import torch
 from google.protobuf import json_format
 
-from lambdascope import artifacts, fit, worker
+from lambdascope import artifacts, fit, tls, worker
 from lambdascope.client import Client
 from lambdascope.v1 import audit_pb2, estimator_pb2, registry_pb2
 from lambdascope.llc import losses
@@ -38,7 +38,8 @@ def run(ctx: worker.JobContext) -> worker.Result:
     device = request.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     per_version = audit_settings.sgld.chains * audit_settings.sgld.total_steps
     total = len(version_ids) * per_version
-    with Client(registry=settings.registry_address, api_key=ctx.api_key) as client, \
+    with Client(registry=settings.registry_address, api_key=ctx.api_key,
+                tls=tls.of_service(settings)) as client, \
             tempfile.TemporaryDirectory(prefix="audit-") as scratch:
         try:
             versions = [client.get_model_version(v) for v in version_ids]

@@ -1,9 +1,7 @@
 """Wire the trainer together from settings: job manager, registry client, server."""
 from __future__ import annotations
 
-import grpc
-
-from lambdascope import audit_log, auth, config, logs, server
+from lambdascope import audit_log, auth, config, logs, server, tls
 from lambdascope.client import Client
 from lambdascope.jobs import JobManager
 from lambdascope.metrics import ServerMetrics, TrainingMetrics
@@ -21,8 +19,10 @@ def start(settings: config.Settings) -> server.RunningServer:
                       worker_module="services.trainer.worker", settings=settings,
                       resumable=True, metrics=TrainingMetrics(metrics))
     # Calls to the registry carry the key of the caller being served; the service has none.
-    registry = Client(registry=settings.registry_address, forward_caller=True)
-    authenticator = auth.RemoteAuthenticator(grpc.insecure_channel(settings.registry_address))
+    registry = Client(registry=settings.registry_address, forward_caller=True,
+                      tls=tls.of_service(settings))
+    authenticator = auth.RemoteAuthenticator(tls.channel(settings.registry_address,
+                                                         tls.of_service(settings)))
     return server.start(settings, [binding(jobs, registry)], authenticator, on_shutdown=jobs.shutdown,
                         metrics=metrics,
                         trail=audit_log.AuditLog(engine, "trainer",

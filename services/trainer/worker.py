@@ -19,7 +19,7 @@ import torch
 from google.protobuf import json_format
 from safetensors.torch import save_file
 
-from lambdascope import architectures, artifacts, modules, worker
+from lambdascope import architectures, artifacts, modules, tls, worker
 from lambdascope.client import Client
 from lambdascope.storage.objects import open_store
 from lambdascope.v1 import registry_pb2, trainer_pb2
@@ -122,7 +122,8 @@ def _run(ctx: worker.JobContext, saved: resume.ResumeStore) -> worker.Result:
     except train_spec.SpecError as exc:
         raise worker.BadInput(str(exc)) from None
     arch = train_spec.model_architecture(spec)
-    with Client(registry=ctx.settings.registry_address, api_key=ctx.api_key) as client, \
+    with Client(registry=ctx.settings.registry_address, api_key=ctx.api_key,
+                tls=tls.of_service(ctx.settings)) as client, \
             tempfile.TemporaryDirectory(prefix="train-") as tmp:
         scratch = pathlib.Path(tmp)
         data = load_data(spec, client, scratch)

@@ -30,7 +30,8 @@ from lambdascope import __version__, config
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 DOCKERFILE = ROOT / "Dockerfile"
-VARIANTS = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "gpu": K8S / "overlays" / "gpu"}
+VARIANTS = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "gpu": K8S / "overlays" / "gpu",
+            "tls": K8S / "overlays" / "tls"}
 # Newest schema kubernetes-validate bundles, and the oldest version deploy/k8s/README.md supports.
 K8S_VERSIONS = ("1.37", "1.29")
 
@@ -43,7 +44,8 @@ SECRET_KEYS = {"LAMBDASCOPE_ADMIN_KEY", "LAMBDASCOPE_S3_ACCESS_KEY", "LAMBDASCOP
 JOB_BACKEND_KEYS = {"LAMBDASCOPE_JOB_BACKEND", "LAMBDASCOPE_JOB_IMAGE", "LAMBDASCOPE_JOB_GPU",
                     "LAMBDASCOPE_JOB_NODE_SELECTOR", "LAMBDASCOPE_JOB_TOLERATIONS",
                     "LAMBDASCOPE_JOB_NAMESPACE", "LAMBDASCOPE_JOB_ACTIVE_DEADLINE_SECONDS",
-                    "LAMBDASCOPE_JOB_TTL_SECONDS", "LAMBDASCOPE_JOB_BACKOFF_LIMIT"}
+                    "LAMBDASCOPE_JOB_TTL_SECONDS", "LAMBDASCOPE_JOB_BACKOFF_LIMIT",
+                    "LAMBDASCOPE_JOB_TLS_SECRET"}
 assert JOB_BACKEND_KEYS == {config.ENV_PREFIX + f.name.upper()
                             for f in dataclasses.fields(config.Settings)
                             if f.name.startswith("job_")}
@@ -125,7 +127,8 @@ def _port(container: dict, name: str) -> dict:
 
 def test_every_document_validates_strictly_against_the_kubernetes_schemas(docs):
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
-    crds = {"ServiceMonitor", "PrometheusRule"}  # structure checked by the tests below
+    # structure checked by the tests below; cert-manager's only in the tls variant
+    crds = {"ServiceMonitor", "PrometheusRule", "Certificate", "Issuer"}
     errors = []
     for version in K8S_VERSIONS:
         for doc in docs:
@@ -143,7 +146,7 @@ def test_every_document_validates_strictly_against_the_kubernetes_schemas(docs):
     assert not errors, "\n".join(errors)
     assert {d["kind"] for d in docs} >= {"Deployment", "Service", "StatefulSet", "ConfigMap",
                                          "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy",
-                                         *crds}
+                                         "ServiceMonitor", "PrometheusRule"}
 
 
 def test_every_service_monitor_selects_a_services_metrics_port(docs):
@@ -211,6 +214,12 @@ def test_every_service_probes_grpc_health_on_its_grpc_port(docs):
         (container,) = _pod_spec(deployment)["containers"]
         grpc_port = _port(container, "grpc")["containerPort"]
         _port(container, "metrics")
+        env = _container_env(docs, container)
+        if "LAMBDASCOPE_TLS_CERT" in env:  # the kubelet's probes cannot speak TLS
+            probe_port = _port(container, "health")["containerPort"]
+            assert int(env["LAMBDASCOPE_HEALTH_PORT"]) == probe_port != grpc_port, name
+        else:
+            probe_port = grpc_port
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             if probe == "startupProbe" and probe not in container:
                 continue
@@ -218,7 +227,7 @@ def test_every_service_probes_grpc_health_on_its_grpc_port(docs):
             handler = container[probe]
             assert set(handler) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}, \
                 f"{name}: {probe} must be a gRPC health check"
-            assert handler["grpc"]["port"] == grpc_port, f"{name}: {probe} on another port"
+            assert handler["grpc"]["port"] == probe_port, f"{name}: {probe} on another port"
             assert handler["grpc"].get("service", "") == "", \
                 f"{name}: the servers report health for the empty service name"
         service = _named(docs, "Service", name)
@@ -287,12 +296,14 @@ def test_every_pod_meets_the_restricted_pod_security_standard(docs):
 
 
 def test_no_secret_is_rendered_and_every_secret_reference_is_lambdascope_secrets(docs):
+    """(The TLS files are the one other Secret: cert-manager writes it from a Certificate.)"""
     assert not _of_kind(docs, "Secret"), "secrets are created by hand (README), never committed"
+    issued = {c["spec"]["secretName"] for c in _of_kind(docs, "Certificate")}
     used = set()
     for workload in _workloads(docs):
         spec = _pod_spec(workload)
         for volume in spec.get("volumes", []):
-            assert "secret" not in volume or volume["secret"]["secretName"] == SECRET
+            assert "secret" not in volume or volume["secret"]["secretName"] in {SECRET, *issued}
         for container in _containers(workload):
             for source in container.get("envFrom", []):
                 assert "secretRef" not in source or source["secretRef"]["name"] == SECRET
@@ -825,3 +836,41 @@ def test_dashboards_are_provisioned_for_the_grafana_sidecar(docs):
     # `kubectl apply` (client side) keeps the whole object in an annotation of at most 256 KiB.
     size = len(json.dumps(dashboards).encode())
     assert size < 256 * 1024, f"{size} bytes: split the dashboards or apply --server-side"
+
+
+def test_under_tls_the_certificate_covers_every_address_and_is_mounted_where_it_is_read(
+        variant, docs, monkeypatch):
+    """cert-manager's resources (no schema here): the services' Certificate names every host
+    the services address each other by, serves and authenticates clients, is issued by an Issuer
+    of the overlay, and its Secret is mounted where the TLS settings read their files."""
+    certificates = {c["metadata"]["name"]: c for c in _of_kind(docs, "Certificate")}
+    if variant != "tls":
+        assert not certificates
+        return
+    issuers = {i["metadata"]["name"]: i for i in _of_kind(docs, "Issuer")}
+    for cert in certificates.values():
+        assert cert["apiVersion"] == "cert-manager.io/v1"
+        assert cert["spec"]["issuerRef"]["name"] in issuers
+    for issuer in issuers.values():
+        if "ca" in issuer["spec"]:
+            assert issuer["spec"]["ca"]["secretName"] in {
+                c["spec"]["secretName"] for c in certificates.values() if c["spec"].get("isCA")}
+    for deployment in _of_kind(docs, "Deployment"):
+        name = deployment["metadata"]["name"]
+        (container,) = _pod_spec(deployment)["containers"]
+        for key in [k for k in os.environ if k.startswith(config.ENV_PREFIX)]:
+            monkeypatch.delenv(key)
+        for key, value in _container_env(docs, container).items():
+            monkeypatch.setenv(key, value)
+        settings = config.load(name)
+        volumes = {v["name"]: v for v in _pod_spec(deployment)["volumes"]}
+        mounted = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+        for path in (settings.tls_cert, settings.tls_key, settings.tls_ca, settings.tls_client_ca,
+                     settings.tls_client_cert, settings.tls_client_key):
+            directory, file = path.rsplit("/", 1)
+            secret = mounted[directory]["secret"]["secretName"]
+            (cert,) = [c for c in certificates.values() if c["spec"]["secretName"] == secret]
+            assert file in {"tls.crt", "tls.key", "ca.crt"}, path
+        assert {"server auth", "client auth"} <= set(cert["spec"]["usages"]), name
+        hosts = {address.rsplit(":", 1)[0] for address in settings.endpoints.values()}
+        assert hosts <= set(cert["spec"]["dnsNames"]), f"{name}: {hosts}"

@@ -137,6 +137,23 @@ def test_the_job_travels_in_env_and_secrets_only_by_reference():
     assert by_name["LAMBDASCOPE_MAX_CHAIN_STEPS"]["value"] == str(settings.max_chain_steps)
 
 
+def test_under_tls_the_job_mounts_the_certificates_where_the_service_reads_them():
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    settings = _settings(job_tls_secret="lambdascope-tls", tls_ca="/etc/lambdascope/tls/ca.crt",
+                         tls_client_cert="/etc/lambdascope/tls/tls.crt",
+                         tls_client_key="/etc/lambdascope/tls/tls.key")
+    doc = _doc(backends.build_job("audit-1", "audit", SPEC, settings))
+    pod = doc["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["tls"] == {"name": "tls", "mountPath": "/etc/lambdascope/tls", "readOnly": True}
+    assert {"name": "tls", "secret": {"secretName": "lambdascope-tls"}} in pod["volumes"]
+    env = {e["name"]: e.get("value") for e in _env(doc)}
+    assert env["LAMBDASCOPE_TLS_CA"] == "/etc/lambdascope/tls/ca.crt"
+    assert kubernetes_validate.validate(doc, "1.37", strict=True) == "1.37"
+    with pytest.raises(ValueError, match="absolute path"):
+        backends.build_job("audit-1", "audit", SPEC, _settings(job_tls_secret="s", tls_ca="ca.crt"))
+
+
 @pytest.mark.parametrize("field,value", [("job_node_selector", "novalue"),
                                          ("job_tolerations", "nvidia.com/gpu"),
                                          ("job_tolerations", "k:Sometimes"),
