@@ -62,7 +62,8 @@ JOBS_CONTROLLER_RULES = {
 WORKER_LABELS = {"app.kubernetes.io/name": "lambdascope", "app.kubernetes.io/component": "worker",
                  "app.kubernetes.io/part-of": "lambdascope"}
 # What `requirements.txt` lists for tests or code generation only; everything else is runtime.
-NOT_IN_IMAGES = {"pytest", "pytest-timeout", "moto", "kubernetes-validate", "grpcio-tools"}
+NOT_IN_IMAGES = {"pytest", "pytest-timeout", "moto", "kubernetes-validate", "grpcio-tools",
+                 "cryptography"}
 
 
 # -- rendering ------------------------------------------------------------------------------
