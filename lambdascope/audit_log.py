@@ -44,6 +44,7 @@ def define(metadata: sa.MetaData) -> sa.Table:
         sa.Column("code", sa.String(32), nullable=False),
         sa.Column("reason", sa.String(32), nullable=False),
         sa.Column("result_id", sa.String(64), nullable=False),
+        sa.Column("user_name", sa.String(100), nullable=False, server_default=""),
     )
 
 
@@ -59,6 +60,7 @@ class AuditLog:
                  table: sa.Table | None = None):
         if table is None:
             _own_metadata.create_all(engine)
+            _add_user_column(engine)
             table = _own_table
         self.engine, self.service, self.table = engine, service, table
         self.retention_seconds = retention_days * 86400.0
@@ -66,13 +68,14 @@ class AuditLog:
         self._lock = threading.Lock()
 
     def record(self, *, rpc: str, key_id: str, team: str, object: str, code: str,
-               reason: str = "", result_id: str = "") -> None:
+               reason: str = "", result_id: str = "", user: str = "") -> None:
         """Add one event; drops those older than the retention now and then."""
         now = time.time()
         with self.engine.begin() as conn:
             conn.execute(self.table.insert().values(
                 at=now, service=self.service, rpc=rpc[:200], key_id=key_id[:16], team=team[:100],
-                object=object[:2000], code=code, reason=reason[:32], result_id=result_id[:64]))
+                object=object[:2000], code=code, reason=reason[:32], result_id=result_id[:64],
+                user_name=user[:100]))
         with self._lock:
             due = now - self._pruned_at >= PRUNE_EVERY_SECONDS
             if due:
@@ -104,6 +107,14 @@ class AuditLog:
         token = paging.encode_keyset(query_id, [rows[size - 1].id]) if len(rows) > size else ""
         return platform_pb2.ListAuditEventsResponse(
             events=[_event(r) for r in rows[:size]], next_page_token=token)
+
+
+def _add_user_column(engine: sa.Engine) -> None:
+    """A job service's table made before events named their user gets the column."""
+    if "user_name" not in {c["name"] for c in sa.inspect(engine).get_columns("audit_events")}:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE audit_events ADD COLUMN user_name VARCHAR(100) "
+                                 "NOT NULL DEFAULT ''"))
 
 
 def describe(request: object) -> str:
@@ -149,4 +160,5 @@ def _event(row: sa.Row) -> platform_pb2.AuditEvent:
     at.FromNanoseconds(int(row.at * 1e9))
     return platform_pb2.AuditEvent(id=row.id, at=at, service=row.service, rpc=row.rpc,
                                    key_id=row.key_id, team=row.team, object=row.object,
-                                   code=row.code, reason=row.reason, result_id=row.result_id)
+                                   code=row.code, reason=row.reason, result_id=row.result_id,
+                                   user=row.user_name)

@@ -40,12 +40,14 @@ _REACH = {Role.ROLE_READER: access_pb2.ACCESS_READER, Role.ROLE_WRITER: access_p
 
 @dataclasses.dataclass(frozen=True)
 class Principal:
-    """A verified caller: its key, the team it acts for, its role, and its job if a worker."""
+    """A verified caller: its key, the team it acts for, its role, its job if a worker, and the
+    user its key is for."""
 
     key_id: str
     team: str
     role: int
     job_id: str = ""
+    user: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -53,11 +55,11 @@ class Principal:
 
     def to_proto(self) -> identity_pb2.Principal:
         return identity_pb2.Principal(key_id=self.key_id, team=self.team, role=self.role,
-                                      job_id=self.job_id)
+                                      job_id=self.job_id, user=self.user)
 
     @classmethod
     def from_proto(cls, p: identity_pb2.Principal) -> Principal:
-        return cls(p.key_id, p.team, p.role, p.job_id)
+        return cls(p.key_id, p.team, p.role, p.job_id, p.user)
 
 
 class Authenticator(Protocol):

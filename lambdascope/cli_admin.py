@@ -28,6 +28,9 @@ def add_commands(command: Callable[..., argparse.ArgumentParser],
     admin.add_argument("--expires", type=int, default=0, metavar="DAYS",
                        help="key create: days until the key stops working (default: never)")
     admin.add_argument("--description", default="", help="key create: what the key is for")
+    admin.add_argument("--user", default="",
+                       help="key create: who the key is for (a person or a system), shown in "
+                            "`admin key list` and `admin log`")
     admin.add_argument("--all", action="store_true", help="key list: revoked keys too")
     admin.add_argument("--denied", action="store_true", help="log: only denied calls")
     admin.add_argument("--since", metavar="DURATION", default="",
@@ -76,7 +79,7 @@ def _target(args: argparse.Namespace) -> dict[str, str]:
 def cmd_whoami(args: argparse.Namespace, client: Client) -> int:
     me = client.whoami()
     print(f"key {me.key_id}  team {me.team}  role {auth.role_name(me.role)}"
-          + (f"  job {me.job_id}" if me.job_id else ""))
+          + (f"  user {me.user}" if me.user else "") + (f"  job {me.job_id}" if me.job_id else ""))
     return 0
 
 
@@ -100,16 +103,17 @@ def cmd_admin(args: argparse.Namespace, client: Client) -> int:
         if not args.team or not args.role:
             raise ValueError("admin key create needs --team NAME and --role reader|writer|admin")
         created = client.create_key(args.team, auth.parse_role(args.role), args.expires,
-                                    args.description)
+                                    args.description, args.user)
         print(created.secret)
         print(f"(key {created.key.id} of team {created.key.team}, {args.role}"
               + (f", expires in {args.expires} days" if args.expires else "")
               + "; shown once: store it now, e.g. export LAMBDASCOPE_API_KEY=...)", flush=True)
     elif args.action == "list":
         keys = client.list_keys(args.team or "", include_revoked=args.all)
-        print(f"{'KEY':<18} {'TEAM':<16} {'ROLE':<7} {'EXPIRES':<20} {'STATE':<8} DESCRIPTION")
+        print(f"{'KEY':<18} {'TEAM':<16} {'USER':<16} {'ROLE':<7} {'EXPIRES':<20} {'STATE':<8} "
+              "DESCRIPTION")
         for key in keys:
-            print(f"{key.id:<18} {key.team:<16} {auth.role_name(key.role):<7} "
+            print(f"{key.id:<18} {key.team:<16} {key.user or '-':<16} {auth.role_name(key.role):<7} "
                   f"{_when(key.expires_at) if key.HasField('expires_at') else 'never':<20} "
                   f"{'revoked' if key.HasField('revoked_at') else 'active':<8} {key.description}")
     else:
@@ -124,12 +128,12 @@ def _log(args: argparse.Namespace, client: Client) -> int:
     since = time.time() - _seconds(args.since) if args.since else 0.0
     events = client.audit_events(team=args.team or "", denied_only=args.denied, since=since,
                                  limit=args.limit)
-    print(f"{'TIME':<20} {'SERVICE':<9} {'TEAM':<14} {'KEY':<18} {'RPC':<26} {'ANSWER':<18} "
-          f"{'REASON':<12} OBJECT")
+    print(f"{'TIME':<20} {'SERVICE':<9} {'TEAM':<14} {'USER':<14} {'KEY':<18} {'RPC':<26} "
+          f"{'ANSWER':<18} {'REASON':<12} OBJECT")
     for e in events:
         rpc = e.rpc.rsplit(".", 1)[-1]
         print(f"{_when(e.at, seconds=True):<20} {e.service:<9} {e.team or '-':<14} "
-              f"{e.key_id or '-':<18} {rpc:<26} {e.code:<18} {e.reason or '-':<12} "
+              f"{e.user or '-':<14} {e.key_id or '-':<18} {rpc:<26} {e.code:<18} {e.reason or '-':<12} "
               f"{e.object}{'  -> ' + e.result_id if e.result_id else ''}")
     return 0
 

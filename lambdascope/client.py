@@ -174,9 +174,9 @@ class Client:
                                             timeout=self.timeout).teams)
 
     def create_key(self, team: str, role: int, expires_days: int = 0,
-                   description: str = "") -> identity_pb2.CreatedKey:
+                   description: str = "", user: str = "") -> identity_pb2.CreatedKey:
         return self.identity.CreateKey(identity_pb2.CreateKeyRequest(
-            team=team, role=role, expires_days=expires_days, description=description),
+            team=team, role=role, expires_days=expires_days, description=description, user=user),
             timeout=self.timeout)
 
     def list_keys(self, team: str = "", include_revoked: bool = False) -> list[identity_pb2.ApiKey]:

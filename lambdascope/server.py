@@ -52,6 +52,7 @@ class _Call:
     rpc: str
     key_id: str = ""
     team: str = ""
+    user: str = ""
     request: Any = None
     response: Any = None
     reason: str = ""
@@ -87,7 +88,7 @@ class _Interceptor(grpc.ServerInterceptor):
         parts = auth.split_key(key)
         call.key_id, call.team = (parts[0] if parts else ""), team
         principal = self.authenticator(key, team)
-        call.team = principal.team
+        call.team, call.user = principal.team, principal.user
         if not auth.allows(principal.role, access):
             raise errors.PermissionDenied(
                 f"{service}/{method} needs a key with more rights than this "
@@ -104,7 +105,8 @@ class _Interceptor(grpc.ServerInterceptor):
         try:
             self.trail.record(rpc=call.rpc, key_id=call.key_id, team=call.team,
                               object=audit_log.describe(call.request), code=code.name,
-                              reason=call.reason, result_id=audit_log.result_id(call.response))
+                              reason=call.reason, result_id=audit_log.result_id(call.response),
+                              user=call.user)
         except Exception:  # noqa: BLE001 - the call was answered; the gap is logged and counted
             log.exception("could not record a call in the audit trail", extra={"rpc": call.rpc})
             self.metrics.audit_errors.inc()

@@ -26,7 +26,7 @@ from lambdascope.v1 import access_pb2 as lambdascope_dot_v1_dot_access__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlambdascope/v1/identity.proto\x12\x0elambdascope.v1\x1a\x1blambdascope/v1/access.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x04Team\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8f\x02\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04team\x18\x02 \x01(\t\x12\"\n\x04role\x18\x03 \x01(\x0e\x32\x14.lambdascope.v1.Role\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x08 \x01(\t\x12\x0e\n\x06job_id\x18\t \x01(\t\"]\n\tPrincipal\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04team\x18\x02 \x01(\t\x12\"\n\x04role\x18\x03 \x01(\x0e\x32\x14.lambdascope.v1.Role\x12\x0e\n\x06job_id\x18\x04 \x01(\t\"\x0f\n\rWhoAmIRequest\"!\n\x11\x43reateTeamRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x12\n\x10ListTeamsRequest\"8\n\x11ListTeamsResponse\x12#\n\x05teams\x18\x01 \x03(\x0b\x32\x14.lambdascope.v1.Team\"o\n\x10\x43reateKeyRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\x12\"\n\x04role\x18\x02 \x01(\x0e\x32\x14.lambdascope.v1.Role\x12\x14\n\x0c\x65xpires_days\x18\x03 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"A\n\nCreatedKey\x12#\n\x03key\x18\x01 \x01(\x0b\x32\x16.lambdascope.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"8\n\x0fListKeysRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x02 \x01(\x08\"8\n\x10ListKeysResponse\x12$\n\x04keys\x18\x01 \x03(\x0b\x32\x16.lambdascope.v1.ApiKey\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"D\n\x19IssueJobCredentialRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65xpires_seconds\x18\x02 \x01(\x03*N\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_READER\x10\x01\x12\x0f\n\x0bROLE_WRITER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xdf\x04\n\x08Identity\x12H\n\x06WhoAmI\x12\x1d.lambdascope.v1.WhoAmIRequest\x1a\x19.lambdascope.v1.Principal\"\x04\xd0\xa3\x19\x01\x12O\n\nCreateTeam\x12!.lambdascope.v1.CreateTeamRequest\x1a\x14.lambdascope.v1.Team\"\x08\xd0\xa3\x19\x04\xd8\xa3\x19\x01\x12V\n\tListTeams\x12 .lambdascope.v1.ListTeamsRequest\x1a!.lambdascope.v1.ListTeamsResponse\"\x04\xd0\xa3\x19\x04\x12S\n\tCreateKey\x12 .lambdascope.v1.CreateKeyRequest\x1a\x1a.lambdascope.v1.CreatedKey\"\x08\xd0\xa3\x19\x04\xd8\xa3\x19\x01\x12S\n\x08ListKeys\x12\x1f.lambdascope.v1.ListKeysRequest\x1a .lambdascope.v1.ListKeysResponse\"\x04\xd0\xa3\x19\x04\x12O\n\tRevokeKey\x12 .lambdascope.v1.RevokeKeyRequest\x1a\x16.lambdascope.v1.ApiKey\"\x08\xd0\xa3\x19\x01\xd8\xa3\x19\x01\x12\x65\n\x12IssueJobCredential\x12).lambdascope.v1.IssueJobCredentialRequest\x1a\x1a.lambdascope.v1.CreatedKey\"\x08\xd0\xa3\x19\x03\xd8\xa3\x19\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlambdascope/v1/identity.proto\x12\x0elambdascope.v1\x1a\x1blambdascope/v1/access.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x04Team\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9d\x02\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04team\x18\x02 \x01(\t\x12\"\n\x04role\x18\x03 \x01(\x0e\x32\x14.lambdascope.v1.Role\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x08 \x01(\t\x12\x0e\n\x06job_id\x18\t \x01(\t\x12\x0c\n\x04user\x18\n \x01(\t\"k\n\tPrincipal\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04team\x18\x02 \x01(\t\x12\"\n\x04role\x18\x03 \x01(\x0e\x32\x14.lambdascope.v1.Role\x12\x0e\n\x06job_id\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\t\"\x0f\n\rWhoAmIRequest\"!\n\x11\x43reateTeamRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x12\n\x10ListTeamsRequest\"8\n\x11ListTeamsResponse\x12#\n\x05teams\x18\x01 \x03(\x0b\x32\x14.lambdascope.v1.Team\"}\n\x10\x43reateKeyRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\x12\"\n\x04role\x18\x02 \x01(\x0e\x32\x14.lambdascope.v1.Role\x12\x14\n\x0c\x65xpires_days\x18\x03 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\t\"A\n\nCreatedKey\x12#\n\x03key\x18\x01 \x01(\x0b\x32\x16.lambdascope.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"8\n\x0fListKeysRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x02 \x01(\x08\"8\n\x10ListKeysResponse\x12$\n\x04keys\x18\x01 \x03(\x0b\x32\x16.lambdascope.v1.ApiKey\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"D\n\x19IssueJobCredentialRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65xpires_seconds\x18\x02 \x01(\x03*N\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_READER\x10\x01\x12\x0f\n\x0bROLE_WRITER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xdf\x04\n\x08Identity\x12H\n\x06WhoAmI\x12\x1d.lambdascope.v1.WhoAmIRequest\x1a\x19.lambdascope.v1.Principal\"\x04\xd0\xa3\x19\x01\x12O\n\nCreateTeam\x12!.lambdascope.v1.CreateTeamRequest\x1a\x14.lambdascope.v1.Team\"\x08\xd0\xa3\x19\x04\xd8\xa3\x19\x01\x12V\n\tListTeams\x12 .lambdascope.v1.ListTeamsRequest\x1a!.lambdascope.v1.ListTeamsResponse\"\x04\xd0\xa3\x19\x04\x12S\n\tCreateKey\x12 .lambdascope.v1.CreateKeyRequest\x1a\x1a.lambdascope.v1.CreatedKey\"\x08\xd0\xa3\x19\x04\xd8\xa3\x19\x01\x12S\n\x08ListKeys\x12\x1f.lambdascope.v1.ListKeysRequest\x1a .lambdascope.v1.ListKeysResponse\"\x04\xd0\xa3\x19\x04\x12O\n\tRevokeKey\x12 .lambdascope.v1.RevokeKeyRequest\x1a\x16.lambdascope.v1.ApiKey\"\x08\xd0\xa3\x19\x01\xd8\xa3\x19\x01\x12\x65\n\x12IssueJobCredential\x12).lambdascope.v1.IssueJobCredentialRequest\x1a\x1a.lambdascope.v1.CreatedKey\"\x08\xd0\xa3\x19\x03\xd8\xa3\x19\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,34 +47,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IDENTITY'].methods_by_name['RevokeKey']._serialized_options = b'\320\243\031\001\330\243\031\001'
   _globals['_IDENTITY'].methods_by_name['IssueJobCredential']._loaded_options = None
   _globals['_IDENTITY'].methods_by_name['IssueJobCredential']._serialized_options = b'\320\243\031\003\330\243\031\001'
-  _globals['_ROLE']._serialized_start=1082
-  _globals['_ROLE']._serialized_end=1160
+  _globals['_ROLE']._serialized_start=1124
+  _globals['_ROLE']._serialized_end=1202
   _globals['_TEAM']._serialized_start=111
   _globals['_TEAM']._serialized_end=179
   _globals['_APIKEY']._serialized_start=182
-  _globals['_APIKEY']._serialized_end=453
-  _globals['_PRINCIPAL']._serialized_start=455
-  _globals['_PRINCIPAL']._serialized_end=548
-  _globals['_WHOAMIREQUEST']._serialized_start=550
-  _globals['_WHOAMIREQUEST']._serialized_end=565
-  _globals['_CREATETEAMREQUEST']._serialized_start=567
-  _globals['_CREATETEAMREQUEST']._serialized_end=600
-  _globals['_LISTTEAMSREQUEST']._serialized_start=602
-  _globals['_LISTTEAMSREQUEST']._serialized_end=620
-  _globals['_LISTTEAMSRESPONSE']._serialized_start=622
-  _globals['_LISTTEAMSRESPONSE']._serialized_end=678
-  _globals['_CREATEKEYREQUEST']._serialized_start=680
-  _globals['_CREATEKEYREQUEST']._serialized_end=791
-  _globals['_CREATEDKEY']._serialized_start=793
-  _globals['_CREATEDKEY']._serialized_end=858
-  _globals['_LISTKEYSREQUEST']._serialized_start=860
-  _globals['_LISTKEYSREQUEST']._serialized_end=916
-  _globals['_LISTKEYSRESPONSE']._serialized_start=918
-  _globals['_LISTKEYSRESPONSE']._serialized_end=974
-  _globals['_REVOKEKEYREQUEST']._serialized_start=976
-  _globals['_REVOKEKEYREQUEST']._serialized_end=1010
-  _globals['_ISSUEJOBCREDENTIALREQUEST']._serialized_start=1012
-  _globals['_ISSUEJOBCREDENTIALREQUEST']._serialized_end=1080
-  _globals['_IDENTITY']._serialized_start=1163
-  _globals['_IDENTITY']._serialized_end=1770
+  _globals['_APIKEY']._serialized_end=467
+  _globals['_PRINCIPAL']._serialized_start=469
+  _globals['_PRINCIPAL']._serialized_end=576
+  _globals['_WHOAMIREQUEST']._serialized_start=578
+  _globals['_WHOAMIREQUEST']._serialized_end=593
+  _globals['_CREATETEAMREQUEST']._serialized_start=595
+  _globals['_CREATETEAMREQUEST']._serialized_end=628
+  _globals['_LISTTEAMSREQUEST']._serialized_start=630
+  _globals['_LISTTEAMSREQUEST']._serialized_end=648
+  _globals['_LISTTEAMSRESPONSE']._serialized_start=650
+  _globals['_LISTTEAMSRESPONSE']._serialized_end=706
+  _globals['_CREATEKEYREQUEST']._serialized_start=708
+  _globals['_CREATEKEYREQUEST']._serialized_end=833
+  _globals['_CREATEDKEY']._serialized_start=835
+  _globals['_CREATEDKEY']._serialized_end=900
+  _globals['_LISTKEYSREQUEST']._serialized_start=902
+  _globals['_LISTKEYSREQUEST']._serialized_end=958
+  _globals['_LISTKEYSRESPONSE']._serialized_start=960
+  _globals['_LISTKEYSRESPONSE']._serialized_end=1016
+  _globals['_REVOKEKEYREQUEST']._serialized_start=1018
+  _globals['_REVOKEKEYREQUEST']._serialized_end=1052
+  _globals['_ISSUEJOBCREDENTIALREQUEST']._serialized_start=1054
+  _globals['_ISSUEJOBCREDENTIALREQUEST']._serialized_end=1122
+  _globals['_IDENTITY']._serialized_start=1205
+  _globals['_IDENTITY']._serialized_end=1812
 # @@protoc_insertion_point(module_scope)

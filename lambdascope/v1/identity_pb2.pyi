@@ -31,7 +31,7 @@ class Team(_message.Message):
     def __init__(self, name: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ApiKey(_message.Message):
-    __slots__ = ("id", "team", "role", "description", "created_at", "expires_at", "revoked_at", "created_by", "job_id")
+    __slots__ = ("id", "team", "role", "description", "created_at", "expires_at", "revoked_at", "created_by", "job_id", "user")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEAM_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class ApiKey(_message.Message):
     REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     id: str
     team: str
     role: Role
@@ -50,19 +51,22 @@ class ApiKey(_message.Message):
     revoked_at: _timestamp_pb2.Timestamp
     created_by: str
     job_id: str
-    def __init__(self, id: _Optional[str] = ..., team: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., description: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
+    user: str
+    def __init__(self, id: _Optional[str] = ..., team: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., description: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., job_id: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
 
 class Principal(_message.Message):
-    __slots__ = ("key_id", "team", "role", "job_id")
+    __slots__ = ("key_id", "team", "role", "job_id", "user")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     TEAM_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     team: str
     role: Role
     job_id: str
-    def __init__(self, key_id: _Optional[str] = ..., team: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., job_id: _Optional[str] = ...) -> None: ...
+    user: str
+    def __init__(self, key_id: _Optional[str] = ..., team: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., job_id: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
 
 class WhoAmIRequest(_message.Message):
     __slots__ = ()
@@ -85,16 +89,18 @@ class ListTeamsResponse(_message.Message):
     def __init__(self, teams: _Optional[_Iterable[_Union[Team, _Mapping]]] = ...) -> None: ...
 
 class CreateKeyRequest(_message.Message):
-    __slots__ = ("team", "role", "expires_days", "description")
+    __slots__ = ("team", "role", "expires_days", "description", "user")
     TEAM_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_DAYS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     team: str
     role: Role
     expires_days: int
     description: str
-    def __init__(self, team: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., expires_days: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+    user: str
+    def __init__(self, team: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., expires_days: _Optional[int] = ..., description: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
 
 class CreatedKey(_message.Message):
     __slots__ = ("key", "secret")

@@ -26,7 +26,7 @@ from lambdascope.v1 import access_pb2 as lambdascope_dot_v1_dot_access__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlambdascope/v1/platform.proto\x12\x0elambdascope.v1\x1a\x1blambdascope/v1/access.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x11\n\x0f\x44\x65scribeRequest\"0\n\x0fServiceEndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"h\n\x10\x44\x65scribeResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x32\n\tendpoints\x18\x03 \x03(\x0b\x32\x1f.lambdascope.v1.ServiceEndpoint\"\xbd\x01\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x0b\n\x03rpc\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x0c\n\x04team\x18\x06 \x01(\t\x12\x0e\n\x06object\x18\x07 \x01(\t\x12\x0c\n\x04\x63ode\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x11\n\tresult_id\x18\n \x01(\t\"\x8d\x01\n\x16ListAuditEventsRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65nied_only\x18\x02 \x01(\x08\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"^\n\x17ListAuditEventsResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.lambdascope.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc9\x01\n\x08Platform\x12S\n\x08\x44\x65scribe\x12\x1f.lambdascope.v1.DescribeRequest\x1a .lambdascope.v1.DescribeResponse\"\x04\xd0\xa3\x19\x01\x12h\n\x0fListAuditEvents\x12&.lambdascope.v1.ListAuditEventsRequest\x1a\'.lambdascope.v1.ListAuditEventsResponse\"\x04\xd0\xa3\x19\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlambdascope/v1/platform.proto\x12\x0elambdascope.v1\x1a\x1blambdascope/v1/access.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x11\n\x0f\x44\x65scribeRequest\"0\n\x0fServiceEndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"h\n\x10\x44\x65scribeResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x32\n\tendpoints\x18\x03 \x03(\x0b\x32\x1f.lambdascope.v1.ServiceEndpoint\"\xcb\x01\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x0b\n\x03rpc\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x0c\n\x04team\x18\x06 \x01(\t\x12\x0e\n\x06object\x18\x07 \x01(\t\x12\x0c\n\x04\x63ode\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x11\n\tresult_id\x18\n \x01(\t\x12\x0c\n\x04user\x18\x0b \x01(\t\"\x8d\x01\n\x16ListAuditEventsRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65nied_only\x18\x02 \x01(\x08\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"^\n\x17ListAuditEventsResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.lambdascope.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc9\x01\n\x08Platform\x12S\n\x08\x44\x65scribe\x12\x1f.lambdascope.v1.DescribeRequest\x1a .lambdascope.v1.DescribeResponse\"\x04\xd0\xa3\x19\x01\x12h\n\x0fListAuditEvents\x12&.lambdascope.v1.ListAuditEventsRequest\x1a\'.lambdascope.v1.ListAuditEventsResponse\"\x04\xd0\xa3\x19\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,11 +44,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DESCRIBERESPONSE']._serialized_start=180
   _globals['_DESCRIBERESPONSE']._serialized_end=284
   _globals['_AUDITEVENT']._serialized_start=287
-  _globals['_AUDITEVENT']._serialized_end=476
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=479
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=620
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=622
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=716
-  _globals['_PLATFORM']._serialized_start=719
-  _globals['_PLATFORM']._serialized_end=920
+  _globals['_AUDITEVENT']._serialized_end=490
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=493
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=634
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=636
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=730
+  _globals['_PLATFORM']._serialized_start=733
+  _globals['_PLATFORM']._serialized_end=934
 # @@protoc_insertion_point(module_scope)

@@ -33,7 +33,7 @@ class DescribeResponse(_message.Message):
     def __init__(self, service: _Optional[str] = ..., version: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[ServiceEndpoint, _Mapping]]] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
-    __slots__ = ("id", "at", "service", "rpc", "key_id", "team", "object", "code", "reason", "result_id")
+    __slots__ = ("id", "at", "service", "rpc", "key_id", "team", "object", "code", "reason", "result_id", "user")
     ID_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class AuditEvent(_message.Message):
     CODE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     RESULT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
     id: int
     at: _timestamp_pb2.Timestamp
     service: str
@@ -54,7 +55,8 @@ class AuditEvent(_message.Message):
     code: str
     reason: str
     result_id: str
-    def __init__(self, id: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., service: _Optional[str] = ..., rpc: _Optional[str] = ..., key_id: _Optional[str] = ..., team: _Optional[str] = ..., object: _Optional[str] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ..., result_id: _Optional[str] = ...) -> None: ...
+    user: str
+    def __init__(self, id: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., service: _Optional[str] = ..., rpc: _Optional[str] = ..., key_id: _Optional[str] = ..., team: _Optional[str] = ..., object: _Optional[str] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ..., result_id: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
 
 class ListAuditEventsRequest(_message.Message):
     __slots__ = ("team", "denied_only", "since", "page_size", "page_token")

@@ -81,15 +81,16 @@ class Identities:
     # -- keys -----------------------------------------------------------------------------
 
     def create_key(self, team: str, role: int, *, expires_seconds: float = 0.0,
-                   description: str = "", created_by: str = "", job_id: str = ""
-                   ) -> identity_pb2.CreatedKey:
+                   description: str = "", created_by: str = "", job_id: str = "",
+                   user: str = "") -> identity_pb2.CreatedKey:
         if role not in auth.ROLE_NAMES:
             raise errors.InvalidArgument("role must be reader, writer or admin")
         if not self.team_exists(team):
             raise errors.NotFound(f"no team named {team!r}: create it first with "
                                   "`lambdascope admin team create`")
         key_id, key = auth.new_key()
-        self._insert(key_id, key, team, role, expires_seconds, description, created_by, job_id)
+        self._insert(key_id, key, team, role, expires_seconds, description, created_by, job_id,
+                     user)
         return identity_pb2.CreatedKey(key=self.get_key(key_id), secret=key)
 
     def install_key(self, key: str, team: str, role: int, description: str) -> None:
@@ -105,7 +106,7 @@ class Identities:
         row = self.store.read(lambda conn: conn.execute(
             sa.select(api_keys).where(api_keys.c.id == key_id)).first())
         if row is None:
-            self._insert(key_id, key, team, role, 0.0, description, "", "")
+            self._insert(key_id, key, team, role, 0.0, description, "", "", "admin")
         elif not hmac.compare_digest(auth.hash_secret(secret, row.salt), row.hash) \
                 or row.revoked_at is not None:
             salt = os.urandom(16)
@@ -116,7 +117,7 @@ class Identities:
             self._forget(key_id)
 
     def _insert(self, key_id: str, key: str, team: str, role: int, expires_seconds: float,
-                description: str, created_by: str, job_id: str) -> None:
+                description: str, created_by: str, job_id: str, user: str) -> None:
         _, secret = auth.split_key(key)
         salt = os.urandom(16)
         now = time.time()
@@ -125,7 +126,7 @@ class Identities:
                 id=key_id, team=team, role=role, salt=salt, hash=auth.hash_secret(secret, salt),
                 description=description, created_at=now, created_by=created_by,
                 expires_at=now + expires_seconds if expires_seconds > 0 else None,
-                revoked_at=None, job_id=job_id))
+                revoked_at=None, job_id=job_id, user_name=user))
 
     def get_key(self, key_id: str) -> identity_pb2.ApiKey:
         row = self.store.read(lambda conn: conn.execute(
@@ -184,7 +185,7 @@ class Identities:
             if not self.team_exists(acting_team):
                 raise errors.NotFound(f"no team named {acting_team!r}")
             team = acting_team
-        return auth.Principal(key_id, team, row.role, row.job_id)
+        return auth.Principal(key_id, team, row.role, row.job_id, row.user_name)
 
     def _forget(self, key_id: str) -> None:
         with self._lock:
@@ -203,4 +204,5 @@ def _key(row: sa.Row) -> identity_pb2.ApiKey:
     return identity_pb2.ApiKey(
         id=row.id, team=row.team, role=row.role, description=row.description,
         created_at=_timestamp(row.created_at), expires_at=_timestamp(row.expires_at),
-        revoked_at=_timestamp(row.revoked_at), created_by=row.created_by, job_id=row.job_id)
+        revoked_at=_timestamp(row.revoked_at), created_by=row.created_by, job_id=row.job_id,
+        user=row.user_name)

@@ -31,9 +31,13 @@ class IdentityServicer(identity_pb2_grpc.IdentityServicer):
                                          f"{MAX_EXPIRES_DAYS}, got {request.expires_days}")
         if len(request.description) > 1000:
             raise errors.InvalidArgument("description is longer than 1000 characters")
+        if len(request.user) > 100 or any(ord(c) < 32 or ord(c) == 127 for c in request.user):
+            raise errors.InvalidArgument("user must be at most 100 characters, without control "
+                                         "characters")
         return self.identities.create_key(
             request.team, request.role, expires_seconds=request.expires_days * 86400.0,
-            description=request.description, created_by=auth.current().key_id)
+            description=request.description, created_by=auth.current().key_id,
+            user=request.user)
 
     def ListKeys(self, request, context):
         if request.team:
@@ -63,7 +67,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServicer):
         return self.identities.create_key(
             caller.team, auth.Role.ROLE_WRITER, expires_seconds=float(request.expires_seconds),
             description=f"credential of job {request.job_id}", created_by=caller.key_id,
-            job_id=request.job_id)
+            job_id=request.job_id, user=caller.user)
 
 
 def binding(identities: Identities) -> ServiceBinding:

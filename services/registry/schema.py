@@ -143,6 +143,7 @@ api_keys = sa.Table(
     sa.Column("expires_at", sa.Float),
     sa.Column("revoked_at", sa.Float),
     sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("user_name", sa.String(100), nullable=False, server_default=""),
 )
 
 # Read-only grants (Registry.Share): team `grantee` may read the model or dataset stored under

@@ -27,7 +27,7 @@ def world(tmp_path_factory, regression_files):
         with platform.client() as admin:
             admin.create_team("team-a")
             admin.create_team("team-b")
-            keys = {"a": admin.create_key("team-a", auth.Role.ROLE_WRITER).secret,
+            keys = {"a": admin.create_key("team-a", auth.Role.ROLE_WRITER, user="alice").secret,
                     "a_reader": admin.create_key("team-a", auth.Role.ROLE_READER).secret,
                     "b": admin.create_key("team-b", auth.Role.ROLE_WRITER).secret}
         yield {"platform": platform, "keys": keys, "files": regression_files}
@@ -74,6 +74,10 @@ def test_writes_and_denials_are_recorded_on_every_service(world):
     assert "model_name=mlp" in upload.object and upload.result_id == version.id
     start = next(e for e in events if e.rpc.endswith("StartAudit") and e.code == "OK")
     assert start.result_id == job.id and version.id in start.object, start
+    # Who, by name: alice's own calls and those of her audit's worker (its credential is hers).
+    assert upload.user == start.user == "alice"
+    report = next(e for e in events if e.rpc.endswith("PutReport"))
+    assert (report.user, report.team) == ("alice", "team-a") and report.key_id != a_id
     times = [e.at.ToNanoseconds() for e in events]
     assert times == sorted(times, reverse=True)
 
