@@ -137,6 +137,10 @@ def from_settings(settings: Settings, *, kind: str, worker_module: str) -> Backe
                      "kubernetes")
 
 
+# Variables of a service's environment a local worker does not inherit (libpq's password).
+WITHHELD_FROM_WORKERS = {"PGPASSWORD", "PGPASSFILE", "LAMBDASCOPE_API_KEY"}
+
+
 # -- local: a worker process -------------------------------------------------------------------
 
 class LocalBackend(Backend):
@@ -146,7 +150,10 @@ class LocalBackend(Backend):
         self.settings, self.kind, self.worker_module = settings, kind, worker_module
 
     def start(self, job_id: str, spec_json: str, credential: str = "") -> Execution:
-        env = {**os.environ, **config.to_env(self.settings)}
+        # The service's environment, less what a worker must not hold (the database password):
+        # the worker's only key is the job's credential.
+        env = {k: v for k, v in os.environ.items() if k not in WITHHELD_FROM_WORKERS}
+        env.update(config.to_env(self.settings))
         env.pop(JOB_ENV, None)  # the job comes on stdin
         proc = subprocess.Popen(
             [sys.executable, "-m", self.worker_module], stdin=subprocess.PIPE,
@@ -202,8 +209,6 @@ def terminate(proc: subprocess.Popen, grace: float = 5.0) -> None:
 # -- Kubernetes: one batch/v1 Job per job ------------------------------------------------------
 
 WORKER_CONTAINER = "worker"
-SECRET_NAME = "lambdascope-secrets"
-SECRET_KEYS = ("LAMBDASCOPE_S3_ACCESS_KEY", "LAMBDASCOPE_S3_SECRET_KEY")
 JOB_ID_LABEL = "lambdascope.dev/job-id"
 KIND_LABEL = "lambdascope.dev/kind"
 WORKER_LABELS = {"app.kubernetes.io/name": "lambdascope", "app.kubernetes.io/component": "worker",
@@ -270,9 +275,9 @@ def build_job(job_id: str, kind: str, spec_json: str, settings: Settings, *,
     """The batch/v1 Job that runs one job (a typed kubernetes.client.V1Job; no API calls).
 
     The pod runs the worker image (ENTRYPOINT `python -m`) with the worker module as its only
-    argument; the service's settings as LAMBDASCOPE_* variables (never the admin key), secrets
-    only by reference to the lambdascope-secrets Secret, and the job itself as JSON in
-    LAMBDASCOPE_JOB, with its credential: a key bound to the job's team, revoked when the job
+    argument; the service's settings as LAMBDASCOPE_* variables (config.to_env: no admin key, no
+    storage or database credentials), and the job itself as JSON in LAMBDASCOPE_JOB, with its
+    credential, the only key the worker holds: bound to the job's team, revoked when the job
     ends, but readable meanwhile by whoever may read Jobs in the namespace (a per-job Secret
     would narrow that to who may read Secrets)."""
     from kubernetes import client as k8s
@@ -287,11 +292,7 @@ def build_job(job_id: str, kind: str, spec_json: str, settings: Settings, *,
     env_values = config.to_env(settings)
     # One job per pod: the worker's torch threads are the pod's, not shared with other jobs.
     env_values[config.ENV_PREFIX + "MAX_CONCURRENT_JOBS"] = "1"
-    env = [k8s.V1EnvVar(name=key, value=value) for key, value in sorted(env_values.items())
-           if key not in SECRET_KEYS]
-    env += [k8s.V1EnvVar(name=key, value_from=k8s.V1EnvVarSource(
-        secret_key_ref=k8s.V1SecretKeySelector(name=SECRET_NAME, key=key, optional=True)))
-        for key in SECRET_KEYS]
+    env = [k8s.V1EnvVar(name=key, value=value) for key, value in sorted(env_values.items())]
     env.append(k8s.V1EnvVar(name=JOB_ENV, value=json.dumps(
         {"job_id": job_id, "kind": kind, "spec_json": spec_json, "api_key": credential})))
 

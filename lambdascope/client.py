@@ -270,6 +270,45 @@ class Client:
                                            timeout=self.timeout)
         return found.datasets[-1] if found.datasets else None
 
+    # -- a job's own files (a job's credential only: lambdascope.job_state) -----------------
+
+    def put_job_state(self, name: str, path: str | os.PathLike) -> registry_pb2.JobStateFile:
+        """Replace the running job's file `name` with the file at `path`."""
+        path = pathlib.Path(path)
+        sha, size = file_digest(path)
+        header = registry_pb2.JobStateHeader(name=name, sha256=sha, size_bytes=size)
+        return self.registry.PutJobState(
+            _upload_stream(path, registry_pb2.PutJobStateRequest, header), timeout=None)
+
+    def get_job_state(self, name: str, dest: str | os.PathLike) -> pathlib.Path | None:
+        """Write the running job's file `name` to `dest`; None when the job has none."""
+        dest = pathlib.Path(dest)
+        chunks = self.registry.GetJobState(registry_pb2.GetJobStateRequest(name=name), timeout=None)
+        tmp = dest.with_name(dest.name + ".part")
+        try:
+            with open(tmp, "wb") as out:
+                expected = -1
+                for i, message in enumerate(chunks):
+                    if i == 0:
+                        expected = message.size_bytes
+                    out.write(message.chunk)
+        except grpc.RpcError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        received = tmp.stat().st_size
+        if received != expected:
+            tmp.unlink()
+            raise ConnectionError(f"job state {name!r}: received {received} of {expected} bytes")
+        tmp.replace(dest)
+        return dest
+
+    def delete_job_state(self) -> int:
+        """Remove every file of the running job; how many there were."""
+        return self.registry.DeleteJobState(registry_pb2.DeleteJobStateRequest(),
+                                            timeout=self.timeout).files_removed
+
     def upload_dataset(self, path: str | os.PathLike, name: str,
                        metadata: dict[str, str] | None = None,
                        tags: dict[str, str] | None = None) -> registry_pb2.Dataset:

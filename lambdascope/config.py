@@ -166,13 +166,19 @@ def load(service: str, **overrides: object) -> Settings:
 def to_env(settings: Settings) -> dict[str, str]:
     """The variables that reproduce `settings` in a child process (workers, other services).
     They carry every field, so the child reads no config file: one that changed on disk since
-    the parent started must not give the two different settings. The admin key is never
-    passed on: a child acts with the credential it is given (a job's, for workers)."""
-    env = {CONFIG_ENV: "", ENV_PREFIX + "ADMIN_KEY": ""}
+    the parent started must not give the two different settings. No credential is passed on
+    (the admin key, the object store's keys, the database URL): a worker acts with the one it
+    is given, its job's, and reaches storage through the registry."""
+    env = {CONFIG_ENV: ""}
     for field in dataclasses.fields(Settings):
-        if field.name not in ("service", "admin_key"):
-            env[ENV_PREFIX + field.name.upper()] = str(getattr(settings, field.name))
+        if field.name != "service":
+            value = "" if field.name in WITHHELD else getattr(settings, field.name)
+            env[ENV_PREFIX + field.name.upper()] = str(value)
     return env
+
+
+# Settings a child process never gets (to_env): what would let it act beyond its job.
+WITHHELD = ("admin_key", "s3_access_key", "s3_secret_key", "database_url")
 
 
 def _kinds() -> dict[str, str]:

@@ -532,16 +532,18 @@ class CollectGarbageRequest(_message.Message):
     def __init__(self, dry_run: _Optional[bool] = ...) -> None: ...
 
 class CollectGarbageResponse(_message.Message):
-    __slots__ = ("objects_removed", "bytes_freed", "staging_removed", "removed_keys")
+    __slots__ = ("objects_removed", "bytes_freed", "staging_removed", "removed_keys", "job_files_removed")
     OBJECTS_REMOVED_FIELD_NUMBER: _ClassVar[int]
     BYTES_FREED_FIELD_NUMBER: _ClassVar[int]
     STAGING_REMOVED_FIELD_NUMBER: _ClassVar[int]
     REMOVED_KEYS_FIELD_NUMBER: _ClassVar[int]
+    JOB_FILES_REMOVED_FIELD_NUMBER: _ClassVar[int]
     objects_removed: int
     bytes_freed: int
     staging_removed: int
     removed_keys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, objects_removed: _Optional[int] = ..., bytes_freed: _Optional[int] = ..., staging_removed: _Optional[int] = ..., removed_keys: _Optional[_Iterable[str]] = ...) -> None: ...
+    job_files_removed: int
+    def __init__(self, objects_removed: _Optional[int] = ..., bytes_freed: _Optional[int] = ..., staging_removed: _Optional[int] = ..., removed_keys: _Optional[_Iterable[str]] = ..., job_files_removed: _Optional[int] = ...) -> None: ...
 
 class PutReportRequest(_message.Message):
     __slots__ = ("report",)
@@ -610,3 +612,45 @@ class ListGrantsResponse(_message.Message):
     given: _containers.RepeatedCompositeFieldContainer[Grant]
     received: _containers.RepeatedCompositeFieldContainer[Grant]
     def __init__(self, given: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., received: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ...) -> None: ...
+
+class JobStateHeader(_message.Message):
+    __slots__ = ("name", "sha256", "size_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    sha256: str
+    size_bytes: int
+    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class PutJobStateRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: JobStateHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[JobStateHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class JobStateFile(_message.Message):
+    __slots__ = ("name", "size_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size_bytes: int
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class GetJobStateRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteJobStateRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeleteJobStateResponse(_message.Message):
+    __slots__ = ("files_removed",)
+    FILES_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    files_removed: int
+    def __init__(self, files_removed: _Optional[int] = ...) -> None: ...

@@ -170,6 +170,21 @@ class RegistryStub:
                 request_serializer=lambdascope_dot_v1_dot_registry__pb2.ListGrantsRequest.SerializeToString,
                 response_deserializer=lambdascope_dot_v1_dot_registry__pb2.ListGrantsResponse.FromString,
                 _registered_method=True)
+        self.PutJobState = channel.stream_unary(
+                '/lambdascope.v1.Registry/PutJobState',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.PutJobStateRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.JobStateFile.FromString,
+                _registered_method=True)
+        self.GetJobState = channel.unary_stream(
+                '/lambdascope.v1.Registry/GetJobState',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.GetJobStateRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.DownloadChunk.FromString,
+                _registered_method=True)
+        self.DeleteJobState = channel.unary_unary(
+                '/lambdascope.v1.Registry/DeleteJobState',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.DeleteJobStateRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.DeleteJobStateResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -341,6 +356,25 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutJobState(self, request_iterator, context):
+        """A job's own files: a job's credential only (PERMISSION_DENIED for any other key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteJobState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -478,6 +512,21 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.ListGrants,
                     request_deserializer=lambdascope_dot_v1_dot_registry__pb2.ListGrantsRequest.FromString,
                     response_serializer=lambdascope_dot_v1_dot_registry__pb2.ListGrantsResponse.SerializeToString,
+            ),
+            'PutJobState': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutJobState,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.PutJobStateRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.JobStateFile.SerializeToString,
+            ),
+            'GetJobState': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetJobState,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.GetJobStateRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.DownloadChunk.SerializeToString,
+            ),
+            'DeleteJobState': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJobState,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.DeleteJobStateRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.DeleteJobStateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1209,6 +1258,87 @@ class Registry:
             '/lambdascope.v1.Registry/ListGrants',
             lambdascope_dot_v1_dot_registry__pb2.ListGrantsRequest.SerializeToString,
             lambdascope_dot_v1_dot_registry__pb2.ListGrantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutJobState(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/lambdascope.v1.Registry/PutJobState',
+            lambdascope_dot_v1_dot_registry__pb2.PutJobStateRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.JobStateFile.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lambdascope.v1.Registry/GetJobState',
+            lambdascope_dot_v1_dot_registry__pb2.GetJobStateRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.DownloadChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJobState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Registry/DeleteJobState',
+            lambdascope_dot_v1_dot_registry__pb2.DeleteJobStateRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.DeleteJobStateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,6 +14,7 @@ import time
 
 from lambdascope.storage.objects import ObjectStore, content_key
 from lambdascope.v1 import registry_pb2
+from services.registry import job_state
 from services.registry.store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,13 @@ def collect(store: RegistryStore, objects: ObjectStore, staging_dir: pathlib.Pat
                     out.staging_removed += 1
             except FileNotFoundError:
                 pass  # its upload finished meanwhile
-    if out.objects_removed or out.staging_removed:
+    out.job_files_removed = job_state.collect(objects, store.job_credential_live, staging_ttl,
+                                              dry_run=dry_run)
+    if out.objects_removed or out.staging_removed or out.job_files_removed:
         log.info("garbage collected", extra={"objects": out.objects_removed,
                                              "bytes": out.bytes_freed,
-                                             "staging": out.staging_removed, "dry_run": dry_run})
+                                             "staging": out.staging_removed,
+                                             "job_files": out.job_files_removed, "dry_run": dry_run})
     return out
 
 

@@ -11,7 +11,7 @@ import re
 from lambdascope import architectures, auth, errors, inspection, quotas
 from lambdascope.storage.objects import CHUNK, ObjectStore, content_key
 from lambdascope.v1 import audit_pb2, models_pb2, registry_pb2, registry_pb2_grpc
-from services.registry import gc, uploads
+from services.registry import gc, job_state, uploads
 from services.registry.store import RegistryStore
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -282,6 +282,17 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         if not NAME.match(request.team):
             raise errors.InvalidArgument(f"team {request.team!r} is not a valid team name")
         return target.removesuffix("_name"), name, request.team
+
+    # -- a job's own files -------------------------------------------------------------------
+
+    def PutJobState(self, request_iterator, context):
+        return job_state.put(self.objects, request_iterator, self.staging_dir)
+
+    def GetJobState(self, request, context):
+        return job_state.get(self.objects, request.name)
+
+    def DeleteJobState(self, request, context):
+        return job_state.delete(self.objects)
 
     # -- reports --------------------------------------------------------------------------
 

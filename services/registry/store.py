@@ -32,6 +32,7 @@ from services.registry.migrate import migrate
 from services.registry.schema import (
     alias_events,
     aliases,
+    api_keys,
     dataset_tags,
     datasets,
     grants,
@@ -321,6 +322,14 @@ class RegistryStore:
             return int(total), has is not None
 
         return self.read(read)
+
+    def job_credential_live(self, job_id: str) -> bool:
+        """Whether a credential issued for the job still works (the job has not ended)."""
+        now = time.time()
+        return self.read(lambda conn: conn.execute(sa.select(api_keys.c.id).where(
+            api_keys.c.job_id == job_id, api_keys.c.revoked_at.is_(None),
+            sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > now))).first()
+                         is not None)
 
     def known_object(self, sha256: str) -> bool:
         return self.read(lambda conn: conn.execute(

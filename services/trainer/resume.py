@@ -1,8 +1,9 @@
 """A training job's resume state, so a restarted trainer (or a retried Kubernetes pod)
 continues instead of starting over.
 
-It lives in the platform's object store under `resume/<job id>/` — a directory locally, S3 on
-Kubernetes, where a worker pod's own disk does not outlive the pod:
+It is kept by the registry as the job's own files (Registry.PutJobState, readable by the job's
+credential alone; stored under `jobstate/<team>/<job id>/`), so it outlives a worker pod's disk
+and the worker needs no storage credentials:
 
 - `state.safetensors`: the last checkpoint's `TrainState`. Tensors (weights, optimizer buffers,
   noise, generator state) are safetensors entries; everything else (step, optimizer
@@ -10,9 +11,8 @@ Kubernetes, where a worker pod's own disk does not outlive the pod:
   pickle: the file is read back with safetensors and json only.
 - `job.json`: facts fixed at the job's start (the registered training-data id).
 
-Each object is replaced whole (a temp file renamed into place locally; a single PUT or a
-completed multipart upload on S3), so a crash mid-write leaves the previous state, never a
-half-written one.
+Each file is replaced whole (verified against its sha256, then renamed into place or PUT in
+one piece), so a crash mid-write leaves the previous state, never a half-written one.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from lambdascope.storage.objects import ObjectStore
+from lambdascope.client import Client
 from services.trainer.training import TrainState
 
 STATE_FILE = "state.safetensors"
@@ -34,11 +34,11 @@ _TENSOR = "__tensor__"
 
 
 class ResumeStore:
-    """One training job's resume state in the object store."""
+    """One training job's resume state, kept by the registry for the job (`client` calls with
+    the job's credential)."""
 
-    def __init__(self, objects: ObjectStore, job_id: str):
-        self.objects = objects
-        self.prefix = f"resume/{job_id}/"
+    def __init__(self, client: Client):
+        self.client = client
 
     def save_state(self, state: TrainState, versions: list[str]) -> None:
         """Replace the job's state with `state`; `versions` are the model versions registered
@@ -67,21 +67,13 @@ class ResumeStore:
 
     def discard(self) -> None:
         """Remove a finished job's resume state."""
-        for name in (STATE_FILE, JOB_FILE):
-            self.objects.delete(self.prefix + name)
+        self.client.delete_job_state()
 
     def _put(self, name: str, path: pathlib.Path) -> None:
-        with open(path, "rb") as src:  # put_stream replaces an existing object
-            self.objects.put_stream(self.prefix + name, src, path.stat().st_size)
+        self.client.put_job_state(name, path)
 
     def _get(self, name: str, directory: pathlib.Path) -> pathlib.Path | None:
-        if not self.objects.exists(self.prefix + name):
-            return None
-        path = directory / name
-        with open(path, "wb") as out:
-            for chunk in self.objects.read_chunks(self.prefix + name):
-                out.write(chunk)
-        return path
+        return self.client.get_job_state(name, directory / name)
 
 
 def write_state(path: pathlib.Path, state: TrainState, versions: list[str]) -> None:

@@ -21,7 +21,6 @@ from safetensors.torch import save_file
 
 from lambdascope import architectures, artifacts, modules, tls, worker
 from lambdascope.client import Client
-from lambdascope.storage.objects import open_store
 from lambdascope.v1 import registry_pb2, trainer_pb2
 from services.trainer import datasets, resume, self_modeling, train_spec
 from services.trainer.datasets import TrainingData
@@ -107,24 +106,24 @@ def checkpoint_metrics(module: torch.nn.Module, data: TrainingData, config: Trai
 
 
 def run(ctx: worker.JobContext) -> worker.Result:
-    saved = resume.ResumeStore(open_store(ctx.settings), ctx.job_id)
-    try:
-        return _run(ctx, saved)
-    except worker.BadInput:
-        saved.discard()  # the job fails for good: nothing to resume
-        raise
+    with Client(registry=ctx.settings.registry_address, api_key=ctx.api_key,
+                tls=tls.of_service(ctx.settings)) as client:
+        saved = resume.ResumeStore(client)
+        try:
+            return _run(ctx, client, saved)
+        except worker.BadInput:
+            saved.discard()  # the job fails for good: nothing to resume
+            raise
 
 
-def _run(ctx: worker.JobContext, saved: resume.ResumeStore) -> worker.Result:
+def _run(ctx: worker.JobContext, client: Client, saved: resume.ResumeStore) -> worker.Result:
     spec = json_format.Parse(ctx.spec_json, trainer_pb2.TrainSpec())
     try:
         train_spec.train_config(spec)
     except train_spec.SpecError as exc:
         raise worker.BadInput(str(exc)) from None
     arch = train_spec.model_architecture(spec)
-    with Client(registry=ctx.settings.registry_address, api_key=ctx.api_key,
-                tls=tls.of_service(ctx.settings)) as client, \
-            tempfile.TemporaryDirectory(prefix="train-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="train-") as tmp:
         scratch = pathlib.Path(tmp)
         data = load_data(spec, client, scratch)
         own_test = spec.dataset.WhichOneof("source") in train_spec.OWN_TEST_SET

@@ -126,6 +126,11 @@ def crossing(w: dict) -> dict[str, tuple]:
         "Registry/Share": (r.ShareRequest(model_name="team-a/mlp", team="team-b"), PD),
         "Registry/Unshare": (r.ShareRequest(model_name="team-a/mlp", team="team-b"), PD),
         "Registry/ListGrants": (r.ListGrantsRequest(), OK),
+        # A job's files answer its own credential only (another job's: tests/.../test_job_state.py).
+        "Registry/PutJobState": ([r.PutJobStateRequest(header=r.JobStateHeader(
+            name="state.safetensors", sha256="0" * 64, size_bytes=1))], PD),
+        "Registry/GetJobState": (r.GetJobStateRequest(name="state.safetensors"), PD),
+        "Registry/DeleteJobState": (r.DeleteJobStateRequest(), PD),
         "Identity/WhoAmI": (identity_pb2.WhoAmIRequest(), OK),
         "Identity/CreateTeam": (identity_pb2.CreateTeamRequest(name="team-c"), PD),
         "Identity/ListTeams": (identity_pb2.ListTeamsRequest(), PD),

@@ -115,7 +115,7 @@ def test_a_gpu_job_asks_for_the_gpu_node_and_tolerates_its_taint():
             doc["spec"]["ttlSecondsAfterFinished"]) == (5, 600, 60)
 
 
-def test_the_job_travels_in_env_and_secrets_only_by_reference():
+def test_the_job_travels_in_env_and_no_secret_does():
     settings = _settings()
     doc = _doc(backends.build_job("audit-1", "audit", SPEC, settings, credential="lsk_job"))
     env = _env(doc)
@@ -125,10 +125,10 @@ def test_the_job_travels_in_env_and_secrets_only_by_reference():
     assert json.loads(by_name["LAMBDASCOPE_JOB"]["value"]) == {
         "job_id": "audit-1", "kind": "audit", "spec_json": SPEC, "api_key": "lsk_job"}
     assert "LAMBDASCOPE_ADMIN_KEY" not in by_name or not by_name["LAMBDASCOPE_ADMIN_KEY"].get("value")
-    for key in backends.SECRET_KEYS:
-        assert "value" not in by_name[key]
-        ref = by_name[key]["valueFrom"]["secretKeyRef"]
-        assert (ref["name"], ref["key"]) == ("lambdascope-secrets", key)
+    # No secret at all, not even by reference: the job's credential is the worker's only key.
+    assert not any("valueFrom" in e for e in env)
+    for key in ("LAMBDASCOPE_S3_ACCESS_KEY", "LAMBDASCOPE_S3_SECRET_KEY", "LAMBDASCOPE_DATABASE_URL"):
+        assert by_name[key]["value"] == "", key
     text = json.dumps(doc)
     for secret in ("very-secret-token", "access-key-value", "secret-key-value"):
         assert secret not in text

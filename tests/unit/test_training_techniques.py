@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from lambdascope import modules
-from lambdascope.storage.objects import LocalObjectStore
 from lambdascope.v1 import models_pb2, trainer_pb2
 from services.trainer import datasets, resume, routing
 from services.trainer.self_modeling import (
@@ -54,20 +53,14 @@ def test_resume_from_a_checkpoint_reaches_the_same_weights_bit_for_bit(digits, t
     full, _ = run(digits, cfg, on_checkpoint=lambda step, w, state: states.append(state))
     assert len(states) == 4
     for state in states[1:3]:  # one mid-epoch checkpoint and one later
-        store = resume.ResumeStore(LocalObjectStore(tmp_path), f"job-{state.step}")
-        store.save_state(state, versions=["v0"])
-        store.save_state(state, versions=["v1"])  # replaces the previous state
-        loaded, versions = store.load_state()
+        path = tmp_path / f"state-{state.step}.safetensors"
+        resume.write_state(path, state, versions=["v1"])
+        loaded, versions = resume.read_state(path)
         assert versions == ["v1"] and loaded.step == state.step
         resumed, result = run(digits, cfg, resume=loaded)
         for name, tensor in full.state_dict().items():
             assert torch.equal(resumed.state_dict()[name], tensor), (state.step, name)
-    empty = resume.ResumeStore(LocalObjectStore(tmp_path), "nothing")
-    assert empty.load_state() is None and empty.load_job() == {}
-    store.save_job({"train_data_id": "ds-1"})
-    assert store.load_job() == {"train_data_id": "ds-1"}
-    store.discard()
-    assert store.load_state() is None and store.load_job() == {}
+    # Kept by the registry for the job's worker: tests/integration/test_job_state.py
 
 
 def test_resume_state_is_not_a_pickle(digits, tmp_path):
