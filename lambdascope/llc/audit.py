@@ -15,6 +15,7 @@ import torch
 
 from lambdascope.llc import diagnostics, hessian, stopping, weights
 from lambdascope.llc.llc import LLCResult, SGLDConfig, estimate_llc
+from lambdascope.llc.snapshots import Snapshots
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -69,12 +70,14 @@ def resolve_groups(model: torch.nn.Module, settings: AuditSettings) -> dict[str,
 
 def run_audit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
               settings: AuditSettings, *, device: torch.device | str | None = None,
-              progress: Callable[[int, int, float], None] | None = None) -> AuditResult:
+              progress: Callable[[int, int, float], None] | None = None,
+              snapshots: Callable[[str], Snapshots] | None = None) -> AuditResult:
     """Estimate the LLC at the model's weights, diagnose the chains, and measure what was asked.
 
     `progress(step, total, running_llc)` counts the steps of every sampling run together.
-    Raises ValueError for input that cannot be audited and SamplerDivergedError when chains
-    diverge."""
+    `snapshots(name)`: where each sampling run ("llc", "group-<name>") keeps its progress, to
+    resume an interrupted audit (lambdascope.llc.snapshots). Raises ValueError for input that
+    cannot be audited and SamplerDivergedError when chains diverge."""
     check_finite(x, y)
     groups = resolve_groups(model, settings)
     runs = 1 + len(groups)
@@ -86,7 +89,11 @@ def run_audit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
             return None
         return lambda step, _steps, llc, status: progress(index * steps_per_run + step, total, llc, status)
 
-    llc = estimate_llc(model, x, y, loss_fn, settings.sgld, device=device, progress=stage(0))
+    def kept(name: str) -> Snapshots | None:
+        return snapshots(name) if snapshots is not None else None
+
+    llc = estimate_llc(model, x, y, loss_fn, settings.sgld, device=device, progress=stage(0),
+                       snapshots=kept("llc"))
     diag, verdict = diagnose(llc)
     # Restricted runs reuse the step size the full run settled on: calibrating again per
     # group would make the numbers incomparable.
@@ -94,7 +101,8 @@ def run_audit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
                                      localization=llc.localization)
     group_results = [
         GroupResult(name, names, estimate_llc(model, x, y, loss_fn, restricted, device=device,
-                                              params=names, progress=stage(i + 1)))
+                                              params=names, progress=stage(i + 1),
+                                              snapshots=kept(f"group-{i}")))
         for i, (name, names) in enumerate(groups.items())]
     summary = None
     if settings.hessian:

@@ -23,6 +23,8 @@ from lambdascope.llc.chain_groups import (MEMORY_SHARE, TIMED_ABOVE, TIMING_ROUN
                                             peak_bytes, plan_chains, reset_peak)
 from lambdascope.llc.sgld import (LossFn, SamplerDivergedError, SGLDTrace, activation_bytes, make_forward,
                                      pass_seconds, prepare_for_sampling, run_sgld)
+from lambdascope.llc import snapshots as snapshots_lib
+from lambdascope.llc.snapshots import Snapshots
 from lambdascope.llc.stopping import MIN_DRAWS, Check, StoppingRule, assess, next_chunk
 
 __all__ = [
@@ -324,6 +326,7 @@ def estimate_llc(
     vectorize: bool = True,
     params: Sequence[str] | None = None,
     dtype: torch.dtype | None = None,
+    snapshots: Snapshots | None = None,
 ) -> LLCResult:
     """Estimate the LLC of ``model`` at its current weights w* on the data (x, y).
 
@@ -349,6 +352,10 @@ def estimate_llc(
       every step uses it.
     - ``vectorize=False`` skips vmap (for debugging; vmap failures fall back to that path by
       themselves).
+    - ``snapshots``: where progress is saved at each stage boundary (after calibration, the
+      warm-up and each chunk of the main run) and resumed from when this same estimate was
+      interrupted: the result is the one an uninterrupted run gives
+      (:mod:`lambdascope.llc.snapshots`).
 
     A chain whose loss goes non-finite or explodes (:func:`divergence_threshold`) raises
     :class:`SamplerDivergedError` within 50 steps; the estimate is never NaN.
@@ -385,27 +392,43 @@ def estimate_llc(
     plan = _chain_plan(model, x, y, loss_fn, config, names, device, vectorize)
     reset_peak(device)
 
-    start = None
-    step_size = config.step_size
-    calibration = CalibrationResult(ran=False, chosen_step_size=step_size or math.nan,
-                                    summary="step size given: no calibration", warmup_step_size=step_size or math.nan)
-    if step_size is None:
-        calibration = calibrate(
-            model, x, y, loss_fn, config, params=names, nbeta=nbeta, init_loss=init_loss,
-            explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass,
-            deadline=began + CALIBRATION_TIME_SHARE * config.max_seconds if config.adaptive else None)
-        step_size = calibration.chosen_step_size
-        start, calibration.states = calibration.states, None  # the result stays plain data
+    key = snapshots_lib.fingerprint(config, num_parameters, n, init_loss)
+    resumed = snapshots_lib.resumable(snapshots, key)
+    if resumed is not None:  # an interrupted run of this estimate: continue from its snapshot
+        began = time.perf_counter() - resumed["elapsed"]
+        calibration = snapshots_lib.calibration_from(resumed["calibration"])
+        step_size, warm, retries = resumed["step_size"], resumed["warm"], resumed["retries"]
+        start = None if resumed["start"] is None else resumed["start"].to(device)
+    else:
+        start = None
+        step_size = config.step_size
+        calibration = CalibrationResult(ran=False, chosen_step_size=step_size or math.nan,
+                                        summary="step size given: no calibration",
+                                        warmup_step_size=step_size or math.nan)
+        if step_size is None:
+            calibration = calibrate(
+                model, x, y, loss_fn, config, params=names, nbeta=nbeta, init_loss=init_loss,
+                explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass,
+                deadline=began + CALIBRATION_TIME_SHARE * config.max_seconds if config.adaptive else None)
+            step_size = calibration.chosen_step_size
+            start, calibration.states = calibration.states, None  # the result stays plain data
+        # With calibration, a warm-up stage at the larger warm-up step comes first; its
+        # well-relaxed statistics then refine the step for the main run (calibration.refine).
+        warm = warmup_steps(config) if calibration.ran else 0
+        retries = 0
+    saver = snapshots_lib.Saver(snapshots, key, began)
+    if resumed is None:
+        saver.attempt(calibration, step_size, start, warm, retries)
+    else:
+        saver.calibration, saver.state = calibration, {k: resumed[k] for k in (
+            "step_size", "start", "warm", "retries", "warmup", "main")}
 
     sampler = _Sampler(model, x, y, loss_fn, config, nbeta, init_loss, progress,
                        dict(chains=config.chains, localization=config.localization, nbeta=nbeta,
                             batch_size=config.batch_size, weight_decay=config.weight_decay, params=names,
-                            explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass), began)
-    # With calibration, a warm-up stage at the larger warm-up step comes first; its well-relaxed
-    # statistics then refine the step for the main run (calibration.refine).
-    warm = warmup_steps(config) if calibration.ran else 0
+                            explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass), began,
+                       saver, resumed, device)
     deadline = began + config.max_seconds
-    retries = 0
     while True:
         try:
             trace, burnin, stopping, step_size = sampler.run(step_size, start, warm, calibration, deadline)
@@ -424,6 +447,8 @@ def estimate_llc(
                 f"restarted from w* at step size {smaller:.3g}.")
             step_size, start, warm = smaller, None, 0
             calibration.chosen_step_size = step_size
+            sampler.resumed = None
+            saver.attempt(calibration, step_size, start, warm, retries)
     losses = trace.losses.double()
     kept = losses[:, burnin :: config.thin]
     sampled = (nbeta * (kept.mean(dim=1) - init_loss)).tolist()
@@ -514,10 +539,13 @@ class _Sampler:
     stopping rule is met; one object per estimate, so the settings are threaded through once."""
 
     def __init__(self, model, x, y, loss_fn, config: SGLDConfig, nbeta: float, init_loss: float,
-                 progress, run: dict, began: float):
+                 progress, run: dict, began: float, saver: snapshots_lib.Saver,
+                 resumed: dict | None, device: torch.device):
         self.model, self.x, self.y, self.loss_fn = model, x, y, loss_fn
         self.config, self.nbeta, self.init_loss = config, nbeta, init_loss
         self.progress, self.kwargs, self.began = progress, run, began
+        # resumed: the snapshot this attempt continues from (its warm-up and main-run parts)
+        self.saver, self.resumed, self.device = saver, resumed, device
 
     def sgld(self, steps: int, step_size: float, seed: int, init, accept_every: int, on_check=None,
              deadline: float | None = None) -> SGLDTrace:
@@ -540,7 +568,11 @@ class _Sampler:
         config = self.config
         total = config.total_steps
         first = None
-        if warm:
+        warmed = (self.resumed or {}).get("warmup")
+        if warm and warmed is not None:  # resumed after the warm-up (refine already applied)
+            first = snapshots_lib.trace_from(warmed["trace"], self.device)
+            warm, step_size, start = first.losses.shape[1], warmed["step_size"], first.final
+        elif warm:
             def on_warm(done: int, losses: torch.Tensor) -> None:
                 self.report(done, total, losses[:, -1:], "warming up")
             # A run that chooses its length gives the warm-up at most WARMUP_TIME_SHARE of its time.
@@ -550,6 +582,7 @@ class _Sampler:
             warm = first.losses.shape[1]
             step_size = refine(calibration, first, self.nbeta, self.init_loss, calibration.warmup_step_size)
             start = first.final
+            self.saver.warmed(first, step_size)
         if config.adaptive:
             main, stopping, step_size, burnin = self._until_trusted(step_size, start, warm, deadline,
                                                                     tune=calibration.ran)
@@ -592,7 +625,21 @@ class _Sampler:
         losses = torch.empty(config.chains, 0, dtype=torch.float64)  # the main run's, on the CPU
         done, origin, checks, check, status = 0, 0, 0, None, "sampling"
         reason, retunes = "step_cap", []
+        main = (self.resumed or {}).get("main")
+        if main is not None:  # resumed between two chunks: as the run stood after the last one
+            parts = [snapshots_lib.trace_from(p, self.device) for p in main["parts"]]
+            losses = torch.cat([losses, *(p.losses.double() for p in parts)], dim=1)
+            done, start = losses.shape[1], parts[-1].final
+            step_size, origin, checks, status = main["step_size"], main["origin"], main["checks"], main["status"]
+            retunes = list(main["retunes"])
+            if main["checked"]:
+                check = assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin)
+        saved = len(parts)
         while True:
+            if len(parts) > saved:  # between chunks: a boundary a resumed run can start from
+                self.saver.main(parts, step_size=step_size, origin=origin, checks=checks, status=status,
+                                retunes=retunes, checked=check is not None)
+                saved = len(parts)
             seconds = sum(p.seconds for p in parts)
             rate = done / seconds if seconds > 0 else math.nan
             left = deadline - time.perf_counter()

@@ -22,6 +22,7 @@ from services.estimator import audit_spec
 from lambdascope.llc.audit import AuditResult, run_audit
 from lambdascope.llc import llc as llc_core
 from lambdascope.llc.llc import SamplerDivergedError
+from services.estimator.job_snapshots import JobSnapshots
 from services.estimator.loading import load_model
 
 
@@ -57,8 +58,12 @@ def run(ctx: worker.JobContext) -> worker.Result:
             x, y = artifacts.load_dataset(client.download_dataset(dataset.id, f"{scratch}/data"))
         except artifacts.ArtifactError as exc:
             raise worker.BadInput(f"cannot load the dataset: {exc}") from None
-        report_ids, last, results = [], None, []
+        reports: list[audit_pb2.AuditReport] = []
         for index, version in enumerate(versions):
+            earlier = _reported(client, version.id, ctx.job_id)
+            if earlier is not None:  # a retried worker: this version's report is in already
+                reports.append(earlier)
+                continue
             started = time.perf_counter()
             path = client.download_model_version(version.id, f"{scratch}/model-{index}")
             try:
@@ -76,9 +81,12 @@ def run(ctx: worker.JobContext) -> worker.Result:
                 metrics = {"llc": running_llc} if math.isfinite(running_llc) else {}
                 ctx.progress(done, total, metrics, status)
 
+            def snapshots(name: str, prefix=f"v{index}") -> JobSnapshots:
+                return JobSnapshots(client, f"{prefix}-{name}", settings.audit_snapshot_seconds)
+
             try:
                 result = run_audit(model, inputs, y, losses.LOSSES[loss_name], audit_settings,
-                                   device=device, progress=progress)
+                                   device=device, progress=progress, snapshots=snapshots)
             except SamplerDivergedError as exc:
                 raise worker.BadInput(str(exc)) from None
             except ValueError as exc:
@@ -87,25 +95,41 @@ def run(ctx: worker.JobContext) -> worker.Result:
             report.loss_description = losses.describe(loss_name, tuple(y.shape))
             report.timing.load_seconds = load_seconds
             report.timing.seconds = time.perf_counter() - started
-            report_ids.append(client.put_report(report).id)
-            last = result
-            results.append(result)
-    metrics = {"llc": last.llc.mean, "llc_std": last.llc.std, **service_metrics(results)}
-    return worker.Result(output_ids=report_ids, metrics=metrics, step=total, total=total,
-                         message=f"verdict: {last.verdict.state}")
+            reports.append(client.put_report(report))
+        _forget_snapshots(client)
+    last = reports[-1]
+    metrics = {"llc": last.llc.mean, "llc_std": last.llc.std, **service_metrics(reports)}
+    return worker.Result(output_ids=[r.id for r in reports], metrics=metrics, step=total,
+                         total=total, message=f"verdict: {VERDICT_NAMES[last.verdict.state]}")
 
 
-def service_metrics(results: list[AuditResult]) -> dict[str, float]:
+VERDICT_NAMES = {state: name for name, state in audit_spec.VERDICTS.items()}
+
+
+def _reported(client: Client, version_id: str, job_id: str) -> audit_pb2.AuditReport | None:
+    """The report this job already stored for the version (by an earlier attempt), if any:
+    a retried audit never stores a version's report twice."""
+    return next((r for r in client.list_reports(version_id) if r.job_id == job_id), None)
+
+
+def _forget_snapshots(client: Client) -> None:
+    try:
+        client.delete_job_state()
+    except grpc.RpcError:  # the registry's collector removes them once the job's key is revoked
+        pass
+
+
+def service_metrics(reports: list[audit_pb2.AuditReport]) -> dict[str, float]:
     """What the estimator exports to Prometheus (lambdascope.metrics.AuditMetrics): reports by
     verdict, and the sampler's chain-steps per second over all versions' sampling time."""
-    out = {f"verdict_{v}": float(sum(r.verdict.state == v for r in results))
-           for v in audit_spec.VERDICTS}
-    timed = [r.llc for r in results
-             if math.isfinite(r.llc.chain_steps_per_second) and r.llc.sampling_seconds > 0]
-    seconds = sum(llc.sampling_seconds for llc in timed)
+    out = {f"verdict_{v}": float(sum(r.verdict.state == state for r in reports))
+           for v, state in audit_spec.VERDICTS.items()}
+    timed = [r.timing for r in reports
+             if math.isfinite(r.timing.chain_steps_per_second) and r.timing.sampling_seconds > 0]
+    seconds = sum(t.sampling_seconds for t in timed)
     if seconds > 0:
         out["chain_steps_per_second"] = sum(
-            llc.chain_steps_per_second * llc.sampling_seconds for llc in timed) / seconds
+            t.chain_steps_per_second * t.sampling_seconds for t in timed) / seconds
     return out
 
 

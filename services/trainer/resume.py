@@ -5,10 +5,8 @@ It is kept by the registry as the job's own files (Registry.PutJobState, readabl
 credential alone; stored under `jobstate/<team>/<job id>/`), so it outlives a worker pod's disk
 and the worker needs no storage credentials:
 
-- `state.safetensors`: the last checkpoint's `TrainState`. Tensors (weights, optimizer buffers,
-  noise, generator state) are safetensors entries; everything else (step, optimizer
-  hyper-parameters, ...) is JSON in the file's metadata, with tensors referenced by name. No
-  pickle: the file is read back with safetensors and json only.
+- `state.safetensors`: the last checkpoint's `TrainState` (lambdascope.tensorfile: tensors as
+  safetensors entries, the rest as JSON in its metadata; no pickle).
 - `job.json`: facts fixed at the job's start (the registered training-data id).
 
 Each file is replaced whole (verified against its sha256, then renamed into place or PUT in
@@ -20,17 +18,13 @@ from __future__ import annotations
 import json
 import pathlib
 import tempfile
-from typing import Any
 
-import torch
-from safetensors.torch import load_file, save_file
-
+from lambdascope import tensorfile
 from lambdascope.client import Client
 from services.trainer.training import TrainState
 
 STATE_FILE = "state.safetensors"
 JOB_FILE = "job.json"
-_TENSOR = "__tensor__"
 
 
 class ResumeStore:
@@ -77,54 +71,15 @@ class ResumeStore:
 
 
 def write_state(path: pathlib.Path, state: TrainState, versions: list[str]) -> None:
-    tensors: dict[str, torch.Tensor] = {}
-    skeleton = {
+    tensorfile.write(path, {
         "step": state.step, "epoch": state.epoch, "batch": state.batch, "versions": versions,
-        "module": _flatten(state.module, "module", tensors),
-        "optimizer": _flatten(state.optimizer, "optimizer", tensors),
-        "noise": None if state.noise is None else _flatten(state.noise, "noise", tensors),
-        "epoch_generator": _flatten(state.epoch_generator, "epoch_generator", tensors),
-    }
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path),
-              metadata={"state": json.dumps(skeleton)})
+        "module": state.module, "optimizer": state.optimizer, "noise": state.noise,
+        "epoch_generator": state.epoch_generator})
 
 
 def read_state(path: pathlib.Path) -> tuple[TrainState, list[str]]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        skeleton = json.loads(f.metadata()["state"])
-    tensors = load_file(str(path))
-    state = TrainState(
-        step=skeleton["step"], epoch=skeleton["epoch"], batch=skeleton["batch"],
-        module=_unflatten(skeleton["module"], tensors),
-        optimizer=_unflatten(skeleton["optimizer"], tensors),
-        noise=None if skeleton["noise"] is None else _unflatten(skeleton["noise"], tensors),
-        epoch_generator=_unflatten(skeleton["epoch_generator"], tensors))
-    return state, list(skeleton["versions"])
-
-
-def _flatten(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """JSON skeleton of nested dicts/lists with each tensor moved into `tensors` under a name.
-    Dict keys become strings; integer keys (optimizer state) are marked so they come back."""
-    if isinstance(value, torch.Tensor):
-        tensors[name] = value.detach().cpu()
-        return {_TENSOR: name}
-    if isinstance(value, dict):
-        return {"__dict__": [[k, _flatten(v, f"{name}.{k}", tensors)] for k, v in value.items()]}
-    if isinstance(value, (list, tuple)):
-        return [_flatten(v, f"{name}.{i}", tensors) for i, v in enumerate(value)]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"cannot store a {type(value).__name__} in the resume state ({name})")
-
-
-def _unflatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(value, dict):
-        if _TENSOR in value:
-            return tensors[value[_TENSOR]]
-        return {k: _unflatten(v, tensors) for k, v in value["__dict__"]}
-    if isinstance(value, list):
-        return [_unflatten(v, tensors) for v in value]
-    return value
-
+    saved = tensorfile.read(path)
+    state = TrainState(step=saved["step"], epoch=saved["epoch"], batch=saved["batch"],
+                       module=saved["module"], optimizer=saved["optimizer"], noise=saved["noise"],
+                       epoch_generator=saved["epoch_generator"])
+    return state, list(saved["versions"])
