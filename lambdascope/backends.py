@@ -154,6 +154,7 @@ class LocalBackend(Backend):
         # the worker's only key is the job's credential.
         env = {k: v for k, v in os.environ.items() if k not in WITHHELD_FROM_WORKERS}
         env.update(config.to_env(self.settings))
+        env["LAMBDASCOPE_PARENT_PID"] = str(os.getpid())  # the worker dies with this service
         env.pop(JOB_ENV, None)  # the job comes on stdin
         proc = subprocess.Popen(
             [sys.executable, "-m", self.worker_module], stdin=subprocess.PIPE,

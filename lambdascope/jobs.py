@@ -286,7 +286,7 @@ class JobManager:
             return
         self._mark_running(State.JOB_STATE_INTERRUPTED,
                            f"the {self.kind} service shut down while this job ran; " + (
-                               "it continues from its last checkpoint when the service starts"
+                               "it continues from its last saved state when the service starts"
                                if self.resumable else "start it again with a new request id"))
 
     # -- internals -----------------------------------------------------------------------
@@ -310,7 +310,7 @@ class JobManager:
                     jobs_table.c.id.not_in(adopted)).values(
                     state=State.JOB_STATE_QUEUED, finished_at=None,
                     message=f"the {self.kind} service restarted; this job continues from "
-                            "its last checkpoint"))
+                            "its last saved state"))
         else:
             self._mark_running(State.JOB_STATE_INTERRUPTED,
                                f"the {self.kind} service stopped while this job ran; "
@@ -534,7 +534,7 @@ class JobManager:
             log.info("job ended", extra={"job_id": job_id, "attempts": attempts, **outcome.detail})
             return True
         delay = min(MAX_RETRY_SECONDS, self.settings.retry_backoff_seconds * 2 ** (attempts - 1))
-        resume = "from its last checkpoint" if self.resumable else "from the start"
+        resume = "from its last saved state" if self.resumable else "from the start"
         self._update(job_id, state=State.JOB_STATE_QUEUED, message=(
             f"attempt {attempts} failed: {outcome.message}; retrying {resume} in {delay:.0f} s "
             f"(attempt {attempts + 1} of {self.settings.job_backoff_limit + 1})"))

@@ -86,8 +86,29 @@ def read_job(environ: dict[str, str] | None = None, stdin: IO[str] | None = None
     return job
 
 
+def _die_with_parent() -> None:
+    """A local worker ends with the service that started it (LAMBDASCOPE_PARENT_PID): a service
+    killed with SIGKILL must not leave a worker running on, which would race the one its
+    restarted self starts for the same job. Linux's parent-death signal; a Kubernetes Job's
+    worker has no parent service and skips this."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(parent):  # the service died before the signal was armed
+        os._exit(EXIT_INFRASTRUCTURE)
+
+
+PARENT_ENV = "LAMBDASCOPE_PARENT_PID"
+PR_SET_PDEATHSIG = 1
+
+
 def main(service: str, run: Callable[[JobContext], Result]) -> None:
     """Entry point of a service's worker module: read the job, run it, report, exit."""
+    _die_with_parent()
     settings = config.load(service)
     logs.configure(f"{service}-worker", settings.log_level)
     # Keep the protocol channel for ourselves; stray prints from libraries go to stderr.

@@ -15,9 +15,11 @@ def start(settings: config.Settings) -> server.RunningServer:
                          "LAMBDASCOPE_REGISTRY_ADDRESS")
     metrics = ServerMetrics()
     engine = db.engine(settings.database)
+    # Resumable: an audit continues from its last snapshot (lambdascope.llc.snapshots) when the
+    # estimator is restarted, as training continues from its last checkpoint.
     jobs = JobManager(kind="audit", engine=engine,
                       worker_module="services.estimator.worker", settings=settings,
-                      metrics=AuditMetrics(metrics))
+                      resumable=True, metrics=AuditMetrics(metrics))
     # Calls to the registry carry the key of the caller being served; the service has none.
     registry = Client(registry=settings.registry_address, forward_caller=True,
                       tls=tls.of_service(settings))
