@@ -116,6 +116,9 @@ class Settings:
     # A second port serving only grpc.health.v1, in plaintext, for probes that cannot speak TLS
     # (the kubelet's gRPC probes); -1: none (health is served on the main port, as every service).
     health_port: int = -1
+    # Seconds between checks of the service's database (and the registry's object store); health
+    # is NOT_SERVING while one does not answer (lambdascope.readiness). 0: checked at start only.
+    health_interval_seconds: float = 5.0
     # An audit's worker saves its progress (the registry keeps it for the job) at most this
     # often; a retried worker continues from the last save. 0: at every stage boundary.
     audit_snapshot_seconds: float = 30.0

@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import ProcessCollector, start_http_server
 
-from lambdascope import __version__, audit_log, auth, errors, tls
+from lambdascope import __version__, audit_log, auth, errors, readiness, tls
 from lambdascope.config import Settings
 from lambdascope.metrics import Observation, ServerMetrics, rpc_type, split_method
 from lambdascope.v1 import platform_pb2, platform_pb2_grpc
@@ -206,6 +206,10 @@ def _fail(exc: Exception, context: grpc.ServicerContext, service: str, method: s
     elif context.code() not in (None, grpc.StatusCode.OK):
         # context.abort() was called by the servicer: keep its status.
         return context.code()
+    elif (outage := _outage(exc)) is not None:  # a dependency is down: the call may be retried
+        code, message = grpc.StatusCode.UNAVAILABLE, outage
+        log.warning("rpc failed: dependency unavailable",
+                    extra={"rpc": f"{service}/{method}", "reason": message})
     else:
         incident = uuid.uuid4().hex[:12]
         log.exception("rpc failed", extra={"rpc": f"{service}/{method}", "incident": incident})
@@ -215,6 +219,24 @@ def _fail(exc: Exception, context: grpc.ServicerContext, service: str, method: s
     except Exception:  # noqa: BLE001 - abort always raises; the status is now set
         pass
     return code
+
+
+def _outage(exc: Exception) -> str | None:
+    """What to tell a caller when `exc` means a dependency did not answer (the object store, or
+    the database's connection), else None."""
+    import sqlalchemy as sa
+
+    from lambdascope.storage.objects import ObjectStoreError
+
+    cause = exc
+    while cause is not None:
+        if isinstance(cause, ObjectStoreError):
+            return f"the object store is unavailable ({cause}); nothing was stored: retry later"
+        if isinstance(cause, (sa.exc.OperationalError, sa.exc.InterfaceError)) or (
+                isinstance(cause, sa.exc.DBAPIError) and cause.connection_invalidated):
+            return "the database is unavailable; nothing was changed: retry later"
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _behavior(handler: grpc.RpcMethodHandler) -> Callable:
@@ -264,6 +286,7 @@ class RunningServer:
     _on_shutdown: Callable[[], None] | None
     _http: Any = None
     _probe_server: grpc.Server | None = None
+    _watch: readiness.Watch | None = None
     _stopped: threading.Event = dataclasses.field(default_factory=threading.Event)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -271,6 +294,8 @@ class RunningServer:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self._watch is not None:
+            self._watch.stop()
         self.health.enter_graceful_shutdown()
         if self._on_shutdown is not None:
             self._on_shutdown()
@@ -287,10 +312,13 @@ class RunningServer:
 def start(settings: Settings, bindings: list[ServiceBinding], authenticator: auth.Authenticator,
           *, on_shutdown: Callable[[], None] | None = None, max_workers: int = 64,
           metrics: ServerMetrics | None = None,
-          trail: audit_log.AuditLog | None = None) -> RunningServer:
+          trail: audit_log.AuditLog | None = None,
+          dependencies: dict[str, readiness.Probe] | None = None) -> RunningServer:
     """Start a server hosting `bindings` plus health, reflection and Platform, every call but
     health and reflection checked by `authenticator`, writes and denied calls recorded in
-    `trail` (every service passes one).
+    `trail` (every service passes one). `dependencies`: probes of what the service cannot work
+    without (its database, object store); its health is NOT_SERVING while one fails
+    (lambdascope.readiness).
 
     metrics: the server's metrics, when the service registered its own (jobs, storage) in
     them before starting; a fresh registry otherwise. /metrics serves its registry."""
@@ -335,14 +363,14 @@ def start(settings: Settings, bindings: list[ServiceBinding], authenticator: aut
         http, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
         metrics_address = f"{settings.host}:{http.server_port}"
     server.start()
-    for name in ["", *[b.name for b in bindings]]:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    watch = readiness.Watch(health_servicer, ["", *[b.name for b in bindings]], dependencies or {},
+                         settings.health_interval_seconds).start()
     address = f"{settings.host}:{port}"
     log.info("serving", extra={"address": address, "metrics": metrics_address,
                                "tls": "off" if credentials is None else
                                "mutual" if settings.tls_client_ca else "on"})
     return RunningServer(server, address, metrics_address, metrics, health_servicer, on_shutdown,
-                         http, probe_server)
+                         http, probe_server, watch)
 
 
 def serve_forever(running: RunningServer, settings: Settings) -> None:

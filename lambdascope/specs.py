@@ -36,9 +36,12 @@ def load(path: str | pathlib.Path, message: M) -> M:
         data = yaml.safe_load(text) if str(path).endswith((".yaml", ".yml")) else json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not valid YAML/JSON: {exc}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ValueError(f"{path}: a spec is a mapping of {message.DESCRIPTOR.name} fields "
+                         f"(name: value), not a {type(data).__name__}")
     try:
         return json_format.ParseDict(_full_enum_names(data or {}, message.DESCRIPTOR, ""), message)
-    except (json_format.ParseError, ValueError) as exc:
+    except (json_format.ParseError, ValueError, TypeError) as exc:
         raise ValueError(f"{path}: {exc}") from None
 
 

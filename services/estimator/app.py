@@ -1,7 +1,7 @@
 """Wire the estimator together from settings: job manager, registry client, server."""
 from __future__ import annotations
 
-from lambdascope import audit_log, auth, config, logs, server, tls
+from lambdascope import audit_log, auth, config, logs, readiness, server, tls
 from lambdascope.client import Client
 from lambdascope.jobs import JobManager
 from lambdascope.metrics import AuditMetrics, ServerMetrics
@@ -28,7 +28,8 @@ def start(settings: config.Settings) -> server.RunningServer:
     return server.start(settings, [binding(jobs, registry, settings.max_chain_steps)], authenticator,
                         on_shutdown=jobs.shutdown, metrics=metrics,
                         trail=audit_log.AuditLog(engine, "estimator",
-                                                 retention_days=settings.audit_retention_days))
+                                                 retention_days=settings.audit_retention_days),
+                        dependencies={"database": readiness.database(engine)})
 
 
 def main(argv: list[str] | None = None) -> None:

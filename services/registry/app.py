@@ -1,7 +1,7 @@
 """Wire the registry together from settings: SQL store, object store, collector, server."""
 from __future__ import annotations
 
-from lambdascope import audit_log, auth, config, logs, quotas, server
+from lambdascope import audit_log, auth, config, logs, quotas, readiness, server
 from lambdascope.metrics import RegistryMetrics, ServerMetrics
 from lambdascope.storage.objects import open_store
 from services.registry import gc, identity_servicer
@@ -33,7 +33,9 @@ def start(settings: config.Settings) -> server.RunningServer:
         identity_servicer.binding(identities)],
         identities.authenticate, on_shutdown=schedule.stop, metrics=metrics,
         trail=audit_log.AuditLog(store.engine, "registry", table=audit_events,
-                                 retention_days=settings.audit_retention_days))
+                                 retention_days=settings.audit_retention_days),
+        dependencies={"database": readiness.database(store.engine),
+                      "object store": lambda: objects.exists("health/probe")})
 
 
 def main(argv: list[str] | None = None) -> None:

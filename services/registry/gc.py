@@ -68,9 +68,13 @@ def _remove(store: RegistryStore, objects: ObjectStore, sha: str,
     else:
         if not store.claim_for_removal(sha, **rules):
             return
-        info = objects.stat(key)
-        if info is not None:
-            objects.delete(key)
+        try:
+            info = objects.stat(key)
+            if info is not None:
+                objects.delete(key)
+        except BaseException:  # the object store did not answer: try again next time
+            store.unclaim(sha)
+            raise
         store.forget_object(sha)
     if info is not None:  # a row whose bytes never arrived (a dead upload) frees nothing
         out.objects_removed += 1

@@ -5,6 +5,7 @@ Alias moves also record who moved them (the key's id).
 """
 from __future__ import annotations
 
+import logging
 import pathlib
 import re
 
@@ -14,6 +15,7 @@ from lambdascope.v1 import audit_pb2, models_pb2, registry_pb2, registry_pb2_grp
 from services.registry import gc, job_state, uploads
 from services.registry.store import RegistryStore
 
+log = logging.getLogger("lambdascope.registry")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,99}$")
 VERSION_LIKE = re.compile(r"^(v|version)?[0-9]+$", re.IGNORECASE)
@@ -358,15 +360,24 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
 
     def _release(self, sha256: str) -> None:
         """An upload ended without a record: unpin its content and remove it if nothing else
-        uses it (bytes streamed for an upload that then failed its checks)."""
+        uses it (bytes streamed for an upload that then failed its checks). A removal that
+        fails is left to the collector: the upload's own error is what the caller hears."""
         self.store.unpin_object(sha256)
-        self._free(sha256)
+        try:
+            self._free(sha256)
+        except Exception:  # noqa: BLE001
+            log.warning("could not remove the bytes of a failed upload; the collector will",
+                        extra={"sha256": sha256}, exc_info=True)
 
     def _free(self, sha256: str) -> bool:
         """Remove content once nothing references it (the record that did is gone)."""
         if not self.store.claim_for_removal(sha256):
             return False
-        self.objects.delete(content_key(sha256))
+        try:
+            self.objects.delete(content_key(sha256))
+        except BaseException:
+            self.store.unclaim(sha256)
+            raise
         self.store.forget_object(sha256)
         return True
 

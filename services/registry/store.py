@@ -277,6 +277,14 @@ class RegistryStore:
                          .values(state="deleting", pins=0, updated_at=now))
             return True
 
+    def unclaim(self, sha256: str) -> None:
+        """Removing claimed content failed (the object store did not answer): it is present
+        again, so uploads of the same bytes need not wait; the collector tries again later."""
+        with self.engine.begin() as conn:
+            conn.execute(objects.update().where(objects.c.sha256 == sha256,
+                                                objects.c.state == "deleting")
+                         .values(state="present", updated_at=time.time()))
+
     def forget_object(self, sha256: str) -> None:
         """The bytes of content claimed for removal are gone."""
         with self.engine.begin() as conn:

@@ -63,7 +63,7 @@ WORKER_LABELS = {"app.kubernetes.io/name": "lambdascope", "app.kubernetes.io/com
                  "app.kubernetes.io/part-of": "lambdascope"}
 # What `requirements.txt` lists for tests or code generation only; everything else is runtime.
 NOT_IN_IMAGES = {"pytest", "pytest-timeout", "moto", "kubernetes-validate", "grpcio-tools",
-                 "cryptography"}
+                 "cryptography", "hypothesis"}
 
 
 # -- rendering ------------------------------------------------------------------------------
@@ -229,8 +229,10 @@ def test_every_service_probes_grpc_health_on_its_grpc_port(docs):
             assert set(handler) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}, \
                 f"{name}: {probe} must be a gRPC health check"
             assert handler["grpc"]["port"] == probe_port, f"{name}: {probe} on another port"
-            assert handler["grpc"].get("service", "") == "", \
-                f"{name}: the servers report health for the empty service name"
+            # readiness and startup follow the dependencies (the empty name); liveness does not
+            wanted = "liveness" if probe == "livenessProbe" else ""
+            assert handler["grpc"].get("service", "") == wanted, \
+                f"{name}: {probe} must ask for the service name {wanted!r}"
         service = _named(docs, "Service", name)
         by_name = {p["name"]: p for p in service["spec"]["ports"]}
         assert set(by_name) == {"grpc", "metrics"}
