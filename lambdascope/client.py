@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import pathlib
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -490,8 +491,39 @@ class Client:
         return self._pages(self.jobs_stub(kind).ListJobs, jobs_pb2.ListJobsRequest(page_size=page_size, state=state),
                            "jobs")
 
-    def watch(self, job_id: str) -> Iterator[jobs_pb2.JobEvent]:
-        return self.jobs_stub(job_id).WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id))
+    def watch(self, job_id: str, *, reconnect_for: float = 300.0) -> Iterator[jobs_pb2.JobEvent]:
+        """The job's events until it ends. A stream cut by its service going away (a restart,
+        a crash, a network hiccup) is opened again with backoff, for up to `reconnect_for`
+        seconds without a connection, and goes on from the job's state then; so does one that
+        ended with the job INTERRUPTED (its service stopped: the job continues when it starts
+        again). An event repeated across a reconnect is not yielded twice."""
+        last, waiting_since, delay = None, None, 0.2
+        while True:
+            try:
+                for event in self.jobs_stub(job_id).WatchJob(
+                        jobs_pb2.WatchJobRequest(job_id=job_id)):
+                    if event.state != jobs_pb2.JOB_STATE_INTERRUPTED:
+                        waiting_since, delay = None, 0.2
+                    seen = (event.state, event.step, event.message)
+                    if seen != last:
+                        last = seen
+                        yield event
+                if last is not None and last[0] != jobs_pb2.JOB_STATE_INTERRUPTED:
+                    return
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                failure: grpc.RpcError | None = exc
+            else:
+                failure = None
+            now = time.monotonic()
+            waiting_since = waiting_since if waiting_since is not None else now
+            if now - waiting_since > reconnect_for:
+                if failure is not None:
+                    raise failure
+                return  # still INTERRUPTED: its service has not come back
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)
 
     def wait(self, job_id: str, on_event: Callable[[jobs_pb2.JobEvent], None] | None = None
              ) -> jobs_pb2.Job:

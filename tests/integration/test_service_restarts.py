@@ -4,6 +4,7 @@ the new one, and nothing is registered twice."""
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import pytest
@@ -50,6 +51,11 @@ def test_the_estimator_killed_mid_audit_resumes_it_after_its_restart(tmp_path, f
         dataset = client.upload_dataset(data_path, "d")
         whole = client.wait(client.start_audit(version.id, dataset.id, audit_config()).id)
         job = client.start_audit(version.id, dataset.id, audit_config())
+        # A watcher started before the kill follows the job through the restart (the SDK
+        # reconnects) to its end.
+        seen: list = []
+        watcher = threading.Thread(target=lambda: seen.extend(client.watch(job.id)), daemon=True)
+        watcher.start()
         wait_for(lambda: client.get_job(job.id).step > 0 and worker_pids(data_dir, "services.estimator.worker"),
                  "the audit never ran")
         time.sleep(1.0)  # into the main run
@@ -60,6 +66,8 @@ def test_the_estimator_killed_mid_audit_resumes_it_after_its_restart(tmp_path, f
         done = client.wait(job.id)
         assert done.state == jobs_pb2.JOB_STATE_SUCCEEDED, done.message
         assert len(done.output_ids) == 1
+        watcher.join(60)
+        assert not watcher.is_alive() and seen[-1].state == jobs_pb2.JOB_STATE_SUCCEEDED, seen[-3:]
         ours, theirs = client.get_report(done.output_ids[0]), client.get_report(whole.output_ids[0])
         assert ours.llc.mean == pytest.approx(theirs.llc.mean, rel=1e-9)
         assert [r.job_id for r in client.list_reports(version.id)].count(job.id) == 1
