@@ -37,10 +37,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 class LocalPlatform:
     def __init__(self, data_dir: str | os.PathLike, host: str = "127.0.0.1",
                  extra_env: dict[str, str] | None = None,
-                 services: tuple[str, ...] = SERVICES):
+                 services: tuple[str, ...] = SERVICES,
+                 service_env: dict[str, dict[str, str]] | None = None):
+        """extra_env: variables of every service; service_env: of one service (its own
+        database URL, say), over those."""
         self.data_dir = pathlib.Path(data_dir).expanduser().resolve()
         self.host = host
         self.extra_env = extra_env or {}
+        self.service_env = service_env or {}
         self.services = services
         self.endpoints: dict[str, str] = {}
         self.metrics: dict[str, str] = {}
@@ -84,7 +88,8 @@ class LocalPlatform:
         return code
 
     def _spawn(self, name: str) -> None:
-        env = {**os.environ, **self.extra_env, "LAMBDASCOPE_DATA_DIR": str(self.data_dir),
+        env = {**os.environ, **self.extra_env, **self.service_env.get(name, {}),
+               "LAMBDASCOPE_DATA_DIR": str(self.data_dir),
                "LAMBDASCOPE_HOST": self.host}
         env.update({f"LAMBDASCOPE_{n.upper()}_ADDRESS": a for n, a in self.endpoints.items()})
         env.pop("LAMBDASCOPE_API_KEY", None)  # services act for their callers, never as the user
