@@ -106,8 +106,8 @@ def artifacts(out: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, list[pathl
     weights = []
     for i in range(8):
         path = out / f"weights-{i}.safetensors"
-        save_file({"0.weight": torch.randn(16, 64), "0.bias": torch.randn(16),
-                   "2.weight": torch.randn(10, 16), "2.bias": torch.randn(10)}, str(path))
+        save_file({"layers.0.weight": torch.randn(16, 64), "layers.0.bias": torch.randn(16),
+                   "layers.1.weight": torch.randn(10, 16), "layers.1.bias": torch.randn(10)}, str(path))
         weights.append(path)
     return data, program, weights
 
@@ -235,7 +235,8 @@ def sample_memory(platform: LocalPlatform, run: Run, stop: threading.Event) -> N
                 text = pathlib.Path(f"/proc/{proc.pid}/status").read_text()
             except OSError:
                 continue
-            rss = next(int(line.split()[1]) * 1024 for line in text.splitlines() if line.startswith("VmRSS:"))
+            rss = next((int(line.split()[1]) * 1024 for line in text.splitlines()
+                        if line.startswith("VmRSS:")), 0)  # none: the process is exiting
             run.peak_rss[name] = max(run.peak_rss[name], rss)
 
 
@@ -271,15 +272,15 @@ def check(platform: LocalPlatform, key: str, run: Run, finals: dict, registry_db
     out["failed without a reason"] = sum(1 for j in failed if not j.message)
     out["lost"] = sum(1 for j in finals.values() if j is None) + len(set(kinds) - set(finals))
     out["stuck"] = sum(1 for j in finals.values() if j and j.state not in TERMINAL)
-    engine = sa.create_engine(registry_db)
+    engine = sa.create_engine(registry_db, pool_pre_ping=True)
     with engine.connect() as conn:
         by_step = conn.exec_driver_sql(
             "SELECT job_id, count(*) FROM model_versions WHERE job_id != '' GROUP BY job_id").all()
         reports = conn.exec_driver_sql(
             "SELECT proto FROM reports").scalars().all()
-        uploads = conn.exec_driver_sql(
-            "SELECT model_name, count(*) FROM model_versions WHERE model_name LIKE '%/up-%' "
-            "GROUP BY model_name").all()
+        uploads = conn.execute(sa.text(
+            "SELECT model_name, count(*) FROM model_versions WHERE model_name LIKE :uploaded "
+            "GROUP BY model_name"), {"uploaded": "%/up-%"}).all()
         referenced = set(conn.exec_driver_sql(
             "SELECT sha256 FROM model_versions UNION SELECT sha256 FROM datasets").scalars())
     engine.dispose()
@@ -319,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--per-client", type=int, default=3)
     args = parser.parse_args(argv)
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's access log
     run = Run()
     with contextlib.ExitStack() as stack:
         urls = {s: stack.enter_context(postgres_database()) for s in SERVICES}

@@ -62,6 +62,8 @@ jobs_table = sa.Table(
 # and one team's ids say nothing about another's.
 _REQUEST_SEP = "/"
 MAX_RETRY_SECONDS = 60.0
+# How often queued jobs are checked for one no runner holds (after a database outage).
+RECONCILE_SECONDS = 10.0
 # A job's credential outlives any job (the longest queue, the active deadline, retries); it is
 # revoked as soon as the job ends.
 CREDENTIAL_SECONDS = 7 * 24 * 3600
@@ -135,11 +137,14 @@ class JobManager:
         # written, so no deferred job is forgotten.
         self._gate = threading.Lock()
         self._deferred: dict[str, collections.deque[str]] = {}
+        self._handed: set[str] = set()  # jobs a pool runner holds (queued in the pool or running)
+        self._reconciling = threading.Event()
         self._pool = futures.ThreadPoolExecutor(max(1, settings.max_concurrent_jobs),
                                                 thread_name_prefix=f"{kind}-job")
         if metrics is not None:
             metrics.track(self._table_counts)
         self._recover()
+        threading.Thread(target=self._reconcile_loop, name=f"{kind}-reconcile", daemon=True).start()
 
     # -- the API the servicers call -------------------------------------------------------
 
@@ -273,6 +278,7 @@ class JobManager:
         """Stop workers; their jobs become INTERRUPTED (kept, not lost); queued ones stay queued.
         With a backend whose workers outlive the service (Kubernetes), the workers keep running
         and their jobs stay RUNNING: the next service adopts them."""
+        self._reconciling.set()
         with self._lock:
             self._closing = True
             executions = list(self._executions.values())
@@ -370,7 +376,48 @@ class JobManager:
             log.exception("metrics hook failed", extra={"hook": hook})
 
     def _submit(self, job_id: str) -> None:
+        with self._lock:
+            if self._closing or job_id in self._handed:
+                return
+            self._handed.add(job_id)
         self._pool.submit(self._guarded, job_id, self._run, job_id)
+
+    def _reconcile_loop(self) -> None:
+        while not self._reconciling.wait(RECONCILE_SECONDS):
+            try:
+                self._reconcile()
+            except Exception:  # noqa: BLE001 - the database may be down: next round
+                log.warning("could not reconcile the job table; trying again", exc_info=True)
+
+    def _reconcile(self) -> None:
+        """Jobs no runner holds, after a database outage met their runner: a RUNNING one is
+        queued again (resumable) or failed; a queued one is handed to the pool again, so none
+        waits forever. The runner's own checks make this idempotent."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(jobs_table.c.id, jobs_table.c.state).where(
+                jobs_table.c.state.in_([State.JOB_STATE_QUEUED, State.JOB_STATE_RUNNING]),
+                jobs_table.c.kind == self.kind).order_by(jobs_table.c.created_at)).all()
+        with self._lock:
+            held = set(self._executions) | set(self._handed)
+        for job_id in [r.id for r in rows if r.state == State.JOB_STATE_RUNNING and r.id not in held]:
+            log.warning("a running job lost its runner", extra={"job_id": job_id})
+            if self.resumable:
+                self._update(job_id, state=State.JOB_STATE_QUEUED, message=(
+                    "its runner was lost to a database outage; it continues from its last "
+                    "saved state"))
+            else:
+                self._update(job_id, state=State.JOB_STATE_FAILED, finished_at=time.time(),
+                             message="its runner was lost to a database outage; start it again")
+        queued = [r.id for r in rows if r.state == State.JOB_STATE_QUEUED] + [
+            r.id for r in rows if r.state == State.JOB_STATE_RUNNING and r.id not in held and self.resumable]
+        with self._lock:
+            waiting = set(self._timers) | set(self._handed)
+        with self._gate:
+            waiting |= {j for jobs in self._deferred.values() for j in jobs}
+        for job_id in queued:
+            if job_id not in waiting:
+                log.info("queued job handed to a runner again", extra={"job_id": job_id})
+                self._submit(job_id)
 
     def _update(self, job_id: str, **values: object) -> jobs_pb2.Job:
         if "metrics" in values:
@@ -446,9 +493,15 @@ class JobManager:
             self._observe("count_exception", exc)
             with self._lock:
                 self._executions.pop(job_id, None)
-            self._update(job_id, state=State.JOB_STATE_FAILED, finished_at=time.time(),
-                         message="internal error while running the job (see the service log)")
-            self._wake(self._row(job_id).team)  # (extra wakes are harmless: _run checks again)
+            try:
+                self._update(job_id, state=State.JOB_STATE_FAILED, finished_at=time.time(),
+                             message="internal error while running the job (see the service log)")
+                self._wake(self._row(job_id).team)  # (extra wakes are harmless: _run checks again)
+            except Exception:  # noqa: BLE001 - the database is down: the job stays as it was
+                log.exception("could not record the runner's failure", extra={"job_id": job_id})
+        finally:
+            with self._lock:
+                self._handed.discard(job_id)
 
     def _run(self, job_id: str) -> None:
         with self._lock:

@@ -25,7 +25,8 @@ BACKENDS = ("sqlite-local", "postgres-s3")
 def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database on the machine's server; its URL."""
     name = f"lambdascope_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+    # pre-ping: the server may have restarted since (bench/chaos.py restarts it)
+    admin = sa.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
