@@ -263,7 +263,8 @@ def follow(platform: LocalPlatform, key: str, run: Run, timeout: float) -> dict[
 
 
 def check(platform: LocalPlatform, key: str, run: Run, finals: dict, registry_db: str) -> dict:
-    out: dict = {"faults injected": len(run.faults), "operations refused": len(run.refused)}
+    out: dict = {"faults injected": len(run.faults), "uploads accepted": len(run.uploads),
+                 "operations refused": len(run.refused)}
     kinds = run.jobs
     out["jobs submitted"] = len(kinds)
     out["succeeded"] = sum(1 for j in finals.values() if j and j.state == jobs_pb2.JOB_STATE_SUCCEEDED)
