@@ -522,3 +522,70 @@ def test_a_large_upload_is_streamed_and_committed_whole(backend, client, tmp_pat
     assert f"sha256/{version.sha256[:2]}/{version.sha256}" in backend.content_keys()
     back = client.download_model_version(version.id, tmp_path / "back.safetensors")
     assert file_digest(back) == file_digest(path)
+
+
+def test_database_connections_dropped_mid_upload_commit_whole_or_answer_unavailable(
+        backend, client, tmp_path):
+    """PostgreSQL drops every connection (as a restart does) again and again while uploads run:
+    each upload either commits whole (its record readable, its bytes the ones sent) or answers
+    UNAVAILABLE and leaves nothing visible; once the collector ran, no stored bytes lack a
+    record."""
+    if backend.kind != "postgres-s3":
+        pytest.skip("dropping database connections is a PostgreSQL fault")
+    import threading
+
+    import sqlalchemy as sa
+
+    from registry_backend import POSTGRES_ADMIN
+
+    database = backend.env["LAMBDASCOPE_DATABASE_URL"].rsplit("/", 1)[1]
+    admin = sa.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    stop = threading.Event()
+    dropped = []
+
+    def drop_connections() -> None:
+        while not stop.wait(0.05):
+            with admin.connect() as conn:
+                dropped.append(conn.execute(sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": database}).scalar())
+
+    files = []
+    for i in range(6):
+        path = tmp_path / f"data-{i}.safetensors"
+        save_file({"x": torch.randn(20_000, 64, generator=torch.Generator().manual_seed(i)),
+                   "y": torch.randn(20_000, 1)}, str(path))
+        files.append((path, unique(f"dropped-{i}")))
+    outcomes = []
+    dropper = threading.Thread(target=drop_connections, daemon=True)
+    dropper.start()
+    try:
+        for path, name in files:
+            try:
+                outcomes.append((path, name, client.upload_dataset(path, name)))
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE, (exc.code(), exc.details())
+                outcomes.append((path, name, None))
+    finally:
+        stop.set()
+        dropper.join(10)
+    assert sum(dropped) > 0, "no connection was dropped: the fault never happened"
+    for path, name, dataset in outcomes:
+        found = list(client.list_datasets(name))
+        if dataset is None:
+            assert found == [], name  # refused: nothing visible
+        else:
+            assert [d.id for d in found] == [dataset.id]
+            assert dataset.sha256 == file_digest(path)[0]
+            got = client.download_dataset(dataset.id, tmp_path / f"{name}.back")
+            assert file_digest(got)[0] == dataset.sha256
+    time.sleep(2.5)  # older than the staging TTL: pins of refused uploads no longer protect
+    client.collect_garbage()
+    engine = sa.create_engine(backend.env["LAMBDASCOPE_DATABASE_URL"])
+    with engine.connect() as conn:
+        referenced = set(conn.execute(sa.text(
+            "SELECT sha256 FROM model_versions UNION SELECT sha256 FROM datasets")).scalars())
+    engine.dispose()
+    admin.dispose()
+    stored = {key.rsplit("/", 1)[1] for key in backend.content_keys()}
+    assert stored <= referenced, stored - referenced
