@@ -240,7 +240,7 @@ class Client:
             task_outputs=task_outputs, lineage=lineage, metadata=metadata or {},
             tags=tags or {}, sha256=sha, size_bytes=size)
         messages = _upload_stream(path, registry_pb2.UploadModelVersionRequest, header)
-        return self.registry.UploadModelVersion(messages, timeout=None)
+        return self.registry.UploadModelVersion(messages, timeout=self._transfer_seconds(size))
 
     def find_model_version(self, path: str | os.PathLike, model_name: str, *, format: int | None = None,
                            architecture: models_pb2.Architecture | None = None,
@@ -279,7 +279,8 @@ class Client:
         sha, size = file_digest(path)
         header = registry_pb2.JobStateHeader(name=name, sha256=sha, size_bytes=size)
         return self.registry.PutJobState(
-            _upload_stream(path, registry_pb2.PutJobStateRequest, header), timeout=None)
+            _upload_stream(path, registry_pb2.PutJobStateRequest, header),
+            timeout=self._transfer_seconds(size))
 
     def get_job_state(self, name: str, dest: str | os.PathLike) -> pathlib.Path | None:
         """Write the running job's file `name` to `dest`; None when the job has none."""
@@ -319,7 +320,7 @@ class Client:
         header = registry_pb2.DatasetUploadHeader(name=name, metadata=metadata or {},
                                                   tags=tags or {}, sha256=sha, size_bytes=size)
         messages = _upload_stream(path, registry_pb2.UploadDatasetRequest, header)
-        return self.registry.UploadDataset(messages, timeout=None)
+        return self.registry.UploadDataset(messages, timeout=self._transfer_seconds(size))
 
     def download_model_version(self, version_id: str, dest: str | os.PathLike, *,
                                via: str = "auto") -> pathlib.Path:
@@ -422,13 +423,18 @@ class Client:
         return self.registry.DeleteModelVersion(registry_pb2.DeleteModelVersionRequest(
             version_id=version), timeout=self.timeout).artifact_freed
 
+    def _transfer_seconds(self, size: int) -> float:
+        """The deadline of a transfer of `size` bytes: the client's timeout plus a second per
+        MiB (one that slows below 1 MiB/s is given up rather than left hanging)."""
+        return self.timeout + size / float(1 << 20)
+
     def delete_dataset(self, dataset_id: str) -> bool:
         return self.registry.DeleteDataset(registry_pb2.DeleteDatasetRequest(
             dataset_id=dataset_id), timeout=self.timeout).artifact_freed
 
     def collect_garbage(self, dry_run: bool = False) -> registry_pb2.CollectGarbageResponse:
         return self.registry.CollectGarbage(registry_pb2.CollectGarbageRequest(dry_run=dry_run),
-                                            timeout=None)
+                                            timeout=max(self.timeout, 3600.0))
 
     def get_dataset(self, dataset_id: str) -> registry_pb2.Dataset:
         return self.registry.GetDataset(registry_pb2.GetDatasetRequest(dataset_id=dataset_id),
