@@ -156,7 +156,9 @@ class _Interceptor(grpc.ServerInterceptor):
                     for response in serve_stream(request, context, call):
                         obs.sent()
                         yield response
-                    code = context.code() or grpc.StatusCode.OK
+                    # a stream the handler ended because its client left was cancelled
+                    code = context.code() or (grpc.StatusCode.OK if context.is_active()
+                                              else grpc.StatusCode.CANCELLED)
                 except Exception as exc:  # noqa: BLE001 - every failure is answered
                     metrics.count_exception(exc, method)
                     code = _fail(exc, context, service, method)

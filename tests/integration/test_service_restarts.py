@@ -113,3 +113,31 @@ def test_the_registry_killed_mid_audit_leaves_no_job_running_without_a_worker(tm
         assert running == []
 
 
+
+
+def test_a_watch_the_client_cancels_ends_on_the_server(tmp_path, files):
+    """The server honours a client's cancellation: the Watch stream's handler ends (counted as
+    CANCELLED) instead of following the job for nobody."""
+    import urllib.request
+
+    model_path, data_path = files
+    with LocalPlatform((tmp_path / "data").resolve(), extra_env=ENV) as platform, \
+            platform.client() as client:
+        version = client.upload_model(model_path, "m")
+        dataset = client.upload_dataset(data_path, "d")
+        config = audit_config()
+        config.sampler.draws, config.sampler.step_size = 1_000_000, 1e-4  # long enough
+        job = client.start_audit(version.id, dataset.id, config)
+        stream = client.jobs_stub(job.id).WatchJob(jobs_pb2.WatchJobRequest(job_id=job.id))
+        next(stream)  # the stream is open: the server follows the job for us
+        stream.cancel()
+
+        def cancelled() -> float:
+            text = urllib.request.urlopen(f"http://{platform.metrics['estimator']}/metrics",
+                                          timeout=10).read().decode()
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("grpc_server_handled_total{") and 'grpc_method="WatchJob"' in line
+                       and 'grpc_code="CANCELLED"' in line)
+        wait_for(lambda: cancelled() >= 1, "the server kept serving a cancelled Watch", 30)
+        assert client.get_job(job.id).state == jobs_pb2.JOB_STATE_RUNNING  # the job itself goes on
+        client.cancel_job(job.id)
