@@ -125,10 +125,34 @@ def test_a_full_queue_refuses_new_jobs_with_resource_exhausted(tmp_path, regress
             raise AssertionError("a third job was accepted beyond the queue's bound")
         assert client.get_job(waiting.id).state == jobs_pb2.JOB_STATE_QUEUED
         client.cancel_job(waiting.id)
-        client.cancel_job(running.id)
         # Room again: a new start is accepted.
         again = client.start_audit(version.id, dataset.id, config)
-        assert client.cancel_job(again.id).state == jobs_pb2.JOB_STATE_CANCELLED
+        # ... and the SDK's own retry of a refused start succeeds once room frees up while it
+        # retries: the queue is full again, a start is refused once (counted by the server),
+        # the waiting job is cancelled, and the start's next attempt is accepted.
+        import threading
+        import urllib.request
+
+        def refusals() -> float:
+            text = urllib.request.urlopen(f"http://{platform.metrics['estimator']}/metrics",
+                                          timeout=10).read().decode()
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("grpc_server_handled_total{")
+                       and 'grpc_method="StartAudit"' in line and 'grpc_code="RESOURCE_EXHAUSTED"' in line)
+
+        before, result = refusals(), {}
+        starter = threading.Thread(target=lambda: result.update(
+            job=client.start_audit(version.id, dataset.id, config)), daemon=True)
+        starter.start()
+        deadline = time.monotonic() + 30
+        while refusals() <= before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert refusals() > before, "the start was never refused"
+        client.cancel_job(again.id)  # room in the queue
+        starter.join(30)
+        assert "job" in result, "the SDK's retry did not get the start accepted"
+        client.cancel_job(result["job"].id)
+        client.cancel_job(running.id)
 
 
 def test_a_killed_audit_resumes_from_its_snapshot_to_the_same_estimate(tmp_path, regression_files):
