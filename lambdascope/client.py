@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import pathlib
+import random
 import time
 import urllib.request
 import uuid
@@ -615,7 +616,14 @@ def _write_checked(data: Iterator[bytes], expected: Callable[[], tuple[str, int]
 
 class _Credentials(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
                    grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
-    """Adds the metadata `credentials()` gives (`authorization: Bearer <key>`) to every call."""
+    """Adds the metadata `credentials()` gives (`authorization: Bearer <key>`) to every call,
+    and keeps retrying a unary call its service did not answer (UNAVAILABLE: restarting, or its
+    database or object store down) until the call's deadline, with jittered backoff, after the
+    channel's own retry policy (a few quick attempts) gave up. Calls that would not be safe to
+    repeat (minting keys) are not retried this way; starts carry request ids, so they are.
+    Describe (finding the platform) fails fast: a wrong address should be said at once."""
+
+    NOT_RETRIED = {"CreateKey", "IssueJobCredential", "Describe"}
 
     def __init__(self, credentials: Callable[[], list[tuple[str, str]]]):
         self.credentials = credentials
@@ -624,7 +632,20 @@ class _Credentials(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInter
         return details._replace(metadata=[*(details.metadata or ()), *self.credentials()])
 
     def intercept_unary_unary(self, continuation, details, request):
-        return continuation(self._details(details), request)
+        details = self._details(details)
+        if details.timeout is None or details.method.rsplit("/", 1)[-1] in self.NOT_RETRIED:
+            return continuation(details, request)
+        deadline, delay = time.monotonic() + details.timeout, 0.5
+        while True:
+            outcome = continuation(details._replace(timeout=max(0.001, deadline - time.monotonic())),
+                                   request)
+            if outcome.code() != grpc.StatusCode.UNAVAILABLE:
+                return outcome
+            pause = delay * (0.5 + random.random())
+            if time.monotonic() + pause >= deadline:
+                return outcome
+            time.sleep(pause)
+            delay = min(2 * delay, 5.0)
 
     def intercept_unary_stream(self, continuation, details, request):
         return continuation(self._details(details), request)

@@ -21,7 +21,7 @@ def start(settings: config.Settings) -> server.RunningServer:
                       worker_module="services.estimator.worker", settings=settings,
                       resumable=True, metrics=AuditMetrics(metrics))
     # Calls to the registry carry the key of the caller being served; the service has none.
-    registry = Client(registry=settings.registry_address, forward_caller=True,
+    registry = Client(registry=settings.registry_address, forward_caller=True, timeout=15,
                       tls=tls.of_service(settings))
     authenticator = auth.RemoteAuthenticator(tls.channel(settings.registry_address,
                                                          tls.of_service(settings)))

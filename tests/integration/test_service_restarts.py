@@ -101,8 +101,17 @@ def test_the_registry_killed_mid_audit_leaves_no_job_running_without_a_worker(tm
         job = client.start_audit(version.id, dataset.id, audit_config())
         wait_for(lambda: client.get_job(job.id).step > 0, "the audit never ran")
         kill(platform, "registry")
-        time.sleep(2.0)  # the worker's snapshots and the final report cannot reach it meanwhile
+        # A read made while the registry is down is answered once it is back (the SDK retries
+        # UNAVAILABLE until the call's deadline), not refused.
+        answer: dict = {}
+        reader = threading.Thread(target=lambda: answer.update(
+            version=client.get_model_version(version.id)), daemon=True)
+        reader.start()
+        time.sleep(4.0)  # the worker's snapshots and the final report cannot reach it meanwhile
+        assert reader.is_alive(), "the read gave up while the registry was down"
         platform.restart("registry")
+        reader.join(60)
+        assert answer.get("version") is not None and answer["version"].id == version.id
         done = client.wait(job.id)
         assert done.state in TERMINAL, done
         assert done.state == jobs_pb2.JOB_STATE_SUCCEEDED or done.message, done
