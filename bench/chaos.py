@@ -43,36 +43,18 @@ for _p in (str(ROOT), str(ROOT / "tests")):
 import grpc  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 import torch  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from lambdascope import auth  # noqa: E402
 from lambdascope.local import LocalPlatform  # noqa: E402
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2, trainer_pb2  # noqa: E402
+import regression_data  # noqa: E402
+from platform_probes import worker_pids  # noqa: E402
 from registry_backend import postgres_database  # noqa: E402
-from s3server import _wait_until_answering  # noqa: E402
+from s3server import RestartableS3  # noqa: E402
 
 TERMINAL = {jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED}
 SERVICES = ("registry", "trainer", "estimator")
-
-
-class S3:
-    """moto's server in this process; stop() and start() keep its port and objects."""
-
-    def __init__(self) -> None:
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.server.start()
-        host, self.port = self.server.get_host_and_port()
-        self.endpoint = f"{host}:{self.port}"
-        _wait_until_answering(f"http://{self.endpoint}/", 10)
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def start(self) -> None:
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
-        _wait_until_answering(f"http://{self.endpoint}/", 10)
 
 
 class Run:
@@ -89,20 +71,7 @@ class Run:
 
 def artifacts(out: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, list[pathlib.Path]]:
     """A regression dataset, an exported MLP trained on it, and small weight files to upload."""
-    torch.manual_seed(0)
-    x = torch.randn(512, 3)
-    y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.1 * torch.randn(512, 1)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(800):
-        opt.zero_grad()
-        torch.nn.functional.mse_loss(model(x), y).backward()
-        opt.step()
-    data, program = out / "data.safetensors", out / "model.pt2"
-    save_file({"x": x, "y": y}, str(data))
-    batch = torch.export.Dim("batch")
-    torch.export.save(torch.export.export(model, (x[:2].clone(),), dynamic_shapes=({0: batch},)),
-                      program)
+    program, data = regression_data.write(out, steps=800)
     weights = []
     for i in range(8):
         path = out / f"weights-{i}.safetensors"
@@ -168,21 +137,6 @@ def client_thread(index: int, per_client: int, platform: LocalPlatform, key: str
                         run.jobs[job.id] = "train"
 
 
-def worker_pids(data_dir: pathlib.Path) -> list[int]:
-    found = []
-    for entry in pathlib.Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if b".worker" in cmdline and f"LAMBDASCOPE_DATA_DIR={data_dir}".encode() in environ:
-            found.append(int(entry.name))
-    return found
-
-
 def kill_service(platform: LocalPlatform, name: str, down: float) -> None:
     proc = platform.procs[name]
     proc.send_signal(signal.SIGKILL)
@@ -191,7 +145,7 @@ def kill_service(platform: LocalPlatform, name: str, down: float) -> None:
     platform.restart(name)
 
 
-def faults(platform: LocalPlatform, s3: S3, run: Run, started: float) -> None:
+def faults(platform: LocalPlatform, s3: RestartableS3, run: Run, started: float) -> None:
     """The fault script, at fixed times from the start of the load."""
     def at(seconds: float) -> None:
         time.sleep(max(0.0, started + seconds - time.monotonic()))
@@ -204,7 +158,8 @@ def faults(platform: LocalPlatform, s3: S3, run: Run, started: float) -> None:
     note("kill -9 estimator (restarted after 1 s)")
     kill_service(platform, "estimator", 1.0)
     at(20)
-    pids = worker_pids(platform.data_dir)
+    pids = [pid for module in ("services.estimator.worker", "services.trainer.worker")
+            for pid in worker_pids(platform.data_dir, module)]
     if pids:
         victim = random.Random(0).choice(pids)
         os.kill(victim, signal.SIGKILL)
@@ -327,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run()
     with contextlib.ExitStack() as stack:
         urls = {s: stack.enter_context(postgres_database()) for s in SERVICES}
-        s3 = S3()
+        s3 = RestartableS3()
         stack.callback(s3.stop)
         tmp = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chaos-")))
         data, program, weights = artifacts(tmp)

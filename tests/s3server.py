@@ -29,6 +29,26 @@ def MotoS3(timeout: float = 10.0) -> Iterator[str]:  # noqa: N802 (reads as a cl
         server.stop()
 
 
+class RestartableS3:
+    """moto's S3 server, stopped and started again on the same port: its state lives in this
+    process, so the buckets and objects outlive an outage, as a real S3's would."""
+
+    def __init__(self) -> None:
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, self.port = self.server.get_host_and_port()
+        self.endpoint = f"{host}:{self.port}"
+        _wait_until_answering(f"http://{self.endpoint}/", 10)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def start(self) -> None:
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        _wait_until_answering(f"http://{self.endpoint}/", 10)
+
+
 def _wait_until_answering(url: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:

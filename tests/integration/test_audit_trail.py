@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import urllib.request
 
 import grpc
 import pytest
 
 from lambdascope import auth
 from lambdascope.local import LocalPlatform
-from lambdascope.v1 import access_pb2, audit_pb2, models_pb2, registry_pb2
+from lambdascope.v1 import access_pb2, audit_pb2, models_pb2
 from tests.integration.test_team_isolation import SERVICES, _all_methods
+from tests.platform_probes import total
 
 SAMPLER = audit_pb2.SamplerConfig(chains=2, draws=40, burnin=20, step_size=1e-4,
                                   localization=100.0, seed=1)
@@ -85,14 +85,10 @@ def test_writes_and_denials_are_recorded_on_every_service(world):
         assert {e.team for e in admin.audit_events(team="team-b")} == {"team-b"}
         assert all(e.reason for e in admin.audit_events(denied_only=True))
 
-    denied = {}
-    for service, address in platform.metrics.items():
-        for line in urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read().decode().splitlines():
-            if line.startswith("lambdascope_denied_calls_total{"):
-                reason = line.split('reason="')[1].split('"')[0]
-                denied[(service, reason)] = denied.get((service, reason), 0) + float(line.rsplit(" ", 1)[1])
-    assert denied[("registry", "role")] >= 1 and denied[("registry", "other_team")] >= 1
-    assert denied[("estimator", "bad_key")] >= 1
+    def denied(service: str, reason: str) -> float:
+        return total(platform.metrics[service], "lambdascope_denied_calls_total", reason=reason)
+    assert denied("registry", "role") >= 1 and denied("registry", "other_team") >= 1
+    assert denied("estimator", "bad_key") >= 1
 
 
 def test_every_writing_rpc_is_marked_and_writer_rpcs_all_write():

@@ -10,32 +10,11 @@ import uuid
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from moto.server import ThreadedMotoServer
 
 from lambdascope.local import LocalPlatform
 from lambdascope.v1 import jobs_pb2, registry_pb2
 from tests.integration.test_training_flow import digits_spec
-from tests.s3server import _wait_until_answering
-
-
-class RestartableS3:
-    """moto's S3 server, stopped and started again on the same port (its state lives in this
-    process, so the bucket and objects survive the outage, as a real S3's would)."""
-
-    def __init__(self) -> None:
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self.server.start()
-        host, self.port = self.server.get_host_and_port()
-        self.endpoint = f"{host}:{self.port}"
-        _wait_until_answering(f"http://{self.endpoint}/", 10)
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def start(self) -> None:
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
-        _wait_until_answering(f"http://{self.endpoint}/", 10)
+from tests.s3server import RestartableS3
 
 
 @pytest.fixture

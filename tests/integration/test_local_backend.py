@@ -11,27 +11,11 @@ import time
 import pytest
 
 from lambdascope.local import LocalPlatform
+from tests.platform_probes import total, worker_pids
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2
 
 TERMINAL = {jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED,
             jobs_pb2.JOB_STATE_CANCELLED, jobs_pb2.JOB_STATE_INTERRUPTED}
-
-
-def worker_pids(data_dir: pathlib.Path, module: str) -> list[int]:
-    """Worker processes of the platform whose data lives in `data_dir` (read from /proc)."""
-    found = []
-    for entry in pathlib.Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if module.encode() in cmdline and \
-                f"LAMBDASCOPE_DATA_DIR={data_dir}".encode() in environ:
-            found.append(int(entry.name))
-    return found
 
 
 def _kill_running_worker(client, job_id: str, data_dir: pathlib.Path, attempt: int) -> None:
@@ -131,14 +115,10 @@ def test_a_full_queue_refuses_new_jobs_with_resource_exhausted(tmp_path, regress
         # retries: the queue is full again, a start is refused once (counted by the server),
         # the waiting job is cancelled, and the start's next attempt is accepted.
         import threading
-        import urllib.request
 
         def refusals() -> float:
-            text = urllib.request.urlopen(f"http://{platform.metrics['estimator']}/metrics",
-                                          timeout=10).read().decode()
-            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                       if line.startswith("grpc_server_handled_total{")
-                       and 'grpc_method="StartAudit"' in line and 'grpc_code="RESOURCE_EXHAUSTED"' in line)
+            return total(platform.metrics["estimator"], "grpc_server_handled_total",
+                         grpc_method="StartAudit", grpc_code="RESOURCE_EXHAUSTED")
 
         before, result = refusals(), {}
         starter = threading.Thread(target=lambda: result.update(

@@ -1,22 +1,11 @@
 """Each service's /metrics counts the gRPC calls made to it, by type, method and code."""
 from __future__ import annotations
 
-import urllib.request
-
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from lambdascope.v1 import jobs_pb2, platform_pb2, platform_pb2_grpc, registry_pb2
-
-
-def scrape(address: str) -> dict[tuple[str, frozenset], float]:
-    text = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return samples
+from tests.platform_probes import scrape
 
 
 def delta(before, after, name, **labels) -> float:

@@ -14,6 +14,7 @@ from lambdascope import auth
 from lambdascope.local import LocalPlatform
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2
 from tests.integration.test_team_isolation import snapshot
+from tests.platform_probes import total
 
 LONG = audit_pb2.AuditConfig(loss=models_pb2.LOSS_KIND_MSE, sampler=audit_pb2.SamplerConfig(
     chains=1, draws=1_000_000, burnin=10, step_size=1e-4, localization=100.0, seed=1))
@@ -83,13 +84,8 @@ def test_a_team_at_its_job_limits_waits_or_is_refused_while_another_team_starts(
 
 def refusals(platform: LocalPlatform, method: str) -> float:
     """RESOURCE_EXHAUSTED answers the estimator counted for `method`."""
-    import urllib.request
-
-    text = urllib.request.urlopen(f"http://{platform.metrics['estimator']}/metrics",
-                                  timeout=10).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("grpc_server_handled_total{") and f'grpc_method="{method}"' in line
-               and 'grpc_code="RESOURCE_EXHAUSTED"' in line)
+    return total(platform.metrics["estimator"], "grpc_server_handled_total", grpc_method=method,
+                 grpc_code="RESOURCE_EXHAUSTED")
 
 
 def test_uploads_past_a_teams_stored_bytes_are_refused_and_keep_nothing(world):

@@ -11,7 +11,7 @@ import pytest
 
 from lambdascope.local import LocalPlatform
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2
-from tests.integration.test_local_backend import worker_pids
+from tests.platform_probes import total, worker_pids
 from tests.integration.test_training_flow import digits_spec
 
 TERMINAL = {jobs_pb2.JOB_STATE_SUCCEEDED, jobs_pb2.JOB_STATE_FAILED, jobs_pb2.JOB_STATE_CANCELLED}
@@ -127,8 +127,6 @@ def test_the_registry_killed_mid_audit_leaves_no_job_running_without_a_worker(tm
 def test_a_watch_the_client_cancels_ends_on_the_server(tmp_path, files):
     """The server honours a client's cancellation: the Watch stream's handler ends (counted as
     CANCELLED) instead of following the job for nobody."""
-    import urllib.request
-
     model_path, data_path = files
     with LocalPlatform((tmp_path / "data").resolve(), extra_env=ENV) as platform, \
             platform.client() as client:
@@ -142,11 +140,8 @@ def test_a_watch_the_client_cancels_ends_on_the_server(tmp_path, files):
         stream.cancel()
 
         def cancelled() -> float:
-            text = urllib.request.urlopen(f"http://{platform.metrics['estimator']}/metrics",
-                                          timeout=10).read().decode()
-            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                       if line.startswith("grpc_server_handled_total{") and 'grpc_method="WatchJob"' in line
-                       and 'grpc_code="CANCELLED"' in line)
+            return total(platform.metrics["estimator"], "grpc_server_handled_total",
+                         grpc_method="WatchJob", grpc_code="CANCELLED")
         wait_for(lambda: cancelled() >= 1, "the server kept serving a cancelled Watch", 30)
         assert client.get_job(job.id).state == jobs_pb2.JOB_STATE_RUNNING  # the job itself goes on
         client.cancel_job(job.id)
