@@ -62,8 +62,8 @@ class Settings:
     admin_key: str = ""
     # Seconds in-flight calls get to finish on SIGTERM.
     grace_seconds: float = 5.0
-    # Torch threads per worker process; 0 shares the cores among the concurrent jobs. On small
-    # machines more threads than cores/jobs made training 10-20x slower under load.
+    # Torch threads per worker process; 0 shares the machine's cores among the workers running
+    # now, resized as they start and end (lambdascope.cpu_share).
     worker_threads: int = 0
     # Largest chains x (burnin + draws) an audit may ask for.
     max_chain_steps: int = 10_000_000
@@ -132,12 +132,6 @@ class Settings:
     @property
     def objects_dir(self) -> pathlib.Path:
         return pathlib.Path(self.object_store) if self.object_store else self.data_dir / "objects"
-
-    @property
-    def threads_per_worker(self) -> int:
-        if self.worker_threads > 0:
-            return self.worker_threads
-        return max(1, (os.cpu_count() or 1) // max(1, self.max_concurrent_jobs))
 
     @property
     def endpoints(self) -> dict[str, str]:

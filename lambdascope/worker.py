@@ -22,7 +22,7 @@ from typing import IO
 
 from google.protobuf import json_format
 
-from lambdascope import config, logs
+from lambdascope import config, cpu_share, logs
 from lambdascope.config import Settings
 from lambdascope.v1 import jobs_pb2
 
@@ -47,12 +47,16 @@ class JobContext:
     _out: IO[str]
     # The job's credential (lambdascope.auth): the registry sees the worker as the job's team.
     api_key: str = ""
+    # This worker's share of the machine's cores, resized as other workers start and end.
+    cores: cpu_share.Share | None = None
     _last_emit: float = 0.0
 
     def progress(self, step: int, total: int, metrics: dict[str, float] | None = None,
                  message: str = "", *, force: bool = False) -> None:
         """Report progress; calls closer than 0.2 s apart are dropped, except the last step's
-        and forced ones."""
+        and forced ones. Also where the worker's thread count follows its share of the cores."""
+        if self.cores is not None:
+            _set_threads(self.cores.threads())
         now = time.monotonic()
         if not force and step != total and now - self._last_emit < 0.2:
             return
@@ -102,6 +106,13 @@ def _die_with_parent() -> None:
         os._exit(EXIT_INFRASTRUCTURE)
 
 
+def _set_threads(threads: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 PARENT_ENV = "LAMBDASCOPE_PARENT_PID"
 PR_SET_PDEATHSIG = 1
 
@@ -115,12 +126,11 @@ def main(service: str, run: Callable[[JobContext], Result]) -> None:
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     sys.stdout = sys.stderr
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(EXIT_INFRASTRUCTURE))
-    import torch
-
-    torch.set_num_threads(settings.threads_per_worker)
+    cores = cpu_share.Share(settings.worker_threads)
+    _set_threads(cores.join())
     job = read_job()
     ctx = JobContext(job["job_id"], job["kind"], job["spec_json"], settings, out,
-                     api_key=job.get("api_key", ""))
+                     api_key=job.get("api_key", ""), cores=cores)
     final = jobs_pb2.JobEvent(job_id=ctx.job_id)
     try:
         result = run(ctx)
