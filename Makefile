@@ -28,6 +28,7 @@ run: venv
 	$(PY) -m lambdascope.demo
 
 test: venv
+	scripts/ensure_chromium.sh
 	$(PY) -m pytest
 
 clean:

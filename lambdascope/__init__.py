@@ -11,7 +11,8 @@ __version__ = "0.1.0"
 
 _SDK = {"audit": "lambdascope.sdk", "AuditResult": "lambdascope.sdk", "AuditFailed": "lambdascope.sdk",
         "Estimate": "lambdascope.sdk", "result_of": "lambdascope.sdk", "estimate_llc": "lambdascope.sdk",
-        "LocalResult": "lambdascope.sdk", "Client": "lambdascope.client"}
+        "LocalResult": "lambdascope.sdk", "report": "lambdascope.sdk", "trajectory": "lambdascope.sdk",
+        "Trajectory": "lambdascope.sdk", "Client": "lambdascope.client"}
 
 
 def __getattr__(name: str):

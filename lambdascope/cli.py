@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import pathlib
 import signal
@@ -20,6 +19,7 @@ from lambdascope import cli_admin, discovery, fit, inspection, specs, tls
 from lambdascope.client import Client, PlatformNotFound
 from lambdascope.local import LocalPlatform
 from lambdascope.progress import ProgressBar
+from lambdascope.reports import views
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2, registry_pb2, trainer_pb2
 
 # Every loss the API accepts, by the short name specs also take (cross_entropy = LOSS_KIND_CROSS_ENTROPY).
@@ -169,13 +169,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
         body = specs.to_dict(reports[0]) if len(reports) == 1 else {
             "trajectory": [{"model_version_id": r.model_version_id, "step": r.step,
                             "llc_mean": r.llc.mean, "llc_std": r.llc.std,
-                            "verdict": _verdict(r), "at_minimum": not r.verdict.not_at_minimum}
+                            "verdict": views.verdict(r), "at_minimum": not r.verdict.not_at_minimum}
                            for r in reports],
             "stages": [{"start_step": st.start, "end_step": st.end, "llc": st.llc, "loss": st.loss,
-                        "llc_change": st.llc_change, "label": st.label} for st in _stages(reports)],
+                        "llc_change": st.llc_change, "label": st.label} for st in views.stages(reports)],
             "reports": [specs.to_dict(r) for r in reports]}
         pathlib.Path(args.json).write_text(json.dumps(body, indent=2))
         _note(f"report written to {args.json}")
+    if args.html:
+        from lambdascope.reports import html
+
+        _write_page(args, (html.audit_page(reports[0]) if len(reports) == 1 else html.trajectory_page(reports)).encode())
     return 3 if _failed(reports) else 0
 
 
@@ -394,7 +398,7 @@ def cmd_reports(args: argparse.Namespace) -> int:
         print("report\tcreated\tmodel version\tstep\tLLC\tverdict\tseconds")
         for r in client.list_reports(args.version or ""):
             print(f"{r.id}\t{_when(r.created_at)}\t{r.model_version_id}\t{r.step}\t"
-                  f"{r.llc.mean:.3f} ± {r.llc.std:.3f}\t{_verdict(r)}\t{r.timing.seconds:.1f}")
+                  f"{r.llc.mean:.3f} ± {r.llc.std:.3f}\t{views.verdict(r)}\t{r.timing.seconds:.1f}")
     return 0
 
 
@@ -410,55 +414,56 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Audits side by side; each against the first: the difference, its interval and p-value,
     and warnings where the settings differ so the numbers are not comparable."""
-    from lambdascope.llc.compare import compare_chains
-
+    if len(args.report_ids) < 2:
+        raise ValueError("compare needs at least two audit reports")
     with _client(args) as client:
         reports = [client.get_report(r) for r in args.report_ids]
     print("report\tmodel version\tLLC\tverdict\tchains\tnβ\tstep\tγ\tdataset")
     for r in reports:
         s = r.config.sampler
-        print(f"{r.id}\t{r.model_version_id}\t{r.llc.mean:.3f} ± {r.llc.std:.3f}\t{_verdict(r)}\t"
+        print(f"{r.id}\t{r.model_version_id}\t{r.llc.mean:.3f} ± {r.llc.std:.3f}\t{views.verdict(r)}\t"
               f"{len(r.llc.per_chain)}\t{s.nbeta:.4g}\t{s.step_size:.3g}\t{s.localization:g}\t{r.dataset_id}")
-    base = reports[0]
-    for r in reports[1:]:
-        if len(base.llc.per_chain) < 2 or len(r.llc.per_chain) < 2:
-            print(f"{r.id} vs {base.id}: cannot judge against the noise (fewer than two chains)")
-            continue
-        d = compare_chains(base.llc.per_chain, r.llc.per_chain)
-        verdict = "larger than the estimator's noise" if d.significant else "within the estimator's noise"
-        print(f"{r.id} vs {base.id}: ΔLLC {d.difference:+.3f} (95% interval {d.low:+.3f} … {d.high:+.3f}), "
-              f"permutation p = {d.p_value:.3f} (smallest possible {d.smallest_p:.3f}): {verdict}")
-        for warning in _incomparable(base, r):
+    for comparison in views.compare(reports):
+        print(comparison.sentence)
+        for warning in comparison.warnings:
             print(f"  warning: {warning}")
+    if args.html:
+        from lambdascope.reports import html
+
+        _write_page(args, html.compare_page(reports).encode())
     return 0
 
 
-def _incomparable(a: audit_pb2.AuditReport, b: audit_pb2.AuditReport) -> list[str]:
-    """Settings that differ between two audits, each making their λ̂ less comparable."""
-    sa, sb = a.config.sampler, b.config.sampler
-    out = []
-    if a.dataset_id != b.dataset_id:
-        out.append(f"different data ({a.dataset_id}, {b.dataset_id}): λ̂ is a property of model and data together")
-    if a.config.loss != b.config.loss:
-        out.append("different losses")
-    if not math.isclose(sa.nbeta, sb.nbeta, rel_tol=1e-6):
-        out.append(f"different nβ ({sa.nbeta:.4g}, {sb.nbeta:.4g}): λ̂ depends on the temperature")
-    if not math.isclose(sa.localization, sb.localization, rel_tol=1e-6):
-        out.append(f"different localization γ ({sa.localization:g}, {sb.localization:g})")
-    if sa.step_size > 0 and sb.step_size > 0 and max(sa.step_size, sb.step_size) > 2 * min(sa.step_size, sb.step_size):
-        out.append(f"step sizes differ by more than 2x ({sa.step_size:.3g}, {sb.step_size:.3g}); each was "
-                   "calibrated for its model and its first-order bias removed, but not all of it")
-    if a.llc.bias_corrected != b.llc.bias_corrected:
-        out.append("one λ̂ has the step's predicted bias removed and the other not (--bias-correction)")
-    return out
+def _write_page(args: argparse.Namespace, page: bytes) -> None:
+    """Write an HTML page to --html, and open it in a browser with --open."""
+    path = pathlib.Path(args.html).expanduser()
+    path.write_bytes(page)
+    _note(f"HTML page written to {path}")
+    if getattr(args, "open", False):
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     with _client(args) as client:
         report = client.get_report(args.report_id)
+        page = b""
+        if args.html:
+            try:
+                page = client.get_report_page(report.id)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(specs.to_dict(report), indent=2))
     _print_report(report)
+    if args.html:
+        if not page:  # stored without one (an older estimator): rendered here from the report
+            from lambdascope.reports import html
+
+            page = html.audit_page(report).encode()
+        _write_page(args, page)
     return 0
 
 
@@ -535,10 +540,6 @@ def _after_interrupt(client: Client, job_id: str) -> str:
     return f"job {job_id} {_state(job.state)}"
 
 
-def _verdict(report: audit_pb2.AuditReport) -> str:
-    return audit_pb2.VerdictState.Name(report.verdict.state).removeprefix("VERDICT_STATE_").lower()
-
-
 def _print_report(report: audit_pb2.AuditReport) -> None:
     per_chain = ", ".join(f"{v:.2f}" for v in report.llc.per_chain)
     s, d = report.config.sampler, report.diagnostics
@@ -546,7 +547,7 @@ def _print_report(report: audit_pb2.AuditReport) -> None:
     if report.llc.bias_corrected:
         print(f"     less the step's predicted bias {d.predicted_bias:+.3g} (as sampled "
               f"{report.llc.uncorrected_mean:.3f}; --bias-correction off keeps it)")
-    print(f"verdict: {_verdict(report)}")
+    print(f"verdict: {views.verdict(report)}")
     for reason in report.verdict.reasons:
         print(f"  - {reason}")
     print(f"diagnostics: R-hat {d.rhat:.3f}, ESS {d.ess:.0f}, MCSE {100 * d.mcse_relative:.1f}%, "
@@ -592,26 +593,13 @@ def _print_trajectory(reports: list[audit_pb2.AuditReport]) -> None:
             print(f"{r.step:>8}  {'-':>9}  {'-':>7}  not at a minimum (λ̂ {r.llc.mean:.3g} not meaningful)  "
                   f"{r.model_version_id}")
         else:
-            print(f"{r.step:>8}  {r.llc.mean:9.3f}  {r.llc.std:7.3f}  {_verdict(r):<8}  {r.model_version_id}")
+            print(f"{r.step:>8}  {r.llc.mean:9.3f}  {r.llc.std:7.3f}  {views.verdict(r):<8}  {r.model_version_id}")
     early = sum(r.verdict.not_at_minimum for r in reports)
     if early:
         print(f"{early} of {len(reports)} checkpoints were not at a minimum of the loss (taken before training "
               "converged): their λ̂ is left out of the trajectory")
-    for st in _stages(reports):
+    for st in views.stages(reports):
         print(f"stage  steps {st.start}-{st.end}: {st.label} (λ̂ {st.llc_change:+.3g})")
-
-
-def _stages(reports: list[audit_pb2.AuditReport]) -> list:
-    """Developmental stages of the points at a minimum (lambdascope.llc.stages); none when the
-    versions carry no increasing training steps (e.g. uploaded by hand)."""
-    from lambdascope.llc.stages import detect_stages
-
-    points = [r for r in reports if not r.verdict.not_at_minimum]
-    steps = [r.step for r in points]
-    if len(points) < 3 or steps[0] <= 0 or any(b <= a for a, b in zip(steps, steps[1:])):
-        return []
-    stderr = [r.llc.std / max(1, len(r.llc.per_chain)) ** 0.5 for r in points]
-    return detect_stages(steps, [r.llc.mean for r in points], stderr, [r.init_loss for r in points])
 
 
 # -- arguments ----------------------------------------------------------------------------
@@ -677,6 +665,9 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--hessian", action="store_true", help="Hessian trace and top eigenvalue")
     audit.add_argument("--weight-stats", action="store_true", help="per-layer weight statistics")
     audit.add_argument("--json", metavar="OUT.json", help="write the full report as JSON")
+    audit.add_argument("--html", metavar="OUT.html", help="write the report's HTML page (LLC over training: the "
+                       "trajectory's page)")
+    audit.add_argument("--open", action="store_true", help="open the --html page in a browser")
 
     train = command("train", cmd_train, "train a model from a spec (YAML or JSON TrainSpec)")
     train.add_argument("spec")
@@ -728,9 +719,14 @@ def _parser() -> argparse.ArgumentParser:
     compare = command("compare", cmd_compare, "compare audits: differences beyond the estimator's noise, "
                       "and settings that make them incomparable")
     compare.add_argument("report_ids", nargs="+", metavar="REPORT_ID", help="two or more audit reports")
+    compare.add_argument("--html", metavar="OUT.html", help="also write the comparison as an HTML page")
+    compare.add_argument("--open", action="store_true", help="open the --html page in a browser")
     report = command("report", cmd_report, "print an audit report")
     report.add_argument("report_id")
     report.add_argument("--json", metavar="OUT.json")
+    report.add_argument("--html", metavar="OUT.html", help="write the report's HTML page (self-contained: plots "
+                        "inline, nothing fetched)")
+    report.add_argument("--open", action="store_true", help="open the --html page in a browser")
     cli_admin.add_commands(command, _with_client)
     return parser
 

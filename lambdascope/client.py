@@ -441,9 +441,15 @@ class Client:
         return self.registry.GetDataset(registry_pb2.GetDatasetRequest(dataset_id=dataset_id),
                                         timeout=self.timeout)
 
-    def put_report(self, report: audit_pb2.AuditReport) -> audit_pb2.AuditReport:
-        return self.registry.PutReport(registry_pb2.PutReportRequest(report=report),
-                                       timeout=self.timeout)
+    def put_report(self, report: audit_pb2.AuditReport, html: bytes = b"") -> audit_pb2.AuditReport:
+        """Store a report (with its HTML page, when given, in the same transaction)."""
+        return self.registry.PutReport(registry_pb2.PutReportRequest(report=report, html=html),
+                                       timeout=self.timeout + len(html) / 2**20)
+
+    def get_report_page(self, report_id: str) -> bytes:
+        """The report's stored HTML page (NOT_FOUND when it has none)."""
+        return self.registry.GetReportPage(registry_pb2.GetReportRequest(report_id=report_id),
+                                           timeout=self.timeout).html
 
     def get_report(self, report_id: str) -> audit_pb2.AuditReport:
         return self.registry.GetReport(registry_pb2.GetReportRequest(report_id=report_id),

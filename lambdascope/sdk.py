@@ -15,19 +15,23 @@ CLI does. The lower-level :class:`lambdascope.client.Client` stays available for
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pathlib
 import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 from google.protobuf import json_format
 
 from lambdascope import fit, inspection, specs
 from lambdascope.client import Client
+from lambdascope.reports import views
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2
 
-__all__ = ["AuditFailed", "AuditResult", "Estimate", "LocalResult", "audit", "estimate_llc", "result_of"]
+__all__ = ["AuditFailed", "AuditResult", "Estimate", "LocalResult", "Trajectory", "audit", "estimate_llc", "report",
+           "result_of", "trajectory"]
 
 PathLike = str | os.PathLike
 
@@ -85,6 +89,112 @@ class AuditResult:
         out["report"] = specs.to_dict(self.report)
         return out
 
+    def to_frame(self) -> Any:
+        """The chains' traces as a pandas DataFrame, one row per chain and trace point: ``step``,
+        ``chain``, ``loss``, ``energy`` (nβ·(L − L_n(w*)), whose mean over the kept rows is λ̂ as
+        sampled) and ``kept`` (past the burn-in). Needs pandas (the ``notebook`` extra)."""
+        pandas = _pandas()
+        steps, energy = views.energy_trace(self.report)
+        _warm, burnin = views.warmup_and_burnin(self.report)
+        chains, points = energy.shape
+        return pandas.DataFrame({
+            "step": np.tile(steps, chains), "chain": np.repeat(np.arange(chains), points),
+            "loss": np.concatenate([np.asarray(t.loss, dtype=np.float64) for t in self.report.traces])
+            if chains else np.empty(0),
+            "energy": energy.reshape(-1), "kept": np.tile(steps >= burnin, chains)})
+
+    def plot(self, which: str = "traces") -> Any:
+        """A matplotlib Figure: ``"traces"`` (per chain, burn-in marked), ``"running"`` (running
+        λ̂ per chain), ``"chains"``, ``"calibration"`` or ``"groups"`` (None when the report has
+        no data for it)."""
+        from lambdascope.reports import plots
+
+        makers = {"traces": plots.traces, "running": plots.running_llc, "chains": plots.chains,
+                  "calibration": plots.calibration, "groups": plots.groups}
+        if which not in makers:
+            raise ValueError(f"which must be one of {', '.join(makers)} (got {which!r})")
+        return makers[which](self.report)
+
+    def html(self) -> str:
+        """The report's full HTML page (self-contained), as the estimator stores it."""
+        from lambdascope.reports import html
+
+        return html.audit_page(self.report)
+
+    def _repr_html_(self) -> str:
+        from lambdascope.reports import html
+
+        return html.audit_summary(self.report)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trajectory:
+    """LLC over training: one audit per checkpoint, in training order, and the stages found."""
+
+    results: list[AuditResult]
+    stages: list[Any]  # lambdascope.llc.stages.Stage
+
+    @property
+    def reports(self) -> list[audit_pb2.AuditReport]:
+        return [r.report for r in self.results]
+
+    def to_frame(self) -> Any:
+        """One row per checkpoint: ``step``, ``llc``, ``llc_std``, ``llc_stderr``, ``train_loss``
+        (L_n at the checkpoint), ``verdict``, ``at_minimum``, ``stage`` (its label, "" outside any),
+        ``model_version_id``, ``report_id``. Needs pandas (the ``notebook`` extra)."""
+        pandas = _pandas()
+
+        def stage_of(step: int) -> str:
+            return next((st.label for st in self.stages if st.start <= step <= st.end), "")
+        return pandas.DataFrame([{
+            "step": r.report.step, "llc": r.llc if r.at_minimum else math.nan,
+            "llc_std": r.llc_std if r.at_minimum else math.nan, "llc_stderr": views.stderr(r.report),
+            "train_loss": r.report.init_loss, "verdict": r.verdict, "at_minimum": r.at_minimum,
+            "stage": stage_of(r.report.step) if r.at_minimum else "", "model_version_id": r.model_version_id,
+            "report_id": r.report_id} for r in self.results])
+
+    def plot(self) -> Any:
+        """λ̂ against the step (log axis) with its band, the loss, the stages shaded (a Figure)."""
+        from lambdascope.reports import plots
+
+        return plots.trajectory(self.reports, self.stages)
+
+    def html(self) -> str:
+        from lambdascope.reports import html
+
+        return html.trajectory_page(self.reports)
+
+    def _repr_html_(self) -> str:
+        from lambdascope.reports import html
+
+        return html.trajectory_summary(self.reports)
+
+
+def trajectory(results: list[AuditResult | audit_pb2.AuditReport]) -> Trajectory:
+    """The audits of a training run's checkpoints (results or reports), ordered by step, with
+    their developmental stages (lambdascope.llc.stages)."""
+    typed = sorted((r if isinstance(r, AuditResult) else result_of(r) for r in results), key=lambda r: r.report.step)
+    return Trajectory(typed, views.stages([r.report for r in typed]))
+
+
+def report(report_id: str, *, server: str | None = None, client: Client | None = None) -> AuditResult:
+    """A stored audit report, by id."""
+    owned = client is None
+    client = client or Client(server)
+    try:
+        return result_of(client.get_report(report_id))
+    finally:
+        if owned:
+            client.close()
+
+
+def _pandas() -> Any:
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError("to_frame needs pandas: pip install 'lambdascope[notebook]'") from None
+    return pandas
+
 
 def result_of(report: audit_pb2.AuditReport) -> AuditResult:
     """A stored report as an :class:`AuditResult`."""
@@ -93,7 +203,7 @@ def result_of(report: audit_pb2.AuditReport) -> AuditResult:
     return AuditResult(
         report_id=report.id, model_version_id=report.model_version_id, dataset_id=report.dataset_id,
         llc=report.llc.mean, llc_std=report.llc.std, estimate=_estimate(report.llc),
-        verdict=audit_pb2.VerdictState.Name(report.verdict.state).removeprefix("VERDICT_STATE_").lower(),
+        verdict=views.verdict(report),
         reasons=list(report.verdict.reasons), at_minimum=not report.verdict.not_at_minimum, stopped_by=stop,
         diagnostics={"rhat": d.rhat, "ess": d.ess, "mcse_relative": d.mcse_relative, "drift": d.drift,
                      "acceptance": d.acceptance, "below_init_fraction": d.below_init_fraction,

@@ -546,10 +546,20 @@ class CollectGarbageResponse(_message.Message):
     def __init__(self, objects_removed: _Optional[int] = ..., bytes_freed: _Optional[int] = ..., staging_removed: _Optional[int] = ..., removed_keys: _Optional[_Iterable[str]] = ..., job_files_removed: _Optional[int] = ...) -> None: ...
 
 class PutReportRequest(_message.Message):
-    __slots__ = ("report",)
+    __slots__ = ("report", "html")
     REPORT_FIELD_NUMBER: _ClassVar[int]
+    HTML_FIELD_NUMBER: _ClassVar[int]
     report: _audit_pb2.AuditReport
-    def __init__(self, report: _Optional[_Union[_audit_pb2.AuditReport, _Mapping]] = ...) -> None: ...
+    html: bytes
+    def __init__(self, report: _Optional[_Union[_audit_pb2.AuditReport, _Mapping]] = ..., html: _Optional[bytes] = ...) -> None: ...
+
+class ReportPage(_message.Message):
+    __slots__ = ("report_id", "html")
+    REPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    HTML_FIELD_NUMBER: _ClassVar[int]
+    report_id: str
+    html: bytes
+    def __init__(self, report_id: _Optional[str] = ..., html: _Optional[bytes] = ...) -> None: ...
 
 class GetReportRequest(_message.Message):
     __slots__ = ("report_id",)

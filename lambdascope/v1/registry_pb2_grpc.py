@@ -150,6 +150,11 @@ class RegistryStub:
                 request_serializer=lambdascope_dot_v1_dot_registry__pb2.GetReportRequest.SerializeToString,
                 response_deserializer=lambdascope_dot_v1_dot_audit__pb2.AuditReport.FromString,
                 _registered_method=True)
+        self.GetReportPage = channel.unary_unary(
+                '/lambdascope.v1.Registry/GetReportPage',
+                request_serializer=lambdascope_dot_v1_dot_registry__pb2.GetReportRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_registry__pb2.ReportPage.FromString,
+                _registered_method=True)
         self.ListReports = channel.unary_unary(
                 '/lambdascope.v1.Registry/ListReports',
                 request_serializer=lambdascope_dot_v1_dot_registry__pb2.ListReportsRequest.SerializeToString,
@@ -330,6 +335,13 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReportPage(self, request, context):
+        """NOT_FOUND when the report does not exist or was stored without a page.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListReports(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -492,6 +504,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.GetReport,
                     request_deserializer=lambdascope_dot_v1_dot_registry__pb2.GetReportRequest.FromString,
                     response_serializer=lambdascope_dot_v1_dot_audit__pb2.AuditReport.SerializeToString,
+            ),
+            'GetReportPage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReportPage,
+                    request_deserializer=lambdascope_dot_v1_dot_registry__pb2.GetReportRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_registry__pb2.ReportPage.SerializeToString,
             ),
             'ListReports': grpc.unary_unary_rpc_method_handler(
                     servicer.ListReports,
@@ -1150,6 +1167,33 @@ class Registry:
             '/lambdascope.v1.Registry/GetReport',
             lambdascope_dot_v1_dot_registry__pb2.GetReportRequest.SerializeToString,
             lambdascope_dot_v1_dot_audit__pb2.AuditReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReportPage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Registry/GetReportPage',
+            lambdascope_dot_v1_dot_registry__pb2.GetReportRequest.SerializeToString,
+            lambdascope_dot_v1_dot_registry__pb2.ReportPage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ versions (LLC over training) are audited in order with the same settings, one re
 """
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 import time
@@ -22,9 +23,12 @@ from services.estimator import audit_spec
 from lambdascope.llc.audit import AuditResult, run_audit
 from lambdascope.llc import llc as llc_core
 from lambdascope.llc.llc import SamplerDivergedError
+from lambdascope.reports import MAX_PAGE_BYTES
+from lambdascope.reports import html as report_html
 from services.estimator.job_snapshots import JobSnapshots
 from services.estimator.loading import load_model
 
+log = logging.getLogger("lambdascope.estimator.worker")
 
 
 def run(ctx: worker.JobContext) -> worker.Result:
@@ -95,12 +99,27 @@ def run(ctx: worker.JobContext) -> worker.Result:
             report.loss_description = losses.describe(loss_name, tuple(y.shape))
             report.timing.load_seconds = load_seconds
             report.timing.seconds = time.perf_counter() - started
-            reports.append(client.put_report(report))
+            reports.append(client.put_report(report, _page(report)))
         _forget_snapshots(client)
     last = reports[-1]
     metrics = {"llc": last.llc.mean, "llc_std": last.llc.std, **service_metrics(reports)}
     return worker.Result(output_ids=[r.id for r in reports], metrics=metrics, step=total,
                          total=total, message=f"verdict: {VERDICT_NAMES[last.verdict.state]}")
+
+
+def _page(report: audit_pb2.AuditReport) -> bytes:
+    """The report's HTML page, or none when it cannot be rendered within the registry's limit
+    (the report itself is what must not be lost; `lambdascope report --html` renders one)."""
+    try:
+        page = report_html.audit_page(report).encode()
+    except Exception:  # noqa: BLE001 - a plot that fails must not cost the audit
+        log.exception("could not render the report's HTML page")
+        return b""
+    if len(page) > MAX_PAGE_BYTES:
+        log.warning("the report's HTML page has %d bytes, over the registry's %d: stored without it",
+                    len(page), MAX_PAGE_BYTES)
+        return b""
+    return page
 
 
 VERDICT_NAMES = {state: name for name, state in audit_spec.VERDICTS.items()}

@@ -67,6 +67,13 @@ reports = sa.Table(
     sa.Column("owner", sa.String(100), nullable=False, index=True),
 )
 
+# A report's HTML page (PutReportRequest.html), apart so that listing reports never reads it.
+report_pages = sa.Table(
+    "report_pages", metadata,
+    sa.Column("report_id", sa.String(64), sa.ForeignKey("reports.id"), primary_key=True),
+    sa.Column("html", sa.LargeBinary, nullable=False),
+)
+
 version_tags = sa.Table(
     "version_tags", metadata,
     sa.Column("version_id", sa.String(64), sa.ForeignKey("model_versions.id", ondelete="CASCADE"),

@@ -10,6 +10,7 @@ import pathlib
 import re
 
 from lambdascope import architectures, auth, errors, inspection, quotas
+from lambdascope.reports import MAX_PAGE_BYTES
 from lambdascope.storage.objects import CHUNK, ObjectStore, content_key
 from lambdascope.v1 import audit_pb2, models_pb2, registry_pb2, registry_pb2_grpc
 from services.registry import gc, job_state, uploads
@@ -301,12 +302,21 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def PutReport(self, request, context):
         if not request.report.model_version_id:
             raise errors.InvalidArgument("report.model_version_id is required")
+        if len(request.html) > MAX_PAGE_BYTES:
+            raise errors.InvalidArgument(f"html is {len(request.html):,} bytes; a report's page may have at most "
+                                         f"{MAX_PAGE_BYTES:,}")
         report = audit_pb2.AuditReport()
         report.CopyFrom(request.report)
-        return self.store.add_report(report, self._team())
+        return self.store.add_report(report, self._team(), request.html)
 
     def GetReport(self, request, context):
         return self.store.get_report(request.report_id, self._team())
+
+    def GetReportPage(self, request, context):
+        if not request.report_id:
+            raise errors.InvalidArgument("report_id is required")
+        html = self.store.get_report_page(request.report_id, self._team())
+        return registry_pb2.ReportPage(report_id=request.report_id, html=html)
 
     def ListReports(self, request, context):
         return self.store.list_reports(request, self._team())

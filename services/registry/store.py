@@ -38,6 +38,7 @@ from services.registry.schema import (
     grants,
     models,
     objects,
+    report_pages,
     reports,
     teams,
     version_tags,
@@ -472,6 +473,8 @@ class RegistryStore:
                 raise errors.FailedPrecondition(
                     f"aliases {', '.join(sorted(pointing))} of model {plain_name(row.model_name)!r} point at "
                     "this version: move or delete them first")
+            on_version = sa.select(reports.c.id).where(reports.c.model_version_id == version_id)
+            conn.execute(report_pages.delete().where(report_pages.c.report_id.in_(on_version)))
             conn.execute(reports.delete().where(reports.c.model_version_id == version_id))
             conn.execute(version_tags.delete().where(version_tags.c.version_id == version_id))
             conn.execute(versions.delete().where(versions.c.id == version_id))
@@ -670,8 +673,9 @@ class RegistryStore:
 
     # -- reports --------------------------------------------------------------------------
 
-    def add_report(self, report: audit_pb2.AuditReport, team: str) -> audit_pb2.AuditReport:
-        """Store a report of the team, on a version and dataset the team can read."""
+    def add_report(self, report: audit_pb2.AuditReport, team: str, html: bytes = b"") -> audit_pb2.AuditReport:
+        """Store a report of the team, on a version and dataset the team can read, with its HTML
+        page when given (both or neither)."""
         report.model_version_id = self.get_version(report.model_version_id, team).id
         if report.dataset_id:
             self.get_dataset(report.dataset_id, team)
@@ -683,7 +687,21 @@ class RegistryStore:
                                                  model_version_id=report.model_version_id,
                                                  created_at=now, proto=report.SerializeToString(),
                                                  owner=team))
+            if html:
+                conn.execute(report_pages.insert().values(report_id=report.id, html=html))
         return report
+
+    def get_report_page(self, report_id: str, team: str) -> bytes:
+        row = self.read(lambda conn: conn.execute(
+            sa.select(reports.c.id, report_pages.c.html)
+            .select_from(reports.outerjoin(report_pages, report_pages.c.report_id == reports.c.id))
+            .where(reports.c.id == report_id, reports.c.owner == team)).first())
+        if row is None:
+            raise errors.NotFound(f"no audit report with id {report_id!r}")
+        if row.html is None:
+            raise errors.NotFound(f"audit report {report_id} has no HTML page (it was stored without one); "
+                                  "`lambdascope report` renders one from the report itself")
+        return row.html
 
     def get_report(self, report_id: str, team: str) -> audit_pb2.AuditReport:
         blob = self.read(lambda conn: conn.execute(sa.select(reports.c.proto).where(

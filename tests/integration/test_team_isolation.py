@@ -121,6 +121,7 @@ def crossing(w: dict) -> dict[str, tuple]:
         "Registry/PutReport": (r.PutReportRequest(report=audit_pb2.AuditReport(
             model_version_id=v, dataset_id=ds)), NF),
         "Registry/GetReport": (r.GetReportRequest(report_id=w["report"]), NF),
+        "Registry/GetReportPage": (r.GetReportRequest(report_id=w["report"]), NF),
         "Registry/ListReports": (r.ListReportsRequest(), OK),
         # Writes naming another team's record are refused whether or not it exists or was shared.
         "Registry/Share": (r.ShareRequest(model_name="team-a/mlp", team="team-b"), PD),

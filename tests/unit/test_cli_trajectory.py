@@ -3,6 +3,7 @@ out, the rest read into stages."""
 from __future__ import annotations
 
 from lambdascope import cli
+from lambdascope.reports import views
 from lambdascope.v1 import audit_pb2
 
 
@@ -21,7 +22,7 @@ def test_the_trajectory_leaves_out_early_points_and_prints_its_stages(capsys) ->
     out = capsys.readouterr().out
     assert "not at a minimum" in out and "1 of 11 checkpoints" in out
     assert "-276" not in out.split("not at a minimum")[0]  # not printed as an LLC value
-    stages = cli._stages(reports)
+    stages = views.stages(reports)
     assert [s.llc for s in stages] == ["flat", "up", "flat"]
     assert stages[1].label == "λ̂ up, loss down" and (stages[1].start, stages[1].end) == (160, 320)
     assert "stage  steps 160-320: λ̂ up, loss down" in out
@@ -30,4 +31,4 @@ def test_the_trajectory_leaves_out_early_points_and_prints_its_stages(capsys) ->
 
 def test_no_stages_without_training_steps() -> None:
     reports = [_report(0, 10.0, 1.0), _report(0, 11.0, 1.0), _report(0, 12.0, 1.0)]
-    assert cli._stages(reports) == []
+    assert views.stages(reports) == []

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from lambdascope import cli
+from lambdascope.reports import views
 from lambdascope.llc.compare import compare_chains
 from lambdascope.v1 import audit_pb2
 
@@ -34,7 +34,7 @@ def test_settings_that_differ_are_named() -> None:
         r = audit_pb2.AuditReport(dataset_id=data)
         r.config.sampler.nbeta, r.config.sampler.step_size, r.config.sampler.localization = nbeta, step, 10
         return r
-    same = cli._incomparable(report(100, 1e-4, "ds-1"), report(100, 1.5e-4, "ds-1"))
+    same = views.incomparable(report(100, 1e-4, "ds-1"), report(100, 1.5e-4, "ds-1"))
     assert same == []
-    warnings = cli._incomparable(report(100, 1e-4, "ds-1"), report(200, 1e-3, "ds-2"))
+    warnings = views.incomparable(report(100, 1e-4, "ds-1"), report(200, 1e-3, "ds-2"))
     assert len(warnings) == 3 and "different data" in warnings[0] and "nβ" in warnings[1] and "2x" in warnings[2]

@@ -1,0 +1,119 @@
+"""What people read off stored audit reports, one definition for the CLI, the HTML pages and the
+notebook SDK: the verdict's name, a trajectory's points and stages, how two audits compare."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from lambdascope.llc.compare import Difference, compare_chains
+from lambdascope.llc.stages import Stage, detect_stages
+from lambdascope.v1 import audit_pb2
+
+__all__ = ["Comparison", "compare", "energy_trace", "incomparable", "stages", "stderr", "stop_reason", "trajectory_points",
+           "verdict", "warmup_and_burnin"]
+
+
+def verdict(report: audit_pb2.AuditReport) -> str:
+    """"ok", "warning" or "failed"."""
+    return audit_pb2.VerdictState.Name(report.verdict.state).removeprefix("VERDICT_STATE_").lower()
+
+
+def stop_reason(report: audit_pb2.AuditReport) -> str:
+    """"converged", "step_cap", "time_cap", "fixed", "not_a_minimum" ("" for old reports)."""
+    if not report.HasField("stopping") or not report.stopping.reason:
+        return ""
+    return audit_pb2.StopReason.Name(report.stopping.reason).removeprefix("STOP_REASON_").lower()
+
+
+def stderr(report: audit_pb2.AuditReport) -> float:
+    """Standard error of λ̂: the chains' spread / √chains (the chains are independent)."""
+    return report.llc.std / math.sqrt(max(1, len(report.llc.per_chain)))
+
+
+def energy_trace(report: audit_pb2.AuditReport) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, nβ·(L − L_n(w*)) shaped (chains, points)) from the stored traces: the mean over
+    the kept points is λ̂ as sampled. A point of a trace stored as block means sits at its
+    block's middle step."""
+    stride = max(1, report.trace_stride)
+    values = np.array([list(t.loss) for t in report.traces], dtype=np.float64).reshape(len(report.traces), -1)
+    steps = np.arange(values.shape[1]) * stride + (stride - 1) / 2
+    return steps, report.config.sampler.nbeta * (values - report.init_loss)
+
+
+def warmup_and_burnin(report: audit_pb2.AuditReport) -> tuple[int, int]:
+    """(warm-up steps, burn-in steps) per chain, the warm-up counted in the burn-in."""
+    if report.HasField("stopping") and report.stopping.steps:
+        return int(report.stopping.warmup_steps), int(report.stopping.burnin)
+    return 0, int(report.config.sampler.burnin)
+
+
+def trajectory_points(reports: list[audit_pb2.AuditReport]) -> list[audit_pb2.AuditReport]:
+    """The checkpoints of an LLC-over-training run whose λ̂ means something: those at a minimum
+    (a checkpoint taken before training converged has no λ̂)."""
+    return [r for r in reports if not r.verdict.not_at_minimum]
+
+
+def stages(reports: list[audit_pb2.AuditReport]) -> list[Stage]:
+    """Developmental stages (lambdascope.llc.stages) of the points at a minimum; none when fewer
+    than three or when the versions carry no increasing training steps (uploaded by hand)."""
+    points = trajectory_points(reports)
+    steps = [r.step for r in points]
+    if len(points) < 3 or steps[0] <= 0 or any(b <= a for a, b in zip(steps, steps[1:])):
+        return []
+    return detect_stages(steps, [r.llc.mean for r in points], [stderr(r) for r in points],
+                         [r.init_loss for r in points])
+
+
+def incomparable(a: audit_pb2.AuditReport, b: audit_pb2.AuditReport) -> list[str]:
+    """Settings that differ between two audits, each making their λ̂ less comparable."""
+    sa, sb = a.config.sampler, b.config.sampler
+    out = []
+    if a.dataset_id != b.dataset_id:
+        out.append(f"different data ({a.dataset_id}, {b.dataset_id}): λ̂ is a property of model and data together")
+    if a.config.loss != b.config.loss:
+        out.append("different losses")
+    if not math.isclose(sa.nbeta, sb.nbeta, rel_tol=1e-6):
+        out.append(f"different nβ ({sa.nbeta:.4g}, {sb.nbeta:.4g}): λ̂ depends on the temperature")
+    if not math.isclose(sa.localization, sb.localization, rel_tol=1e-6):
+        out.append(f"different localization γ ({sa.localization:g}, {sb.localization:g})")
+    if sa.step_size > 0 and sb.step_size > 0 and max(sa.step_size, sb.step_size) > 2 * min(sa.step_size, sb.step_size):
+        out.append(f"step sizes differ by more than 2x ({sa.step_size:.3g}, {sb.step_size:.3g}); each was "
+                   "calibrated for its model and its first-order bias removed, but not all of it")
+    if a.llc.bias_corrected != b.llc.bias_corrected:
+        out.append("one λ̂ has the step's predicted bias removed and the other not (--bias-correction)")
+    return out
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One audit against the first of a comparison."""
+
+    base: audit_pb2.AuditReport
+    other: audit_pb2.AuditReport
+    difference: Difference | None  # None: fewer than two chains on a side, no test possible
+    warnings: list[str]
+
+    @property
+    def sentence(self) -> str:
+        d = self.difference
+        if d is None:
+            return f"{self.other.id} vs {self.base.id}: cannot judge against the noise (fewer than two chains)"
+        judged = "larger than the estimator's noise" if d.significant else "within the estimator's noise"
+        return (f"{self.other.id} vs {self.base.id}: ΔLLC {d.difference:+.3f} (95% interval {d.low:+.3f} … "
+                f"{d.high:+.3f}), permutation p = {d.p_value:.3f} (smallest possible {d.smallest_p:.3f}): {judged}")
+
+
+def compare(reports: list[audit_pb2.AuditReport]) -> list[Comparison]:
+    """Each report after the first against the first: the difference of λ̂ over the chain
+    estimates (lambdascope.llc.compare) and the settings that make them less comparable."""
+    if len(reports) < 2:
+        raise ValueError("compare needs at least two audit reports")
+    base = reports[0]
+    out = []
+    for r in reports[1:]:
+        enough = len(base.llc.per_chain) >= 2 and len(r.llc.per_chain) >= 2
+        diff = compare_chains(base.llc.per_chain, r.llc.per_chain) if enough else None
+        out.append(Comparison(base, r, diff, incomparable(base, r)))
+    return out

@@ -1,0 +1,115 @@
+"""Audit reports people read: the HTML pages (self-contained, escaped), the notebook SDK's
+frames and figures, on reports made by the estimator's own code path (tests/report_samples.py)."""
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+from matplotlib.figure import Figure
+
+import lambdascope
+from lambdascope.reports import html, plots, views
+from tests import report_samples as samples
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+HOSTILE = '<script>alert("x")</script><img src="http://evil.example/x.png">'
+
+
+@pytest.fixture(scope="module")
+def report():
+    return samples.audited()
+
+
+def _images(page: str) -> list[bytes]:
+    sources = re.findall(r'<img [^>]*src="([^"]*)"', page)
+    assert all(s.startswith("data:image/png;base64,") for s in sources), sources
+    return [base64.b64decode(s.split(",", 1)[1]) for s in sources]
+
+
+def _references(page: str) -> list[str]:
+    """Every URL the page would fetch or link to, other than inline data."""
+    urls = re.findall(r'(?:src|href|action|poster)\s*=\s*"([^"]*)"', page, flags=re.IGNORECASE)
+    urls += re.findall(r"url\(([^)]*)\)", page)
+    return [u for u in urls if not u.startswith("data:")]
+
+
+def test_the_audit_page_holds_every_plot_inline_and_fetches_nothing(report):
+    page = html.audit_page(report)
+    images = _images(page)
+    assert len(images) == len(plots.audit_figures(report)) == 5  # traces, running, chains, calibration, groups
+    assert all(i.startswith(PNG_MAGIC) and len(i) > 5000 for i in images)
+    assert f'content="{html.CSP}"' in page and "default-src 'none'" in html.CSP
+    assert _references(page) == [] and "<script" not in page
+    # the verdict and its reasons come first, then the numbers a reader checks
+    assert page.index("verdict: ok") < page.index("<img")
+    for text in ("R-hat", "bulk ESS", "Monte Carlo error", "Step-size calibration", "λ per layer".replace("λ", "λ̂"),
+                 "Configuration (as resolved)", "chains per pass", f"{report.llc.mean:.4g}"):
+        assert text in page, text
+
+
+def test_text_from_users_is_escaped(report):
+    hostile = samples.variant(report, model_version_id=HOSTILE, dataset_id=HOSTILE, id=HOSTILE)
+    hostile.verdict.reasons.append(HOSTILE)
+    for page in (html.audit_page(hostile), html.compare_page([report, hostile]),
+                 html.trajectory_page([samples.variant(hostile, step=s) for s in (10, 20, 40)])):
+        assert "<script" not in page and "evil.example/x.png\"" not in page
+        assert "&lt;script&gt;" in page
+        assert _references(page) == []
+
+
+def test_a_report_without_optional_parts_renders(report):
+    bare = samples.variant(report)
+    bare.ClearField("calibration")
+    del bare.group_llc[:]
+    page = html.audit_page(bare)
+    assert len(_images(page)) == 3
+    assert "no calibration" in page
+
+
+def test_the_trajectory_page_shows_stages(report):
+    shifts = [0, 0.01, 0, 3, 6, 6.02, 6.01, 6]
+    reports = [samples.variant(report, id=f"rep-{i}", step=10 * 2**i, llc_shift=s) for i, s in enumerate(shifts)]
+    reports.insert(0, samples.variant(report, id="rep-early", step=5, not_at_minimum=True))
+    page = html.trajectory_page(reports)
+    assert len(_images(page)) == 1
+    found = views.stages(reports)
+    assert [st.llc for st in found] == ["flat", "up", "flat"]
+    assert "λ̂ up, loss flat" in page and "not at a minimum" in page
+
+
+def test_the_compare_page_states_the_test_and_warns_on_different_settings(report):
+    page = html.compare_page([report, samples.variant(report, id="rep-b", llc_shift=2.0),
+                              samples.variant(report, id="rep-c", nbeta=10.0)])
+    assert len(_images(page)) == 1
+    assert "rep-b vs rep-sample" in page and "larger than the estimator&#x27;s noise" in page
+    assert "permutation p = 0.029" in page  # 4 chains a side, every chain shifted: the exact smallest p
+    assert "not comparable:</strong> different nβ" in page
+
+
+def test_the_sdk_gives_frames_figures_and_a_notebook_view(report):
+    result = lambdascope.result_of(report)
+    frame = result.to_frame()
+    assert list(frame.columns) == ["step", "chain", "loss", "energy", "kept"]
+    assert len(frame) == sum(len(t.loss) for t in report.traces)
+    # the kept rows' mean energy is λ̂ as sampled: the frame holds the numbers the estimate used
+    assert frame[frame.kept].energy.mean() == pytest.approx(report.llc.uncorrected_mean, rel=1e-9)
+    for which in ("traces", "running", "chains", "calibration", "groups"):
+        assert isinstance(result.plot(which), Figure)
+    with pytest.raises(ValueError, match="which must be one of"):
+        result.plot("nope")
+    view = result._repr_html_()
+    assert "verdict: ok" in view and len(_images(view)) == 2
+    assert result.html().startswith("<!DOCTYPE html>")
+
+
+def test_the_sdk_trajectory_orders_checkpoints_and_labels_stages(report):
+    shifts = [0, 0.01, 0, 3, 6, 6.02, 6.01, 6]
+    reports = [samples.variant(report, id=f"rep-{i}", step=10 * 2**i, llc_shift=s) for i, s in enumerate(shifts)]
+    traj = lambdascope.trajectory(list(reversed(reports)))
+    frame = traj.to_frame()
+    assert list(frame.step) == sorted(frame.step)
+    assert list(frame.stage[:3]) == ["λ̂ flat, loss flat"] * 3
+    assert frame.llc_stderr.iloc[0] == pytest.approx(report.llc.std / 2)
+    assert isinstance(traj.plot(), Figure)
+    assert "λ̂ up, loss flat" in traj._repr_html_()
