@@ -265,7 +265,7 @@ def _upload_data(client: Client, path: str) -> registry_pb2.Dataset:
 
 def audit_config(args: argparse.Namespace) -> audit_pb2.AuditConfig:
     config = audit_pb2.AuditConfig(loss=LOSSES[args.loss], device=args.device or "",
-                                   dtype=args.dtype or "")
+                                   dtype=args.dtype or "", model_targets=args.model_targets)
     for flag, (field, _kind, _help) in SAMPLER_FLAGS.items():
         value = getattr(args, flag)
         if value is not None:
@@ -659,6 +659,10 @@ def _parser() -> argparse.ArgumentParser:
                              metavar=flag.upper())
     audit.add_argument("--device", help="cpu, cuda, cuda:N (default: automatic)")
     audit.add_argument("--dtype", choices=["float32", "float64"])
+    audit.add_argument("--model-targets", action="store_true",
+                       help="audit against the model's own outputs instead of the data's targets (mse, mae): "
+                            "every checkpoint is then a minimum, so LLC over training also reads checkpoints "
+                            "taken before training converged")
     audit.add_argument("--per-layer", action="store_true", help="restricted LLC of each layer")
     audit.add_argument("--group", action="append", metavar="NAME=PATTERN[,PATTERN]",
                        help="restricted LLC of the parameters matching the patterns")

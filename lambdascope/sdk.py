@@ -216,7 +216,8 @@ def result_of(report: audit_pb2.AuditReport) -> AuditResult:
 def audit(model: Any, x: Any = None, y: Any = None, *, loss: str, data: PathLike | None = None,
           name: str | None = None, architecture: models_pb2.Architecture | Mapping | None = None,
           sampler: Mapping[str, Any] | None = None, measures: Mapping[str, Any] | None = None,
-          device: str = "", dtype: str = "", server: str | None = None, client: Client | None = None,
+          device: str = "", dtype: str = "", model_targets: bool = False, server: str | None = None,
+          client: Client | None = None,
           on_event: Callable[[jobs_pb2.JobEvent], None] | None = None) -> AuditResult:
     """Audit ``model`` on (``x``, ``y``) and wait for the result.
 
@@ -229,11 +230,13 @@ def audit(model: Any, x: Any = None, y: Any = None, *, loss: str, data: PathLike
     - ``sampler`` / ``measures``: fields of SamplerConfig / Measures by name, e.g.
       ``sampler={"chains": 8, "max_seconds": 600}``; none means the defaults (run until trusted).
     - ``name``: the registry model name (default: the class or file name).
+    - ``model_targets``: audit against the model's own outputs on ``x`` (mse, mae), so that a
+      checkpoint taken before training converged is a minimum too (LLC over training).
 
     Raises ValueError for input that cannot be audited (before anything is uploaded), gRPC errors
     for refusals by the platform, and :class:`AuditFailed` when the job fails.
     """
-    config = audit_pb2.AuditConfig(loss=_loss(loss), device=device, dtype=dtype)
+    config = audit_pb2.AuditConfig(loss=_loss(loss), device=device, dtype=dtype, model_targets=model_targets)
     for field, value in (sampler or {}).items():
         _set(config.sampler, "sampler", field, value)
     for field, value in (measures or {}).items():

@@ -28,6 +28,8 @@ class AuditSettings:
     per_layer: bool = False
     hessian: bool = False
     weight_statistics: bool = False
+    # Targets: the model's own outputs on x instead of y (see :func:`own_outputs`).
+    model_targets: bool = False
 
 
 @dataclasses.dataclass
@@ -79,6 +81,9 @@ def run_audit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
     resume an interrupted audit (lambdascope.llc.snapshots). Raises ValueError for input that
     cannot be audited and SamplerDivergedError when chains diverge."""
     check_finite(x, y)
+    if settings.model_targets:
+        y = own_outputs(model, x, settings.sgld.batch_size)
+        check_finite(x, y)
     groups = resolve_groups(model, settings)
     runs = 1 + len(groups)
     steps_per_run = settings.sgld.total_steps
@@ -109,6 +114,17 @@ def run_audit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
         summary = hessian.hessian_summary(model, x, y, loss_fn, batch_size=settings.sgld.batch_size)
     stats = weights.weight_statistics(model) if settings.weight_statistics else []
     return AuditResult(llc, diag, verdict, group_results, summary, stats)
+
+
+def own_outputs(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The model's outputs on ``x``, as targets: w* is then an exact minimum (zero loss) of a
+    regression loss, so the audit measures the LLC of the function the weights compute, which is
+    defined at any checkpoint, converged or not. For a deep linear network it is Aoyagi's λ for
+    the rank of the end-to-end matrix (bench/stages.py checks it along saddle-to-saddle training)."""
+    device = next((p.device for p in model.parameters()), x.device)
+    with torch.no_grad():
+        parts = [model(x[i:i + batch_size].to(device)).to(x.device) for i in range(0, x.shape[0], max(1, batch_size))]
+    return torch.cat(parts).detach()
 
 
 def diagnose(llc: LLCResult) -> tuple[diagnostics.Diagnostics, diagnostics.Verdict]:

@@ -106,6 +106,9 @@ def audit_page(report: audit_pb2.AuditReport) -> str:
     ], ("diagnostic", "value")))
     if report.loss_description:
         body.append(f"<p>Loss: {_e(report.loss_description)}</p>")
+    if report.config.model_targets:
+        body.append("<p>Targets: the model's own outputs on the dataset's inputs (model_targets), so λ̂ is "
+                    "that of the function these weights compute.</p>")
     body.append("<h2>Step size</h2>")
     body.append(f"<p>{_e(report.calibration.summary or f'step size {s.step_size:.3g} as given (no calibration)')}</p>")
     rest = dict(figures[3:])

@@ -98,18 +98,20 @@ class Measures(_message.Message):
     def __init__(self, per_layer_llc: _Optional[bool] = ..., groups: _Optional[_Iterable[_Union[ParameterGroup, _Mapping]]] = ..., hessian: _Optional[bool] = ..., weight_statistics: _Optional[bool] = ...) -> None: ...
 
 class AuditConfig(_message.Message):
-    __slots__ = ("loss", "sampler", "device", "measures", "dtype")
+    __slots__ = ("loss", "sampler", "device", "measures", "dtype", "model_targets")
     LOSS_FIELD_NUMBER: _ClassVar[int]
     SAMPLER_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MEASURES_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TARGETS_FIELD_NUMBER: _ClassVar[int]
     loss: _models_pb2.LossKind
     sampler: SamplerConfig
     device: str
     measures: Measures
     dtype: str
-    def __init__(self, loss: _Optional[_Union[_models_pb2.LossKind, str]] = ..., sampler: _Optional[_Union[SamplerConfig, _Mapping]] = ..., device: _Optional[str] = ..., measures: _Optional[_Union[Measures, _Mapping]] = ..., dtype: _Optional[str] = ...) -> None: ...
+    model_targets: bool
+    def __init__(self, loss: _Optional[_Union[_models_pb2.LossKind, str]] = ..., sampler: _Optional[_Union[SamplerConfig, _Mapping]] = ..., device: _Optional[str] = ..., measures: _Optional[_Union[Measures, _Mapping]] = ..., dtype: _Optional[str] = ..., model_targets: _Optional[bool] = ...) -> None: ...
 
 class LLCEstimate(_message.Message):
     __slots__ = ("mean", "std", "per_chain", "uncorrected_mean", "bias_corrected")

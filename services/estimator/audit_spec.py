@@ -53,6 +53,9 @@ def audit_settings(config: audit_pb2.AuditConfig, max_chain_steps: int) -> Audit
     """Check a request's configuration on its own (no model yet) and build the core's settings."""
     if config.loss not in LOSS_NAMES:
         raise SpecError("config.loss must be LOSS_KIND_MSE, LOSS_KIND_MAE or LOSS_KIND_CROSS_ENTROPY")
+    if config.model_targets and LOSS_NAMES[config.loss] == "cross_entropy":
+        raise SpecError("config.model_targets needs a regression loss (mse or mae): with cross-entropy the "
+                        "model's own outputs are scores, not targets")
     if config.dtype and config.dtype not in DTYPES:
         raise SpecError(f"config.dtype must be one of {sorted(DTYPES)} or empty (got {config.dtype!r})")
     sgld = sgld_config(config)
@@ -73,7 +76,8 @@ def audit_settings(config: audit_pb2.AuditConfig, max_chain_steps: int) -> Audit
             + f" = {steps} chain-steps, more than this estimator's limit of {max_chain_steps}; "
             + ("lower chains or max_steps" if sgld.adaptive else "lower chains, draws, burnin or thin"))
     return AuditSettings(sgld=sgld, groups=groups, per_layer=measures.per_layer_llc,
-                         hessian=measures.hessian, weight_statistics=measures.weight_statistics)
+                         hessian=measures.hessian, weight_statistics=measures.weight_statistics,
+                         model_targets=config.model_targets)
 
 
 def resolved_config(config: audit_pb2.AuditConfig, llc: LLCResult, device: str
