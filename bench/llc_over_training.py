@@ -54,17 +54,23 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=None, help="keep the platform's data here (default: a temporary dir)")
     p.add_argument("--out", default=str(common.RESULTS / "llc_over_training.json"))
     p.add_argument("--svg", default=str(SVG))
+    p.add_argument("--self-model-weight", type=float, default=0.0,
+                   help="train with the self-modeling objective at this weight (make run's is 50; default 0: the "
+                        "baseline)")
     return p.parse_args(argv)
 
 
-def train_spec(epochs: int, checkpoints: int) -> trainer_pb2.TrainSpec:
-    return trainer_pb2.TrainSpec(
+def train_spec(epochs: int, checkpoints: int, self_model_weight: float = 0.0) -> trainer_pb2.TrainSpec:
+    spec = trainer_pb2.TrainSpec(
         model_name="digits-mlp-over-training", loss=models_pb2.LOSS_KIND_CROSS_ENTROPY, epochs=epochs,
         batch_size=64, seed=SEED,
         architecture=models_pb2.Architecture(mlp=models_pb2.MLPArchitecture(widths=WIDTHS)),
         dataset=trainer_pb2.DatasetSpec(builtin="digits", test_fraction=0.2),
         optimizer=trainer_pb2.OptimizerSpec(kind="sgd", learning_rate=0.05, momentum=0.9),
         checkpoints=trainer_pb2.CheckpointPolicy(count=checkpoints))
+    if self_model_weight:
+        spec.self_modeling.CopyFrom(trainer_pb2.SelfModelingSpec(layer=1, weight=self_model_weight))
+    return spec
 
 
 class Printer:
@@ -283,7 +289,7 @@ def main(argv=None) -> int:
     with LocalPlatform(data_dir, extra_env=env) as platform, platform.client() as client, \
             tempfile.TemporaryDirectory(prefix="llc-over-training-") as scratch:
         print("platform: " + ", ".join(f"{k} {v}" for k, v in platform.endpoints.items()), flush=True)
-        spec = train_spec(epochs, count)
+        spec = train_spec(epochs, count, args.self_model_weight)
         started = time.perf_counter()
         train_events = Printer("train")
         job = client.wait(client.start_training(spec).id, on_event=train_events)
@@ -341,6 +347,7 @@ def main(argv=None) -> int:
 
     payload.update({
         "settings": {"widths": WIDTHS, "epochs": epochs, "batch_size": 64, "optimizer": "sgd lr 0.05 momentum 0.9",
+                     "self_model_weight": args.self_model_weight,
                      "dataset": "builtin digits, test_fraction 0.2, seed 0", "checkpoints": count,
                      "sampler": {"chains": chains, "burnin": burnin, "draws": draws, "step_size": "calibrated",
                                  "seed": 0, "localization": rows[0]["localization"], "nbeta": rows[0]["nbeta"],

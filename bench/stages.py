@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/stages.py               # the DLN saddle-to-saddle run, default audits
     .venv/bin/python bench/stages.py --seed 3 --per-decade 8
+    .venv/bin/python bench/stages.py --trajectories bench/results/llc_over_training*.json   # stored runs
 
 A deep linear network (widths 20, 4, 4, 20) trained by gradient descent from a small
 initialization on a teacher with singular values 10, 3.5, 1.2 learns them one at a time
@@ -19,6 +20,8 @@ Writes bench/results/stages.json.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -28,6 +31,7 @@ import saddles
 import torch
 
 from lambdascope.llc.llc import SGLDConfig
+from lambdascope.llc.stages import detect_stages
 
 TOLERANCE = 0.10
 
@@ -39,11 +43,37 @@ def parse_args(argv=None):
     p.add_argument("--per-decade", type=int, default=6, help="checkpoints per factor of ten in steps")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(common.RESULTS / "stages.json"))
+    p.add_argument("--trajectories", nargs="+", metavar="JSON",
+                   help="instead: the stages of LLC-over-training runs stored by bench/llc_over_training.py")
     return p.parse_args(argv)
+
+
+def trajectory_stages(path: Path) -> None:
+    """Print the stages stage detection finds in a stored LLC-over-training run (its checkpoints
+    at a minimum; those before are left out, as the CLI does)."""
+    run = json.loads(path.read_text())
+    points = [c for c in run["checkpoints"] if not any("not a local minimum" in r for r in c["verdict_reasons"])]
+    print(f"{path}: {len(run['checkpoints'])} checkpoints, {len(points)} at a minimum "
+          f"(self-modeling weight {run['settings'].get('self_model_weight', 0)})")
+    for c in points:
+        print(f"  step {c['step']:>5}  λ̂ {c['llc_mean']:7.2f} ± {c['llc_std']:5.2f}  train loss {c['train_loss']:.4f}  "
+              f"{c['verdict']}")
+    if len(points) < 3:
+        print("  fewer than three checkpoints at a minimum: no stages")
+        return
+    found = detect_stages([c["step"] for c in points], [c["llc_mean"] for c in points],
+                          [c["llc_std"] / math.sqrt(len(c["per_chain"])) for c in points],
+                          [c["train_loss"] for c in points])
+    for st in found:
+        print(f"  stage: steps {st.start}–{st.end}: {st.label} (λ̂ {st.llc_change:+.2f})")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.trajectories:
+        for path in args.trajectories:
+            trajectory_stages(Path(path))
+        return 0
     torch.set_num_threads(args.threads)
     began = time.perf_counter()
     checkpoints, x = saddles.train(args.seed, args.steps, saddles.log_spaced(args.steps, args.per_decade))
