@@ -3,6 +3,7 @@ estimator's own code path (run_audit, then the worker's to_report), not hand-mad
 from __future__ import annotations
 
 import functools
+import time
 
 import torch
 
@@ -24,10 +25,13 @@ def audited(per_layer: bool = True, draws: int = 300) -> audit_pb2.AuditReport:
                                    sampler=audit_pb2.SamplerConfig(chains=4, draws=draws, burnin=200, seed=1),
                                    measures=audit_pb2.Measures(per_layer_llc=per_layer))
     settings = audit_spec.audit_settings(config, 10_000_000)
+    began = time.perf_counter()
     result = run_audit(model, x, y, losses.LOSSES["mse"], settings, device="cpu")
+    seconds = time.perf_counter() - began
     version = registry_pb2.ModelVersion(id="mv-sample", lineage=registry_pb2.Lineage(step=100))
     report = to_report(result, config, version, registry_pb2.Dataset(id="ds-sample"), "job-sample", "cpu")
     report.id = "rep-sample"
+    report.timing.seconds = seconds  # as the worker does (nothing to load here: the model is in memory)
     return report
 
 
