@@ -65,8 +65,11 @@ certifi==2026.10.18
 cffi==2.1.1
 charset-normalizer==3.5.2
 cloudpickle==3.1.2
+contourpy==1.3.3
+cycler==0.12.1
 durationpy==0.11
 filelock==4.2.11
+fonttools==4.68.0
 frozenlist==1.8.0
 fsspec==2026.9.0
 googleapis-common-protos==1.76.0
@@ -77,9 +80,11 @@ grpcio-status==1.85.1
 idna==3.20
 jinja2==3.1.6
 joblib==1.6.0
+kiwisolver==1.5.1
 kubernetes==36.0.0
 mako==1.4.3
 markupsafe==3.0.4
+matplotlib==3.11.2
 minio==7.2.20
 mpmath==1.3.0
 multidict==7.2.1
@@ -87,6 +92,8 @@ narwhals==2.29.0
 networkx==3.6.1
 numpy==2.4.6
 oauthlib==4.0.1
+packaging==26.4
+pillow==13.0.0
 prometheus-client==0.26.0
 propcache==0.5.4
 protobuf==7.36.2
@@ -94,6 +101,7 @@ psycopg==3.3.9
 psycopg-binary==3.3.9
 pycparser==3.12
 pycryptodome==4.4.0
+pyparsing==3.3.3
 python-dateutil==2.9.0.post0
 pyyaml==6.0.3
 requests==2.34.2

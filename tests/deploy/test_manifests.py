@@ -63,7 +63,7 @@ WORKER_LABELS = {"app.kubernetes.io/name": "lambdascope", "app.kubernetes.io/com
                  "app.kubernetes.io/part-of": "lambdascope"}
 # What `requirements.txt` lists for tests or code generation only; everything else is runtime.
 NOT_IN_IMAGES = {"pytest", "pytest-timeout", "moto", "kubernetes-validate", "grpcio-tools",
-                 "cryptography", "hypothesis"}
+                 "cryptography", "hypothesis", "pandas"}
 
 
 # -- rendering ------------------------------------------------------------------------------
