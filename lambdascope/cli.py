@@ -161,25 +161,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
             return 1
         reports = [client.get_report(r) for r in job.output_ids]
-    if len(reports) == 1:
-        _print_report(reports[0])
-    else:
-        _print_trajectory(reports)
-    if args.json:
-        body = specs.to_dict(reports[0]) if len(reports) == 1 else {
-            "trajectory": [{"model_version_id": r.model_version_id, "step": r.step,
-                            "llc_mean": r.llc.mean, "llc_std": r.llc.std,
-                            "verdict": views.verdict(r), "at_minimum": not r.verdict.not_at_minimum}
-                           for r in reports],
-            "stages": [{"start_step": st.start, "end_step": st.end, "llc": st.llc, "loss": st.loss,
-                        "llc_change": st.llc_change, "label": st.label} for st in views.stages(reports)],
-            "reports": [specs.to_dict(r) for r in reports]}
-        pathlib.Path(args.json).write_text(json.dumps(body, indent=2))
-        _note(f"report written to {args.json}")
-    if args.html:
-        from lambdascope.reports import html
-
-        _write_page(args, (html.audit_page(reports[0]) if len(reports) == 1 else html.trajectory_page(reports)).encode())
+    _show(args, reports, versions)
     return 3 if _failed(reports) else 0
 
 
@@ -446,25 +428,49 @@ def _write_page(args: argparse.Namespace, page: bytes) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """One report, or several (the checkpoints of a training run) as a trajectory with its stages."""
     with _client(args) as client:
-        report = client.get_report(args.report_id)
-        page = b""
-        if args.html:
+        reports = sorted((client.get_report(r) for r in args.report_ids), key=lambda r: r.step)
+        versions = [client.get_model_version(r.model_version_id) for r in reports] if len(reports) > 1 else []
+        stored = b""
+        if args.html and len(reports) == 1:
             try:
-                page = client.get_report_page(report.id)
-            except grpc.RpcError as exc:
+                stored = client.get_report_page(reports[0].id)
+            except grpc.RpcError as exc:  # stored without one (an older estimator): rendered here
                 if exc.code() != grpc.StatusCode.NOT_FOUND:
                     raise
+    _show(args, reports, versions, stored)
+    return 0
+
+
+def _show(args: argparse.Namespace, reports: list[audit_pb2.AuditReport],
+          versions: list[registry_pb2.ModelVersion], page: bytes = b"") -> None:
+    """Print one report, or a trajectory with its stages; --json and --html write them."""
+    if len(reports) == 1:
+        _print_report(reports[0])
+    else:
+        _print_trajectory(reports)
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(specs.to_dict(report), indent=2))
-    _print_report(report)
+        body = specs.to_dict(reports[0]) if len(reports) == 1 else {
+            "trajectory": [{"model_version_id": r.model_version_id, "step": r.step,
+                            "llc_mean": r.llc.mean, "llc_std": r.llc.std,
+                            "verdict": views.verdict(r), "at_minimum": not r.verdict.not_at_minimum}
+                           for r in reports],
+            "stages": [{"start_step": st.start, "end_step": st.end, "llc": st.llc, "loss": st.loss,
+                        "llc_change": st.llc_change, "label": st.label} for st in views.stages(reports)],
+            "reports": [specs.to_dict(r) for r in reports]}
+        pathlib.Path(args.json).write_text(json.dumps(body, indent=2))
+        _note(f"report written to {args.json}")
     if args.html:
-        if not page:  # stored without one (an older estimator): rendered here from the report
+        if not page:
             from lambdascope.reports import html
 
-            page = html.audit_page(report).encode()
+            if len(reports) == 1:
+                page = html.audit_page(reports[0]).encode()
+            else:  # the held-out loss the trainer recorded with each checkpoint, when it did
+                held_out = {v.id: float(v.metadata["test_loss"]) for v in versions if "test_loss" in v.metadata}
+                page = html.trajectory_page(reports, held_out).encode()
         _write_page(args, page)
-    return 0
 
 
 # -- output -------------------------------------------------------------------------------
@@ -725,11 +731,11 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("report_ids", nargs="+", metavar="REPORT_ID", help="two or more audit reports")
     compare.add_argument("--html", metavar="OUT.html", help="also write the comparison as an HTML page")
     compare.add_argument("--open", action="store_true", help="open the --html page in a browser")
-    report = command("report", cmd_report, "print an audit report")
-    report.add_argument("report_id")
+    report = command("report", cmd_report, "print an audit report, or several as LLC over training with its stages")
+    report.add_argument("report_ids", nargs="+", metavar="REPORT_ID")
     report.add_argument("--json", metavar="OUT.json")
     report.add_argument("--html", metavar="OUT.html", help="write the report's HTML page (self-contained: plots "
-                        "inline, nothing fetched)")
+                        "inline, nothing fetched); for several reports, the trajectory's page")
     report.add_argument("--open", action="store_true", help="open the --html page in a browser")
     cli_admin.add_commands(command, _with_client)
     return parser

@@ -3,11 +3,13 @@
 Starts the platform (three services, SQLite + local objects in a fresh directory), trains a
 baseline MLP and a self-modeling MLP on scikit-learn's digits through the trainer, audits the
 final checkpoint of each through the estimator on the data it was trained on, prints a
-side-by-side table and stops the platform.
+side-by-side table with the difference of the two λ̂ against the estimator's noise, writes the
+audits' HTML pages and stops the platform.
 """
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 import tempfile
 import time
@@ -15,6 +17,7 @@ import time
 from lambdascope.client import Client
 from lambdascope.local import LocalPlatform
 from lambdascope.progress import ProgressBar
+from lambdascope.reports import html, views
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2, trainer_pb2
 
 WIDTHS = [64, 256, 10]
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<10} {address}", flush=True)
         with platform.client() as client:
             rows, sampler = run_comparison(client, args)
+            pages = write_pages(client, [row[2] for row in rows], pathlib.Path(data_dir) / "pages")
     print()
     print(f"{'model':<18} {'test acc':>9} {'LLC':>9}   {'± std':<7} {'verdict':<8} {'step':>9} "
           f"{'train s':>8} {'audit s':>8}")
@@ -73,8 +77,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nLLC: λ̂ = nβ·(E[L_n(w)] − L_n(w*)) from {sampler.chains} SGLD chains (step calibrated per "
           f"model, localization {sampler.localization:g}, nβ {sampler.nbeta:.1f}) on each model's "
           "training split; ± is the spread across chains.")
+    reports = [report for _label, _acc, report, _t, _a in rows]
+    for comparison in views.compare(reports):
+        print(comparison.sentence)
+        for warning in comparison.warnings:
+            print(f"  warning: {warning}")
+    print(f"\nreport pages (open in a browser): {', '.join(str(p) for p in pages)}")
     print("\nplatform stopped cleanly")
     return 0
+
+
+def write_pages(client: Client, reports: list[audit_pb2.AuditReport], folder: pathlib.Path) -> list[pathlib.Path]:
+    """Each audit's stored HTML page, and the comparison's, into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for report in reports:
+        path = folder / f"{report.id}.html"
+        path.write_bytes(client.get_report_page(report.id))
+        paths.append(path)
+    paths.append(folder / "compare.html")
+    paths[-1].write_text(html.compare_page(reports))
+    return paths
 
 
 def run_comparison(client: Client, args: argparse.Namespace

@@ -162,14 +162,17 @@ def trajectory_summary(reports: list[audit_pb2.AuditReport]) -> str:
                     _table(rows, ("steps", "stage", "λ̂ change")) if rows else "<p>No stages found.</p>", "</div>"])
 
 
-def trajectory_page(reports: list[audit_pb2.AuditReport]) -> str:
-    """LLC over training: λ̂ against the step with its band, the loss, the stages found."""
+def trajectory_page(reports: list[audit_pb2.AuditReport], test_loss: dict[str, float] | None = None) -> str:
+    """LLC over training: λ̂ against the step with its band, the losses (``test_loss`` by model
+    version id, when the checkpoints recorded one), the stages found."""
     found = views.stages(reports)
+    test_loss = test_loss or {}
     rows = [(r.step, "not at a minimum" if r.verdict.not_at_minimum else f"{r.llc.mean:.4g} ± {r.llc.std:.2g}",
-             f"{r.init_loss:.5g}", views.verdict(r), r.model_version_id, r.id) for r in reports]
+             f"{r.init_loss:.5g}", f"{test_loss[r.model_version_id]:.5g}" if r.model_version_id in test_loss else "",
+             views.verdict(r), r.model_version_id, r.id) for r in reports]
     body = [f"<h1>LLC over training: {len(reports)} checkpoints</h1>",
-            _figure("λ̂ against the training step, the training loss and the stages found",
-                    plots.trajectory(reports, found)),
+            _figure("λ̂ against the training step, the losses and the stages found",
+                    plots.trajectory(reports, found, test_loss)),
             "<h2>Stages</h2>"]
     if found:
         body.append(_table([(f"{st.start}–{st.end}", st.label, f"{st.llc_change:+.4g}") for st in found],
@@ -177,7 +180,7 @@ def trajectory_page(reports: list[audit_pb2.AuditReport]) -> str:
     else:
         body.append("<p>No stages: fewer than three checkpoints at a minimum, or no training steps recorded.</p>")
     body += ["<h2>Checkpoints</h2>",
-             _table(rows, ("step", "λ̂", "training loss", "verdict", "model version", "report"))]
+             _table(rows, ("step", "λ̂", "training loss", "test loss", "verdict", "model version", "report"))]
     return _page("lambdascope: LLC over training", body)
 
 

@@ -134,9 +134,11 @@ def audit_figures(report: audit_pb2.AuditReport) -> list[tuple[str, Figure]]:
     return out
 
 
-def trajectory(reports: list[audit_pb2.AuditReport], found: list[Stage] | None = None) -> Figure:
-    """λ̂ against the training step (log axis) with its band, the training loss on a twin axis
-    and the detected stages shaded. Checkpoints not at a minimum are drawn hollow, without λ̂."""
+def trajectory(reports: list[audit_pb2.AuditReport], found: list[Stage] | None = None,
+               test_loss: dict[str, float] | None = None) -> Figure:
+    """λ̂ against the training step (log axis) with its band, the training loss (and the held-out
+    loss, ``test_loss`` by model version id, when known) on a twin axis and the detected stages
+    shaded. Checkpoints not at a minimum are drawn hollow, without λ̂."""
     figure, ax = _figure(3.8)
     found = views.stages(reports) if found is None else found
     points = views.trajectory_points(reports)
@@ -157,7 +159,11 @@ def trajectory(reports: list[audit_pb2.AuditReport], found: list[Stage] | None =
     if early:
         loss_ax.scatter([max(r.step, 1) for r in early], [r.init_loss for r in early], facecolors="none",
                         edgecolors="tab:red", s=30, label="not at a minimum (no λ̂)")
-    loss_ax.set_ylabel("training loss", color="tab:red")
+    held_out = [(max(r.step, 1), test_loss[r.model_version_id]) for r in reports
+                if test_loss and r.model_version_id in test_loss]
+    if held_out:
+        loss_ax.plot(*zip(*held_out), color="tab:red", lw=1, ls="--", marker="x", ms=3, label="test loss")
+    loss_ax.set_ylabel("loss", color="tab:red")
     if len(reports) and min(r.step for r in reports) > 0:
         ax.set_xscale("log")
     ax.set(xlabel="training step", ylabel="λ̂")

@@ -80,17 +80,34 @@ def test_chromium_shows_every_plot_of_the_stored_page_offline(platform, audited)
     assert rendered.title.startswith("lambdascope audit")
 
 
-@needs_chromium
-def test_chromium_shows_the_compare_and_audit_pages_the_cli_writes(platform, audited, regression_files):
-    report, tmp = audited
-    # a second audit of the same model, at another nβ: compare must say so
+@pytest.fixture(scope="module")
+def second(platform, audited, regression_files):
+    """A second audit of the same model, at another nβ (compare must say so)."""
+    _, tmp = audited
     model_path, data_path = regression_files
     out = tmp / "second.json"
     result = _cli(platform, tmp, "audit", "--model", str(model_path), "--data", str(data_path), "--loss", "mse",
                   "--chains", "2", "--draws", "150", "--burnin", "100", "--seed", "6", "--nbeta", "50",
                   "--json", str(out))
     assert result.returncode == 0, result.stderr
-    second = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_report_with_several_ids_reads_them_as_a_trajectory(platform, audited, second):
+    report, tmp = audited
+    result = _cli(platform, tmp, "report", second["id"], report["id"], "--json", str(tmp / "traj.json"),
+                  "--html", str(tmp / "traj.html"))
+    assert result.returncode == 0, result.stderr
+    body = json.loads((tmp / "traj.json").read_text())
+    assert [p["model_version_id"] for p in body["trajectory"]] == [report["model_version_id"]] * 2
+    assert body["stages"] == []  # two points are no curve
+    assert _img_count((tmp / "traj.html").read_text()) == 1
+    assert "LLC over training" in (tmp / "traj.html").read_text()
+
+
+@needs_chromium
+def test_chromium_shows_the_compare_and_audit_pages_the_cli_writes(platform, audited, second):
+    report, tmp = audited
     result = _cli(platform, tmp, "compare", report["id"], second["id"], "--html", str(tmp / "compare.html"))
     assert result.returncode == 0, result.stderr
     assert "permutation p = " in result.stdout and "warning: different nβ" in result.stdout

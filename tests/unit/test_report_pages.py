@@ -113,3 +113,9 @@ def test_the_sdk_trajectory_orders_checkpoints_and_labels_stages(report):
     assert frame.llc_stderr.iloc[0] == pytest.approx(report.llc.std / 2)
     assert isinstance(traj.plot(), Figure)
     assert "λ̂ up, loss flat" in traj._repr_html_()
+
+
+def test_the_trajectory_page_shows_the_held_out_loss_when_known(report):
+    reports = [samples.variant(report, id=f"rep-{i}", step=10 * 2**i, model_version_id=f"mv-{i}") for i in range(3)]
+    page = html.trajectory_page(reports, {"mv-0": 0.123456, "mv-2": 0.0654321})
+    assert "0.12346" in page and "0.065432" in page and page.count("<img") == 1
