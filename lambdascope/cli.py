@@ -400,19 +400,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError("compare needs at least two audit reports")
     with _client(args) as client:
         reports = [client.get_report(r) for r in args.report_ids]
+        digests = client.dataset_digests(r.dataset_id for r in reports)
     print("report\tmodel version\tLLC\tverdict\tchains\tnβ\tstep\tγ\tdataset")
     for r in reports:
         s = r.config.sampler
         print(f"{r.id}\t{r.model_version_id}\t{r.llc.mean:.3f} ± {r.llc.std:.3f}\t{views.verdict(r)}\t"
               f"{len(r.llc.per_chain)}\t{s.nbeta:.4g}\t{s.step_size:.3g}\t{s.localization:g}\t{r.dataset_id}")
-    for comparison in views.compare(reports):
+    for comparison in views.compare(reports, digests):
         print(comparison.sentence)
         for warning in comparison.warnings:
             print(f"  warning: {warning}")
     if args.html:
         from lambdascope.reports import html
 
-        _write_page(args, html.compare_page(reports).encode())
+        _write_page(args, html.compare_page(reports, digests).encode())
     return 0
 
 

@@ -20,7 +20,7 @@ import random
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -445,6 +445,11 @@ class Client:
         """Store a report (with its HTML page, when given, in the same transaction)."""
         return self.registry.PutReport(registry_pb2.PutReportRequest(report=report, html=html),
                                        timeout=self.timeout + len(html) / 2**20)
+
+    def dataset_digests(self, dataset_ids: Iterable[str]) -> dict[str, str]:
+        """The sha256 of each dataset's bytes, by id: the same data can be registered under two
+        names (each training job registers its split), and comparisons should know."""
+        return {i: self.get_dataset(i).sha256 for i in set(dataset_ids) if i}
 
     def get_report_page(self, report_id: str) -> bytes:
         """The report's stored HTML page (NOT_FOUND when it has none)."""

@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<10} {address}", flush=True)
         with platform.client() as client:
             rows, sampler = run_comparison(client, args)
-            pages = write_pages(client, [row[2] for row in rows], pathlib.Path(data_dir) / "pages")
+            digests = client.dataset_digests(row[2].dataset_id for row in rows)
+            pages = write_pages(client, [row[2] for row in rows], digests, pathlib.Path(data_dir) / "pages")
     print()
     print(f"{'model':<18} {'test acc':>9} {'LLC':>9}   {'± std':<7} {'verdict':<8} {'step':>9} "
           f"{'train s':>8} {'audit s':>8}")
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
           f"model, localization {sampler.localization:g}, nβ {sampler.nbeta:.1f}) on each model's "
           "training split; ± is the spread across chains.")
     reports = [report for _label, _acc, report, _t, _a in rows]
-    for comparison in views.compare(reports):
+    for comparison in views.compare(reports, digests):
         print(comparison.sentence)
         for warning in comparison.warnings:
             print(f"  warning: {warning}")
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_pages(client: Client, reports: list[audit_pb2.AuditReport], folder: pathlib.Path) -> list[pathlib.Path]:
+def write_pages(client: Client, reports: list[audit_pb2.AuditReport], digests: dict[str, str],
+                folder: pathlib.Path) -> list[pathlib.Path]:
     """Each audit's stored HTML page, and the comparison's, into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -96,7 +98,7 @@ def write_pages(client: Client, reports: list[audit_pb2.AuditReport], folder: pa
         path.write_bytes(client.get_report_page(report.id))
         paths.append(path)
     paths.append(folder / "compare.html")
-    paths[-1].write_text(html.compare_page(reports))
+    paths[-1].write_text(html.compare_page(reports, digests))
     return paths
 
 

@@ -11,6 +11,7 @@ import base64
 import datetime
 import html
 import json
+from collections.abc import Mapping
 
 from matplotlib.figure import Figure
 
@@ -184,9 +185,10 @@ def trajectory_page(reports: list[audit_pb2.AuditReport], test_loss: dict[str, f
     return _page("lambdascope: LLC over training", body)
 
 
-def compare_page(reports: list[audit_pb2.AuditReport]) -> str:
-    """Audits side by side, each against the first, with the noise test and setting warnings."""
-    comparisons = views.compare(reports)
+def compare_page(reports: list[audit_pb2.AuditReport], digests: Mapping[str, str] | None = None) -> str:
+    """Audits side by side, each against the first, with the noise test and setting warnings
+    (``digests``: dataset id → sha256, see :func:`views.incomparable`)."""
+    comparisons = views.compare(reports, digests)
     rows = [(r.id, r.model_version_id, f"{r.llc.mean:.4g} ± {r.llc.std:.2g}", views.verdict(r),
              len(r.llc.per_chain), f"{r.config.sampler.nbeta:.4g}", f"{r.config.sampler.step_size:.3g}",
              f"{r.config.sampler.localization:g}", r.dataset_id) for r in reports]

@@ -3,6 +3,7 @@ notebook SDK: the verdict's name, a trajectory's points and stages, how two audi
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,11 +67,16 @@ def stages(reports: list[audit_pb2.AuditReport]) -> list[Stage]:
                          [r.init_loss for r in points])
 
 
-def incomparable(a: audit_pb2.AuditReport, b: audit_pb2.AuditReport) -> list[str]:
-    """Settings that differ between two audits, each making their λ̂ less comparable."""
+def incomparable(a: audit_pb2.AuditReport, b: audit_pb2.AuditReport,
+                 digests: Mapping[str, str] | None = None) -> list[str]:
+    """Settings that differ between two audits, each making their λ̂ less comparable.
+    ``digests`` (dataset id → sha256 of its bytes, when the caller looked them up) lets two
+    datasets registered apart with the same bytes count as the same data."""
     sa, sb = a.config.sampler, b.config.sampler
     out = []
-    if a.dataset_id != b.dataset_id:
+    digests = digests or {}
+    same_bytes = a.dataset_id in digests and digests.get(a.dataset_id) == digests.get(b.dataset_id)
+    if a.dataset_id != b.dataset_id and not same_bytes:
         out.append(f"different data ({a.dataset_id}, {b.dataset_id}): λ̂ is a property of model and data together")
     if a.config.loss != b.config.loss:
         out.append("different losses")
@@ -105,9 +111,10 @@ class Comparison:
                 f"{d.high:+.3f}), permutation p = {d.p_value:.3f} (smallest possible {d.smallest_p:.3f}): {judged}")
 
 
-def compare(reports: list[audit_pb2.AuditReport]) -> list[Comparison]:
+def compare(reports: list[audit_pb2.AuditReport], digests: Mapping[str, str] | None = None) -> list[Comparison]:
     """Each report after the first against the first: the difference of λ̂ over the chain
-    estimates (lambdascope.llc.compare) and the settings that make them less comparable."""
+    estimates (lambdascope.llc.compare) and the settings that make them less comparable
+    (``digests`` as in :func:`incomparable`)."""
     if len(reports) < 2:
         raise ValueError("compare needs at least two audit reports")
     base = reports[0]
@@ -115,5 +122,5 @@ def compare(reports: list[audit_pb2.AuditReport]) -> list[Comparison]:
     for r in reports[1:]:
         enough = len(base.llc.per_chain) >= 2 and len(r.llc.per_chain) >= 2
         diff = compare_chains(base.llc.per_chain, r.llc.per_chain) if enough else None
-        out.append(Comparison(base, r, diff, incomparable(base, r)))
+        out.append(Comparison(base, r, diff, incomparable(base, r, digests)))
     return out

@@ -38,3 +38,12 @@ def test_settings_that_differ_are_named() -> None:
     assert same == []
     warnings = views.incomparable(report(100, 1e-4, "ds-1"), report(200, 1e-3, "ds-2"))
     assert len(warnings) == 3 and "different data" in warnings[0] and "nβ" in warnings[1] and "2x" in warnings[2]
+
+
+def test_the_same_bytes_registered_twice_are_the_same_data() -> None:
+    a, b = audit_pb2.AuditReport(dataset_id="ds-1"), audit_pb2.AuditReport(dataset_id="ds-2")
+    for r in (a, b):
+        r.config.sampler.nbeta, r.config.sampler.localization = 100, 10
+    assert "different data" in views.incomparable(a, b)[0]  # nothing known of their bytes
+    assert views.incomparable(a, b, {"ds-1": "abc", "ds-2": "abc"}) == []
+    assert "different data" in views.incomparable(a, b, {"ds-1": "abc", "ds-2": "def"})[0]
