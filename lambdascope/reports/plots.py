@@ -22,6 +22,12 @@ WIDTH, HEIGHT, DPI = 7.5, 3.2, 110
 STAGE_COLOURS = {"up": "#f4c7a1", "down": "#a9cce3", "flat": "#e5e5e5"}
 
 
+def _plain(text: str) -> str:
+    """A user's name as literal text: matplotlib would read "$...$" as mathematics (and fail on
+    an unbalanced one)."""
+    return text.replace("$", r"\$")
+
+
 def png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
@@ -115,7 +121,7 @@ def groups(report: audit_pb2.AuditReport) -> Figure | None:
     if not report.group_llc:
         return None
     figure, ax = _figure(max(1.6, 0.35 * len(report.group_llc) + 1.0))
-    names = [g.name for g in report.group_llc]
+    names = [_plain(g.name) for g in report.group_llc]
     ax.barh(names, [g.llc.mean for g in report.group_llc], xerr=[g.llc.std for g in report.group_llc],
             color="tab:blue", alpha=0.8)
     ax.invert_yaxis()
@@ -144,7 +150,7 @@ def trajectory(reports: list[audit_pb2.AuditReport], found: list[Stage] | None =
     points = views.trajectory_points(reports)
     for stage in found:
         ax.axvspan(stage.start, stage.end, color=STAGE_COLOURS.get(stage.llc, "#eeeeee"), alpha=0.5, lw=0)
-        ax.text((stage.start * stage.end) ** 0.5, 1.0, stage.label, transform=ax.get_xaxis_transform(),
+        ax.text((stage.start * stage.end) ** 0.5, 1.0, _plain(stage.label), transform=ax.get_xaxis_transform(),
                 ha="center", va="bottom", fontsize=7)
     steps = np.array([max(r.step, 1) for r in points], dtype=float)
     mean = np.array([r.llc.mean for r in points])
@@ -177,7 +183,7 @@ def trajectory(reports: list[audit_pb2.AuditReport], found: list[Stage] | None =
 def compare(reports: list[audit_pb2.AuditReport]) -> Figure:
     """λ̂ ± spread of several audits side by side, each chain's λ̂ as a dot."""
     figure, ax = _figure(max(1.8, 0.45 * len(reports) + 1.0))
-    labels = [f"{r.id[:12]}\n{r.model_version_id[:20]}" for r in reports]
+    labels = [_plain(f"{r.id[:12]}\n{r.model_version_id[:20]}") for r in reports]
     for i, r in enumerate(reports):
         ax.errorbar(r.llc.mean, i, xerr=r.llc.std, fmt="s", color="black", capsize=4)
         ax.scatter(list(r.llc.per_chain), [i] * len(r.llc.per_chain), color="tab:blue", alpha=0.6, s=14)
