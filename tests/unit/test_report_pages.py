@@ -51,7 +51,7 @@ def test_the_audit_page_holds_every_plot_inline_and_fetches_nothing(report):
 def test_text_from_users_is_escaped(report):
     hostile = samples.variant(report, model_version_id=HOSTILE, dataset_id=HOSTILE, id=HOSTILE)
     hostile.verdict.reasons.append(HOSTILE)
-    hostile.group_llc[0].name = "a $\\frac{ unbalanced $x$ name"  # text for matplotlib, not mathematics
+    hostile.group_llc[0].name = "layer $\\undefinedmacro$"  # text for matplotlib, not mathematics (which fails)
     for page in (html.audit_page(hostile), html.compare_page([report, hostile]),
                  html.trajectory_page([samples.variant(hostile, step=s) for s in (10, 20, 40)])):
         assert "<script" not in page and "evil.example/x.png\"" not in page
