@@ -12,7 +12,7 @@ yardstick, pure noise costs about one per point and never pays for a cut, while 
 direction removes far more than ``penalty``: no boundary from noise. Each piece is "up" or
 "down" when its slope is more than ``z`` of its own standard errors from zero, else "flat";
 neighbouring pieces with the same reading merge into one stage. The loss is read on each stage
-against ``loss_tolerance`` of its range over the run.
+against ``loss_tolerance`` of its range over the run, and as moved when it halves or doubles.
 """
 from __future__ import annotations
 
@@ -124,8 +124,11 @@ def _direction(fit: _Fits, i: int, j: int, z: float) -> str:
 
 
 def _loss_move(a: float, b: float, tolerance: float) -> str:
-    if b < a - tolerance:
+    """A move beyond ``tolerance`` (a share of the loss's range over the run), or by a factor of
+    two: a late fall from 0.07 to 0 after an early one from 5.7 is small against the range but
+    is the loss going down all the same."""
+    if b < a - tolerance or (a > 0 and b < a / 2):
         return "down"
-    if b > a + tolerance:
+    if b > a + tolerance or (b > 0 and a >= 0 and b > 2 * a):
         return "up"
     return "flat"

@@ -51,3 +51,13 @@ def test_bad_curves_are_refused() -> None:
     with pytest.raises(ValueError, match="finite"):
         detect_stages([1, 2], [1.0, float("nan")], [0.1, 0.1])
     assert detect_stages([1], [1.0], [0.1]) == []
+
+
+def test_a_late_fall_of_a_small_loss_is_still_a_fall() -> None:
+    """The DLN's last mode: the loss goes 0.072 → 0 after 5.7 → 0.7 → 0.072; against the run's
+    range that is under 2%, but the loss went down (bench/stages.py)."""
+    llc = [8.0] * 3 + [24.0] * 3 + [40.0] * 3 + [56.0] * 3
+    loss = [5.68] * 3 + [0.685] * 3 + [0.072] * 3 + [0.0] * 3
+    stages = detect_stages(_steps(12), llc, [0.5] * 12, loss)
+    assert [(s.llc, s.loss) for s in stages] == [("flat", "flat"), ("up", "down"), ("flat", "flat"), ("up", "down"),
+                                                 ("flat", "flat"), ("up", "down"), ("flat", "flat")]
