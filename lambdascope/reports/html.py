@@ -92,9 +92,9 @@ def audit_page(report: audit_pb2.AuditReport) -> str:
             f'<p class="muted">model version {_e(report.model_version_id)} · dataset {_e(report.dataset_id)} · '
             f"{report.num_parameters:,} parameters · {report.num_examples:,} examples · job {_e(report.job_id)}</p>",
             _verdict_box(report)]
-    figures = plots.audit_figures(report)
     body.append("<h2>Sampling</h2>")
-    body += [_figure(caption, figure) for caption, figure in figures[:3]]
+    body += [_figure("Loss traces per chain", plots.traces(report)),
+             _figure("Running λ̂ per chain", plots.running_llc(report)), _figure("λ̂ per chain", plots.chains(report))]
     stop = report.stopping
     body.append(_table([
         ("R-hat (split, rank-normalized)", _fmt(d.rhat, ".3f")), ("bulk ESS", _fmt(d.ess, ".0f")),
@@ -112,15 +112,15 @@ def audit_page(report: audit_pb2.AuditReport) -> str:
                     "that of the function these weights compute.</p>")
     body.append("<h2>Step size</h2>")
     body.append(f"<p>{_e(report.calibration.summary or f'step size {s.step_size:.3g} as given (no calibration)')}</p>")
-    rest = dict(figures[3:])
-    if "Step-size calibration" in rest:
-        body.append(_figure("Step-size calibration", rest["Step-size calibration"]))
+    calibration = plots.calibration(report)
+    if calibration is not None:
+        body.append(_figure("Step-size calibration", calibration))
         body.append(_table([(f"{c.step_size:.3g}", _fmt(c.acceptance, ".3f"), _fmt(c.llc, ".4g"),
                              "yes" if c.stable else "no", c.note) for c in report.calibration.candidates],
                            ("step size", "acceptance", "pilot λ̂", "stable", "note")))
     if report.group_llc:
         body.append("<h2>λ̂ per layer or group</h2>")
-        body.append(_figure("λ̂ per layer or group", rest["λ̂ per layer or group"]))
+        body.append(_figure("λ̂ per layer or group", plots.groups(report)))
         body.append(_table([(g.name, g.num_parameters, f"{g.llc.mean:.4g} ± {g.llc.std:.2g}")
                             for g in report.group_llc], ("group", "parameters", "λ̂")))
     if report.HasField("hessian"):
@@ -150,9 +150,9 @@ def audit_page(report: audit_pb2.AuditReport) -> str:
 
 def audit_summary(report: audit_pb2.AuditReport) -> str:
     """A fragment for a notebook cell: the verdict, the traces and the running λ̂."""
-    figures = plots.audit_figures(report)
     return "".join([f"<div><h3>Audit {_e(report.id or report.model_version_id)}</h3>", _verdict_box(report),
-                    *(_figure(caption, figure) for caption, figure in figures[:2]), "</div>"])
+                    _figure("Loss traces per chain", plots.traces(report)),
+                    _figure("Running λ̂ per chain", plots.running_llc(report)), "</div>"])
 
 
 def trajectory_summary(reports: list[audit_pb2.AuditReport]) -> str:

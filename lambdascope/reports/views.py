@@ -12,20 +12,13 @@ from lambdascope.llc.compare import Difference, compare_chains
 from lambdascope.llc.stages import Stage, detect_stages
 from lambdascope.v1 import audit_pb2
 
-__all__ = ["Comparison", "compare", "energy_trace", "incomparable", "stages", "stderr", "stop_reason", "trajectory_points",
+__all__ = ["Comparison", "compare", "energy_trace", "incomparable", "stages", "stderr", "trajectory_points",
            "verdict", "warmup_and_burnin"]
 
 
 def verdict(report: audit_pb2.AuditReport) -> str:
     """"ok", "warning" or "failed"."""
     return audit_pb2.VerdictState.Name(report.verdict.state).removeprefix("VERDICT_STATE_").lower()
-
-
-def stop_reason(report: audit_pb2.AuditReport) -> str:
-    """"converged", "step_cap", "time_cap", "fixed", "not_a_minimum" ("" for old reports)."""
-    if not report.HasField("stopping") or not report.stopping.reason:
-        return ""
-    return audit_pb2.StopReason.Name(report.stopping.reason).removeprefix("STOP_REASON_").lower()
 
 
 def stderr(report: audit_pb2.AuditReport) -> float:
