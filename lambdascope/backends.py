@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 
 from google.protobuf import json_format
 
-from lambdascope import config
+from lambdascope import config, job_kinds
 from lambdascope.config import Settings
 from lambdascope.v1 import jobs_pb2
 
@@ -214,7 +214,6 @@ JOB_ID_LABEL = "lambdascope.dev/job-id"
 KIND_LABEL = "lambdascope.dev/kind"
 WORKER_LABELS = {"app.kubernetes.io/name": "lambdascope", "app.kubernetes.io/component": "worker",
                  "app.kubernetes.io/part-of": "lambdascope"}
-WORKER_MODULES = {"train": "services.trainer.worker", "audit": "services.estimator.worker"}
 GPU_RESOURCE = "nvidia.com/gpu"
 TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
 NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -286,7 +285,7 @@ def build_job(job_id: str, kind: str, spec_json: str, settings: Settings, *,
     if not settings.job_image:
         raise ValueError("LAMBDASCOPE_JOB_IMAGE is not set: the Kubernetes job backend needs "
                          "the worker image")
-    module = worker_module or WORKER_MODULES.get(kind) or f"services.{settings.service}.worker"
+    module = worker_module or job_kinds.worker_module(kind)
     name = job_name(job_id)
     labels = {**WORKER_LABELS, JOB_ID_LABEL: name, KIND_LABEL: job_name(kind)}
 

@@ -25,13 +25,14 @@ from typing import Any
 
 import grpc
 
-from lambdascope import auth, discovery
+from lambdascope import auth, discovery, job_kinds
 from lambdascope import tls as lambdascope_tls
 from lambdascope.tls import ClientTLS
 from lambdascope.discovery import PlatformNotFound
 from lambdascope.v1 import (audit_pb2, estimator_pb2, estimator_pb2_grpc, identity_pb2,
-                            identity_pb2_grpc, jobs_pb2, models_pb2, platform_pb2, platform_pb2_grpc, registry_pb2, registry_pb2_grpc,
-                            trainer_pb2, trainer_pb2_grpc)
+                            identity_pb2_grpc, jobs_pb2, jobs_pb2_grpc, models_pb2, platform_pb2,
+                            platform_pb2_grpc, registry_pb2, registry_pb2_grpc, trainer_pb2,
+                            trainer_pb2_grpc)
 
 CHUNK = 1 << 20
 SERVICES = ("registry", "trainer", "estimator")
@@ -489,13 +490,9 @@ class Client:
         return self.trainer.StartTraining(trainer_pb2.StartTrainingRequest(
             request_id=request_id or str(uuid.uuid4()), spec=spec), timeout=self.timeout)
 
-    def jobs_stub(self, job_id_or_kind: str) -> Any:
-        """The service that owns a job: ids start with their kind ("train-", "audit-")."""
-        if job_id_or_kind.startswith("train"):
-            return self.trainer
-        if job_id_or_kind.startswith("audit"):
-            return self.estimator
-        raise ValueError(f"{job_id_or_kind!r} is not a job id (they start with train- or audit-)")
+    def jobs_stub(self, job_id_or_kind: str) -> jobs_pb2_grpc.JobsStub:
+        """The Jobs service of the server that owns a job (its id starts with its kind)."""
+        return jobs_pb2_grpc.JobsStub(self.channel(job_kinds.service_of(job_id_or_kind)))
 
     def get_job(self, job_id: str) -> jobs_pb2.Job:
         return self.jobs_stub(job_id).GetJob(jobs_pb2.GetJobRequest(job_id=job_id),

@@ -24,10 +24,11 @@ from concurrent import futures
 import sqlalchemy as sa
 from google.protobuf import timestamp_pb2
 
-from lambdascope import auth, backends, errors, paging, quotas, tls
+from lambdascope import auth, backends, errors, job_kinds, paging, quotas, tls
 from lambdascope.config import Settings
 from lambdascope.metrics import JobMetrics
-from lambdascope.v1 import jobs_pb2
+from lambdascope.server import ServiceBinding
+from lambdascope.v1 import jobs_pb2, jobs_pb2_grpc
 
 log = logging.getLogger("lambdascope.jobs")
 
@@ -108,21 +109,23 @@ def event_of(job: jobs_pb2.Job) -> jobs_pb2.JobEvent:
 
 
 class JobManager:
-    def __init__(self, *, kind: str, engine: sa.Engine, worker_module: str, settings: Settings,
+    def __init__(self, *, kind: str, engine: sa.Engine, settings: Settings,
+                 worker_module: str | None = None,
                  resumable: bool = False, metrics: JobMetrics | None = None,
                  backend: backends.Backend | None = None):
         """resumable: the workers save their progress and continue from it, so jobs that a
         stop or crash interrupted are queued again when the service starts. metrics: where
         job counts, durations and worker progress are exported (lambdascope.metrics).
-        backend: where workers run; default: the one settings.job_backend names."""
+        backend: where workers run; default: the one settings.job_backend names.
+        worker_module: what a worker runs; default: the kind's (lambdascope.job_kinds)."""
         self.kind = kind
         self.metrics = metrics
         self.resumable = resumable
         self.engine = engine
-        self.worker_module = worker_module
+        self.worker_module = worker_module or job_kinds.worker_module(kind)
         self.settings = settings
         self.backend = backend if backend is not None else backends.from_settings(
-            settings, kind=kind, worker_module=worker_module)
+            settings, kind=kind, worker_module=self.worker_module)
         _metadata.create_all(engine)
         _add_missing_columns(engine)
         self._timers: dict[str, threading.Timer] = {}
@@ -612,27 +615,36 @@ class JobManager:
         self._observe("progress", job_id, event.metrics)
 
 
-class JobQueries:
-    """The job RPCs every job-running servicer offers (GetJob, ListJobs, CancelJob, WatchJob),
-    answered from its `self.jobs` manager. List it before the generated servicer base."""
+class JobsServicer(jobs_pb2_grpc.JobsServicer):
+    """The Jobs service (GetJob, ListJobs, CancelJob, WatchJob) over one manager's jobs, those of
+    the caller's team; hosted by every job-running service's server."""
 
-    jobs: JobManager
-    registry: Any  # lambdascope.client.Client, calling for the caller (forward_caller=True)
-
-    def job_credential(self, job_id: str) -> str:
-        """A new job's registry credential, issued with the caller's own key: bound to the
-        caller's team, never able to do more than the caller."""
-        return errors.call_upstream("registry", self.registry.issue_job_credential, job_id,
-                                    CREDENTIAL_SECONDS)
+    def __init__(self, manager: JobManager):
+        self.manager = manager
 
     def GetJob(self, request, context):
-        return self.jobs.get(request.job_id, auth.current().team)
+        return self.manager.get(request.job_id, auth.current().team)
 
     def ListJobs(self, request, context):
-        return self.jobs.list(request, auth.current().team)
+        return self.manager.list(request, auth.current().team)
 
     def CancelJob(self, request, context):
-        return self.jobs.cancel(request.job_id, auth.current().team)
+        return self.manager.cancel(request.job_id, auth.current().team)
 
     def WatchJob(self, request, context):
-        return self.jobs.watch(request.job_id, auth.current().team, context.is_active)
+        return self.manager.watch(request.job_id, auth.current().team, context.is_active)
+
+
+def binding(manager: JobManager) -> ServiceBinding:
+    """The Jobs service over `manager`, for server.start beside the service's own binding."""
+    servicer = JobsServicer(manager)
+    return ServiceBinding(jobs_pb2.DESCRIPTOR.services_by_name["Jobs"].full_name,
+                          lambda server: jobs_pb2_grpc.add_JobsServicer_to_server(servicer, server))
+
+
+def caller_credential(registry: Any) -> Callable[[str], str]:
+    """JobManager.start's `credential`: a new job's registry credential, issued with the caller's
+    own key (`registry` is a lambdascope.client.Client with forward_caller=True): bound to the
+    caller's team, never able to do more than the caller."""
+    return lambda job_id: errors.call_upstream("registry", registry.issue_job_credential, job_id,
+                                               CREDENTIAL_SECONDS)

@@ -27,7 +27,7 @@ from lambdascope.v1 import audit_pb2 as lambdascope_dot_v1_dot_audit__pb2
 from lambdascope.v1 import jobs_pb2 as lambdascope_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elambdascope/v1/estimator.proto\x12\x0elambdascope.v1\x1a\x1blambdascope/v1/access.proto\x1a\x1alambdascope/v1/audit.proto\x1a\x19lambdascope/v1/jobs.proto\"\xb4\x01\n\x11StartAuditRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10model_version_id\x18\x02 \x01(\t\x12\x12\n\ndataset_id\x18\x03 \x01(\t\x12+\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x1b.lambdascope.v1.AuditConfig\x12\x19\n\x11model_version_ids\x18\x05 \x03(\t\x12\x15\n\rvalidate_only\x18\x06 \x01(\x08\x32\x91\x03\n\tEstimator\x12N\n\nStartAudit\x12!.lambdascope.v1.StartAuditRequest\x1a\x13.lambdascope.v1.Job\"\x08\xd0\xa3\x19\x03\xd8\xa3\x19\x01\x12\x42\n\x06GetJob\x12\x1d.lambdascope.v1.GetJobRequest\x1a\x13.lambdascope.v1.Job\"\x04\xd0\xa3\x19\x02\x12S\n\x08ListJobs\x12\x1f.lambdascope.v1.ListJobsRequest\x1a .lambdascope.v1.ListJobsResponse\"\x04\xd0\xa3\x19\x02\x12L\n\tCancelJob\x12 .lambdascope.v1.CancelJobRequest\x1a\x13.lambdascope.v1.Job\"\x08\xd0\xa3\x19\x03\xd8\xa3\x19\x01\x12M\n\x08WatchJob\x12\x1f.lambdascope.v1.WatchJobRequest\x1a\x18.lambdascope.v1.JobEvent\"\x04\xd0\xa3\x19\x02\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elambdascope/v1/estimator.proto\x12\x0elambdascope.v1\x1a\x1blambdascope/v1/access.proto\x1a\x1alambdascope/v1/audit.proto\x1a\x19lambdascope/v1/jobs.proto\"\xb4\x01\n\x11StartAuditRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10model_version_id\x18\x02 \x01(\t\x12\x12\n\ndataset_id\x18\x03 \x01(\t\x12+\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x1b.lambdascope.v1.AuditConfig\x12\x19\n\x11model_version_ids\x18\x05 \x03(\t\x12\x15\n\rvalidate_only\x18\x06 \x01(\x08\x32[\n\tEstimator\x12N\n\nStartAudit\x12!.lambdascope.v1.StartAuditRequest\x1a\x13.lambdascope.v1.Job\"\x08\xd0\xa3\x19\x03\xd8\xa3\x19\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,16 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ESTIMATOR'].methods_by_name['StartAudit']._loaded_options = None
   _globals['_ESTIMATOR'].methods_by_name['StartAudit']._serialized_options = b'\320\243\031\003\330\243\031\001'
-  _globals['_ESTIMATOR'].methods_by_name['GetJob']._loaded_options = None
-  _globals['_ESTIMATOR'].methods_by_name['GetJob']._serialized_options = b'\320\243\031\002'
-  _globals['_ESTIMATOR'].methods_by_name['ListJobs']._loaded_options = None
-  _globals['_ESTIMATOR'].methods_by_name['ListJobs']._serialized_options = b'\320\243\031\002'
-  _globals['_ESTIMATOR'].methods_by_name['CancelJob']._loaded_options = None
-  _globals['_ESTIMATOR'].methods_by_name['CancelJob']._serialized_options = b'\320\243\031\003\330\243\031\001'
-  _globals['_ESTIMATOR'].methods_by_name['WatchJob']._loaded_options = None
-  _globals['_ESTIMATOR'].methods_by_name['WatchJob']._serialized_options = b'\320\243\031\002'
   _globals['_STARTAUDITREQUEST']._serialized_start=135
   _globals['_STARTAUDITREQUEST']._serialized_end=315
-  _globals['_ESTIMATOR']._serialized_start=318
-  _globals['_ESTIMATOR']._serialized_end=719
+  _globals['_ESTIMATOR']._serialized_start=317
+  _globals['_ESTIMATOR']._serialized_end=408
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,9 @@ if _version_not_supported:
 
 
 class EstimatorStub:
-    """Missing associated documentation comment in .proto file."""
+    """Its jobs are read, followed and cancelled through the Jobs service (jobs.proto), which this
+    service's server also hosts.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -40,56 +42,14 @@ class EstimatorStub:
                 request_serializer=lambdascope_dot_v1_dot_estimator__pb2.StartAuditRequest.SerializeToString,
                 response_deserializer=lambdascope_dot_v1_dot_jobs__pb2.Job.FromString,
                 _registered_method=True)
-        self.GetJob = channel.unary_unary(
-                '/lambdascope.v1.Estimator/GetJob',
-                request_serializer=lambdascope_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
-                response_deserializer=lambdascope_dot_v1_dot_jobs__pb2.Job.FromString,
-                _registered_method=True)
-        self.ListJobs = channel.unary_unary(
-                '/lambdascope.v1.Estimator/ListJobs',
-                request_serializer=lambdascope_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
-                response_deserializer=lambdascope_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
-                _registered_method=True)
-        self.CancelJob = channel.unary_unary(
-                '/lambdascope.v1.Estimator/CancelJob',
-                request_serializer=lambdascope_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
-                response_deserializer=lambdascope_dot_v1_dot_jobs__pb2.Job.FromString,
-                _registered_method=True)
-        self.WatchJob = channel.unary_stream(
-                '/lambdascope.v1.Estimator/WatchJob',
-                request_serializer=lambdascope_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
-                response_deserializer=lambdascope_dot_v1_dot_jobs__pb2.JobEvent.FromString,
-                _registered_method=True)
 
 
 class EstimatorServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Its jobs are read, followed and cancelled through the Jobs service (jobs.proto), which this
+    service's server also hosts.
+    """
 
     def StartAudit(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListJobs(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CancelJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def WatchJob(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,26 +63,6 @@ def add_EstimatorServicer_to_server(servicer, server):
                     request_deserializer=lambdascope_dot_v1_dot_estimator__pb2.StartAuditRequest.FromString,
                     response_serializer=lambdascope_dot_v1_dot_jobs__pb2.Job.SerializeToString,
             ),
-            'GetJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetJob,
-                    request_deserializer=lambdascope_dot_v1_dot_jobs__pb2.GetJobRequest.FromString,
-                    response_serializer=lambdascope_dot_v1_dot_jobs__pb2.Job.SerializeToString,
-            ),
-            'ListJobs': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListJobs,
-                    request_deserializer=lambdascope_dot_v1_dot_jobs__pb2.ListJobsRequest.FromString,
-                    response_serializer=lambdascope_dot_v1_dot_jobs__pb2.ListJobsResponse.SerializeToString,
-            ),
-            'CancelJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.CancelJob,
-                    request_deserializer=lambdascope_dot_v1_dot_jobs__pb2.CancelJobRequest.FromString,
-                    response_serializer=lambdascope_dot_v1_dot_jobs__pb2.Job.SerializeToString,
-            ),
-            'WatchJob': grpc.unary_stream_rpc_method_handler(
-                    servicer.WatchJob,
-                    request_deserializer=lambdascope_dot_v1_dot_jobs__pb2.WatchJobRequest.FromString,
-                    response_serializer=lambdascope_dot_v1_dot_jobs__pb2.JobEvent.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'lambdascope.v1.Estimator', rpc_method_handlers)
@@ -132,7 +72,9 @@ def add_EstimatorServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Estimator:
-    """Missing associated documentation comment in .proto file."""
+    """Its jobs are read, followed and cancelled through the Jobs service (jobs.proto), which this
+    service's server also hosts.
+    """
 
     @staticmethod
     def StartAudit(request,
@@ -151,114 +93,6 @@ class Estimator:
             '/lambdascope.v1.Estimator/StartAudit',
             lambdascope_dot_v1_dot_estimator__pb2.StartAuditRequest.SerializeToString,
             lambdascope_dot_v1_dot_jobs__pb2.Job.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/lambdascope.v1.Estimator/GetJob',
-            lambdascope_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
-            lambdascope_dot_v1_dot_jobs__pb2.Job.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListJobs(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/lambdascope.v1.Estimator/ListJobs',
-            lambdascope_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
-            lambdascope_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CancelJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/lambdascope.v1.Estimator/CancelJob',
-            lambdascope_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
-            lambdascope_dot_v1_dot_jobs__pb2.Job.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def WatchJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/lambdascope.v1.Estimator/WatchJob',
-            lambdascope_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
-            lambdascope_dot_v1_dot_jobs__pb2.JobEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from lambdascope.v1 import access_pb2 as lambdascope_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lambdascope/v1/jobs.proto\x12\x0elambdascope.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.lambdascope.v1.JobState\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0c\n\x04step\x18\x05 \x01(\x03\x12\r\n\x05total\x18\x06 \x01(\x03\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x31\n\x07metrics\x18\x08 \x03(\x0b\x32 .lambdascope.v1.Job.MetricsEntry\x12\x12\n\noutput_ids\x18\t \x03(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tspec_json\x18\r \x01(\t\x12\x10\n\x08\x61ttempts\x18\x0e \x01(\x05\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x97\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.lambdascope.v1.JobState\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\r\n\x05total\x18\x04 \x01(\x03\x12\x36\n\x07metrics\x18\x05 \x03(\x0b\x32%.lambdascope.v1.JobEvent.MetricsEntry\x12\x0f\n\x07message\x18\x06 \x01(\t\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\noutput_ids\x18\x08 \x03(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"a\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.lambdascope.v1.JobState\"N\n\x10ListJobsResponse\x12!\n\x04jobs\x18\x01 \x03(\x0b\x32\x13.lambdascope.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t*\xb5\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x12\x19\n\x15JOB_STATE_INTERRUPTED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lambdascope/v1/jobs.proto\x12\x0elambdascope.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1blambdascope/v1/access.proto\"\xb7\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.lambdascope.v1.JobState\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x0c\n\x04step\x18\x05 \x01(\x03\x12\r\n\x05total\x18\x06 \x01(\x03\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x31\n\x07metrics\x18\x08 \x03(\x0b\x32 .lambdascope.v1.Job.MetricsEntry\x12\x12\n\noutput_ids\x18\t \x03(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tspec_json\x18\r \x01(\t\x12\x10\n\x08\x61ttempts\x18\x0e \x01(\x05\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x97\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.lambdascope.v1.JobState\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\r\n\x05total\x18\x04 \x01(\x03\x12\x36\n\x07metrics\x18\x05 \x03(\x0b\x32%.lambdascope.v1.JobEvent.MetricsEntry\x12\x0f\n\x07message\x18\x06 \x01(\t\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\noutput_ids\x18\x08 \x03(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"a\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.lambdascope.v1.JobState\"N\n\x10ListJobsResponse\x12!\n\x04jobs\x18\x01 \x03(\x0b\x32\x13.lambdascope.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t*\xb5\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x12\x19\n\x15JOB_STATE_INTERRUPTED\x10\x06\x32\xbc\x02\n\x04Jobs\x12\x42\n\x06GetJob\x12\x1d.lambdascope.v1.GetJobRequest\x1a\x13.lambdascope.v1.Job\"\x04\xd0\xa3\x19\x02\x12S\n\x08ListJobs\x12\x1f.lambdascope.v1.ListJobsRequest\x1a .lambdascope.v1.ListJobsResponse\"\x04\xd0\xa3\x19\x02\x12L\n\tCancelJob\x12 .lambdascope.v1.CancelJobRequest\x1a\x13.lambdascope.v1.Job\"\x08\xd0\xa3\x19\x03\xd8\xa3\x19\x01\x12M\n\x08WatchJob\x12\x1f.lambdascope.v1.WatchJobRequest\x1a\x18.lambdascope.v1.JobEvent\"\x04\xd0\xa3\x19\x02\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,24 +37,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_JOBEVENT_METRICSENTRY']._loaded_options = None
   _globals['_JOBEVENT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=1086
-  _globals['_JOBSTATE']._serialized_end=1267
-  _globals['_JOB']._serialized_start=79
-  _globals['_JOB']._serialized_end=518
-  _globals['_JOB_METRICSENTRY']._serialized_start=472
-  _globals['_JOB_METRICSENTRY']._serialized_end=518
-  _globals['_JOBEVENT']._serialized_start=521
-  _globals['_JOBEVENT']._serialized_end=800
-  _globals['_JOBEVENT_METRICSENTRY']._serialized_start=472
-  _globals['_JOBEVENT_METRICSENTRY']._serialized_end=518
-  _globals['_GETJOBREQUEST']._serialized_start=802
-  _globals['_GETJOBREQUEST']._serialized_end=833
-  _globals['_LISTJOBSREQUEST']._serialized_start=835
-  _globals['_LISTJOBSREQUEST']._serialized_end=932
-  _globals['_LISTJOBSRESPONSE']._serialized_start=934
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1012
-  _globals['_CANCELJOBREQUEST']._serialized_start=1014
-  _globals['_CANCELJOBREQUEST']._serialized_end=1048
-  _globals['_WATCHJOBREQUEST']._serialized_start=1050
-  _globals['_WATCHJOBREQUEST']._serialized_end=1083
+  _globals['_JOBS'].methods_by_name['GetJob']._loaded_options = None
+  _globals['_JOBS'].methods_by_name['GetJob']._serialized_options = b'\320\243\031\002'
+  _globals['_JOBS'].methods_by_name['ListJobs']._loaded_options = None
+  _globals['_JOBS'].methods_by_name['ListJobs']._serialized_options = b'\320\243\031\002'
+  _globals['_JOBS'].methods_by_name['CancelJob']._loaded_options = None
+  _globals['_JOBS'].methods_by_name['CancelJob']._serialized_options = b'\320\243\031\003\330\243\031\001'
+  _globals['_JOBS'].methods_by_name['WatchJob']._loaded_options = None
+  _globals['_JOBS'].methods_by_name['WatchJob']._serialized_options = b'\320\243\031\002'
+  _globals['_JOBSTATE']._serialized_start=1115
+  _globals['_JOBSTATE']._serialized_end=1296
+  _globals['_JOB']._serialized_start=108
+  _globals['_JOB']._serialized_end=547
+  _globals['_JOB_METRICSENTRY']._serialized_start=501
+  _globals['_JOB_METRICSENTRY']._serialized_end=547
+  _globals['_JOBEVENT']._serialized_start=550
+  _globals['_JOBEVENT']._serialized_end=829
+  _globals['_JOBEVENT_METRICSENTRY']._serialized_start=501
+  _globals['_JOBEVENT_METRICSENTRY']._serialized_end=547
+  _globals['_GETJOBREQUEST']._serialized_start=831
+  _globals['_GETJOBREQUEST']._serialized_end=862
+  _globals['_LISTJOBSREQUEST']._serialized_start=864
+  _globals['_LISTJOBSREQUEST']._serialized_end=961
+  _globals['_LISTJOBSRESPONSE']._serialized_start=963
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1041
+  _globals['_CANCELJOBREQUEST']._serialized_start=1043
+  _globals['_CANCELJOBREQUEST']._serialized_end=1077
+  _globals['_WATCHJOBREQUEST']._serialized_start=1079
+  _globals['_WATCHJOBREQUEST']._serialized_end=1112
+  _globals['_JOBS']._serialized_start=1299
+  _globals['_JOBS']._serialized_end=1615
 # @@protoc_insertion_point(module_scope)

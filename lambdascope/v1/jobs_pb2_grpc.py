@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from lambdascope.v1 import jobs_pb2 as lambdascope_dot_v1_dot_jobs__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,211 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class JobsStub:
+    """The jobs of the server that hosts it (a trainer's training runs, an estimator's audits),
+    those of the caller's team only.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetJob = channel.unary_unary(
+                '/lambdascope.v1.Jobs/GetJob',
+                request_serializer=lambdascope_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_jobs__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/lambdascope.v1.Jobs/ListJobs',
+                request_serializer=lambdascope_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/lambdascope.v1.Jobs/CancelJob',
+                request_serializer=lambdascope_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_jobs__pb2.Job.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/lambdascope.v1.Jobs/WatchJob',
+                request_serializer=lambdascope_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=lambdascope_dot_v1_dot_jobs__pb2.JobEvent.FromString,
+                _registered_method=True)
+
+
+class JobsServicer:
+    """The jobs of the server that hosts it (a trainer's training runs, an estimator's audits),
+    those of the caller's team only.
+    """
+
+    def GetJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """The job's events until it ends (a stream of state and progress changes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_JobsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=lambdascope_dot_v1_dot_jobs__pb2.GetJobRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=lambdascope_dot_v1_dot_jobs__pb2.ListJobsRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_jobs__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=lambdascope_dot_v1_dot_jobs__pb2.CancelJobRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_jobs__pb2.Job.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=lambdascope_dot_v1_dot_jobs__pb2.WatchJobRequest.FromString,
+                    response_serializer=lambdascope_dot_v1_dot_jobs__pb2.JobEvent.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'lambdascope.v1.Jobs', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('lambdascope.v1.Jobs', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Jobs:
+    """The jobs of the server that hosts it (a trainer's training runs, an estimator's audits),
+    those of the caller's team only.
+    """
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Jobs/GetJob',
+            lambdascope_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
+            lambdascope_dot_v1_dot_jobs__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Jobs/ListJobs',
+            lambdascope_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+            lambdascope_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambdascope.v1.Jobs/CancelJob',
+            lambdascope_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+            lambdascope_dot_v1_dot_jobs__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lambdascope.v1.Jobs/WatchJob',
+            lambdascope_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
+            lambdascope_dot_v1_dot_jobs__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -6,7 +6,7 @@ from lambdascope.client import Client
 from lambdascope.jobs import JobManager
 from lambdascope.metrics import AuditMetrics, ServerMetrics
 from lambdascope.storage import db
-from services.estimator.servicer import binding
+from services.estimator.servicer import bindings
 
 
 def start(settings: config.Settings) -> server.RunningServer:
@@ -17,15 +17,14 @@ def start(settings: config.Settings) -> server.RunningServer:
     engine = db.engine(settings.database)
     # Resumable: an audit continues from its last snapshot (lambdascope.llc.snapshots) when the
     # estimator is restarted, as training continues from its last checkpoint.
-    jobs = JobManager(kind="audit", engine=engine,
-                      worker_module="services.estimator.worker", settings=settings,
+    jobs = JobManager(kind="audit", engine=engine, settings=settings,
                       resumable=True, metrics=AuditMetrics(metrics))
     # Calls to the registry carry the key of the caller being served; the service has none.
     registry = Client(registry=settings.registry_address, forward_caller=True, timeout=15,
                       tls=tls.of_service(settings))
     authenticator = auth.RemoteAuthenticator(tls.channel(settings.registry_address,
                                                          tls.of_service(settings)))
-    return server.start(settings, [binding(jobs, registry, settings.max_chain_steps)], authenticator,
+    return server.start(settings, bindings(jobs, registry, settings.max_chain_steps), authenticator,
                         on_shutdown=jobs.shutdown, metrics=metrics,
                         trail=audit_log.AuditLog(engine, "estimator",
                                                  retention_days=settings.audit_retention_days),

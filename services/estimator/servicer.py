@@ -1,15 +1,17 @@
-"""Estimator RPCs: check an audit request and queue it as a job (job queries: JobQueries)."""
+"""Estimator RPCs: check an audit request and queue it as a job; the
+Jobs service (lambdascope.jobs) answers for its jobs on the same server."""
 from __future__ import annotations
 
 from lambdascope import auth, errors
+from lambdascope import jobs as job_service
 from lambdascope.client import Client
-from lambdascope.jobs import JobManager, JobQueries
+from lambdascope.jobs import JobManager
 from lambdascope.server import ServiceBinding
 from lambdascope.specs import canonical_json
 from lambdascope.v1 import estimator_pb2, estimator_pb2_grpc, jobs_pb2
 from services.estimator import audit_spec
 
-class EstimatorServicer(JobQueries, estimator_pb2_grpc.EstimatorServicer):
+class EstimatorServicer(estimator_pb2_grpc.EstimatorServicer):
     def __init__(self, jobs: JobManager, registry: Client, max_chain_steps: int):
         self.jobs = jobs
         self.registry = registry
@@ -46,11 +48,14 @@ class EstimatorServicer(JobQueries, estimator_pb2_grpc.EstimatorServicer):
             spec.model_version_id = resolved[0]
         return self.jobs.start(request.request_id, canonical_json(spec),
                                total=len(ids) * settings.sgld.chains * settings.sgld.total_steps,
-                               team=auth.current().team, credential=self.job_credential)
+                               team=auth.current().team,
+                               credential=job_service.caller_credential(self.registry))
 
 
-def binding(jobs: JobManager, registry: Client, max_chain_steps: int) -> ServiceBinding:
+def bindings(jobs: JobManager, registry: Client, max_chain_steps: int) -> list[ServiceBinding]:
+    """The service itself and the Jobs service over its jobs."""
     servicer = EstimatorServicer(jobs, registry, max_chain_steps)
-    return ServiceBinding(
+    own = ServiceBinding(
         estimator_pb2.DESCRIPTOR.services_by_name["Estimator"].full_name,
         lambda server: estimator_pb2_grpc.add_EstimatorServicer_to_server(servicer, server))
+    return [own, job_service.binding(jobs)]

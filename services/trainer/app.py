@@ -6,7 +6,7 @@ from lambdascope.client import Client
 from lambdascope.jobs import JobManager
 from lambdascope.metrics import ServerMetrics, TrainingMetrics
 from lambdascope.storage import db
-from services.trainer.servicer import binding
+from services.trainer.servicer import bindings
 
 
 def start(settings: config.Settings) -> server.RunningServer:
@@ -15,15 +15,14 @@ def start(settings: config.Settings) -> server.RunningServer:
                          "LAMBDASCOPE_REGISTRY_ADDRESS")
     metrics = ServerMetrics()
     engine = db.engine(settings.database)
-    jobs = JobManager(kind="train", engine=engine,
-                      worker_module="services.trainer.worker", settings=settings,
+    jobs = JobManager(kind="train", engine=engine, settings=settings,
                       resumable=True, metrics=TrainingMetrics(metrics))
     # Calls to the registry carry the key of the caller being served; the service has none.
     registry = Client(registry=settings.registry_address, forward_caller=True, timeout=15,
                       tls=tls.of_service(settings))
     authenticator = auth.RemoteAuthenticator(tls.channel(settings.registry_address,
                                                          tls.of_service(settings)))
-    return server.start(settings, [binding(jobs, registry)], authenticator, on_shutdown=jobs.shutdown,
+    return server.start(settings, bindings(jobs, registry), authenticator, on_shutdown=jobs.shutdown,
                         metrics=metrics,
                         trail=audit_log.AuditLog(engine, "trainer",
                                                  retention_days=settings.audit_retention_days),

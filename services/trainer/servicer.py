@@ -1,15 +1,17 @@
-"""Trainer RPCs: check a training spec and queue it as a job (job queries: JobQueries)."""
+"""Trainer RPCs: check a training spec and queue it as a job; the
+Jobs service (lambdascope.jobs) answers for its jobs on the same server."""
 from __future__ import annotations
 
 from lambdascope import auth, errors
+from lambdascope import jobs as job_service
 from lambdascope.client import Client
-from lambdascope.jobs import JobManager, JobQueries
+from lambdascope.jobs import JobManager
 from lambdascope.server import ServiceBinding
 from lambdascope.specs import canonical_json
 from lambdascope.v1 import trainer_pb2, trainer_pb2_grpc
 from services.trainer import train_spec
 
-class TrainerServicer(JobQueries, trainer_pb2_grpc.TrainerServicer):
+class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
     def __init__(self, jobs: JobManager, registry: Client):
         self.jobs = jobs
         self.registry = registry
@@ -27,11 +29,14 @@ class TrainerServicer(JobQueries, trainer_pb2_grpc.TrainerServicer):
         except train_spec.SpecError as exc:
             raise errors.InvalidArgument(str(exc)) from None
         return self.jobs.start(request.request_id, canonical_json(spec),
-                               team=auth.current().team, credential=self.job_credential)
+                               team=auth.current().team,
+                               credential=job_service.caller_credential(self.registry))
 
 
-def binding(jobs: JobManager, registry: Client) -> ServiceBinding:
+def bindings(jobs: JobManager, registry: Client) -> list[ServiceBinding]:
+    """The service itself and the Jobs service over its jobs."""
     servicer = TrainerServicer(jobs, registry)
-    return ServiceBinding(
+    own = ServiceBinding(
         trainer_pb2.DESCRIPTOR.services_by_name["Trainer"].full_name,
         lambda server: trainer_pb2_grpc.add_TrainerServicer_to_server(servicer, server))
+    return [own, job_service.binding(jobs)]

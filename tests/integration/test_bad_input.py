@@ -200,7 +200,7 @@ def test_bad_training_specs_name_the_field(client):
 
 
 def test_page_tokens_are_checked(client):
-    code, message = code_of(client.trainer.ListJobs, jobs_pb2.ListJobsRequest(page_token="zzz"))
+    code, message = code_of(client.jobs_stub("train").ListJobs, jobs_pb2.ListJobsRequest(page_token="zzz"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in message
 
 

@@ -26,7 +26,7 @@ def test_metrics_count_the_calls_made(platform, client):
     platform_pb2_grpc.PlatformStub(client.channel("registry")).Describe(
         platform_pb2.DescribeRequest())
     with pytest.raises(grpc.RpcError):
-        list(client.trainer.WatchJob(jobs_pb2.WatchJobRequest(job_id="train-none")))
+        list(client.jobs_stub("train").WatchJob(jobs_pb2.WatchJobRequest(job_id="train-none")))
 
     after_r, after_t = scrape(registry_metrics), scrape(trainer_metrics)
     unary = dict(grpc_type="unary", grpc_service="lambdascope.v1.Registry")
@@ -40,7 +40,7 @@ def test_metrics_count_the_calls_made(platform, client):
     assert delta(before_r, after_r, "grpc_server_handled_total", grpc_type="unary",
                  grpc_service="lambdascope.v1.Platform", grpc_method="Describe",
                  grpc_code="OK") == 1
-    stream = dict(grpc_type="server_stream", grpc_service="lambdascope.v1.Trainer",
+    stream = dict(grpc_type="server_stream", grpc_service="lambdascope.v1.Jobs",
                   grpc_method="WatchJob")
     assert delta(before_t, after_t, "grpc_server_started_total", **stream) == 1
     assert delta(before_t, after_t, "grpc_server_handled_total", grpc_code="NOT_FOUND",

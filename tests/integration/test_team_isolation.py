@@ -24,8 +24,10 @@ from lambdascope.v1 import (access_pb2, audit_pb2, estimator_pb2, identity_pb2, 
 SERVICES = {"registry": [registry_pb2.DESCRIPTOR.services_by_name["Registry"],
                          identity_pb2.DESCRIPTOR.services_by_name["Identity"],
                          platform_pb2.DESCRIPTOR.services_by_name["Platform"]],
-            "trainer": [trainer_pb2.DESCRIPTOR.services_by_name["Trainer"]],
-            "estimator": [estimator_pb2.DESCRIPTOR.services_by_name["Estimator"]]}
+            "trainer": [trainer_pb2.DESCRIPTOR.services_by_name["Trainer"],
+                        jobs_pb2.DESCRIPTOR.services_by_name["Jobs"]],
+            "estimator": [estimator_pb2.DESCRIPTOR.services_by_name["Estimator"],
+                          jobs_pb2.DESCRIPTOR.services_by_name["Jobs"]]}
 NF, PD = grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED
 OK = None  # answered, with nothing of team A's in it (checked by `leaks`)
 SAMPLER = audit_pb2.SamplerConfig(chains=2, draws=40, burnin=20, step_size=1e-4,
@@ -37,6 +39,13 @@ def _all_methods():
         for descriptor in descriptors:
             for method in descriptor.methods:
                 yield service, descriptor, method
+
+
+def _name(service: str, descriptor, method) -> str:
+    """The matrix's key: "Service/Method", with the server first for the Jobs service, which
+    every job-running server hosts over its own jobs ("trainer:Jobs/GetJob")."""
+    prefix = f"{service}:" if descriptor.name == "Jobs" else ""
+    return f"{prefix}{descriptor.name}/{method.name}"
 
 
 @pytest.fixture(scope="module")
@@ -148,16 +157,16 @@ def crossing(w: dict) -> dict[str, tuple]:
             architecture=models_pb2.Architecture(mlp=models_pb2.MLPArchitecture(widths=[3, 1])),
             dataset=trainer_pb2.DatasetSpec(dataset_id=ds),
             optimizer=trainer_pb2.OptimizerSpec(kind="adam", learning_rate=1e-3))), NF),
-        "Trainer/GetJob": (jobs_pb2.GetJobRequest(job_id=w["train_job"]), NF),
-        "Trainer/ListJobs": (jobs_pb2.ListJobsRequest(), OK),
-        "Trainer/CancelJob": (jobs_pb2.CancelJobRequest(job_id=w["train_job"]), NF),
-        "Trainer/WatchJob": (jobs_pb2.WatchJobRequest(job_id=w["train_job"]), NF),
+        "trainer:Jobs/GetJob": (jobs_pb2.GetJobRequest(job_id=w["train_job"]), NF),
+        "trainer:Jobs/ListJobs": (jobs_pb2.ListJobsRequest(), OK),
+        "trainer:Jobs/CancelJob": (jobs_pb2.CancelJobRequest(job_id=w["train_job"]), NF),
+        "trainer:Jobs/WatchJob": (jobs_pb2.WatchJobRequest(job_id=w["train_job"]), NF),
         "Estimator/StartAudit": (estimator_pb2.StartAuditRequest(
             model_version_id=v, dataset_id=ds, config=audit), NF),
-        "Estimator/GetJob": (jobs_pb2.GetJobRequest(job_id=w["audit_job"]), NF),
-        "Estimator/ListJobs": (jobs_pb2.ListJobsRequest(), OK),
-        "Estimator/CancelJob": (jobs_pb2.CancelJobRequest(job_id=w["audit_job"]), NF),
-        "Estimator/WatchJob": (jobs_pb2.WatchJobRequest(job_id=w["audit_job"]), NF),
+        "estimator:Jobs/GetJob": (jobs_pb2.GetJobRequest(job_id=w["audit_job"]), NF),
+        "estimator:Jobs/ListJobs": (jobs_pb2.ListJobsRequest(), OK),
+        "estimator:Jobs/CancelJob": (jobs_pb2.CancelJobRequest(job_id=w["audit_job"]), NF),
+        "estimator:Jobs/WatchJob": (jobs_pb2.WatchJobRequest(job_id=w["audit_job"]), NF),
     }
 
 
@@ -204,18 +213,18 @@ def snapshot(data_dir: pathlib.Path) -> dict:
 
 
 def test_every_rpc_is_in_the_matrix(world):
-    named = {f"{d.name}/{m.name}" for _, d, m in _all_methods()}
+    named = {_name(*row) for row in _all_methods()}
     assert named == set(crossing(world)), "an RPC without a team-crossing case (add it)"
 
 
 def test_team_b_cannot_reach_team_a_on_any_rpc(world):
     before = snapshot(world["data_dir"])
     for service, descriptor, method in _all_methods():
-        request, expected = crossing(world)[f"{descriptor.name}/{method.name}"]
+        request, expected = crossing(world)[_name(service, descriptor, method)]
         if expected == "own":  # creates in B's own team: tested in the test below
             continue
         code, reply, details = call(world["platform"], service, method, request, world["keys"]["b"])
-        name = f"{descriptor.name}/{method.name}"
+        name = _name(service, descriptor, method)
         if expected is OK:
             assert code == grpc.StatusCode.OK, (name, code, details)
             assert leaks(reply, world) == [], (name, reply)
@@ -227,7 +236,7 @@ def test_team_b_cannot_reach_team_a_on_any_rpc(world):
 
 def test_not_found_reads_the_same_for_another_teams_object_as_for_a_missing_one(world):
     """No existence leak through the error text either."""
-    get = dict((f"{d.name}/{m.name}", (s, m)) for s, d, m in _all_methods())
+    get = {_name(s, d, m): (s, m) for s, d, m in _all_methods()}
     service, method = get["Registry/GetModelVersion"]
     theirs = call(world["platform"], service, method, registry_pb2.GetModelVersionRequest(
         version_id=world["version"]), world["keys"]["b"])
@@ -243,7 +252,7 @@ def test_a_reader_cannot_write_and_bad_keys_cannot_call_anything(world, who):
     key = "" if who == "none" else world["keys"][who]
     for service, descriptor, method in _all_methods():
         access = auth.access_of(descriptor.full_name, method.name)
-        request, _ = crossing(world)[f"{descriptor.name}/{method.name}"]
+        request, _ = crossing(world)[_name(service, descriptor, method)]
         if who == "a_reader" and access in (access_pb2.ACCESS_READER,
                                             access_pb2.ACCESS_AUTHENTICATED):
             continue  # a reader may read
