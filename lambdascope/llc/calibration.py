@@ -76,7 +76,8 @@ from lambdascope.llc.sgld import LossFn, SamplerDivergedError, run_sgld
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CalibrationCandidate", "CalibrationResult", "DEFAULT_TARGET_BIAS", "calibrate", "refine"]
+__all__ = ["CalibrationCandidate", "CalibrationResult", "DEFAULT_TARGET_BIAS", "after_divergence", "calibrate",
+           "given", "predicted_bias", "refine", "retune"]
 
 DEFAULT_TARGET_BIAS = 0.02  # predicted bias of λ̂ allowed, as a fraction of λ̂
 GRID_FACTOR = 2.0  # neighbouring candidates differ by this factor
@@ -89,6 +90,11 @@ WARMUP_MAX = 16.0  # the main run's first half of burn-in runs at up to this mul
 WARMUP_RELAX = 60  # ... and at most burnin / WARMUP_RELAX times it (see calibrate)
 EXPECTED_SEGMENTS = 4  # the budget is split into about this many segments
 MIN_ACCEPTANCE = 0.05  # below this the step is plainly broken, whatever the bias says
+MAX_RETRIES = 2  # restarts of a calibrated main run that diverged (see after_divergence) ...
+RETRY_FACTOR = 4.0  # ... each at this fraction of the step
+MAX_RETUNES = 8  # step-size reductions a run that chooses its length may make (see retune)
+RETUNE_BIAS = 0.04  # predicted bias above this fraction of λ̂ (twice the target) ...
+RETUNE_ACCEPTANCE = 0.5  # ... or acceptance below this lowers the step
 HESSIAN_SUBSAMPLE = 2048
 HESSIAN_ITERATIONS = 20
 
@@ -157,6 +163,21 @@ class _Stats:
     reference: float = math.nan  # the λ̂ the bias is compared with (see calibrate)
 
 
+def predicted_bias(trace, from_step: int, step_size: float) -> float:
+    """The one bias formula: the step's predicted first-order bias of λ̂ (λ units), from the
+    scored steps at or after ``from_step`` (all scored steps if none are): mean curvature / 8
+    plus ε · mean gradient-noise / 16 (see the module docstring). nan when nothing was scored."""
+    if trace.curvature.numel() == 0:
+        return math.nan
+    after = trace.accept_steps >= from_step
+    if not bool(after.any()):
+        after = torch.ones_like(after)
+    noise = trace.grad_noise[:, after]
+    noise = noise[torch.isfinite(noise)]
+    value = trace.curvature[:, after].mean().item() / 8
+    return value + (step_size * noise.mean().item() / 16 if noise.numel() else 0.0)
+
+
 def _segment_stats(trace, nbeta: float, init_loss: float, step_size: float) -> _Stats:
     losses = trace.losses.double()
     steps = losses.shape[1]
@@ -164,16 +185,12 @@ def _segment_stats(trace, nbeta: float, init_loss: float, step_size: float) -> _
     energy = nbeta * (losses - init_loss)
     after = trace.accept_steps >= half
     acc = trace.acceptance[:, after]
-    curv = trace.curvature[:, after]
-    noise = trace.grad_noise[:, after]
-    noise = noise[torch.isfinite(noise)]
-    bias = curv.mean().item() / 8 + (step_size * noise.mean().item() / 16 if noise.numel() else 0.0)
     return _Stats(
         llc=energy[:, half:].mean().item(),
         llc_first=energy[:, quarter:half].mean().item(),
         llc_last=energy[:, steps - quarter:].mean().item(),
         acceptance=acc.mean().item() if acc.numel() else math.nan,
-        bias=bias,
+        bias=predicted_bias(trace, half, step_size),
         loc_energy=trace.localization_energy[:, after].mean().item() if after.any() else math.nan,
     )
 
@@ -338,6 +355,50 @@ def refine(result: CalibrationResult, trace, nbeta: float, init_loss: float, ste
                        f"{chosen:.3g} → {new:.3g} for the rest of the run.")
     result.chosen_step_size = new
     return new
+
+
+def given(step_size: float | None) -> CalibrationResult:
+    """The schedule of a run whose step size the user gave: that step throughout, no pilots."""
+    step = step_size or math.nan
+    return CalibrationResult(ran=False, chosen_step_size=step, summary="step size given: no calibration",
+                             warmup_step_size=step)
+
+
+def retune(result: CalibrationResult, part, step_size: float, nbeta: float, init_loss: float,
+           retunes_so_far: int) -> tuple[float, str] | None:
+    """During a run that chooses its length: a smaller step and why, when a chunk of the main run
+    (``part``, sampled at ``step_size``) says the step has become too large; None when it is fine,
+    unmeasured (accept_every = 0), the step was given, or MAX_RETUNES were made. Chains drifting
+    along the flat directions of a singular model (e.g. the rescaling symmetries of a deep linear
+    network) meet growing curvature: above RETUNE_BIAS of λ̂ the step is cut to the target bias
+    (at most by 4), below RETUNE_ACCEPTANCE it is halved."""
+    if not result.ran or retunes_so_far >= MAX_RETUNES or part.acceptance.numel() == 0:
+        return None
+    acceptance = float(part.acceptance.mean())
+    bias = predicted_bias(part, 0, step_size)
+    llc = nbeta * (part.losses.double().mean().item() - init_loss)
+    frac = bias / llc if llc > 0 and math.isfinite(bias) else math.nan
+    if frac > RETUNE_BIAS:
+        factor = max(0.25, result.target_bias / frac)
+        return step_size * factor, f"predicted bias {100 * frac:.1f}% of λ̂, acceptance {acceptance:.2f}"
+    if acceptance < RETUNE_ACCEPTANCE:
+        return step_size / 2, f"acceptance {acceptance:.2f}"
+    return None
+
+
+def after_divergence(result: CalibrationResult, err: SamplerDivergedError, retries_so_far: int) -> float | None:
+    """The step to restart a diverged main run with, from w* and without warm-up, or None when it
+    must not restart (the step was given: its divergence is the user's to see; or MAX_RETRIES
+    restarts were made). A calibrated step can still meet stiffer regions than the pilots saw
+    (singular potentials stiffen without bound along their flat arms): a quarter of it, said in
+    the summary. Updates ``result``."""
+    if not result.ran or retries_so_far >= MAX_RETRIES:
+        return None
+    smaller = result.chosen_step_size / RETRY_FACTOR
+    result.summary += (f" The main run diverged (chain {err.chain}, step {err.step}, loss {err.loss:.4g}); "
+                       f"restarted from w* at step size {smaller:.3g}.")
+    result.chosen_step_size = smaller
+    return smaller
 
 
 def _next_k(k: int, tested: dict, target: float) -> int | None:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lambdascope.llc.calibration import DEFAULT_TARGET_BIAS, CalibrationResult, calibrate, refine
+from lambdascope.llc import calibration as schedule
+from lambdascope.llc.calibration import CalibrationResult, calibrate, predicted_bias, refine
 from lambdascope.llc.chain_groups import (MEMORY_SHARE, TIMED_ABOVE, TIMING_ROUNDS, ChainPlan, available_bytes, by_speed,
                                             peak_bytes, plan_chains, reset_peak)
 from lambdascope.llc.sgld import (LossFn, SamplerDivergedError, SGLDTrace, activation_bytes, make_forward,
@@ -222,11 +223,9 @@ class LLCResult:
     peak_memory_kind: str = ""  # what peak_memory_bytes measured
 
 
-MAX_RETRIES = 2  # restarts of a calibrated main run that diverged
 MIN_STAGE = 10  # a fixed burn-in is split for refinement only if each half has this many steps
 REFINE_SCORE_EVERY = 2  # scoring in the refinement stage (first half of the burn-in)
 STAGE_SEED = 7_777_777  # the second stage's seed offset (its own random streams)
-RETRY_FACTOR = 4.0  # ... each at this fraction of the step
 
 
 def default_nbeta(n: int) -> float:
@@ -402,9 +401,7 @@ def estimate_llc(
     else:
         start = None
         step_size = config.step_size
-        calibration = CalibrationResult(ran=False, chosen_step_size=step_size or math.nan,
-                                        summary="step size given: no calibration",
-                                        warmup_step_size=step_size or math.nan)
+        calibration = schedule.given(step_size)
         if step_size is None:
             calibration = calibrate(
                 model, x, y, loss_fn, config, params=names, nbeta=nbeta, init_loss=init_loss,
@@ -434,26 +431,18 @@ def estimate_llc(
             trace, burnin, stopping, step_size = sampler.run(step_size, start, warm, calibration, deadline)
             break
         except SamplerDivergedError as err:
-            # A calibrated step can still meet stiffer regions than the pilots saw (singular
-            # potentials stiffen without bound along their flat arms): restart once or twice
-            # from w* with a quarter of the step, without warm-up, and say so. A given step size
-            # is the user's: its divergence is reported as is.
-            if not calibration.ran or retries >= MAX_RETRIES:
+            smaller = schedule.after_divergence(calibration, err, retries)
+            if smaller is None:
                 raise
             retries += 1
-            smaller = calibration.chosen_step_size / RETRY_FACTOR
-            calibration.summary += (
-                f" The main run diverged (chain {err.chain}, step {err.step}, loss {err.loss:.4g}); "
-                f"restarted from w* at step size {smaller:.3g}.")
-            step_size, start, warm = smaller, None, 0
-            calibration.chosen_step_size = step_size
+            step_size, start, warm = smaller, None, 0  # from w*, without warm-up
             sampler.resumed = None
             saver.attempt(calibration, step_size, start, warm, retries)
     losses = trace.losses.double()
     kept = losses[:, burnin :: config.thin]
     sampled = (nbeta * (kept.mean(dim=1) - init_loss)).tolist()
     acceptance, per_chain_acc = _acceptance(trace.acceptance, trace.accept_steps, burnin)
-    bias = _bias(trace, burnin, step_size)
+    bias = predicted_bias(trace, burnin, step_size)
     # The first-order bias is a property of the step, not of a chain: one correction for all.
     corrected = config.bias_correction and math.isfinite(bias)
     per_chain = [v - bias for v in sampled] if corrected else sampled
@@ -585,7 +574,7 @@ class _Sampler:
             self.saver.warmed(first, step_size)
         if config.adaptive:
             main, stopping, step_size, burnin = self._until_trusted(step_size, start, warm, deadline,
-                                                                    tune=calibration.ran)
+                                                                    calibration)
             burnin += warm
         else:
             main = self._fixed(step_size, start, warm)
@@ -608,15 +597,13 @@ class _Sampler:
         seed = config.seed + STAGE_SEED if warm else config.seed
         return self.sgld(total - warm, step_size, seed, start, config.accept_every, on_check)
 
-    def _until_trusted(self, step_size: float, start, warm: int, deadline: float, tune: bool
-                       ) -> tuple[SGLDTrace, Stopping, float, int]:
+    def _until_trusted(self, step_size: float, start, warm: int, deadline: float,
+                       calibration: CalibrationResult) -> tuple[SGLDTrace, Stopping, float, int]:
         """(trace of the main run, how it stopped, the final step size, its burn-in in steps).
 
-        The stationary window starts at ``origin``: everything before it is burn-in. With
-        ``tune`` (a calibrated step) each chunk's predicted bias and acceptance are watched: a
-        chain drifting into stiffer regions than calibration saw (along the flat directions of a
-        singular model, e.g. the rescaling symmetries of a deep linear network, the curvature
-        grows) makes the step too large; it is then lowered and the window restarts.
+        The stationary window starts at ``origin``: everything before it is burn-in. After
+        each chunk calibration may lower a calibrated step (:func:`calibration.retune`: the
+        chains met stiffer regions than the pilots saw); the window then restarts.
         """
         config = self.config
         rule = config.stopping_rule()
@@ -660,8 +647,8 @@ class _Sampler:
             start = part.final
             done += part.losses.shape[1]
             losses = torch.cat([losses, part.losses.double()], dim=1)
-            smaller = _retuned(part, step_size, self.nbeta, self.init_loss) if tune else None
-            if smaller is not None and len(retunes) < MAX_RETUNES and done < cap:
+            smaller = schedule.retune(calibration, part, step_size, self.nbeta, self.init_loss, len(retunes))
+            if smaller is not None and done < cap:
                 retunes.append(f"at step {warm + done} the step size went {step_size:.3g} → {smaller[0]:.3g} "
                                f"({smaller[1]})")
                 step_size, origin, check = smaller[0], done, None
@@ -689,30 +676,10 @@ class _Sampler:
         self.report(warm + done, warm + done, losses[:, burnin:], status)
         return _join(parts), Stopping(True, reason, summary, warm + done, warm, checks, check), step_size, burnin
 
-MAX_RETUNES = 8  # step-size reductions a run that chooses its length may make
 # Shares of max_seconds (from the start of the estimate) by which calibration, then the warm-up
 # stage, must have ended in a run that chooses its length; the main run has the rest.
 CALIBRATION_TIME_SHARE = 0.2
 WARMUP_TIME_SHARE = 0.35
-RETUNE_BIAS = 0.04  # predicted bias above this fraction of λ̂ (twice calibration's target) ...
-RETUNE_ACCEPTANCE = 0.5  # ... or acceptance below this lowers the step
-
-
-def _retuned(part: SGLDTrace, step_size: float, nbeta: float, init_loss: float) -> tuple[float, str] | None:
-    """A smaller step and why, when a chunk's predicted bias or acceptance says the step is too
-    large; None when it is fine (or unmeasured: accept_every = 0)."""
-    if part.acceptance.numel() == 0:
-        return None
-    acceptance = float(part.acceptance.mean())
-    bias = _bias(part, 0, step_size)
-    llc = nbeta * (part.losses.double().mean().item() - init_loss)
-    frac = bias / llc if llc > 0 and math.isfinite(bias) else math.nan
-    if frac > RETUNE_BIAS:
-        factor = max(0.25, DEFAULT_TARGET_BIAS / frac)
-        return step_size * factor, f"predicted bias {100 * frac:.1f}% of λ̂, acceptance {acceptance:.2f}"
-    if acceptance < RETUNE_ACCEPTANCE:
-        return step_size / 2, f"acceptance {acceptance:.2f}"
-    return None
 
 
 def _chunk_seed(seed: int, index: int) -> int:
@@ -759,19 +726,6 @@ def _join(traces: list[SGLDTrace]) -> SGLDTrace:
         localization_energy=torch.cat([t.localization_energy for t in traces], dim=1),
         final=traces[-1].final,
     )
-
-
-def _bias(trace, burnin: int, step_size: float) -> float:
-    """Predicted bias of λ̂ from the scored steps after burn-in (all of them if none are)."""
-    if trace.curvature.numel() == 0:
-        return math.nan
-    after = trace.accept_steps >= burnin
-    if not bool(after.any()):
-        after = torch.ones_like(after)
-    noise = trace.grad_noise[:, after]
-    noise = noise[torch.isfinite(noise)]
-    value = trace.curvature[:, after].mean().item() / 8
-    return value + (step_size * noise.mean().item() / 16 if noise.numel() else 0.0)
 
 
 def _acceptance(acc: torch.Tensor, steps: torch.Tensor, burnin: int) -> tuple[float, list[float]]:
