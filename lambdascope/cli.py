@@ -15,16 +15,13 @@ from collections.abc import Callable
 import grpc
 from google.protobuf import json_format
 
-from lambdascope import cli_admin, discovery, fit, inspection, specs, tls
+from lambdascope import cli_admin, discovery, enums, fit, inspection, specs, tls
 from lambdascope.client import Client, PlatformNotFound
 from lambdascope.local import LocalPlatform
 from lambdascope.progress import ProgressBar
 from lambdascope.reports import views
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2, registry_pb2, trainer_pb2
 
-# Every loss the API accepts, by the short name specs also take (cross_entropy = LOSS_KIND_CROSS_ENTROPY).
-LOSSES = {short: models_pb2.LossKind.Value(full)
-          for short, full in specs.enum_short_names(models_pb2.LossKind.DESCRIPTOR).items()}
 def _on_off(text: str) -> bool:
     if text not in ("on", "off"):
         raise argparse.ArgumentTypeError(f"write on or off (got {text!r})")
@@ -246,7 +243,7 @@ def _upload_data(client: Client, path: str) -> registry_pb2.Dataset:
 
 
 def audit_config(args: argparse.Namespace) -> audit_pb2.AuditConfig:
-    config = audit_pb2.AuditConfig(loss=LOSSES[args.loss], device=args.device or "",
+    config = audit_pb2.AuditConfig(loss=enums.LOSS_KINDS[args.loss], device=args.device or "",
                                    dtype=args.dtype or "", model_targets=args.model_targets)
     for flag, (field, _kind, _help) in SAMPLER_FLAGS.items():
         value = getattr(args, flag)
@@ -653,7 +650,7 @@ def _parser() -> argparse.ArgumentParser:
     data = audit.add_mutually_exclusive_group()
     data.add_argument("--data", metavar="FILE", help="safetensors with tensors x and y")
     data.add_argument("--dataset", metavar="ID", help="a registered dataset")
-    audit.add_argument("--loss", choices=sorted(LOSSES), required=True)
+    audit.add_argument("--loss", choices=sorted(enums.LOSS_KINDS), required=True)
     audit.add_argument("--name", help="registry model name (default: the file's stem)")
     audit.add_argument("--architecture", metavar="JSON|FILE",
                        help="the built-in architecture of safetensors --model weights, as JSON "

@@ -8,16 +8,13 @@ upload (lambdascope.artifacts), so a misfit is refused before a byte is sent.
 from __future__ import annotations
 
 from lambdascope import artifacts
-from lambdascope.specs import enum_short_names
+from lambdascope.enums import LOSS_NAMES
 from lambdascope.v1 import models_pb2, registry_pb2
 
-__all__ = ["FLOAT_DTYPES", "FitError", "INTEGER_DTYPES", "LOSS_NAMES", "check_fit"]
+__all__ = ["FLOAT_DTYPES", "FitError", "INTEGER_DTYPES", "check_fit"]
 
-FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64"}
+FLOAT_DTYPES = artifacts.FLOAT_DTYPES  # what data may hold as floats
 INTEGER_DTYPES = artifacts.ID_DTYPES  # what a model may take as token ids
-# LossKind value -> the short name the CLI, the specs and lambdascope.llc.losses.LOSSES use.
-LOSS_NAMES = {models_pb2.LossKind.Value(full): short
-              for short, full in enum_short_names(models_pb2.LossKind.DESCRIPTOR).items()}
 
 
 class FitError(ValueError):

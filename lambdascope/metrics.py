@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
+from lambdascope import enums
 from lambdascope.v1 import jobs_pb2
 
 _LABELS = ("grpc_type", "grpc_service", "grpc_method")
@@ -31,7 +32,7 @@ _LABELS = ("grpc_type", "grpc_service", "grpc_method")
 JOB_STATES = {value: name.removeprefix("JOB_STATE_").lower()
               for name, value in jobs_pb2.JobState.items() if value}
 FINISHED_STATES = ("succeeded", "failed", "cancelled", "interrupted")
-VERDICTS = ("ok", "warning", "failed", "error")
+VERDICTS = (*enums.VERDICTS, "error")  # "error": an audit job that failed without a verdict
 OBJECT_OPERATIONS = ("put", "get", "stat", "delete", "list", "presign")
 # Operation label of database errors outside an RPC.
 SCRAPE, JOB_RUNNER = "metrics_scrape", "job_runner"
@@ -290,14 +291,14 @@ class AuditMetrics(JobMetrics):
         if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
             return
         counted = 0
-        for verdict in VERDICTS[:3]:
+        for verdict in enums.VERDICTS:
             n = _finite(job.metrics.get(f"verdict_{verdict}")) or 0
             if n > 0:
                 self.audits.labels(verdict).inc(n)
                 counted += n
         if not counted:  # a worker that does not report counts: its message names the verdict
             verdict = job.message.removeprefix("verdict: ").strip()
-            if job.message.startswith("verdict: ") and verdict in VERDICTS[:3]:
+            if job.message.startswith("verdict: ") and verdict in enums.VERDICTS:
                 self.audits.labels(verdict).inc()
         speed = _finite(job.metrics.get("chain_steps_per_second"))
         if speed is not None and speed > 0:

@@ -59,12 +59,13 @@ Modules: common (ArtifactError, opening files), safetensors, dataset, archive (t
 program (the program JSON), pickle_scan (sample inputs), pt2 (`inspect_pt2`), loader.
 """
 from lambdascope.artifacts.common import ArtifactError
-from lambdascope.artifacts.dataset import ID_DTYPES, DatasetInfo, inspect_dataset, load_dataset
+from lambdascope.artifacts.dataset import FLOAT_DTYPES, ID_DTYPES, DatasetInfo, inspect_dataset, load_dataset
 from lambdascope.artifacts.loader import load_exported_program
 from lambdascope.artifacts.pt2 import ExportInfo, inspect_pt2
 from lambdascope.artifacts.safetensors import TensorInfo, inspect_safetensors, load_safetensors
 
 __all__ = [
+    "FLOAT_DTYPES",
     "ID_DTYPES",
     "ArtifactError",
     "DatasetInfo",

@@ -22,7 +22,7 @@ class DatasetInfo:
     y: TensorInfo
 
 
-_FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
+FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})  # the one list of float dtypes data may have
 _INT_DTYPES = frozenset({"uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64"})
 ID_DTYPES = frozenset({"uint8", "int8", "int16", "int32", "int64"})  # inputs torch can index with
 
@@ -57,10 +57,10 @@ def inspect_dataset(path: str | os.PathLike) -> DatasetInfo:
         )
     if x.shape[0] < 1:
         raise ArtifactError("the dataset has no examples (leading dimension is 0)")
-    if x.dtype not in _FLOAT_DTYPES | ID_DTYPES:
+    if x.dtype not in FLOAT_DTYPES | ID_DTYPES:
         raise ArtifactError(f"x must be floating point (float16/bfloat16/float32/float64) or, for token "
                             f"ids, int64/int32/int16/int8/uint8; not {x.dtype}")
-    if y.dtype not in _FLOAT_DTYPES | _INT_DTYPES:
+    if y.dtype not in FLOAT_DTYPES | _INT_DTYPES:
         raise ArtifactError(f"y must be floating point or integer, not {y.dtype}")
     return DatasetInfo(num_examples=x.shape[0], x=x, y=y)
 

@@ -189,9 +189,12 @@ class Diagnostics:
     bias_relative: float = math.nan  # predicted bias of λ̂ from the step, over λ̂ (see BIAS_WARN)
 
 
+VERDICT_STATES = ("ok", "warning", "failed")  # the API's VerdictState, by its short names
+
+
 @dataclass
 class Verdict:
-    state: str  # "ok" | "warning" | "failed"
+    state: str  # one of VERDICT_STATES
     reasons: list[str]  # most serious first; empty when ok
     # w* is not a local minimum (draws below L_n(w*) beyond noise, or λ̂ < 0): λ̂ means nothing
     # there, e.g. an early checkpoint of a training run, reported but not plotted

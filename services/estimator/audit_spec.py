@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import torch
 
-from lambdascope import fit
-from lambdascope.fit import LOSS_NAMES
-from lambdascope.v1 import audit_pb2, estimator_pb2, registry_pb2
+from lambdascope import enums, fit
+from lambdascope.enums import LOSS_NAMES
+from lambdascope.v1 import audit_pb2, estimator_pb2, models_pb2, registry_pb2
 from lambdascope.llc.audit import AuditSettings
 from lambdascope.llc.llc import LLCResult, SGLDConfig
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-VERDICTS = {"ok": audit_pb2.VERDICT_STATE_OK, "warning": audit_pb2.VERDICT_STATE_WARNING,
-            "failed": audit_pb2.VERDICT_STATE_FAILED}
+DTYPES = {name: getattr(torch, name) for name in enums.AUDIT_DTYPES}
 MAX_VERSIONS = 1000
 
 
@@ -52,7 +50,7 @@ def sgld_config(config: audit_pb2.AuditConfig) -> SGLDConfig:
 def audit_settings(config: audit_pb2.AuditConfig, max_chain_steps: int) -> AuditSettings:
     """Check a request's configuration on its own (no model yet) and build the core's settings."""
     if config.loss not in LOSS_NAMES:
-        raise SpecError("config.loss must be LOSS_KIND_MSE, LOSS_KIND_MAE or LOSS_KIND_CROSS_ENTROPY")
+        raise SpecError(f"config.loss must be {enums.one_of(models_pb2.LossKind)}")
     if config.model_targets and LOSS_NAMES[config.loss] == "cross_entropy":
         raise SpecError("config.model_targets needs a regression loss (mse or mae): with cross-entropy the "
                         "model's own outputs are scores, not targets")

@@ -15,7 +15,7 @@ import grpc
 import torch
 from google.protobuf import json_format
 
-from lambdascope import artifacts, fit, tls, worker
+from lambdascope import artifacts, enums, fit, tls, worker
 from lambdascope.client import Client
 from lambdascope.v1 import audit_pb2, estimator_pb2, registry_pb2
 from lambdascope.llc import losses
@@ -39,7 +39,7 @@ def run(ctx: worker.JobContext) -> worker.Result:
     except audit_spec.SpecError as exc:
         raise worker.BadInput(str(exc)) from None
     version_ids = audit_spec.version_ids(request)
-    loss_name = fit.LOSS_NAMES[request.config.loss]
+    loss_name = enums.LOSS_NAMES[request.config.loss]
     device = request.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     per_version = audit_settings.sgld.chains * audit_settings.sgld.total_steps
     total = len(version_ids) * per_version
@@ -104,7 +104,7 @@ def run(ctx: worker.JobContext) -> worker.Result:
     last = reports[-1]
     metrics = {"llc": last.llc.mean, "llc_std": last.llc.std, **service_metrics(reports)}
     return worker.Result(output_ids=[r.id for r in reports], metrics=metrics, step=total,
-                         total=total, message=f"verdict: {VERDICT_NAMES[last.verdict.state]}")
+                         total=total, message=f"verdict: {enums.VERDICT_NAMES[last.verdict.state]}")
 
 
 def _page(report: audit_pb2.AuditReport) -> bytes:
@@ -120,9 +120,6 @@ def _page(report: audit_pb2.AuditReport) -> bytes:
                     len(page), MAX_PAGE_BYTES)
         return b""
     return page
-
-
-VERDICT_NAMES = {state: name for name, state in audit_spec.VERDICTS.items()}
 
 
 def _reported(client: Client, version_id: str, job_id: str) -> audit_pb2.AuditReport | None:
@@ -142,7 +139,7 @@ def service_metrics(reports: list[audit_pb2.AuditReport]) -> dict[str, float]:
     """What the estimator exports to Prometheus (lambdascope.metrics.AuditMetrics): reports by
     verdict, and the sampler's chain-steps per second over all versions' sampling time."""
     out = {f"verdict_{v}": float(sum(r.verdict.state == state for r in reports))
-           for v, state in audit_spec.VERDICTS.items()}
+           for v, state in enums.VERDICTS.items()}
     timed = [r.timing for r in reports
              if math.isfinite(r.timing.chain_steps_per_second) and r.timing.sampling_seconds > 0]
     seconds = sum(t.sampling_seconds for t in timed)
@@ -184,7 +181,7 @@ def to_report(result: AuditResult, config: audit_pb2.AuditConfig,
             below_init_fraction=d.below_init_fraction, diverged_chains=d.diverged_chains,
             mcse_relative=d.mcse_relative, below_init_segments=d.below_init_segments, drift=d.drift,
             predicted_bias=llc.bias_estimate),
-        verdict=audit_pb2.Verdict(state=audit_spec.VERDICTS[result.verdict.state],
+        verdict=audit_pb2.Verdict(state=enums.VERDICTS[result.verdict.state],
                                   reasons=result.verdict.reasons, not_at_minimum=result.verdict.not_at_minimum),
         group_llc=[audit_pb2.GroupLLC(name=g.name, parameter_names=g.parameter_names,
                                       num_parameters=g.llc.num_parameters, llc=estimate_of(g.llc))

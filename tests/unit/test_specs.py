@@ -42,9 +42,26 @@ def test_reports_keep_zero_valued_fields_and_name_enums() -> None:
 
 
 def test_every_loss_kind_has_one_name_and_one_function() -> None:
-    from lambdascope import cli, fit
+    from lambdascope import enums
     from lambdascope.llc.losses import LOSSES
 
     kinds = {v.number for v in models_pb2.LossKind.DESCRIPTOR.values if v.number != 0}
-    assert set(fit.LOSS_NAMES) == kinds and set(cli.LOSSES.values()) == kinds
-    assert set(fit.LOSS_NAMES.values()) == set(LOSSES) == set(cli.LOSSES)  # the library computes each one
+    assert set(enums.LOSS_NAMES) == kinds == set(enums.LOSS_KINDS.values())
+    assert set(enums.LOSS_KINDS) == set(LOSSES)  # the library computes each one, by the same name
+
+
+def test_the_library_judges_with_the_verdicts_the_api_reports() -> None:
+    from lambdascope import enums, metrics
+    from lambdascope.llc.diagnostics import VERDICT_STATES
+
+    states = {v.number for v in audit_pb2.VerdictState.DESCRIPTOR.values if v.number != 0}
+    assert set(enums.VERDICT_NAMES) == states and set(enums.VERDICTS) == set(VERDICT_STATES)
+    assert set(metrics.VERDICTS) == set(VERDICT_STATES) | {"error"}
+
+
+def test_error_messages_list_every_valid_value() -> None:
+    from lambdascope import enums
+
+    text = enums.one_of(models_pb2.LossKind)
+    assert all(name in text for name in ("LOSS_KIND_MSE", "LOSS_KIND_MAE", "LOSS_KIND_CROSS_ENTROPY"))
+    assert "UNSPECIFIED" not in text and text.count(" or ") == 1
