@@ -25,15 +25,6 @@ import dln  # noqa: E402
 from lambdascope.llc.llc import SGLDConfig, estimate_llc  # noqa: E402
 
 
-def calibration_supported() -> bool:
-    """True once ``SGLDConfig(step_size=None)`` means "calibrate" (validates without error)."""
-    try:
-        SGLDConfig(step_size=None).validate()
-    except Exception:
-        return False
-    return True
-
-
 def make_config(*, chains: int, steps: int, burnin: int, step_size: float | None, seed: int,
                 nbeta: float, localization: float = dln.LOCALIZATION,
                 batch_size: int = dln.BATCH_SIZE, **extra) -> SGLDConfig:

@@ -52,10 +52,6 @@ def main(argv=None) -> int:
     burnin = min(steps - 1, int(round(args.burnin_frac * steps)))
     if args.step_size is None:
         step_size = None
-        if not common.calibration_supported():
-            print("automatic calibration is not available yet (SGLDConfig(step_size=None) does not validate);"
-                  " pass --step-size EPS (e.g. --step-size published for 5e-7)", file=sys.stderr)
-            return 2
     else:
         step_size = dln.PUBLISHED_STEP_SIZE if args.step_size == "published" else float(args.step_size)
     nbeta = dln.default_nbeta(dln.N_EXAMPLES)

@@ -47,6 +47,7 @@ class AuditResult:
     groups: list[GroupResult]
     hessian: hessian.HessianSummary | None
     weight_statistics: list[weights.WeightStatistics]
+    settings: AuditSettings | None = None  # what it ran with (the report's resolved configuration)
 
     @property
     def peak_memory_bytes(self) -> int:
@@ -101,9 +102,9 @@ def run_audit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
                        snapshots=kept("llc"))
     diag, verdict = diagnose(llc)
     # Restricted runs reuse the step size the full run settled on: calibrating again per
-    # group would make the numbers incomparable.
+    # group would make the numbers incomparable (settings of their own, built only for them).
     restricted = dataclasses.replace(settings.sgld, step_size=llc.step_size,
-                                     localization=llc.localization)
+                                     localization=llc.localization) if groups else settings.sgld
     group_results = [
         GroupResult(name, names, estimate_llc(model, x, y, loss_fn, restricted, device=device,
                                               params=names, progress=stage(i + 1),
@@ -113,7 +114,7 @@ def run_audit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
     if settings.hessian:
         summary = hessian.hessian_summary(model, x, y, loss_fn, batch_size=settings.sgld.batch_size)
     stats = weights.weight_statistics(model) if settings.weight_statistics else []
-    return AuditResult(llc, diag, verdict, group_results, summary, stats)
+    return AuditResult(llc, diag, verdict, group_results, summary, stats, settings)
 
 
 def own_outputs(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -140,7 +140,9 @@ class SGLDConfig:
         return StoppingRule(until_ess=self.until_ess, max_rhat=self.max_rhat, max_mcse=self.max_mcse,
                             max_drift=self.max_drift, max_steps=self.max_steps, max_seconds=self.max_seconds)
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
+        """Checked once, when built: an SGLDConfig that exists is valid, so nothing downstream
+        validates it again (dataclasses.replace builds, and checks, a new one)."""
         def finite_pos(v: float | None) -> bool:
             return v is not None and math.isfinite(v) and v > 0
 
@@ -360,7 +362,6 @@ def estimate_llc(
     :class:`SamplerDivergedError` within 50 steps; the estimate is never NaN.
     """
     began = time.perf_counter()
-    config.validate()
     n = x.shape[0]
     if y.shape[0] != n:
         raise ValueError(f"x and y must hold as many examples (got {n} and {y.shape[0]})")

@@ -40,8 +40,7 @@ def sgld_config(config: audit_pb2.AuditConfig) -> SGLDConfig:
     """The sampler settings: fields the request set, the core's defaults for the rest."""
     given = {field.name: value for field, value in config.sampler.ListFields()}
     try:
-        sgld = SGLDConfig(**given)
-        sgld.validate()
+        sgld = SGLDConfig(**given)  # checked as it is built
     except ValueError as exc:
         raise SpecError(f"config.sampler.{exc}") from None
     return sgld
@@ -78,13 +77,13 @@ def audit_settings(config: audit_pb2.AuditConfig, max_chain_steps: int) -> Audit
                          model_targets=config.model_targets)
 
 
-def resolved_config(config: audit_pb2.AuditConfig, llc: LLCResult, device: str
+def resolved_config(config: audit_pb2.AuditConfig, sgld: SGLDConfig, llc: LLCResult, device: str
                     ) -> audit_pb2.AuditConfig:
-    """The configuration as actually used, every default (and the calibrated step) written out."""
+    """The configuration as actually used, every default (and the calibrated step) written out,
+    from the settings the audit ran with (``sgld``, built once from ``config``)."""
     out = audit_pb2.AuditConfig()
     out.CopyFrom(config)
     out.device = device
-    sgld = sgld_config(config)
     s = out.sampler
     s.chains, s.thin = sgld.chains, sgld.thin
     if sgld.adaptive:  # the length it chose is in the report's Stopping; the rule is written out

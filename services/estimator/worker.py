@@ -167,7 +167,7 @@ def to_report(result: AuditResult, config: audit_pb2.AuditConfig,
     stride, traces = downsample(llc.traces)
     report = audit_pb2.AuditReport(
         model_version_id=version.id, dataset_id=dataset.id, job_id=job_id, step=version.lineage.step,
-        config=audit_spec.resolved_config(config, llc, device),
+        config=audit_spec.resolved_config(config, result.settings.sgld, llc, device),
         llc=estimate_of(llc), init_loss=llc.init_loss, num_examples=llc.num_examples,
         num_parameters=llc.num_parameters,
         traces=[audit_pb2.ChainTrace(loss=t) for t in traces], trace_stride=stride,

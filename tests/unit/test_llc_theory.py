@@ -6,6 +6,7 @@ estimator may honestly sit from theory at these (small, fast) chain lengths.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -165,7 +166,15 @@ def test_falls_back_to_one_by_one_when_vmap_fails(caplog: pytest.LogCaptureFixtu
 )
 def test_config_errors_name_the_field(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=rf"^{field} must be"):
-        SGLDConfig(**{field: value}).validate()
+        SGLDConfig(**{field: value})
+
+
+def test_a_config_is_checked_once_as_it_is_built_and_cannot_be_made_invalid_later() -> None:
+    config = SGLDConfig(chains=2)
+    with pytest.raises(ValueError, match="^chains must be"):
+        dataclasses.replace(config, chains=0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.chains = 0  # type: ignore[misc]
 
 
 def test_huge_step_size_raises_instead_of_returning_nan() -> None:
