@@ -4,8 +4,8 @@
     .venv/bin/python bench/anti_pgd.py --quick    # harness check: 2 seeds, 1,200 steps (not a result)
 
 Not run by make test. Everything trains through the product: the data from
-`services.trainer.datasets.quadratic_regression`, the model from `lambdascope.modules.build_module`
-(`QuadraticArchitecture`, f(x) = <v⊙v, x>), the loop from `services.trainer.training.train` with its
+`lambdascope.training.datasets.quadratic_regression`, the model from `lambdascope.modules.build_module`
+(`QuadraticArchitecture`, f(x) = <v⊙v, x>), the loop from `lambdascope.training.loop.train` with its
 `NoiseConfig` (PGD / Anti-PGD in the clean-weights form, so the module ends holding the clean z).
 
 1. Quadratically parametrised sparse regression (HaoChen et al. 2021; the paper's toy): d = 100,
@@ -65,11 +65,11 @@ import torch  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
 from lambdascope.modules import build_module  # noqa: E402
-from lambdascope.v1 import models_pb2, trainer_pb2  # noqa: E402
-from services.trainer import datasets  # noqa: E402
-from services.trainer.anti_pgd import NoiseInjection  # noqa: E402
-from services.trainer.self_modeling import compute_task_loss  # noqa: E402
-from services.trainer.training import NoiseConfig, TrainConfig, train  # noqa: E402
+from lambdascope.training import datasets  # noqa: E402
+from lambdascope.training.anti_pgd import NoiseInjection  # noqa: E402
+from lambdascope.training.loop import NoiseConfig, TrainConfig, train  # noqa: E402
+from lambdascope.training.self_modeling import compute_task_loss  # noqa: E402
+from lambdascope.v1 import models_pb2  # noqa: E402
 
 DIM, SUPPORT, EXAMPLES, TEST_EXAMPLES = 100, 5, 40, 1_000
 INIT_SCALE, LR, STEPS, STOP_STEP = 1.0, 0.025, 4_000, 3_000
@@ -124,8 +124,8 @@ def exact_hessian_trace(module: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
 
 def run_regression(method: str, sigma: float, seed: int, *, steps: int, stop_step: int, lr: float,
                    init_scale: float) -> dict:
-    data = datasets.quadratic_regression(trainer_pb2.QuadraticRegressionData(
-        dim=DIM, support=SUPPORT, examples=EXAMPLES, test_examples=TEST_EXAMPLES, seed=seed))
+    data = datasets.quadratic_regression(
+        dim=DIM, support=SUPPORT, examples=EXAMPLES, test_examples=TEST_EXAMPLES, seed=seed)
     module = build_module(models_pb2.Architecture(
         quadratic=models_pb2.QuadraticArchitecture(dim=DIM, init_scale=init_scale)), seed=seed)
     noise = None if method == "gd" else NoiseConfig(kind=method, sigma=sigma, distribution="gaussian",

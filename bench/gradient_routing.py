@@ -7,24 +7,24 @@ product's trainer core (not run by make test).
 The MNIST latent-split experiment of the paper (§4.1; /work/shared/notes/science.md §4), rebuilt
 from the product's own parts, the way a user would configure them, with nothing reimplemented:
 
-- data: `services.trainer.datasets.load_digits_dataset` (1,797 images, 64 pixels in [0, 1]),
+- data: `lambdascope.training.datasets.load_digits_dataset` (1,797 images, 64 pixels in [0, 1]),
   `datasets.split(x, y, 0.2, seed)`: 1,438 training rows, 359 held out. The split is redrawn for
   every seed, so the spread over seeds covers the split as well as the initialisation;
 - model: `lambdascope.modules.build_module` of an `AutoencoderArchitecture`, encoder widths
   64 → 256 → 128 → 32, ReLU, mirrored decoder; the 32-unit code is the site `latent`;
 - objective: pixel MAE (`loss="mae"`, `reconstruct=True`) plus two `ActivationPenalty` messages at
   `latent`, PENALTY_KIND_L1 weight 0.096 and PENALTY_KIND_HALF_DECORRELATION weight 0.1, compiled
-  by `services.trainer.penalties.compile_penalties`. The paper's L1 weight is 3e-3 on the per-example
+  by the trainer's `services.trainer.translate.compile_penalties`. The paper's L1 weight is 3e-3 on the per-example
   sum over the code's units (`encodings.abs().mean(dim=0).sum()` in its reference code); the
   product's L1 is the mean |a| over batch and units, so the same penalty is 3e-3 × 32 = 0.096.
   As in the reference, the penalties act on the raw code: routing masks only what flows on from
-  the site (services/trainer/sites.py);
+  the site (lambdascope/training/sites.py);
 - routing: a `GradientRoutingSpec` with one `RoutingRule` at `latent`: labels 0–4 → units [0, 16),
-  labels 5–9 → units [16, 32), compiled by `services.trainer.routing.compile_routing`. The unrouted
+  labels 5–9 → units [16, 32), compiled by `services.trainer.translate.compile_routing`. The unrouted
   control is the same config without the rule;
-- training: `services.trainer.training.train`, Adam lr 1e-3 (as in the paper), batch 64 (the
+- training: `lambdascope.training.loop.train`, Adam lr 1e-3 (as in the paper), batch 64 (the
   product's default), 100 epochs (2,300 steps);
-- evaluation: `services.trainer.certificates.certificate_errors` on the detached codes of the
+- evaluation: `lambdascope.training.certificates.certificate_errors` on the detached codes of the
   trained encoder. For each half a fresh decoder (the product's defaults: hidden 256, Adam 1e-3,
   200 epochs, batch 256, L1 loss) is trained on the training split over all digits. Its MAE is
   then measured on the held-out split, on its own group (group 0 = digits 0–4, owned by half
@@ -62,10 +62,11 @@ import common  # sets sys.path for services and lambdascope
 import torch
 
 from lambdascope import architectures, modules
+from lambdascope.training import datasets
+from lambdascope.training.certificates import certificate_errors
+from lambdascope.training.loop import TrainConfig, train
 from lambdascope.v1 import models_pb2, trainer_pb2
-from services.trainer import datasets, penalties, routing
-from services.trainer.certificates import certificate_errors
-from services.trainer.training import TrainConfig, train
+from services.trainer import translate
 
 ROUTED_MIN_RATIO = 1.8
 UNROUTED_RANGE = (0.8, 1.25)
@@ -188,8 +189,8 @@ def main(argv=None) -> int:
     arch = architecture(widths)
     sites = architectures.sites(arch)
     x, y = datasets.load_digits_dataset()
-    compiled_penalties = tuple(penalties.compile_penalties(penalty_specs(args.l1_weight, args.decorrelation_weight), sites))
-    compiled_routing = tuple(routing.compile_routing(routing_spec(), sites, num_rows=len(x), num_classes=10))
+    compiled_penalties = tuple(translate.compile_penalties(penalty_specs(args.l1_weight, args.decorrelation_weight), sites))
+    compiled_routing = tuple(translate.compile_routing(routing_spec(), sites, num_rows=len(x), num_classes=10))
     baseline_config = dict(epochs=epochs, batch_size=args.batch_size, lr=args.lr, optimizer="adam", loss="mae",
                            task_outputs=x.shape[1], reconstruct=True, penalties=compiled_penalties)
     settings = {

@@ -35,7 +35,7 @@ from lambdascope import artifacts, modules
 from lambdascope.client import Client
 from lambdascope.local import LocalPlatform
 from lambdascope.v1 import audit_pb2, jobs_pb2, models_pb2, trainer_pb2
-from services.trainer import datasets
+from lambdascope.training import datasets
 
 WIDTHS = [64, 256, 10]
 SEED = 0

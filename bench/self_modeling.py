@@ -12,7 +12,7 @@ weight is matched on training loss.
 Per seed s, every arm shares: the train/test split (`datasets.split(x, y, 0.2, seed=s)`), the initial weights
 of the shared layers (layers.0, and the 10 task rows of layers.1: the self-model arm's extra 256 output rows
 keep their own seeded init), the minibatch order (the trainer's generator seeded with s) and the sampler seed.
-Training: the trainer core (`services.trainer.training.train`), SGD lr 0.05 momentum 0.9, batch 64, 50
+Training: the trainer core (`lambdascope.training.loop.train`), SGD lr 0.05 momentum 0.9, batch 64, 50
 epochs (as `make run`). Arms:
 
 - baseline: cross-entropy only;
@@ -49,10 +49,10 @@ from lambdascope import modules
 from lambdascope.v1 import models_pb2
 from lambdascope.llc.audit import AuditSettings, run_audit
 from lambdascope.llc.llc import SGLDConfig, default_nbeta
-from services.trainer import datasets
-from services.trainer.penalties import CompiledPenalty
-from services.trainer.self_modeling import self_modeling_architecture, task_architecture, task_state_dict
-from services.trainer.training import TrainConfig, train
+from lambdascope.training import datasets
+from lambdascope.training.loop import TrainConfig, train
+from lambdascope.training.penalties import CompiledPenalty
+from services.trainer.translate import self_modeling_architecture, task_architecture, task_state_dict
 
 WIDTHS = [64, 256, 10]
 CLASSES = WIDTHS[-1]

@@ -21,7 +21,7 @@ import tempfile
 
 from lambdascope import tensorfile
 from lambdascope.client import Client
-from services.trainer.training import TrainState
+from lambdascope.training.loop import TrainState
 
 STATE_FILE = "state.safetensors"
 JOB_FILE = "job.json"

@@ -1,4 +1,4 @@
-"""Translate a TrainSpec into the core's TrainConfig, and refuse what cannot work, early.
+"""Translate a TrainSpec into the training library's TrainConfig, and refuse what cannot work, early.
 
 Used by the servicer before queuing (with what is known about the data without loading it) and
 by the worker again with the data in hand, so both judge by the same rules. Every message names
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from lambdascope import architectures, artifacts
 from lambdascope.v1 import models_pb2, registry_pb2, trainer_pb2
-from services.trainer import penalties, routing, self_modeling
-from services.trainer.training import NoiseConfig, Schedule, TrainConfig
+from lambdascope.training.loop import NoiseConfig, Schedule, TrainConfig
+from services.trainer import translate
 
 BUILTIN_DATASETS = ("digits",)
 DIGITS_ROWS, DIGITS_CLASSES, DIGITS_FEATURES = 1797, 10, 64
@@ -63,7 +63,7 @@ def data_facts(spec: trainer_pb2.TrainSpec) -> DataFacts:
 
 
 def train_config(spec: trainer_pb2.TrainSpec, facts: DataFacts | None = None) -> TrainConfig:
-    """Check `spec` and build the core's config. `facts` (default: what the spec itself tells)
+    """Check `spec` and build the library's config. `facts` (default: what the spec itself tells)
     sharpen the routing and vocabulary checks once the data is loaded."""
     if not NAME.match(spec.model_name):
         raise SpecError(f"spec.model_name {spec.model_name!r} is not a valid name: use 1-200 "
@@ -94,8 +94,8 @@ def train_config(spec: trainer_pb2.TrainSpec, facts: DataFacts | None = None) ->
     sites = architectures.sites(arch)
     site = _self_model_site(spec, arch)
     try:
-        compiled_penalties = penalties.compile_penalties(list(spec.penalties), sites)
-        compiled_routing = routing.compile_routing(
+        compiled_penalties = translate.compile_penalties(list(spec.penalties), sites)
+        compiled_routing = translate.compile_routing(
             spec.routing, sites, num_rows=facts.rows or _UNKNOWN,
             num_classes=facts.classes if facts.rows is not None else _UNKNOWN)
     except ValueError as exc:
@@ -129,7 +129,7 @@ def takes_token_ids(arch: models_pb2.Architecture) -> bool:
 def model_architecture(spec: trainer_pb2.TrainSpec) -> models_pb2.Architecture:
     """The architecture actually trained: widened by the self-model outputs when enabled."""
     if spec.self_modeling.layer:
-        return self_modeling.self_modeling_architecture(spec.architecture, spec.self_modeling.layer)
+        return translate.self_modeling_architecture(spec.architecture, spec.self_modeling.layer)
     return spec.architecture
 
 

@@ -21,10 +21,11 @@ from safetensors.torch import save_file
 
 from lambdascope import architectures, artifacts, modules, tls, worker
 from lambdascope.client import Client
+from lambdascope.training import datasets
+from lambdascope.training.datasets import TrainingData
+from lambdascope.training.loop import TrainConfig, TrainState, evaluate, train
 from lambdascope.v1 import registry_pb2, trainer_pb2
-from services.trainer import datasets, resume, self_modeling, train_spec
-from services.trainer.datasets import TrainingData
-from services.trainer.training import TrainConfig, TrainState, evaluate, train
+from services.trainer import resume, train_spec, translate
 
 
 def load_data(spec: trainer_pb2.TrainSpec, client: Client, scratch: pathlib.Path) -> TrainingData:
@@ -32,12 +33,12 @@ def load_data(spec: trainer_pb2.TrainSpec, client: Client, scratch: pathlib.Path
     source = spec.dataset.WhichOneof("source")
     try:
         if source == "dln_teacher":
-            return datasets.dln_teacher(spec.dataset.dln_teacher)
+            return translate.dln_teacher(spec.dataset.dln_teacher)
         if source == "quadratic_regression":
-            return datasets.quadratic_regression(spec.dataset.quadratic_regression)
+            return translate.quadratic_regression(spec.dataset.quadratic_regression)
         if source == "modular_addition":
-            x, y = datasets.modular_addition(spec.dataset.modular_addition,
-                                             tokens=train_spec.takes_token_ids(spec.architecture))
+            x, y = translate.modular_addition(spec.dataset.modular_addition,
+                                              tokens=train_spec.takes_token_ids(spec.architecture))
         elif source == "builtin":
             x, y = datasets.BUILTIN_DATASETS[spec.dataset.builtin]()
         else:
@@ -145,7 +146,7 @@ def _run(ctx: worker.JobContext, client: Client, saved: resume.ResumeStore) -> w
                          f"{start.step}", force=True)
         module = modules.build_module(arch, seed=spec.seed)
         if config.self_modeling:
-            self_modeling.paired_init(module, arch, config.task_outputs, spec.seed)
+            translate.paired_init(module, arch, config.task_outputs, spec.seed)
         if torch.cuda.is_available():  # a GPU node: train there (checkpoints are saved on CPU)
             module.to("cuda")
 

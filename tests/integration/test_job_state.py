@@ -65,7 +65,7 @@ def test_a_jobs_files_are_its_workers_alone(platform, tmp_path):
 def test_the_resume_state_round_trips_through_the_registry(platform, tmp_path):
     import torch
 
-    from services.trainer.training import TrainState
+    from lambdascope.training.loop import TrainState
 
     state = TrainState(step=7, epoch=1, batch=3, module={"w": torch.arange(6.0).reshape(2, 3)},
                        optimizer={"state": {0: {"momentum": torch.ones(3)}}, "param_groups": []},

@@ -1,4 +1,4 @@
-"""Anti-PGD / PGD noise injection (services/trainer/anti_pgd.py) against its definition."""
+"""Anti-PGD / PGD noise injection (lambdascope/training/anti_pgd.py) against its definition."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import torch
 
-from services.trainer.anti_pgd import NoiseInjection
+from lambdascope.training.anti_pgd import NoiseInjection
 
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.trainer.certificates import CertificateResult, certificate_errors
+from lambdascope.training.certificates import CertificateResult, certificate_errors
 
 
 

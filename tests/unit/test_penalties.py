@@ -8,14 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+from lambdascope.training.penalties import CompiledPenalty, penalty_value, total_penalty
+from lambdascope.training.sites import capture
 from lambdascope.v1 import trainer_pb2
-from services.trainer.penalties import (
-    CompiledPenalty,
-    compile_penalties,
-    penalty_value,
-    total_penalty,
-)
-from services.trainer.sites import capture
+from services.trainer.translate import compile_penalties
 
 
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from lambdascope.training.routing import masks, route, routing_transforms
+from lambdascope.training.sites import intercept
 from lambdascope.v1 import trainer_pb2
-from services.trainer.routing import compile_routing, masks, route, routing_transforms
-from services.trainer.sites import intercept
+from services.trainer.translate import compile_routing
 
 
 
@@ -248,8 +249,8 @@ def test_compile_routing_errors_name_the_field(rules, num_classes, field, detail
 def test_a_penalty_at_a_routed_site_is_not_masked_by_the_routing():
     """As in the reference implementation: routing masks what flows downstream of the site,
     while a penalty on the site's activations reaches every unit whatever the mask."""
-    from services.trainer.penalties import CompiledPenalty, total_penalty
-    from services.trainer.sites import capture, intercept
+    from lambdascope.training.penalties import CompiledPenalty, total_penalty
+    from lambdascope.training.sites import capture, intercept
 
     torch.manual_seed(0)
     model = nn.ModuleDict({"enc": nn.Linear(3, 4), "site": nn.Identity(), "dec": nn.Linear(4, 2)})

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from services.trainer.sites import capture, intercept
+from lambdascope.training.sites import capture, intercept
 
 
 

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from lambdascope import modules
+from lambdascope.training.datasets import load_digits_dataset, split
+from lambdascope.training.loop import TrainConfig, checkpoint_steps, train
 from lambdascope.v1 import models_pb2
-from services.trainer.datasets import load_digits_dataset, split
-from services.trainer.self_modeling import (
+from services.trainer.translate import (
     self_modeling_architecture,
     task_architecture,
     task_state_dict,
 )
-from services.trainer.training import TrainConfig, checkpoint_steps, train
 
 
 def train_test_split(x, y, test_fraction, seed):

@@ -9,15 +9,16 @@ import pytest
 import torch
 
 from lambdascope import modules
+from lambdascope.training import datasets
+from lambdascope.training.loop import NoiseConfig, Schedule, TrainConfig, TrainState, train
+from lambdascope.training.self_modeling import self_modeling_loss
 from lambdascope.v1 import models_pb2, trainer_pb2
-from services.trainer import datasets, resume, routing
-from services.trainer.self_modeling import (
+from services.trainer import resume, translate
+from services.trainer.translate import (
     self_modeling_architecture,
-    self_modeling_loss,
     task_architecture,
     task_state_dict,
 )
-from services.trainer.training import NoiseConfig, Schedule, TrainConfig, TrainState, train
 
 
 
@@ -103,7 +104,7 @@ def test_routing_with_zero_masks_freezes_everything_below_the_site(digits):
         site="hidden.1", groups=[trainer_pb2.RouteGroup(
             labels=trainer_pb2.LabelSet(labels=list(range(10))),
             values=trainer_pb2.MaskValues(values=[0.0] * 16))])])
-    rules = routing.compile_routing(zero, {"hidden.1": (16,)}, num_rows=600, num_classes=10)
+    rules = translate.compile_routing(zero, {"hidden.1": (16,)}, num_rows=600, num_classes=10)
     module, _ = run(digits, config(routing=tuple(rules)))
     state = module.state_dict()
     assert torch.equal(state["layers.0.weight"], init["layers.0.weight"])
@@ -112,7 +113,7 @@ def test_routing_with_zero_masks_freezes_everything_below_the_site(digits):
 
 
 def test_penalty_is_added_and_reported(digits):
-    from services.trainer.penalties import CompiledPenalty
+    from lambdascope.training.penalties import CompiledPenalty
 
     progress = []
     module, result = run(digits, config(penalties=(CompiledPenalty("hidden.1", "l2", 0.5),)),
@@ -169,7 +170,7 @@ def test_autoencoder_reconstructs_its_input(digits):
 def test_quadratic_model_small_init_recovers_the_sparse_solution_large_init_does_not():
     """Implicit bias of the quadratic parametrisation (HaoChen et al.): from a small init, GD
     interpolates with the sparse w*; from init 1 it interpolates far from it."""
-    data = datasets.quadratic_regression(trainer_pb2.QuadraticRegressionData(seed=0))
+    data = datasets.quadratic_regression(seed=0)
     errors = {}
     for init in (0.01, 1.0):
         arch = models_pb2.Architecture(quadratic=models_pb2.QuadraticArchitecture(
@@ -188,20 +189,22 @@ def test_quadratic_model_small_init_recovers_the_sparse_solution_large_init_does
 
 def test_dln_teacher_and_modular_addition_data():
     spec = trainer_pb2.DLNTeacherData(widths=[6, 5, 4], rank=2, examples=200, seed=3)
-    a, b = datasets.dln_teacher(spec), datasets.dln_teacher(spec)
+    # the library's generator, and the same through the trainer's message translation
+    a = datasets.dln_teacher([6, 5, 4], rank=2, examples=200, seed=3)
+    b = translate.dln_teacher(spec)
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
     assert a.x_train.shape == (200, 6) and a.y_train.shape == (200, 4)
     assert a.x_test.shape == (1000, 6) and a.info["teacher_rank"] == 2
     assert float(a.x_train.abs().max()) <= 10.0
     assert int(torch.linalg.matrix_rank(a.y_train.double(), rtol=1e-5)) == 2  # float32 data
     with pytest.raises(ValueError, match="dln_teacher.rank"):
-        datasets.dln_teacher(trainer_pb2.DLNTeacherData(widths=[6, 5, 4], rank=5))
-    x, y = datasets.modular_addition(trainer_pb2.ModularAdditionData(modulus=7))
+        datasets.dln_teacher([6, 5, 4], rank=5)
+    x, y = datasets.modular_addition(7)
     assert x.shape == (49, 14) and torch.equal(x.sum(1), torch.full((49,), 2.0))
     a_, b_ = x[:, :7].argmax(1), x[:, 7:].argmax(1)
     assert torch.equal(y, (a_ + b_) % 7)
-    tokens, y_tokens = datasets.modular_addition(trainer_pb2.ModularAdditionData(modulus=7),
-                                                 tokens=True)
+    tokens, y_tokens = translate.modular_addition(trainer_pb2.ModularAdditionData(modulus=7),
+                                                  tokens=True)
     assert tokens.dtype == torch.int64 and tokens.shape == (49, 2)
     assert torch.equal(tokens, torch.stack([a_, b_], dim=1)) and torch.equal(y_tokens, y)
 
@@ -209,7 +212,7 @@ def test_dln_teacher_and_modular_addition_data():
 def test_a_transformer_trains_on_token_ids_and_bad_ids_are_refused():
     arch = models_pb2.Architecture(transformer=models_pb2.TransformerArchitecture(
         vocab_size=7, context=2, width=16, heads=1, layers=1, outputs=7))
-    x, y = datasets.modular_addition(trainer_pb2.ModularAdditionData(modulus=7), tokens=True)
+    x, y = datasets.modular_addition(7, tokens=True)
     data = datasets.split(x, y, 0.0, seed=0)
     cfg = config(epochs=0, steps=400, batch_size=49, optimizer="adam", lr=0.01, task_outputs=7)
     _, result = run(data, cfg, arch)
@@ -249,7 +252,7 @@ def test_bad_config_fields_are_named():
 
 
 def test_paired_init_gives_the_self_model_network_the_plain_networks_initial_weights():
-    from services.trainer.self_modeling import paired_init
+    from services.trainer.translate import paired_init
 
     arch = self_modeling_architecture(mlp(64, 16, 10), 1)
     plain = modules.build_module(mlp(64, 16, 10), seed=5).state_dict()

@@ -8,11 +8,10 @@ training example's row in the data as generated: gradient-routing rules select r
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-
-from lambdascope.v1 import trainer_pb2
 
 # Refuse synthetic data sets above this many float values (x and y together, about 2 GB).
 MAX_SYNTHETIC_VALUES = 500_000_000
@@ -63,30 +62,32 @@ def split(x: torch.Tensor, y: torch.Tensor, test_fraction: float, seed: int) -> 
 
 
 # --------------------------------------------------------------------------------------
-# Synthetic tasks. Each generator validates its message and names the field at fault
+# Synthetic tasks. The arguments are the fields of the TrainSpec's message for the source, with
+# its meaning of 0 (the default). Each generator validates them and names the field at fault
 # (relative to spec.dataset).
 
 
-def dln_teacher(spec: trainer_pb2.DLNTeacherData) -> TrainingData:
+def dln_teacher(widths: Sequence[int], *, rank: int = 0, examples: int = 0, test_examples: int = 0,
+                input_range: float = 0.0, noise_std: float = 0.0, seed: int = 0) -> TrainingData:
     """Teacher-student regression on a random deep linear network (DLN protocol of Furman & Lau):
     entries N(0, 1/fan_in); `rank` > 0 zeroes all but the largest `rank` singular values of
     the first layer, which caps the end-to-end rank; x ~ U(-R, R); y = teacher(x) + noise."""
-    widths = list(spec.widths)
+    widths = list(widths)
     if len(widths) < 2 or any(w < 1 for w in widths):
         raise ValueError(f"dln_teacher.widths needs at least 2 positive entries, got {widths}")
-    if not 0 <= spec.rank <= min(widths):
+    if not 0 <= rank <= min(widths):
         raise ValueError(f"dln_teacher.rank must be in 0..{min(widths)} (0 = full rank), "
-                         f"got {spec.rank}")
-    n, n_test = _counts("dln_teacher", spec.examples, spec.test_examples, 10_000, 1_000)
-    input_range = _positive("dln_teacher.input_range", spec.input_range, 10.0)
-    noise = _non_negative("dln_teacher.noise_std", spec.noise_std)
+                         f"got {rank}")
+    n, n_test = _counts("dln_teacher", examples, test_examples, 10_000, 1_000)
+    input_range = _positive("dln_teacher.input_range", input_range, 10.0)
+    noise = _non_negative("dln_teacher.noise_std", noise_std)
     _check_size("dln_teacher", n + n_test, widths[0] + widths[-1])
-    gen = torch.Generator().manual_seed(int(spec.seed))
+    gen = torch.Generator().manual_seed(int(seed))
     mats = [torch.randn(b, a, generator=gen, dtype=torch.float64) / math.sqrt(a)
             for a, b in zip(widths[:-1], widths[1:])]
-    if spec.rank:
+    if rank:
         u, s, vh = torch.linalg.svd(mats[0], full_matrices=False)
-        s[spec.rank:] = 0.0
+        s[rank:] = 0.0
         mats[0] = (u * s) @ vh
     product = mats[0]
     for m in mats[1:]:
@@ -101,23 +102,25 @@ def dln_teacher(spec: trainer_pb2.DLNTeacherData) -> TrainingData:
 
     x, y = draw(n)
     x_test, y_test = draw(n_test)
-    rank = int(torch.linalg.matrix_rank(product))
-    return TrainingData(x, y, x_test, y_test, torch.arange(n), info={"teacher_rank": float(rank)})
+    teacher_rank = int(torch.linalg.matrix_rank(product))
+    return TrainingData(x, y, x_test, y_test, torch.arange(n),
+                        info={"teacher_rank": float(teacher_rank)})
 
 
-def quadratic_regression(spec: trainer_pb2.QuadraticRegressionData) -> TrainingData:
+def quadratic_regression(*, dim: int = 0, support: int = 0, examples: int = 0,
+                         test_examples: int = 0, seed: int = 0) -> TrainingData:
     """Sparse linear regression for the quadratically parametrised model (HaoChen et al. 2021,
     the Anti-PGD paper's toy): x ~ N(0, I), w* = 1 on the first `support` coordinates, else 0,
     y = <w*, x> without noise. On this x the test MSE estimates ||v*v - w*||^2."""
-    dim = spec.dim or 100
+    given_dim, dim = dim, dim or 100
     if dim < 1:
-        raise ValueError(f"quadratic_regression.dim must be positive, got {spec.dim}")
-    support = spec.support or 5
+        raise ValueError(f"quadratic_regression.dim must be positive, got {given_dim}")
+    given_support, support = support, support or 5
     if not 1 <= support <= dim:
-        raise ValueError(f"quadratic_regression.support must be in 1..{dim}, got {spec.support}")
-    n, n_test = _counts("quadratic_regression", spec.examples, spec.test_examples, 40, 1_000)
+        raise ValueError(f"quadratic_regression.support must be in 1..{dim}, got {given_support}")
+    n, n_test = _counts("quadratic_regression", examples, test_examples, 40, 1_000)
     _check_size("quadratic_regression", n + n_test, dim + 1)
-    gen = torch.Generator().manual_seed(int(spec.seed))
+    gen = torch.Generator().manual_seed(int(seed))
     w_star = torch.zeros(dim, dtype=torch.float64)
     w_star[:support] = 1.0
     x = torch.randn(n + n_test, dim, generator=gen, dtype=torch.float64)
@@ -127,14 +130,14 @@ def quadratic_regression(spec: trainer_pb2.QuadraticRegressionData) -> TrainingD
                         info={"support": float(support)})
 
 
-def modular_addition(spec: trainer_pb2.ModularAdditionData, *, tokens: bool = False
+def modular_addition(modulus: int = 0, *, tokens: bool = False
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """All pairs (a, b) of 0..p-1 with y = (a + b) mod p. x = one-hot(a) ++ one-hot(b) (float),
-    or with `tokens` the token ids [a, b] (int64: a transformer's input). The caller splits it
-    with the spec's test_fraction (seeded by this message's seed)."""
-    p = spec.modulus or 53
+    or with `tokens` the token ids [a, b] (int64: a transformer's input); p = `modulus`, 0
+    meaning 53. The caller splits it (the trainer: with the spec's test_fraction and seed)."""
+    p = modulus or 53
     if not 2 <= p <= 1_000:
-        raise ValueError(f"modular_addition.modulus must be in 2..1000, got {spec.modulus}")
+        raise ValueError(f"modular_addition.modulus must be in 2..1000, got {modulus}")
     a = torch.arange(p).repeat_interleave(p)
     b = torch.arange(p).repeat(p)
     if tokens:

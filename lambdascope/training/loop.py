@@ -1,4 +1,4 @@
-"""The trainer's core: a seeded, plain-PyTorch minibatch training loop with the techniques.
+"""The training loop: a seeded, plain-PyTorch minibatch loop with the techniques.
 
 No service plumbing here: `train` takes tensors and a config and reports through callbacks.
 An exception raised by a callback propagates out of `train` (that is how a job is cancelled).
@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from services.trainer import penalties as penalty_core
-from services.trainer import routing as routing_core
-from services.trainer.anti_pgd import DISTRIBUTIONS, KINDS, NoiseInjection
-from services.trainer.self_modeling import compute_task_loss, self_modeling_loss
-from services.trainer.sites import capture, intercept
+from lambdascope.training import penalties as penalty_core
+from lambdascope.training import routing as routing_core
+from lambdascope.training.anti_pgd import DISTRIBUTIONS, KINDS, NoiseInjection
+from lambdascope.training.self_modeling import compute_task_loss, self_modeling_loss
+from lambdascope.training.sites import capture, intercept
 
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("cross_entropy", "mse", "mae")

@@ -12,6 +12,10 @@ The target is detached, so gradient reaches the network only through the predict
 Task metrics and audits use `outputs[:, :task_outputs]` only: checkpoints record
 `task_outputs`, and the estimator audits the task network (the output layer's self-model rows
 removed, `lambdascope.modules.narrow_weights`), the parameters the task loss depends on.
+
+Here are the objective and the task loss on tensors. The widened network itself (an
+`Architecture` message with the wider output layer, its task network and the paired initial
+weights) is built by the trainer service (services/trainer/translate.py).
 """
 
 from __future__ import annotations
@@ -20,43 +24,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-
-from lambdascope import architectures, modules
-from lambdascope.v1 import models_pb2
-
-
-def self_modeling_architecture(arch: models_pb2.Architecture, layer: int) -> models_pb2.Architecture:
-    """A copy of `arch` whose output layer is widened by the width of hidden layer `layer`."""
-    architectures.hidden_site(arch, layer)  # ValueError naming self_modeling.layer
-    return architectures.widen_outputs(arch, architectures.hidden_dims(arch)[layer - 1])
-
-
-def task_architecture(arch: models_pb2.Architecture, task_outputs: int) -> models_pb2.Architecture:
-    """Inverse of `self_modeling_architecture`: the output layer cut to `task_outputs`."""
-    return architectures.narrow_outputs(arch, task_outputs)
-
-
-def task_state_dict(
-    state: dict[str, torch.Tensor], arch: models_pb2.Architecture, task_outputs: int
-) -> dict[str, torch.Tensor]:
-    """Weights with the self-model rows of the output layer removed, matching
-    `task_architecture(arch, task_outputs)`."""
-    return modules.narrow_weights(arch, state, task_outputs)
-
-
-def paired_init(module: torch.nn.Module, arch: models_pb2.Architecture, task_outputs: int,
-                seed: int) -> None:
-    """Give a self-modeling network the initial weights the plain network gets from the same
-    seed (the self-model head's extra rows keep their own), so the two runs are paired."""
-    plain = modules.build_module(task_architecture(arch, task_outputs), seed=seed)
-    widened = module.state_dict()
-    last = architectures.output_layer(arch)
-    with torch.no_grad():
-        for name, tensor in plain.state_dict().items():
-            if name.startswith(last + "."):
-                widened[name][:task_outputs].copy_(tensor)
-            else:
-                widened[name].copy_(tensor)
 
 
 class SelfModelingLoss(NamedTuple):

@@ -4,24 +4,22 @@ L2 is the activation-L2 control for self-modeling (matched on training loss); L1
 half-decorrelation term are what make the gradient-routing autoencoder of Cloud et al. 2024
 (arXiv 2410.04332) split its latent: sparse codes, and no information shared between the
 two routed halves. Penalties read activations captured with `sites.capture`.
+
+A penalty is a `CompiledPenalty` (site, kind, weight); the trainer service checks a TrainSpec's
+`ActivationPenalty` messages against the model's sites and compiles them to these
+(`services/trainer/translate.py`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from lambdascope.v1 import trainer_pb2
-
-PENALTY_KINDS = {
-    trainer_pb2.PENALTY_KIND_L2: "l2",
-    trainer_pb2.PENALTY_KIND_L1: "l1",
-    trainer_pb2.PENALTY_KIND_HALF_DECORRELATION: "half_decorrelation",
-}
+# The penalty kinds `penalty_value` knows.
+KINDS = ("l2", "l1", "half_decorrelation")
 
 STD_EPS = 1e-8
 
@@ -33,38 +31,6 @@ class CompiledPenalty:
     weight: float
 
 
-def compile_penalties(
-    specs: Sequence[trainer_pb2.ActivationPenalty], site_shapes: Mapping[str, tuple[int, ...]]
-) -> list[CompiledPenalty]:
-    """Validate against the model's sites (per-example shapes). ValueError messages start
-    with the offending field, e.g. 'penalties[0].site'."""
-    compiled = []
-    for i, spec in enumerate(specs):
-        where = f"penalties[{i}]"
-        if spec.site not in site_shapes:
-            raise ValueError(
-                f"{where}.site: unknown site {spec.site!r}; "
-                f"known sites: {', '.join(site_shapes) or 'none'}"
-            )
-        if spec.kind not in PENALTY_KINDS:
-            raise ValueError(
-                f"{where}.kind must be one of "
-                f"{', '.join(trainer_pb2.PenaltyKind.Name(k) for k in PENALTY_KINDS)}, "
-                f"got {spec.kind}"
-            )
-        if not (math.isfinite(spec.weight) and spec.weight >= 0):
-            raise ValueError(f"{where}.weight must be finite and >= 0, got {spec.weight}")
-        kind = PENALTY_KINDS[spec.kind]
-        units = math.prod(site_shapes[spec.site])
-        if kind == "half_decorrelation" and units < 2:
-            raise ValueError(
-                f"{where}.site: half_decorrelation needs a site with at least 2 units, "
-                f"{spec.site!r} has {units}"
-            )
-        compiled.append(CompiledPenalty(site=spec.site, kind=kind, weight=spec.weight))
-    return compiled
-
-
 def penalty_value(kind: str, a: Tensor) -> Tensor:
     """The unweighted penalty of activations `a` ([batch, ...]) as a scalar."""
     if kind == "l2":
@@ -73,7 +39,7 @@ def penalty_value(kind: str, a: Tensor) -> Tensor:
         return a.abs().mean()
     if kind == "half_decorrelation":
         return half_decorrelation(a)
-    raise ValueError(f"unknown penalty kind {kind!r}; known: {', '.join(PENALTY_KINDS.values())}")
+    raise ValueError(f"unknown penalty kind {kind!r}; known: {', '.join(KINDS)}")
 
 
 def half_decorrelation(a: Tensor) -> Tensor:
