@@ -23,11 +23,11 @@ import torch
 from lambdascope.training import penalties as penalty_core
 from lambdascope.training import routing as routing_core
 from lambdascope.training.anti_pgd import DISTRIBUTIONS, KINDS, NoiseInjection
-from lambdascope.training.self_modeling import compute_task_loss, self_modeling_loss
+from lambdascope.training.self_modeling import TASK_LOSSES, compute_task_loss, self_modeling_loss
 from lambdascope.training.sites import capture, intercept
 
 OPTIMIZERS = ("sgd", "adam")
-LOSSES = ("cross_entropy", "mse", "mae")
+LOSSES = tuple(TASK_LOSSES)
 SCHEDULES = ("constant", "cosine", "step")
 # How many times per run `on_progress` is called (plus once at the end).
 PROGRESS_REPORTS = 100

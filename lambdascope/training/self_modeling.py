@@ -20,10 +20,13 @@ weights) is built by the trainer service (services/trainer/translate.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class SelfModelingLoss(NamedTuple):
@@ -56,16 +59,22 @@ def self_modeling_loss(
     return SelfModelingLoss(task + weight * self_model, task, self_model, task_out)
 
 
+def _regression(loss: LossFn) -> LossFn:
+    """``loss`` against float targets, int labels one-hot encoded first."""
+    return lambda outputs, y: loss(outputs, mse_targets(y, outputs.shape[1]).to(outputs.dtype))
+
+
+# The task losses training offers, by the API's loss names (a test holds them to LossKind), each
+# the mean over the batch: cross-entropy on int labels; mse and mae on float targets (int labels
+# one-hot encoded).
+TASK_LOSSES = {"cross_entropy": F.cross_entropy, "mse": _regression(F.mse_loss), "mae": _regression(F.l1_loss)}
+
+
 def compute_task_loss(outputs: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
-    """Mean task loss: "cross_entropy" on int labels; "mse" and "mae" on float targets (int
-    labels are one-hot encoded)."""
-    if kind == "cross_entropy":
-        return F.cross_entropy(outputs, y)
-    if kind == "mse":
-        return F.mse_loss(outputs, mse_targets(y, outputs.shape[1]).to(outputs.dtype))
-    if kind == "mae":
-        return F.l1_loss(outputs, mse_targets(y, outputs.shape[1]).to(outputs.dtype))
-    raise ValueError(f"loss must be 'cross_entropy', 'mse' or 'mae', got {kind!r}")
+    """Mean task loss of kind ``kind`` (a name in TASK_LOSSES)."""
+    if kind not in TASK_LOSSES:
+        raise ValueError(f"loss must be one of {sorted(TASK_LOSSES)}, got {kind!r}")
+    return TASK_LOSSES[kind](outputs, y)
 
 
 def mse_targets(y: torch.Tensor, outputs: int) -> torch.Tensor:

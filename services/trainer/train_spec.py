@@ -10,7 +10,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from lambdascope import architectures, artifacts
+from lambdascope import architectures, artifacts, enums
+from lambdascope.enums import LOSS_NAMES
 from lambdascope.v1 import models_pb2, registry_pb2, trainer_pb2
 from lambdascope.training.loop import NoiseConfig, Schedule, TrainConfig
 from services.trainer import translate
@@ -19,8 +20,6 @@ BUILTIN_DATASETS = ("digits",)
 DIGITS_ROWS, DIGITS_CLASSES, DIGITS_FEATURES = 1797, 10, 64
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
-LOSS_NAMES = {models_pb2.LOSS_KIND_MSE: "mse", models_pb2.LOSS_KIND_CROSS_ENTROPY: "cross_entropy",
-              models_pb2.LOSS_KIND_MAE: "mae"}
 SCHEDULE_NAMES = {trainer_pb2.SCHEDULE_KIND_UNSPECIFIED: "constant",
                   trainer_pb2.SCHEDULE_KIND_CONSTANT: "constant",
                   trainer_pb2.SCHEDULE_KIND_COSINE: "cosine", trainer_pb2.SCHEDULE_KIND_STEP: "step"}
@@ -73,8 +72,7 @@ def train_config(spec: trainer_pb2.TrainSpec, facts: DataFacts | None = None) ->
     _check_dataset_spec(spec)
     _check_vocabulary(arch, facts)
     if spec.loss not in LOSS_NAMES:
-        raise SpecError("spec.loss must be LOSS_KIND_CROSS_ENTROPY, LOSS_KIND_MSE or "
-                        "LOSS_KIND_MAE")
+        raise SpecError(f"spec.loss must be {enums.one_of(models_pb2.LossKind)}")
     reconstruct = architectures.reconstructs_input(arch)
     if reconstruct and spec.loss == models_pb2.LOSS_KIND_CROSS_ENTROPY:
         raise SpecError("spec.loss: an autoencoder reconstructs its input; use LOSS_KIND_MSE "

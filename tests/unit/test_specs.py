@@ -44,10 +44,12 @@ def test_reports_keep_zero_valued_fields_and_name_enums() -> None:
 def test_every_loss_kind_has_one_name_and_one_function() -> None:
     from lambdascope import enums
     from lambdascope.llc.losses import LOSSES
+    from lambdascope.training.self_modeling import TASK_LOSSES
 
     kinds = {v.number for v in models_pb2.LossKind.DESCRIPTOR.values if v.number != 0}
     assert set(enums.LOSS_NAMES) == kinds == set(enums.LOSS_KINDS.values())
-    assert set(enums.LOSS_KINDS) == set(LOSSES)  # the library computes each one, by the same name
+    # the libraries compute each one, by the same name: audits and training
+    assert set(enums.LOSS_KINDS) == set(LOSSES) == set(TASK_LOSSES)
 
 
 def test_the_library_judges_with_the_verdicts_the_api_reports() -> None:
