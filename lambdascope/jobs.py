@@ -27,8 +27,7 @@ from google.protobuf import timestamp_pb2
 from lambdascope import auth, backends, errors, job_kinds, paging, quotas, tls
 from lambdascope.config import Settings
 from lambdascope.metrics import JobMetrics
-from lambdascope.server import ServiceBinding
-from lambdascope.v1 import jobs_pb2, jobs_pb2_grpc
+from lambdascope.v1 import jobs_pb2
 
 log = logging.getLogger("lambdascope.jobs")
 
@@ -65,9 +64,6 @@ _REQUEST_SEP = "/"
 MAX_RETRY_SECONDS = 60.0
 # How often queued jobs are checked for one no runner holds (after a database outage).
 RECONCILE_SECONDS = 10.0
-# A job's credential outlives any job (the longest queue, the active deadline, retries); it is
-# revoked as soon as the job ends.
-CREDENTIAL_SECONDS = 7 * 24 * 3600
 
 
 def _add_missing_columns(engine: sa.Engine) -> None:
@@ -613,38 +609,3 @@ class JobManager:
         self._update(job_id, step=event.step, total=event.total, metrics=dict(event.metrics),
                      message=event.message)
         self._observe("progress", job_id, event.metrics)
-
-
-class JobsServicer(jobs_pb2_grpc.JobsServicer):
-    """The Jobs service (GetJob, ListJobs, CancelJob, WatchJob) over one manager's jobs, those of
-    the caller's team; hosted by every job-running service's server."""
-
-    def __init__(self, manager: JobManager):
-        self.manager = manager
-
-    def GetJob(self, request, context):
-        return self.manager.get(request.job_id, auth.current().team)
-
-    def ListJobs(self, request, context):
-        return self.manager.list(request, auth.current().team)
-
-    def CancelJob(self, request, context):
-        return self.manager.cancel(request.job_id, auth.current().team)
-
-    def WatchJob(self, request, context):
-        return self.manager.watch(request.job_id, auth.current().team, context.is_active)
-
-
-def binding(manager: JobManager) -> ServiceBinding:
-    """The Jobs service over `manager`, for server.start beside the service's own binding."""
-    servicer = JobsServicer(manager)
-    return ServiceBinding(jobs_pb2.DESCRIPTOR.services_by_name["Jobs"].full_name,
-                          lambda server: jobs_pb2_grpc.add_JobsServicer_to_server(servicer, server))
-
-
-def caller_credential(registry: Any) -> Callable[[str], str]:
-    """JobManager.start's `credential`: a new job's registry credential, issued with the caller's
-    own key (`registry` is a lambdascope.client.Client with forward_caller=True): bound to the
-    caller's team, never able to do more than the caller."""
-    return lambda job_id: errors.call_upstream("registry", registry.issue_job_credential, job_id,
-                                               CREDENTIAL_SECONDS)

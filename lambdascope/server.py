@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import ProcessCollector, start_http_server
 
-from lambdascope import __version__, audit_log, auth, errors, readiness, tls
+from lambdascope import __version__, audit_log, auth, config, errors, logs, readiness, tls
 from lambdascope.config import Settings
 from lambdascope.metrics import Observation, ServerMetrics, rpc_type, split_method
 from lambdascope.v1 import platform_pb2, platform_pb2_grpc
@@ -401,3 +401,12 @@ def arg_parser(service: str) -> argparse.ArgumentParser:
     parser.add_argument("--metrics-port", dest="metrics_port", type=int)
     parser.add_argument("--data-dir", dest="data_dir")
     return parser
+
+
+def main(service: str, start_service: Callable[[Settings], RunningServer], argv: list[str] | None) -> None:
+    """A service's entry point: settings from its flags and the environment, logs, then serve
+    until SIGTERM/SIGINT."""
+    args = arg_parser(service).parse_args(argv)
+    settings = config.load(service, **vars(args))
+    logs.configure(service, settings.log_level)
+    serve_forever(start_service(settings), settings)

@@ -1,9 +1,8 @@
 """Estimator RPCs: check an audit request and queue it as a job; the
-Jobs service (lambdascope.jobs) answers for its jobs on the same server."""
+Jobs service (lambdascope.job_service) answers for its jobs on the same server."""
 from __future__ import annotations
 
-from lambdascope import auth, errors
-from lambdascope import jobs as job_service
+from lambdascope import auth, errors, job_service
 from lambdascope.client import Client
 from lambdascope.jobs import JobManager
 from lambdascope.server import ServiceBinding
@@ -52,10 +51,8 @@ class EstimatorServicer(estimator_pb2_grpc.EstimatorServicer):
                                credential=job_service.caller_credential(self.registry))
 
 
-def bindings(jobs: JobManager, registry: Client, max_chain_steps: int) -> list[ServiceBinding]:
-    """The service itself and the Jobs service over its jobs."""
+def binding(jobs: JobManager, registry: Client, max_chain_steps: int) -> ServiceBinding:
     servicer = EstimatorServicer(jobs, registry, max_chain_steps)
-    own = ServiceBinding(
+    return ServiceBinding(
         estimator_pb2.DESCRIPTOR.services_by_name["Estimator"].full_name,
         lambda server: estimator_pb2_grpc.add_EstimatorServicer_to_server(servicer, server))
-    return [own, job_service.binding(jobs)]

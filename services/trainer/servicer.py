@@ -1,9 +1,8 @@
 """Trainer RPCs: check a training spec and queue it as a job; the
-Jobs service (lambdascope.jobs) answers for its jobs on the same server."""
+Jobs service (lambdascope.job_service) answers for its jobs on the same server."""
 from __future__ import annotations
 
-from lambdascope import auth, errors
-from lambdascope import jobs as job_service
+from lambdascope import auth, errors, job_service
 from lambdascope.client import Client
 from lambdascope.jobs import JobManager
 from lambdascope.server import ServiceBinding
@@ -33,10 +32,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
                                credential=job_service.caller_credential(self.registry))
 
 
-def bindings(jobs: JobManager, registry: Client) -> list[ServiceBinding]:
-    """The service itself and the Jobs service over its jobs."""
+def binding(jobs: JobManager, registry: Client) -> ServiceBinding:
     servicer = TrainerServicer(jobs, registry)
-    own = ServiceBinding(
+    return ServiceBinding(
         trainer_pb2.DESCRIPTOR.services_by_name["Trainer"].full_name,
         lambda server: trainer_pb2_grpc.add_TrainerServicer_to_server(servicer, server))
-    return [own, job_service.binding(jobs)]
