@@ -93,10 +93,8 @@ def parse_args(argv=None):
     p.add_argument("--pgd-sigmas", default=",".join(map(str, PGD_SIGMAS)))
     p.add_argument("--anti-sigmas", default=",".join(map(str, ANTI_SIGMAS)))
     p.add_argument("--toy-seeds", type=int, default=None, help="widening-valley seeds (default 5; --quick 2)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--quick", action="store_true", help="harness check: 2 seeds, 1,200 steps (not a result)")
-    p.add_argument("--out", default=str(common.RESULTS / "anti_pgd.json"))
-    p.add_argument("--check", action="store_true", help="exit 1 when an expectation fails")
+    common.add_run_flags(p, "anti_pgd.json", quick="2 seeds, 1,200 steps (not a result)",
+                         check="an expectation fails")
     return p.parse_args(argv)
 
 

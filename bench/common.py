@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as _dt
 import json
@@ -141,3 +142,14 @@ def write_json(path: Path, payload: dict, *, final: bool = True) -> None:
     tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     if final:
         tmp.replace(path)
+
+
+def add_run_flags(p: "argparse.ArgumentParser", results: str, *, quick: str, check: str,
+                  threads: int | None = 1) -> None:
+    """The flags every result-producing benchmark takes: --threads, --quick (what the harness
+    check shortens), --out (bench/results/<results>) and --check (what failing means)."""
+    shown = "torch's, 2 here" if threads is None else threads
+    p.add_argument("--threads", type=int, default=threads, help=f"torch threads (default {shown})")
+    p.add_argument("--quick", action="store_true", help=f"harness check: {quick}")
+    p.add_argument("--out", default=str(RESULTS / results))
+    p.add_argument("--check", action="store_true", help=f"exit 1 when {check}")

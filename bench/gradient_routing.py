@@ -87,10 +87,8 @@ def parse_args(argv=None):
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--l1-weight", type=float, default=0.096)
     p.add_argument("--decorrelation-weight", type=float, default=0.1)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--quick", action="store_true", help="harness check: 1 seed, 15 epochs, 60 certificate epochs")
-    p.add_argument("--out", default=str(common.RESULTS / "gradient_routing.json"))
-    p.add_argument("--check", action="store_true", help="exit 1 when a check fails")
+    common.add_run_flags(p, "gradient_routing.json", quick="1 seed, 15 epochs, 60 certificate epochs",
+                         check="a check fails")
     return p.parse_args(argv)
 
 

@@ -34,10 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--step-size", default=None,
                    help="fixed ε for every case ('published' = 5e-7); default: automatic calibration")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, 2 here)")
-    p.add_argument("--quick", action="store_true", help="short harness check: 2,000 steps, 2 chains")
-    p.add_argument("--out", default=str(common.RESULTS / "llc_accuracy.json"))
-    p.add_argument("--check", action="store_true", help="exit 1 when the accuracy targets are missed")
+    common.add_run_flags(p, "llc_accuracy.json", quick="2,000 steps, 2 chains",
+                         check="the accuracy targets are missed", threads=None)
     return p.parse_args(argv)
 
 

@@ -74,10 +74,8 @@ def parse_args(argv=None):
     p.add_argument("--chains", type=int, default=None, help="SGLD chains (default 4; --quick 2)")
     p.add_argument("--burnin", type=int, default=None, help="SGLD burn-in steps (default 1000; --quick 200)")
     p.add_argument("--draws", type=int, default=None, help="SGLD draws per chain (default 600; --quick 200)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--quick", action="store_true", help="harness check: 2 seeds, 20 epochs, short chains")
-    p.add_argument("--out", default=str(common.RESULTS / "self_modeling.json"))
-    p.add_argument("--check", action="store_true", help="exit 1 when the acceptance criteria are missed")
+    common.add_run_flags(p, "self_modeling.json", quick="2 seeds, 20 epochs, short chains",
+                         check="the acceptance criteria are missed")
     return p.parse_args(argv)
 
 
