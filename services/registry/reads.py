@@ -230,7 +230,7 @@ def search_params(*, owner: str, model_name: str = "", tags: dict[str, str] | No
 def _decorated(page: sa.Select) -> sa.Select:
     """`page` (id, proto, created_at) as a CTE, each row with its tags and aliases aggregated
     into one string each (one row per version; tag keys, values and aliases never hold the
-    control characters that separate them: the servicer refuses those)."""
+    control characters that separate them: checks.py refuses those)."""
     found = page.cte("found")
     tags = (sa.select(sa.func.aggregate_strings(
         version_tags.c.key + sa.literal(KEY_SEP) + version_tags.c.value, ENTRY_SEP))

@@ -167,13 +167,9 @@ class RegistryStore:
             if conn.execute(sa.select(teams.c.name).where(teams.c.name == grantee)).first() is None:
                 raise errors.NotFound(f"no team named {grantee!r}")
             if not self._granted(conn, kind, stored, grantee):
-                try:
-                    with conn.begin_nested():
-                        conn.execute(grants.insert().values(
-                            kind=kind, name=stored, grantee=grantee, owner=team,
-                            created_at=time.time(), created_by=by))
-                except sa.exc.IntegrityError:
-                    pass  # granted concurrently
+                _insert_new(conn, grants.insert().values(  # refused: granted concurrently
+                    kind=kind, name=stored, grantee=grantee, owner=team,
+                    created_at=time.time(), created_by=by))
             return self._grant(conn.execute(sa.select(grants).where(
                 grants.c.kind == kind, grants.c.name == stored,
                 grants.c.grantee == grantee)).one(), team)
@@ -217,14 +213,10 @@ class RegistryStore:
                 row = conn.execute(sa.select(objects).where(objects.c.sha256 == sha256)
                                    .with_for_update()).first()
                 if row is None:
-                    try:
-                        with conn.begin_nested():
-                            conn.execute(objects.insert().values(
-                                sha256=sha256, size_bytes=size, state="present", pins=1,
-                                updated_at=time.time()))
-                        return
-                    except sa.exc.IntegrityError:
-                        pass  # inserted concurrently: go round again and lock it
+                    if _insert_new(conn, objects.insert().values(
+                            sha256=sha256, size_bytes=size, state="present", pins=1,
+                            updated_at=time.time())):
+                        return  # else inserted concurrently: go round again and lock it
                 elif row.state != "deleting":
                     conn.execute(objects.update().where(objects.c.sha256 == sha256)
                                  .values(pins=row.pins + 1, updated_at=time.time()))
@@ -361,29 +353,26 @@ class RegistryStore:
         now = time.time()
         version.created_at.CopyFrom(_timestamp(now))
         model_key = key(owner, version.model_name)
-        for _attempt in range(50):
-            try:
-                with self.engine.begin() as conn:
-                    if conn.execute(sa.select(models.c.name)
-                                    .where(models.c.name == model_key)).first() is None:
-                        conn.execute(models.insert().values(name=model_key, owner=owner,
-                                                            description="", created_at=now))
-                    latest = conn.execute(sa.select(sa.func.max(versions.c.version)).where(
-                        versions.c.model_name == model_key)).scalar()
-                    version.version = (latest or 0) + 1
-                    conn.execute(versions.insert().values(
-                        id=version.id, model_name=model_key, version=version.version,
-                        job_id=version.lineage.job_id, sha256=version.sha256, created_at=now,
-                        parent_version_id=version.lineage.parent_version_id,
-                        dataset_version_id=version.lineage.dataset_version_id, owner=owner,
-                        proto=version.SerializeToString()))
-                    _put_tags(conn, version_tags, "version_id", version.id, tags, created_at=now)
-                    self._unpin(conn, version.sha256)
-                version.tags.update(tags)
-                return version
-            except sa.exc.IntegrityError:
-                time.sleep(0.01)  # a concurrent upload took this number (or created the model)
-        raise errors.Unavailable("too many concurrent uploads to this model; retry")
+
+        def insert(conn: sa.Connection, number: int) -> None:
+            if conn.execute(sa.select(models.c.name)
+                            .where(models.c.name == model_key)).first() is None:
+                conn.execute(models.insert().values(name=model_key, owner=owner,
+                                                    description="", created_at=now))
+            version.version = number
+            conn.execute(versions.insert().values(
+                id=version.id, model_name=model_key, version=version.version,
+                job_id=version.lineage.job_id, sha256=version.sha256, created_at=now,
+                parent_version_id=version.lineage.parent_version_id,
+                dataset_version_id=version.lineage.dataset_version_id, owner=owner,
+                proto=version.SerializeToString()))
+            _put_tags(conn, version_tags, "version_id", version.id, tags, created_at=now)
+            self._unpin(conn, version.sha256)
+
+        self._insert_next_version(versions.c.model_name, model_key, insert,
+                                  "too many concurrent uploads to this model; retry")
+        version.tags.update(tags)
+        return version
 
     def resolve(self, reference: str, team: str) -> str:
         """The id of the version a reference names ("mv-...", "name/N", "name/latest",
@@ -584,22 +573,19 @@ class RegistryStore:
         now = time.time()
         dataset.created_at.CopyFrom(_timestamp(now))
         stored_name = key(owner, dataset.name)
-        for _attempt in range(50):
-            try:
-                with self.engine.begin() as conn:
-                    latest = conn.execute(sa.select(sa.func.max(datasets.c.version))
-                                          .where(datasets.c.name == stored_name)).scalar()
-                    dataset.version = (latest or 0) + 1
-                    conn.execute(datasets.insert().values(
-                        id=dataset.id, name=stored_name, sha256=dataset.sha256, created_at=now,
-                        version=dataset.version, owner=owner, proto=dataset.SerializeToString()))
-                    _put_tags(conn, dataset_tags, "dataset_id", dataset.id, tags)
-                    self._unpin(conn, dataset.sha256)
-                dataset.tags.update(tags)
-                return dataset
-            except sa.exc.IntegrityError:
-                time.sleep(0.01)
-        raise errors.Unavailable("too many concurrent uploads of this dataset name; retry")
+
+        def insert(conn: sa.Connection, number: int) -> None:
+            dataset.version = number
+            conn.execute(datasets.insert().values(
+                id=dataset.id, name=stored_name, sha256=dataset.sha256, created_at=now,
+                version=dataset.version, owner=owner, proto=dataset.SerializeToString()))
+            _put_tags(conn, dataset_tags, "dataset_id", dataset.id, tags)
+            self._unpin(conn, dataset.sha256)
+
+        self._insert_next_version(datasets.c.name, stored_name, insert,
+                                  "too many concurrent uploads of this dataset name; retry")
+        dataset.tags.update(tags)
+        return dataset
 
     def get_dataset(self, dataset_id: str, team: str) -> registry_pb2.Dataset:
 
@@ -724,6 +710,27 @@ class RegistryStore:
             reports=[audit_pb2.AuditReport.FromString(r.proto) for r in rows],
             next_page_token=token)
 
+    # -- writing ----------------------------------------------------------------------------
+
+    def _insert_next_version(self, name_column: sa.Column, name: str,
+                             insert: Callable[[sa.Connection, int], None], busy: str) -> None:
+        """Run `insert(conn, number)` in one transaction, `number` being one past the highest
+        version of `name` (a model's or a dataset's stored key; `name_column` of a table with
+        a `version` column). Two writers may pick the same number: a unique index refuses the
+        second one's insert (or its creating the same new model), and it tries again with the
+        next number, up to 50 times; then UNAVAILABLE, saying `busy`."""
+        version_column = name_column.table.c.version
+        for _attempt in range(50):
+            try:
+                with self.engine.begin() as conn:
+                    latest = conn.execute(sa.select(sa.func.max(version_column))
+                                          .where(name_column == name)).scalar()
+                    insert(conn, (latest or 0) + 1)
+                return
+            except sa.exc.IntegrityError:
+                time.sleep(0.01)  # a concurrent upload took this number (or created the model)
+        raise errors.Unavailable(busy)
+
     # -- paging ---------------------------------------------------------------------------
 
     def _keyset(self, conn: sa.Connection, query: sa.Select, request: Message, keys: list, key_of,
@@ -754,6 +761,17 @@ def _name_shared(records: Iterable[Message], team: str) -> None:
         if record.owner and record.owner != team:
             field = "model_name" if isinstance(record, registry_pb2.ModelVersion) else "name"
             setattr(record, field, f"{record.owner}/{getattr(record, field)}")
+
+
+def _insert_new(conn: sa.Connection, insert: sa.Insert) -> bool:
+    """Run `insert` in a savepoint: False, with the transaction still usable, when a unique
+    index refused it (a concurrent writer inserted the same key first)."""
+    try:
+        with conn.begin_nested():
+            conn.execute(insert)
+        return True
+    except sa.exc.IntegrityError:
+        return False
 
 
 def _readable_datasets(team: str) -> sa.ColumnElement:

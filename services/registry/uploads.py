@@ -1,13 +1,18 @@
-"""Receiving chunked uploads: stage to a private file, hash while streaming, verify.
+"""An artifact's bytes, from upload to removal: staging, inspection, commit, download, freeing.
 
-A staged file is never visible as a version: the servicer commits it to the object store and
-the metadata only after every check passed, and deletes it in all other cases.
+Receiving stages a chunked upload to a private file, hashing while it streams, and verifies its
+size and sha256. `Artifacts` owns the two-phase commit that follows: bytes go to the object
+store, then their record to SQL (which releases the upload's pin in its transaction). A staged
+file is never visible as a version: it is committed only after every check passed, and deleted
+in all other cases, and content is freed once no record references it. The servicer only
+translates the RPCs to these calls.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
 import hashlib
+import logging
 import os
 import pathlib
 import queue
@@ -15,12 +20,25 @@ import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from lambdascope import errors
+from lambdascope import errors, inspection, quotas
+from lambdascope.storage.objects import CHUNK, ObjectStore, content_key
+from lambdascope.v1 import registry_pb2
+from services.registry import checks
+from services.registry.store import RegistryStore
 
+if TYPE_CHECKING:
+    from lambdascope.metrics import RegistryMetrics
+
+log = logging.getLogger("lambdascope.registry")
 MAX_CHUNK = 4 << 20
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
+MAX_ARTIFACT_BYTES = 16 << 30
+# Uploads at least this large go to the object store while they arrive (smaller ones gain
+# nothing from the overlap and are stored after verification).
+STREAM_AT_BYTES = 16 << 20
+R = TypeVar("R")
 
 
 @dataclasses.dataclass
@@ -173,3 +191,187 @@ class StreamTee:
             upload(self)
         except BaseException as exc:  # noqa: BLE001 - reported by finish(); aborts are expected
             self.error = exc
+
+
+class Artifacts:
+    """The registry's artifact bytes for its RPCs: uploads received, checked and committed,
+    downloads streamed or presigned, and content freed once no record references it.
+
+    Content is reference-counted in SQL (see store.py): an upload pins its sha256 once its
+    header passed, and either its record's insert releases the pin or `_release` does."""
+
+    def __init__(self, store: RegistryStore, objects: ObjectStore, staging_dir: pathlib.Path,
+                 *, metrics: RegistryMetrics | None = None,
+                 quotas: quotas.Quotas | None = None):
+        self.store = store
+        self.objects = objects
+        self.staging_dir = staging_dir
+        self.metrics = metrics
+        self.quotas = quotas
+
+    def upload_model(self, requests: Iterator[registry_pb2.UploadModelVersionRequest],
+                     team: str) -> registry_pb2.ModelVersion:
+        return self._upload(requests, lambda header: self._check_model_header(header, team),
+                            _describe_model,
+                            lambda version, tags: self.store.add_version(version, tags, team))
+
+    def upload_dataset(self, requests: Iterator[registry_pb2.UploadDatasetRequest],
+                       team: str) -> registry_pb2.Dataset:
+        return self._upload(requests, lambda header: self._check_dataset_header(header, team),
+                            _describe_dataset,
+                            lambda dataset, tags: self.store.add_dataset(dataset, tags, team))
+
+    def download(self, sha256: str, size: int) -> Iterator[registry_pb2.DownloadChunk]:
+        key = content_key(sha256)
+        if not self.objects.exists(key):
+            raise errors.DataLoss(f"the object {sha256} is missing from the object store")
+        first, sent = True, 0
+        try:
+            for chunk in self.objects.read_chunks(key, CHUNK):
+                if first:
+                    yield registry_pb2.DownloadChunk(sha256=sha256, size_bytes=size, chunk=chunk)
+                    first = False
+                else:
+                    yield registry_pb2.DownloadChunk(chunk=chunk)
+                sent += len(chunk)
+            if first:  # an empty object still announces itself
+                yield registry_pb2.DownloadChunk(sha256=sha256, size_bytes=size)
+        finally:
+            if self.metrics is not None:
+                self.metrics.downloaded(sent)
+
+    def url(self, sha256: str, expires_seconds: int) -> str:
+        """A presigned URL that reads the content's bytes for `expires_seconds`."""
+        url = self.objects.presigned_get(content_key(sha256), expires_seconds)
+        if url is None:
+            raise errors.FailedPrecondition(
+                "this registry keeps artifacts in a local directory, which has no URLs: "
+                "download through DownloadModelVersion / DownloadDataset")
+        return url
+
+    def free(self, sha256: str) -> bool:
+        """Remove content once nothing references it (the record that did is gone)."""
+        if not self.store.claim_for_removal(sha256):
+            return False
+        try:
+            self.objects.delete(content_key(sha256))
+        except BaseException:
+            self.store.unclaim(sha256)
+            raise
+        self.store.forget_object(sha256)
+        return True
+
+    def _upload(self, requests: Iterator[Any], check_header: Callable[[Any], None],
+                describe: Callable[[Staged], R], add: Callable[[R, dict[str, str]], R]) -> R:
+        """Receive an upload, `describe` the staged bytes as a record (refusing what does not
+        parse), make sure the bytes are stored (a no-op when they were streamed or existed),
+        then `add` the record with the header's tags, which releases the upload's pin in its
+        transaction. Any failure releases the pin instead; the staging file goes either way."""
+        staged = self._receive(requests, check_header)
+        try:
+            try:
+                record = describe(staged)
+                self.objects.put_file(content_key(staged.sha256), staged.path)
+                return add(record, dict(staged.header.tags))
+            except BaseException:
+                self._release(staged.sha256)
+                raise
+        finally:
+            staged.discard()
+
+    def _receive(self, requests: Iterator[Any], check_header: Callable[[Any], None]) -> Staged:
+        """Receive an upload into staging. Once the header passed, its content is pinned (a
+        collector leaves it alone until the record commits or the upload fails) and, when it
+        is new and large, streamed to the object store while it arrives."""
+        pinned: list[str] = []
+
+        def tee_for(header) -> StreamTee | None:
+            sha = header.sha256.lower()
+            self.store.pin_object(sha, header.size_bytes)
+            pinned.append(sha)
+            key = content_key(sha)
+            if header.size_bytes < STREAM_AT_BYTES or self.objects.exists(key):
+                return None
+            return StreamTee(lambda stream: self.objects.put_stream(key, stream, header.size_bytes))
+
+        try:
+            staged = receive(requests, self.staging_dir, MAX_ARTIFACT_BYTES, check_header, tee_for)
+        except BaseException:
+            for sha in pinned:
+                self._release(sha)
+            raise
+        if self.metrics is not None:
+            self.metrics.uploaded(staged.size)
+        return staged
+
+    def _release(self, sha256: str) -> None:
+        """An upload ended without a record: unpin its content and remove it if nothing else
+        uses it (bytes streamed for an upload that then failed its checks). A removal that
+        fails is left to the collector: the upload's own error is what the caller hears."""
+        self.store.unpin_object(sha256)
+        try:
+            self.free(sha256)
+        except Exception:  # noqa: BLE001
+            log.warning("could not remove the bytes of a failed upload; the collector will",
+                        extra={"sha256": sha256}, exc_info=True)
+
+    def _check_dataset_header(self, header: registry_pb2.DatasetUploadHeader, team: str) -> None:
+        header.name = checks.own("header.name", header.name, team)
+        self._check_room(header, team)
+        checks.check_tags("header.tags", dict(header.tags))
+
+    def _check_model_header(self, header: registry_pb2.ModelUploadHeader, team: str) -> None:
+        """Refuse what the header alone shows to be wrong, before the body is stored."""
+        header.model_name = checks.own("header.model_name", header.model_name, team)
+        checks.check_tags("header.tags", dict(header.tags))
+        self._check_room(header, team)
+        checks.check_model_artifact(header)
+        self._check_lineage(header.lineage, team)
+
+    def _check_room(self, header: registry_pb2.ModelUploadHeader | registry_pb2.DatasetUploadHeader,
+                    team: str) -> None:
+        """Refuse an upload that would take the team past its stored-bytes quota (content the
+        team already holds adds nothing). Checked before the body arrives; two uploads racing
+        may overshoot the quota by one upload."""
+        limit = self.quotas.of(team).stored_bytes if self.quotas else 0
+        if not limit:
+            return
+        held, has_it = self.store.team_bytes(team, header.sha256.lower())
+        if not has_it and held + header.size_bytes > limit:
+            raise quotas.exceeded(
+                f"team {team!r} holds {held} bytes; this upload of {header.size_bytes} bytes "
+                f"would pass its quota (stored_bytes = {limit}): delete versions or datasets "
+                "it no longer needs (lambdascope rm), or ask an admin for more")
+
+    def _check_lineage(self, lineage: registry_pb2.Lineage, team: str) -> None:
+        if lineage.parent_version_id:  # a reference is stored as the id it names now
+            lineage.parent_version_id = self.store.get_version(lineage.parent_version_id,
+                                                               team).id
+        if lineage.dataset_version_id:
+            self.store.get_dataset(lineage.dataset_version_id, team)
+
+
+def _describe_model(staged: Staged) -> registry_pb2.ModelVersion:
+    """Check the staged artifact parses as its declared format; describe it as a version."""
+    header = staged.header
+    try:
+        version = inspection.describe_model(staged.path, header.format, header.architecture,
+                                            header.task_outputs)
+    except inspection.InvalidArtifact as exc:
+        raise errors.InvalidArgument(str(exc)) from None
+    version.model_name, version.sha256, version.size_bytes = header.model_name, staged.sha256, staged.size
+    version.lineage.CopyFrom(header.lineage)
+    version.metadata.update(header.metadata)
+    return version
+
+
+def _describe_dataset(staged: Staged) -> registry_pb2.Dataset:
+    """Check the staged file is a dataset the registry reads; describe it as a dataset."""
+    header = staged.header
+    try:
+        dataset = inspection.describe_dataset(staged.path)
+    except inspection.InvalidArtifact as exc:
+        raise errors.InvalidArgument(str(exc)) from None
+    dataset.name, dataset.sha256, dataset.size_bytes = header.name, staged.sha256, staged.size
+    dataset.metadata.update(header.metadata)
+    return dataset
