@@ -15,10 +15,9 @@ import threading
 import time
 
 import sqlalchemy as sa
-from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
-from lambdascope import errors, paging
+from lambdascope import paging, specs
 from lambdascope.v1 import platform_pb2
 
 log = logging.getLogger("lambdascope.audit_log")
@@ -87,12 +86,7 @@ class AuditLog:
     def list(self, request: platform_pb2.ListAuditEventsRequest) -> platform_pb2.ListAuditEventsResponse:
         """A page of events, newest first."""
         t = self.table
-        size = paging.size(request.page_size)
-        query_id = paging.fingerprint(request)
-        after = paging.decode_keyset(request.page_token, query_id)
-        if after is not None and len(after) != 1:
-            raise errors.InvalidArgument("page_token is not one this server issued; start again "
-                                         "without it")
+        size, query_id, after = paging.keyset(request, 1)
         query = sa.select(t).order_by(t.c.id.desc()).limit(size + 1)
         if request.team:
             query = query.where(t.c.team == request.team)
@@ -156,9 +150,7 @@ def result_id(response: object) -> str:
 
 
 def _event(row: sa.Row) -> platform_pb2.AuditEvent:
-    at = timestamp_pb2.Timestamp()
-    at.FromNanoseconds(int(row.at * 1e9))
-    return platform_pb2.AuditEvent(id=row.id, at=at, service=row.service, rpc=row.rpc,
+    return platform_pb2.AuditEvent(id=row.id, at=specs.timestamp(row.at), service=row.service, rpc=row.rpc,
                                    key_id=row.key_id, team=row.team, object=row.object,
                                    code=row.code, reason=row.reason, result_id=row.result_id,
                                    user=row.user_name)

@@ -22,9 +22,8 @@ from typing import Any
 from concurrent import futures
 
 import sqlalchemy as sa
-from google.protobuf import timestamp_pb2
 
-from lambdascope import auth, backends, errors, job_kinds, paging, quotas, tls
+from lambdascope import auth, backends, errors, job_kinds, paging, quotas, specs, tls
 from lambdascope.config import Settings
 from lambdascope.metrics import JobMetrics
 from lambdascope.v1 import jobs_pb2
@@ -79,20 +78,12 @@ def _add_missing_columns(engine: sa.Engine) -> None:
             conn.execute(sa.text("ALTER TABLE jobs ADD COLUMN credential TEXT NOT NULL DEFAULT ''"))
 
 
-def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
-    if seconds is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
 def _to_job(row: sa.Row) -> jobs_pb2.Job:
     return jobs_pb2.Job(
         id=row.id, kind=row.kind, state=row.state, request_id=row.request_id.split(_REQUEST_SEP, 1)[-1], step=row.step,
         total=row.total, message=row.message, metrics=json.loads(row.metrics_json),
-        output_ids=json.loads(row.output_ids_json), created_at=_timestamp(row.created_at),
-        started_at=_timestamp(row.started_at), finished_at=_timestamp(row.finished_at),
+        output_ids=json.loads(row.output_ids_json), created_at=specs.timestamp(row.created_at),
+        started_at=specs.timestamp(row.started_at), finished_at=specs.timestamp(row.finished_at),
         spec_json=row.spec_json, attempts=row.attempts,
     )
 

@@ -53,6 +53,18 @@ def encode_keyset(query: str, key: list) -> str:
     return base64.urlsafe_b64encode(json.dumps({"q": query, "k": key}).encode()).decode()
 
 
+def keyset(request: Message, width: int) -> tuple[int, str, list | None]:
+    """(page size, the query's fingerprint, the last served key or None on the first page) of a
+    List request whose rows are ordered by ``width`` keys; INVALID_ARGUMENT for a bad size or a
+    token this server did not issue for this query."""
+    page_size = size(request.page_size)
+    query = fingerprint(request)
+    after = decode_keyset(request.page_token, query)
+    if after is not None and len(after) != width:
+        raise errors.InvalidArgument("page_token is not one this server issued; start again without it")
+    return page_size, query, after
+
+
 def decode_keyset(token: str, query: str) -> list | None:
     """The last served sort key (None on the first page); INVALID_ARGUMENT for a token this
     server did not issue or issued for another query."""

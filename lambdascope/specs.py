@@ -7,7 +7,7 @@ import pathlib
 from typing import Any, TypeVar
 
 import yaml
-from google.protobuf import json_format
+from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor
 from google.protobuf.message import Message
 
@@ -88,3 +88,12 @@ def _enum_value(value: Any, enum: EnumDescriptor, where: str) -> Any:
         return short[value.lower()]
     raise ValueError(f"{where}: {value!r} is not one of {', '.join(sorted(short))} "
                      f"(or their full names, e.g. {next(iter(short.values()), '')})")
+
+
+def timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+    """A Timestamp from seconds since the epoch (as SQL rows keep times); None for None."""
+    if seconds is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts

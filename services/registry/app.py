@@ -1,7 +1,7 @@
 """Wire the registry together from settings: SQL store, object store, collector, server."""
 from __future__ import annotations
 
-from lambdascope import audit_log, auth, config, logs, quotas, readiness, server
+from lambdascope import audit_log, auth, config, quotas, readiness, server
 from lambdascope.metrics import RegistryMetrics, ServerMetrics
 from lambdascope.storage.objects import open_store
 from services.registry import gc, identity_servicer
@@ -39,7 +39,4 @@ def start(settings: config.Settings) -> server.RunningServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = server.arg_parser("registry").parse_args(argv)
-    settings = config.load("registry", **vars(args))
-    logs.configure("registry", settings.log_level)
-    server.serve_forever(start(settings), settings)
+    server.main("registry", start, argv)

@@ -15,9 +15,8 @@ import threading
 import time
 
 import sqlalchemy as sa
-from google.protobuf import timestamp_pb2
 
-from lambdascope import auth, errors
+from lambdascope import auth, errors, specs
 from lambdascope.v1 import identity_pb2
 from services.registry.schema import api_keys, teams
 from services.registry.store import RegistryStore
@@ -26,14 +25,6 @@ MAX_EXPIRES_DAYS = 3650
 _DUMMY_SALT = os.urandom(16)
 _DUMMY_HASH = auth.hash_secret("x" * 43, _DUMMY_SALT)
 _CACHE_LIMIT = 10_000
-
-
-def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
-    if seconds is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
 
 
 def _unauthenticated() -> errors.Unauthenticated:
@@ -61,7 +52,7 @@ class Identities:
                 conn.execute(teams.insert().values(name=name, created_at=now))
         except sa.exc.IntegrityError:
             raise errors.AlreadyExists(f"team {name!r} already exists") from None
-        return identity_pb2.Team(name=name, created_at=_timestamp(now))
+        return identity_pb2.Team(name=name, created_at=specs.timestamp(now))
 
     def ensure_team(self, name: str) -> None:
         try:
@@ -76,7 +67,7 @@ class Identities:
     def list_teams(self) -> list[identity_pb2.Team]:
         rows = self.store.read(lambda conn: conn.execute(
             sa.select(teams).order_by(teams.c.name)).all())
-        return [identity_pb2.Team(name=r.name, created_at=_timestamp(r.created_at)) for r in rows]
+        return [identity_pb2.Team(name=r.name, created_at=specs.timestamp(r.created_at)) for r in rows]
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -203,6 +194,6 @@ def check_team_name(name: str) -> None:
 def _key(row: sa.Row) -> identity_pb2.ApiKey:
     return identity_pb2.ApiKey(
         id=row.id, team=row.team, role=row.role, description=row.description,
-        created_at=_timestamp(row.created_at), expires_at=_timestamp(row.expires_at),
-        revoked_at=_timestamp(row.revoked_at), created_by=row.created_by, job_id=row.job_id,
+        created_at=specs.timestamp(row.created_at), expires_at=specs.timestamp(row.expires_at),
+        revoked_at=specs.timestamp(row.revoked_at), created_by=row.created_by, job_id=row.job_id,
         user=row.user_name)

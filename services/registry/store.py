@@ -19,10 +19,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 import sqlalchemy as sa
-from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
-from lambdascope import errors, paging
+from lambdascope import errors, paging, specs
 from lambdascope.storage import db
 from lambdascope.v1 import audit_pb2, registry_pb2
 from services.registry import reads
@@ -49,12 +48,6 @@ from services.registry.schema import (
 # collectors may ignore it. The registry passes its staging TTL.
 STALE_PIN_SECONDS = 86400.0
 T = TypeVar("T")
-
-
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
 
 
 class RegistryStore:
@@ -113,7 +106,7 @@ class RegistryStore:
                               .where(versions.c.model_name == model_key)).scalar()
         return registry_pb2.Model(name=shown(row.name, team), description=row.description,
                                   latest_version=latest or 0, owner=row.owner,
-                                  created_at=_timestamp(row.created_at))
+                                  created_at=specs.timestamp(row.created_at))
 
     def list_models(self, request: registry_pb2.ListModelsRequest, team: str
                     ) -> registry_pb2.ListModelsResponse:
@@ -198,7 +191,7 @@ class RegistryStore:
     @staticmethod
     def _grant(row: sa.Row, team: str) -> registry_pb2.Grant:
         grant = registry_pb2.Grant(owner=row.owner, grantee=row.grantee,
-                                   created_at=_timestamp(row.created_at), created_by=row.created_by)
+                                   created_at=specs.timestamp(row.created_at), created_by=row.created_by)
         setattr(grant, f"{row.kind}_name", shown(row.name, team))
         return grant
 
@@ -351,7 +344,7 @@ class RegistryStore:
         version.state = registry_pb2.VERSION_STATE_READY
         version.owner = owner
         now = time.time()
-        version.created_at.CopyFrom(_timestamp(now))
+        version.created_at.CopyFrom(specs.timestamp(now))
         model_key = key(owner, version.model_name)
 
         def insert(conn: sa.Connection, number: int) -> None:
@@ -416,12 +409,7 @@ class RegistryStore:
         """Versions matching every given filter, a page at a time, ordered by creation time
         (one statement for the page with its tags and aliases). `request` (the RPC's own
         message) carries page_size/page_token and fingerprints the query for its tokens."""
-        size = paging.size(request.page_size)
-        query_id = paging.fingerprint(request)
-        after = paging.decode_keyset(request.page_token, query_id)
-        if after is not None and len(after) != 2:
-            raise errors.InvalidArgument("page_token is not one this server issued; "
-                                         "start again without it")
+        size, query_id, after = paging.keyset(request, 2)
 
         def page(conn: sa.Connection):
             model = self._readable(conn, "model", model_name, team) if model_name else ""
@@ -548,7 +536,7 @@ class RegistryStore:
         return registry_pb2.GetAliasHistoryResponse(next_page_token=token, events=[
             registry_pb2.AliasEvent(model_name=shown(r.model_name, team), alias=r.alias,
                                     from_version_id=r.from_version_id,
-                                    to_version_id=r.to_version_id, at=_timestamp(r.at), by=r.by)
+                                    to_version_id=r.to_version_id, at=specs.timestamp(r.at), by=r.by)
             for r in rows])
 
     def _alias(self, conn: sa.Connection, model_name: str, alias: str, team: str
@@ -561,7 +549,7 @@ class RegistryStore:
             raise errors.NotFound(f"model {shown(model_name, team)!r} has no alias {alias!r}")
         return registry_pb2.Alias(model_name=shown(model_name, team), alias=alias,
                                   version_id=row.version_id,
-                                  version=row.version, updated_at=_timestamp(row.updated_at),
+                                  version=row.version, updated_at=specs.timestamp(row.updated_at),
                                   updated_by=row.updated_by)
 
     # -- datasets -------------------------------------------------------------------------
@@ -571,7 +559,7 @@ class RegistryStore:
         dataset.id = f"ds-{uuid.uuid4().hex[:16]}"
         dataset.owner = owner
         now = time.time()
-        dataset.created_at.CopyFrom(_timestamp(now))
+        dataset.created_at.CopyFrom(specs.timestamp(now))
         stored_name = key(owner, dataset.name)
 
         def insert(conn: sa.Connection, number: int) -> None:
@@ -667,7 +655,7 @@ class RegistryStore:
             self.get_dataset(report.dataset_id, team)
         report.id = f"rep-{uuid.uuid4().hex[:16]}"
         now = time.time()
-        report.created_at.CopyFrom(_timestamp(now))
+        report.created_at.CopyFrom(specs.timestamp(now))
         with self.engine.begin() as conn:
             conn.execute(reports.insert().values(id=report.id,
                                                  model_version_id=report.model_version_id,
@@ -737,13 +725,8 @@ class RegistryStore:
                 *, scalars: bool = True) -> tuple[list, str]:
         """One page of `query` ordered by `keys` (unique together), starting after the key in
         the request's page token; the next token ("" at the end) carries the last key."""
-        size = paging.size(request.page_size)
-        query_id = paging.fingerprint(request)
-        after = paging.decode_keyset(request.page_token, query_id)
+        size, query_id, after = paging.keyset(request, len(keys))
         if after is not None:
-            if len(after) != len(keys):
-                raise errors.InvalidArgument("page_token is not one this server issued; "
-                                             "start again without it")
             query = query.where(sa.tuple_(*keys) > sa.tuple_(*after))
         query = query.order_by(None).order_by(*keys)
         result = conn.execute(query.limit(size + 1))
