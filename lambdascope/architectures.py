@@ -458,23 +458,19 @@ def _transformer_set_outputs(t: models_pb2.TransformerArchitecture, outputs: int
     t.outputs = outputs
 
 
+def _dense_kind(name: str, validate, parameters) -> _Kind:
+    """A stack of dense layers described by ``widths`` (the MLP, the deep linear network)."""
+    return _Kind(name, validate, parameters,
+                 io=lambda m: ([m.widths[0]], [m.widths[-1]]),
+                 sites=lambda m: _dense_sites("", m.widths),
+                 hidden_dims=lambda m: list(m.widths[1:-1]),
+                 hidden_prefix="hidden.",
+                 head=_WIDTHS_HEAD)
+
+
 _KINDS: dict[str, _Kind] = {
-    "mlp": _Kind(
-        "mlp", _mlp_validate, _mlp_parameters,
-        io=lambda m: ([m.widths[0]], [m.widths[-1]]),
-        sites=lambda m: _dense_sites("", m.widths),
-        hidden_dims=lambda m: list(m.widths[1:-1]),
-        hidden_prefix="hidden.",
-        head=_WIDTHS_HEAD,
-    ),
-    "dln": _Kind(
-        "dln", _dln_validate, _dln_parameters,
-        io=lambda d: ([d.widths[0]], [d.widths[-1]]),
-        sites=lambda d: _dense_sites("", d.widths),
-        hidden_dims=lambda d: list(d.widths[1:-1]),
-        hidden_prefix="hidden.",
-        head=_WIDTHS_HEAD,
-    ),
+    "mlp": _dense_kind("mlp", _mlp_validate, _mlp_parameters),
+    "dln": _dense_kind("dln", _dln_validate, _dln_parameters),
     "convnet": _Kind(
         "convnet", _convnet_validate, _convnet_parameters,
         io=lambda c: ([c.in_channels * c.image_size**2], [c.outputs]),
