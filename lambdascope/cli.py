@@ -268,6 +268,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(job.id)
             return 0
         job = _follow(client, job, "train")
+        print(f"job {job.id}")  # on stdout whatever the end, for `lambdascope jobs` and scripts
         if job.state != jobs_pb2.JOB_STATE_SUCCEEDED:
             return 1
         for name, value in sorted(job.metrics.items()):

@@ -95,7 +95,9 @@ checkpoints: {{count: 2}}
         env={**os.environ, "LAMBDASCOPE_HOME": str(tmp_path), "LAMBDASCOPE_API_KEY": platform.api_key})
     assert result.returncode == 0, result.stderr
     assert "train_accuracy" in result.stdout
+    job_id = result.stdout.splitlines()[0].removeprefix("job ")
     ids = result.stdout.split("checkpoints:")[1].split()
+    assert list(client.get_job(job_id).output_ids) == ids  # the job stdout names made them
     final = client.get_model_version(ids[-1])
     assert final.model_name == "quadrant-mlp" and final.lineage.dataset_version_id == dataset.id
     accuracy = float(next(line.split()[1] for line in result.stdout.splitlines()
