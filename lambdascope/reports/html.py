@@ -16,12 +16,11 @@ from collections.abc import Mapping
 from matplotlib.figure import Figure
 
 from lambdascope import specs
-from lambdascope.reports import plots, views
+from lambdascope.reports import CSP, plots, views
 from lambdascope.v1 import audit_pb2
 
 __all__ = ["CSP", "audit_page", "audit_summary", "compare_page", "trajectory_page", "trajectory_summary"]
 
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 VERDICT_COLOURS = {"ok": "#1e7b34", "warning": "#a36a00", "failed": "#b00020"}
 
 _STYLE = """

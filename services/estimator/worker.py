@@ -23,7 +23,7 @@ from services.estimator import audit_spec
 from lambdascope.llc.audit import AuditResult, run_audit
 from lambdascope.llc import llc as llc_core
 from lambdascope.llc.llc import SamplerDivergedError
-from lambdascope.reports import MAX_PAGE_BYTES
+from lambdascope.reports import MAX_PAGE_BYTES, page_check
 from lambdascope.reports import html as report_html
 from services.estimator.job_snapshots import JobSnapshots
 from services.estimator.loading import load_model
@@ -118,6 +118,11 @@ def _page(report: audit_pb2.AuditReport) -> bytes:
     if len(page) > MAX_PAGE_BYTES:
         log.warning("the report's HTML page has %d bytes, over the registry's %d: stored without it",
                     len(page), MAX_PAGE_BYTES)
+        return b""
+    try:
+        page_check.check_page(page)  # as the registry will: a refused page must not cost the report
+    except page_check.PageRefused as exc:
+        log.error("the report's HTML page fails the registry's check (%s): stored without it", exc)
         return b""
     return page
 

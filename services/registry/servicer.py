@@ -11,7 +11,7 @@ from __future__ import annotations
 import pathlib
 
 from lambdascope import auth, errors, quotas
-from lambdascope.reports import MAX_PAGE_BYTES
+from lambdascope.reports import MAX_PAGE_BYTES, page_check
 from lambdascope.storage.objects import ObjectStore
 from lambdascope.v1 import audit_pb2, registry_pb2, registry_pb2_grpc
 from services.registry import checks, gc, job_state, uploads
@@ -217,6 +217,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         if len(request.html) > MAX_PAGE_BYTES:
             raise errors.InvalidArgument(f"html is {len(request.html):,} bytes; a report's page may have at most "
                                          f"{MAX_PAGE_BYTES:,}")
+        try:
+            page_check.check_page(request.html)
+        except page_check.PageRefused as exc:
+            raise errors.InvalidArgument(f"html: {exc}") from None
         report = audit_pb2.AuditReport()
         report.CopyFrom(request.report)
         return self.store.add_report(report, self._team(), request.html)

