@@ -126,11 +126,26 @@ class LocalPlatform:
         return codes
 
     def __enter__(self) -> LocalPlatform:
+        # The services run in sessions of their own (a Ctrl-C in a terminal is the platform's to
+        # pass on), so they outlive a script killed by SIGTERM unless it unwinds: within the
+        # `with`, SIGTERM exits the script through __exit__ (when it would have killed it).
+        self._previous_sigterm = None
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            if self._previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _admin_key(data_dir: pathlib.Path) -> str:

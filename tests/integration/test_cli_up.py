@@ -5,7 +5,9 @@ import json
 import os
 import signal
 import subprocess
+import pathlib
 import sys
+import time
 
 
 def test_up_prints_services_and_other_commands_find_it(tmp_path):
@@ -112,3 +114,36 @@ def test_an_unreachable_server_says_what_to_do(tmp_path):
     assert "cannot reach a lambdascope service at 127.0.0.1:" in result.stderr, result.stderr
     # Refused at once, not a wait for readiness that ends in deadline_exceeded.
     assert "(unavailable:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_script_killed_with_sigterm_takes_its_platform_down(tmp_path):
+    """A benchmark or notebook using `with LocalPlatform(...)` and stopped with SIGTERM (pkill,
+    a CI timeout) stops the services it started instead of leaving them running."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys, time\n"
+        "from lambdascope.local import LocalPlatform\n"
+        f"with LocalPlatform({str(tmp_path / 'data')!r}) as platform:\n"
+        "    print(' '.join(str(p.pid) for p in platform.procs.values()), flush=True)\n"
+        "    time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            cwd=pathlib.Path(__file__).resolve().parents[2])
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 3 and all(_alive(p) for p in pids)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in pids), "services outlived the script"
+    finally:
+        proc.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
