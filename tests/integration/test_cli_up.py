@@ -125,9 +125,13 @@ def test_a_script_killed_with_sigterm_takes_its_platform_down(tmp_path):
         "from lambdascope.local import LocalPlatform\n"
         f"with LocalPlatform({str(tmp_path / 'data')!r}) as platform:\n"
         "    print(' '.join(str(p.pid) for p in platform.procs.values()), flush=True)\n"
-        "    time.sleep(600)\n")
+        # a script at work: Python runs a signal's handler when the main thread next runs
+        # bytecode (one long sleep would hold it off if the signal reached a gRPC thread)
+        "    for _ in range(1200):\n"
+        "        time.sleep(0.5)\n")
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
                             cwd=pathlib.Path(__file__).resolve().parents[2])
+    pids: list[int] = []
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert len(pids) == 3 and all(_alive(p) for p in pids)
@@ -139,6 +143,9 @@ def test_a_script_killed_with_sigterm_takes_its_platform_down(tmp_path):
         assert not any(_alive(p) for p in pids), "services outlived the script"
     finally:
         proc.kill()
+        for pid in pids:  # a failed run leaves no servers behind
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
