@@ -1,5 +1,6 @@
-"""The audit's loss functions by name, each the MEAN loss over a batch (what the LLC estimator
-needs): the one table the worker and the specs use.
+"""The loss functions by name, each the MEAN loss over a batch (what the LLC estimator needs):
+the one table of loss names in the libraries (the audit's worker, the SDK, and training through
+lambdascope.training.self_modeling.TASK_LOSSES); a test holds it to the API's LossKind.
 
 Cross-entropy is token-level: outputs shaped [batch, ..., classes] and integer targets
 [batch, ...] are flattened, so a sequence model's loss is the mean over every position of every
@@ -22,6 +23,7 @@ def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 LOSSES: dict[str, LossFn] = {"mse": F.mse_loss, "mae": F.l1_loss, "cross_entropy": cross_entropy}
+LABEL_LOSSES = frozenset({"cross_entropy"})  # those whose targets are class labels (ints)
 
 
 def describe(name: str, y_shape: tuple[int, ...]) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lambdascope.llc.losses import LABEL_LOSSES
 from lambdascope.training import penalties as penalty_core
 from lambdascope.training import routing as routing_core
 from lambdascope.training.anti_pgd import DISTRIBUTIONS, KINDS, NoiseInjection
@@ -68,7 +69,7 @@ class TrainConfig:
     batch_size: int
     lr: float
     optimizer: str  # "sgd" | "adam"
-    loss: str  # "cross_entropy" | "mse" | "mae"
+    loss: str  # a name in lambdascope.llc.losses.LOSSES
     task_outputs: int  # outputs the task loss sees (classes); self-model outputs follow them
     epochs: int = 0  # exactly one of epochs and steps is positive
     steps: int = 0
@@ -222,8 +223,9 @@ def planned_checkpoints(config: TrainConfig, total: int) -> list[int]:
 
 
 def is_classification(config: TrainConfig, y: torch.Tensor) -> bool:
-    """Cross-entropy, or MSE on integer labels (one-hot targets): accuracy is reported."""
-    return not config.reconstruct and (config.loss == "cross_entropy" or not y.is_floating_point())
+    """A label loss (cross-entropy), or a regression loss on integer labels (one-hot targets):
+    accuracy is reported."""
+    return not config.reconstruct and (config.loss in LABEL_LOSSES or not y.is_floating_point())
 
 
 def train(
@@ -461,8 +463,8 @@ def _check_data(
     if config.reconstruct:
         pass  # the target is x itself; y only labels the examples (routing, evaluation)
     elif y.is_floating_point():
-        if config.loss == "cross_entropy":
-            raise ValueError(f"{split} set: cross_entropy needs int64 labels, got {y.dtype}")
+        if config.loss in LABEL_LOSSES:
+            raise ValueError(f"{split} set: {config.loss} needs int64 labels, got {y.dtype}")
         allowed = [(config.task_outputs,)] + ([()] if config.task_outputs == 1 else [])
         if tuple(y.shape[1:]) not in allowed:
             raise ValueError(

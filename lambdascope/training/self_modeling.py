@@ -20,13 +20,12 @@ weights) is built by the trainer service (services/trainer/translate.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from lambdascope.llc.losses import LABEL_LOSSES, LOSSES, LossFn
 
 
 class SelfModelingLoss(NamedTuple):
@@ -64,10 +63,10 @@ def _regression(loss: LossFn) -> LossFn:
     return lambda outputs, y: loss(outputs, mse_targets(y, outputs.shape[1]).to(outputs.dtype))
 
 
-# The task losses training offers, by the API's loss names (a test holds them to LossKind), each
-# the mean over the batch: cross-entropy on int labels; mse and mae on float targets (int labels
+# The task losses training offers: the library's loss table (lambdascope.llc.losses), each the
+# mean over the batch; a label loss on int labels, the others on float targets (int labels
 # one-hot encoded).
-TASK_LOSSES = {"cross_entropy": F.cross_entropy, "mse": _regression(F.mse_loss), "mae": _regression(F.l1_loss)}
+TASK_LOSSES = {name: loss if name in LABEL_LOSSES else _regression(loss) for name, loss in LOSSES.items()}
 
 
 def compute_task_loss(outputs: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:

@@ -11,6 +11,7 @@ from lambdascope import enums, fit
 from lambdascope.enums import LOSS_NAMES
 from lambdascope.v1 import audit_pb2, estimator_pb2, models_pb2, registry_pb2
 from lambdascope.llc.audit import AuditSettings
+from lambdascope.llc.losses import LABEL_LOSSES
 from lambdascope.llc.llc import LLCResult, SGLDConfig
 
 DTYPES = {name: getattr(torch, name) for name in enums.AUDIT_DTYPES}
@@ -50,7 +51,7 @@ def audit_settings(config: audit_pb2.AuditConfig, max_chain_steps: int) -> Audit
     """Check a request's configuration on its own (no model yet) and build the core's settings."""
     if config.loss not in LOSS_NAMES:
         raise SpecError(f"config.loss must be {enums.one_of(models_pb2.LossKind)}")
-    if config.model_targets and LOSS_NAMES[config.loss] == "cross_entropy":
+    if config.model_targets and LOSS_NAMES[config.loss] in LABEL_LOSSES:
         raise SpecError("config.model_targets needs a regression loss (mse or mae): with cross-entropy the "
                         "model's own outputs are scores, not targets")
     if config.dtype and config.dtype not in DTYPES:

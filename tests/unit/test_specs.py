@@ -48,7 +48,7 @@ def test_every_loss_kind_has_one_name_and_one_function() -> None:
 
     kinds = {v.number for v in models_pb2.LossKind.DESCRIPTOR.values if v.number != 0}
     assert set(enums.LOSS_NAMES) == kinds == set(enums.LOSS_KINDS.values())
-    # the libraries compute each one, by the same name: audits and training
+    # the libraries compute each one, by the same name: audits and training (from the same table)
     assert set(enums.LOSS_KINDS) == set(LOSSES) == set(TASK_LOSSES)
 
 
