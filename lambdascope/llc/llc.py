@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lambdascope.llc import calibration as schedule
-from lambdascope.llc.calibration import CalibrationResult, calibrate, predicted_bias, refine
+from lambdascope.llc.calibration import (CalibrationResult, after_divergence, calibrate, given, predicted_bias, refine,
+                                         retune)
 from lambdascope.llc.chain_groups import (MEMORY_SHARE, TIMED_ABOVE, TIMING_ROUNDS, ChainPlan, available_bytes, by_speed,
                                             peak_bytes, plan_chains, reset_peak)
 from lambdascope.llc.sgld import (LossFn, SamplerDivergedError, SGLDTrace, activation_bytes, make_forward,
@@ -402,7 +402,7 @@ def estimate_llc(
     else:
         start = None
         step_size = config.step_size
-        calibration = schedule.given(step_size)
+        calibration = given(step_size)
         if step_size is None:
             calibration = calibrate(
                 model, x, y, loss_fn, config, params=names, nbeta=nbeta, init_loss=init_loss,
@@ -432,7 +432,7 @@ def estimate_llc(
             trace, burnin, stopping, step_size = sampler.run(step_size, start, warm, calibration, deadline)
             break
         except SamplerDivergedError as err:
-            smaller = schedule.after_divergence(calibration, err, retries)
+            smaller = after_divergence(calibration, err, retries)
             if smaller is None:
                 raise
             retries += 1
@@ -648,7 +648,7 @@ class _Sampler:
             start = part.final
             done += part.losses.shape[1]
             losses = torch.cat([losses, part.losses.double()], dim=1)
-            smaller = schedule.retune(calibration, part, step_size, self.nbeta, self.init_loss, len(retunes))
+            smaller = retune(calibration, part, step_size, self.nbeta, self.init_loss, len(retunes))
             if smaller is not None and done < cap:
                 retunes.append(f"at step {warm + done} the step size went {step_size:.3g} → {smaller[0]:.3g} "
                                f"({smaller[1]})")

@@ -35,7 +35,7 @@ class _Checker(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.csp = False
-        self.open: list[str] = []
+        self.in_style = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag not in ALLOWED:
@@ -54,14 +54,13 @@ class _Checker(HTMLParser):
                 if dict(attrs).get("content") != CSP:
                     raise PageRefused("the page's Content-Security-Policy is not lambdascope's")
                 self.csp = True
-        self.open.append(tag)
+        self.in_style = tag == "style"
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in self.open:
-            self.open.remove(tag)
+        self.in_style = False
 
     def handle_data(self, data: str) -> None:
-        if self.open and self.open[-1] == "style" and STYLE_SHEET_BANNED.search(data):
+        if self.in_style and STYLE_SHEET_BANNED.search(data):
             raise PageRefused("the page's style sheet fetches or escapes (url(), @import, expression())")
 
     def handle_pi(self, data: str) -> None:
