@@ -204,11 +204,29 @@ ENTRYPOINT ["python", "-m", "services.trainer"]
 
 # ---------------------------------------------------------------------------------------------
 FROM app AS estimator
+# torch.compile's CPU code generator (inductor) builds C++ with the system compiler: an audit
+# that samples long enough compiles its gradient (lambdascope/llc/compiled.py), 1.5-2.5x faster
+# per step on small and mid-sized models. Without g++ it would fall back to eager, and say so.
+USER root
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends g++ \
+ && rm -rf /var/lib/apt/lists/*
+USER 10001:10001
 EXPOSE 50051 9090 50052
 ENTRYPOINT ["python", "-m", "services.estimator"]
 
 # ---------------------------------------------------------------------------------------------
 FROM app AS worker
+# torch.compile's CPU code generator (inductor) builds C++ with the system compiler: an audit
+# that samples long enough compiles its gradient (lambdascope/llc/compiled.py), 1.5-2.5x faster
+# per step on small and mid-sized models. Without g++ it would fall back to eager, and say so.
+USER root
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends g++ \
+ && rm -rf /var/lib/apt/lists/*
+USER 10001:10001
 # One job per container: a Kubernetes Job passes the module as its args,
 # ["services.trainer.worker"] or ["services.estimator.worker"]. Exit codes: 0 succeeded,
 # 1 infrastructure (retry), 2 bad input (the Job's podFailurePolicy fails the Job at once).

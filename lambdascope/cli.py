@@ -55,6 +55,8 @@ SAMPLER_FLAGS = {  # flag -> (SamplerConfig field, type, help); a test checks th
                         "(default: all that fit in half of the free memory, or one when that times faster)"),
     "bias_correction": ("bias_correction", _on_off, "on: subtract the step's predicted bias from λ̂; "
                         "off: λ̂ as sampled (default on)"),
+    "compile_gradients": ("compile_gradients", _on_off, "on: compile the gradient with torch.compile once "
+                          "the audit has sampled ~10 s (same λ̂ up to rounding); off: never (default on)"),
 }
 
 
@@ -585,6 +587,8 @@ def _print_report(report: audit_pb2.AuditReport) -> None:
         r = report.resources
         memory = (f", {r.chains_per_pass} chain(s) per pass, peak memory "
                   f"{r.peak_memory_bytes / (1 << 20):,.0f} MiB ({r.peak_memory_kind})")
+    if report.resources.compile_summary:
+        print(f"gradient: {report.resources.compile_summary}")
     print(f"time {report.timing.seconds:.1f} s (sampling {report.timing.sampling_seconds:.1f} s, "
           f"{report.timing.chain_steps_per_second:.0f} chain-steps/s) on {report.device}{memory}; "
           f"report {report.id}")

@@ -72,6 +72,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lambdascope.llc.compiled import GradientCompiler
 from lambdascope.llc.sgld import LossFn, SamplerDivergedError, run_sgld
 
 log = logging.getLogger(__name__)
@@ -210,12 +211,13 @@ def calibrate(
     target_bias: float = DEFAULT_TARGET_BIAS,
     deadline: float | None = None,
     chains_per_pass: int | None = None,
+    compiler: GradientCompiler | None = None,
 ) -> CalibrationResult:
     """Choose the SGLD step size for ``config`` (an SGLDConfig) on this model and data.
 
     ``model``, ``x``, ``y`` already on the sampling device; ``params`` the sampled parameter
     names; ``init_loss`` = L_n(w*); ``explode_at`` the divergence threshold of the main run;
-    ``chains_per_pass`` as in :func:`run_sgld`; ``deadline`` (a ``time.perf_counter()`` value): no pilot starts after it, and one running
+    ``chains_per_pass`` and ``compiler`` as in :func:`run_sgld`; ``deadline`` (a ``time.perf_counter()`` value): no pilot starts after it, and one running
     stops there (the choice is then made from what was measured). See the module docstring for
     the procedure. Never raises for a diverging candidate (that is a
     finding); the returned ``states`` warm-start the main run.
@@ -255,7 +257,8 @@ def calibrate(
                 model, x, y, loss_fn, chains=chains, steps=seg, step_size=step, localization=gamma,
                 nbeta=nbeta, batch_size=config.batch_size, seed=_segment_seed(config.seed, index),
                 weight_decay=wd, params=params, accept_every=SCORE_EVERY, explode_at=explode_at,
-                init=states, vectorize=vectorize, deadline=deadline, chains_per_pass=chains_per_pass)
+                init=states, vectorize=vectorize, deadline=deadline, chains_per_pass=chains_per_pass,
+                compiler=compiler)
         except SamplerDivergedError as err:
             cand = CalibrationCandidate(step, math.nan, math.nan, False,
                                         f"diverged at step {err.step}: loss {err.loss:.4g}", steps=err.step)

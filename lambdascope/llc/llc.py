@@ -20,6 +20,7 @@ import torch
 
 from lambdascope.llc.calibration import (CalibrationResult, after_divergence, calibrate, given, predicted_bias, refine,
                                          retune)
+from lambdascope.llc.compiled import GradientCompiler
 from lambdascope.llc.chain_groups import (MEMORY_SHARE, TIMED_ABOVE, TIMING_ROUNDS, ChainPlan, available_bytes, by_speed,
                                             peak_bytes, plan_chains, reset_peak)
 from lambdascope.llc.sgld import (LossFn, SamplerDivergedError, SGLDTrace, activation_bytes, make_forward,
@@ -76,6 +77,9 @@ class SGLDConfig:
       the largest group that does, then one chain per pass instead if one step timed that way
       is faster (large models; :mod:`lambdascope.llc.chain_groups`). The estimate is the same
       either way, up to floating-point rounding.
+    - ``compile_gradients``: compile the chains' gradient with ``torch.compile`` once the
+      estimate has sampled long enough to repay it (:mod:`lambdascope.llc.compiled`); the
+      estimate is the same up to float rounding. Off: eager throughout.
     - ``calibration_budget``: the chain-steps calibration may spend, as a fraction of the main
       run's planned length (:attr:`planned_steps`); a floor of a few short pilots applies to
       tiny runs.
@@ -105,6 +109,7 @@ class SGLDConfig:
     max_seconds: float = StoppingRule.max_seconds
     bias_correction: bool = True
     chains_per_pass: int | None = None
+    compile_gradients: bool = True
 
     @property
     def adaptive(self) -> bool:
@@ -223,6 +228,8 @@ class LLCResult:
     chain_plan: ChainPlan | None = None  # how many chains went through each forward+backward pass
     peak_memory_bytes: int = 0  # see lambdascope.llc.chain_groups.peak_bytes
     peak_memory_kind: str = ""  # what peak_memory_bytes measured
+    compile_summary: str = ""  # whether the gradient was compiled, and when (lambdascope.llc.compiled)
+    compile_seconds: float = 0.0  # what compiling took (included in sampling_seconds)
 
 
 MIN_STAGE = 10  # a fixed burn-in is split for refinement only if each half has this many steps
@@ -390,6 +397,7 @@ def estimate_llc(
     spread = float(torch.tensor(per_batch, dtype=torch.float64).std()) if len(per_batch) > 1 else 0.0
     explode_at = divergence_threshold(init_loss, nbeta, num_parameters, spread)
     plan = _chain_plan(model, x, y, loss_fn, config, names, device, vectorize)
+    compiler = GradientCompiler() if config.compile_gradients and vectorize else None
     reset_peak(device)
 
     key = snapshots_lib.fingerprint(config, num_parameters, n, init_loss)
@@ -406,7 +414,7 @@ def estimate_llc(
         if step_size is None:
             calibration = calibrate(
                 model, x, y, loss_fn, config, params=names, nbeta=nbeta, init_loss=init_loss,
-                explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass,
+                explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass, compiler=compiler,
                 deadline=began + CALIBRATION_TIME_SHARE * config.max_seconds if config.adaptive else None)
             step_size = calibration.chosen_step_size
             start, calibration.states = calibration.states, None  # the result stays plain data
@@ -424,7 +432,8 @@ def estimate_llc(
     sampler = _Sampler(model, x, y, loss_fn, config, nbeta, init_loss, progress,
                        dict(chains=config.chains, localization=config.localization, nbeta=nbeta,
                             batch_size=config.batch_size, weight_decay=config.weight_decay, params=names,
-                            explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass), began,
+                            explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass,
+                            compiler=compiler), began,
                        saver, resumed, device)
     deadline = began + config.max_seconds
     while True:
@@ -477,6 +486,8 @@ def estimate_llc(
         chain_plan=plan,
         peak_memory_bytes=peak,
         peak_memory_kind=peak_kind,
+        compile_summary=compiler.summary() if compiler is not None else "not compiled (compile_gradients off)",
+        compile_seconds=compiler.compile_seconds if compiler is not None else 0.0,
     )
 
 

@@ -52,6 +52,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from lambdascope.llc.chain_groups import saved_bytes_per_chain
+from lambdascope.llc.compiled import GradientCompiler
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,18 @@ class _Layout:
         return out
 
 
+def _chain_loss(model: torch.nn.Module, layout: _Layout, loss_fn: LossFn, vectorized: bool
+                ) -> Callable[[Tensor, State, Tensor, Tensor], Tensor]:
+    """``loss(flat, fixed, xb, yb)``: one chain's loss at its flat parameters (D,), the other
+    parameters and buffers in ``fixed``."""
+    forward = make_forward(model, vectorized)
+
+    def loss(flat: Tensor, fixed: State, xb: Tensor, yb: Tensor) -> Tensor:
+        return loss_fn(forward({**layout.unflatten(flat), **fixed}, xb), yb)
+
+    return loss
+
+
 def _grad_fn(
     model: torch.nn.Module, layout: _Layout, fixed: State, loss_fn: LossFn, vectorized: bool, full_batch: bool,
     per_pass: int | None = None,
@@ -271,10 +284,10 @@ def _grad_fn(
     chains go through in groups of that many (one pass each), bounding the activations held at
     once (see :mod:`lambdascope.llc.chain_groups`).
     """
-    forward = make_forward(model, vectorized)
+    chain_loss = _chain_loss(model, layout, loss_fn, vectorized)
 
     def loss_at(flat: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
-        return loss_fn(forward({**layout.unflatten(flat), **fixed}, xb), yb)
+        return chain_loss(flat, fixed, xb, yb)
 
     data_dim = None if full_batch else 0
     batched = vmap(loss_at, in_dims=(0, data_dim, data_dim)) if vectorized else None
@@ -412,6 +425,7 @@ def run_sgld(
     on_check: Callable[[int, Tensor], None] | None = None,
     deadline: float | None = None,
     chains_per_pass: int | None = None,
+    compiler: GradientCompiler | None = None,
 ) -> SGLDTrace:
     """Run ``chains`` SGLD chains for ``steps`` steps from the model's parameters w*.
 
@@ -428,6 +442,9 @@ def run_sgld(
     discarded by the caller). ``deadline`` (a ``time.perf_counter()`` value): stop at the first
     check past it; the trace then holds only the steps run. ``chains_per_pass``: step the chains
     in groups of this many per forward+backward pass (None: all in one), to bound memory.
+    ``compiler``: the estimate's :class:`~lambdascope.llc.compiled.GradientCompiler`; the
+    all-chains-in-one-pass gradient is compiled once the estimate's eager sampling time makes
+    it worth it (the numbers are the same up to float rounding).
     """
     device = x.device
     layout, fixed, center = _sampled_layout(model, params)
@@ -448,6 +465,16 @@ def run_sgld(
 
     vectorized = vectorize
     grad_fn = _grad_fn(model, layout, fixed, loss_fn, vectorized, full_batch, chains_per_pass)
+    compilable = compiler is not None and (chains_per_pass is None or chains_per_pass >= chains)
+    compiled = False
+
+    def compile_now() -> None:
+        nonlocal grad_fn, compiled
+        grad_fn = compiler.gradient(_chain_loss(model, layout, loss_fn, True), fixed, full_batch, grad_fn)
+        compiled = True
+
+    if compilable and vectorized and compiler.state == "compiled":
+        compile_now()
     losses = torch.empty(chains, steps, dtype=dtype, device=device)
     every, checked = max(1, min(50, steps // 100)), 0
     warm_steps, warm_size = warmup if warmup is not None else (0, step_size)
@@ -513,6 +540,9 @@ def run_sgld(
         if done % every == 0 or done == steps:
             _raise_if_diverged(losses, checked, done, explode_at, current, localization)
             checked = done
+            if compilable and vectorized and not compiled and compiler.due(time.perf_counter() - began):
+                compiler.eager_seconds += time.perf_counter() - began
+                compile_now()
             if on_check is not None:
                 on_check(done, losses[:, :done])
             if deadline is not None and done < steps and time.perf_counter() > deadline:
@@ -522,6 +552,8 @@ def run_sgld(
                 noise_stat, loc_energy = noise_stat[:, :m], loc_energy[:, :m]
                 break
     seconds = time.perf_counter() - began
+    if compiler is not None and not compiled:
+        compiler.eager_seconds += seconds
     return SGLDTrace(
         losses=losses.cpu(),
         vectorized=vectorized,

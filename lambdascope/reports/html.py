@@ -138,6 +138,7 @@ def audit_page(report: audit_pb2.AuditReport) -> str:
         ("calibration", f"{t.calibration_seconds:.1f} s"), ("sampling", f"{t.sampling_seconds:.1f} s"),
         ("speed", f"{t.chain_steps_per_second:,.0f} chain-steps/s on {report.device}"),
         ("chains per pass", r.chains_summary or "n/a"),
+        ("gradient", r.compile_summary or "n/a"),
         ("peak memory", f"{r.peak_memory_bytes / (1 << 20):,.0f} MiB ({r.peak_memory_kind})" if r.peak_memory_bytes
          else "n/a"),
         ("L_n(w*)", f"{report.init_loss:.6g}"), ("WBIC", f"{report.wbic:.6g}"),

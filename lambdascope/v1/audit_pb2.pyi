@@ -38,7 +38,7 @@ VERDICT_STATE_WARNING: VerdictState
 VERDICT_STATE_FAILED: VerdictState
 
 class SamplerConfig(_message.Message):
-    __slots__ = ("chains", "draws", "burnin", "thin", "step_size", "localization", "nbeta", "batch_size", "seed", "weight_decay", "until_ess", "max_rhat", "max_mcse", "max_drift", "max_steps", "max_seconds", "bias_correction", "chains_per_pass")
+    __slots__ = ("chains", "draws", "burnin", "thin", "step_size", "localization", "nbeta", "batch_size", "seed", "weight_decay", "until_ess", "max_rhat", "max_mcse", "max_drift", "max_steps", "max_seconds", "bias_correction", "chains_per_pass", "compile_gradients")
     CHAINS_FIELD_NUMBER: _ClassVar[int]
     DRAWS_FIELD_NUMBER: _ClassVar[int]
     BURNIN_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,7 @@ class SamplerConfig(_message.Message):
     MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BIAS_CORRECTION_FIELD_NUMBER: _ClassVar[int]
     CHAINS_PER_PASS_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_GRADIENTS_FIELD_NUMBER: _ClassVar[int]
     chains: int
     draws: int
     burnin: int
@@ -75,7 +76,8 @@ class SamplerConfig(_message.Message):
     max_seconds: float
     bias_correction: bool
     chains_per_pass: int
-    def __init__(self, chains: _Optional[int] = ..., draws: _Optional[int] = ..., burnin: _Optional[int] = ..., thin: _Optional[int] = ..., step_size: _Optional[float] = ..., localization: _Optional[float] = ..., nbeta: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., weight_decay: _Optional[float] = ..., until_ess: _Optional[float] = ..., max_rhat: _Optional[float] = ..., max_mcse: _Optional[float] = ..., max_drift: _Optional[float] = ..., max_steps: _Optional[int] = ..., max_seconds: _Optional[float] = ..., bias_correction: _Optional[bool] = ..., chains_per_pass: _Optional[int] = ...) -> None: ...
+    compile_gradients: bool
+    def __init__(self, chains: _Optional[int] = ..., draws: _Optional[int] = ..., burnin: _Optional[int] = ..., thin: _Optional[int] = ..., step_size: _Optional[float] = ..., localization: _Optional[float] = ..., nbeta: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., weight_decay: _Optional[float] = ..., until_ess: _Optional[float] = ..., max_rhat: _Optional[float] = ..., max_mcse: _Optional[float] = ..., max_drift: _Optional[float] = ..., max_steps: _Optional[int] = ..., max_seconds: _Optional[float] = ..., bias_correction: _Optional[bool] = ..., chains_per_pass: _Optional[int] = ..., compile_gradients: _Optional[bool] = ...) -> None: ...
 
 class ParameterGroup(_message.Message):
     __slots__ = ("name", "patterns")
@@ -266,20 +268,24 @@ class Timing(_message.Message):
     def __init__(self, seconds: _Optional[float] = ..., load_seconds: _Optional[float] = ..., sampling_seconds: _Optional[float] = ..., calibration_seconds: _Optional[float] = ..., chain_steps_per_second: _Optional[float] = ...) -> None: ...
 
 class Resources(_message.Message):
-    __slots__ = ("chains_per_pass", "chains_summary", "bytes_per_chain", "memory_budget_bytes", "peak_memory_bytes", "peak_memory_kind")
+    __slots__ = ("chains_per_pass", "chains_summary", "bytes_per_chain", "memory_budget_bytes", "peak_memory_bytes", "peak_memory_kind", "compile_summary", "compile_seconds")
     CHAINS_PER_PASS_FIELD_NUMBER: _ClassVar[int]
     CHAINS_SUMMARY_FIELD_NUMBER: _ClassVar[int]
     BYTES_PER_CHAIN_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
     PEAK_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     PEAK_MEMORY_KIND_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    COMPILE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     chains_per_pass: int
     chains_summary: str
     bytes_per_chain: int
     memory_budget_bytes: int
     peak_memory_bytes: int
     peak_memory_kind: str
-    def __init__(self, chains_per_pass: _Optional[int] = ..., chains_summary: _Optional[str] = ..., bytes_per_chain: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., peak_memory_bytes: _Optional[int] = ..., peak_memory_kind: _Optional[str] = ...) -> None: ...
+    compile_summary: str
+    compile_seconds: float
+    def __init__(self, chains_per_pass: _Optional[int] = ..., chains_summary: _Optional[str] = ..., bytes_per_chain: _Optional[int] = ..., memory_budget_bytes: _Optional[int] = ..., peak_memory_bytes: _Optional[int] = ..., peak_memory_kind: _Optional[str] = ..., compile_summary: _Optional[str] = ..., compile_seconds: _Optional[float] = ...) -> None: ...
 
 class AuditReport(_message.Message):
     __slots__ = ("id", "model_version_id", "dataset_id", "job_id", "config", "llc", "init_loss", "num_examples", "num_parameters", "traces", "timing", "device", "created_at", "calibration", "diagnostics", "verdict", "wbic", "group_llc", "hessian", "weight_statistics", "step", "trace_stride", "stopping", "loss_description", "resources")

@@ -199,7 +199,8 @@ def to_report(result: AuditResult, config: audit_pb2.AuditConfig,
         report.resources.CopyFrom(audit_pb2.Resources(
             chains_per_pass=plan.per_pass, chains_summary=plan.summary, bytes_per_chain=plan.bytes_per_chain,
             memory_budget_bytes=plan.budget_bytes, peak_memory_bytes=result.peak_memory_bytes,
-            peak_memory_kind=llc.peak_memory_kind))
+            peak_memory_kind=llc.peak_memory_kind, compile_summary=llc.compile_summary,
+            compile_seconds=llc.compile_seconds))
     if result.hessian is not None:
         h = result.hessian
         report.hessian.CopyFrom(audit_pb2.HessianSummary(

@@ -1,0 +1,106 @@
+"""The compiled gradient (lambdascope.llc.compiled): same chains as eager, compiled only when the
+estimate has sampled long enough, and eager again, said plainly, when compiling fails."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from lambdascope.llc.compiled import GradientCompiler
+from lambdascope.llc.llc import SGLDConfig, estimate_llc
+from lambdascope.llc.sgld import run_sgld
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _dln(seed: int = 0, widths=(6, 9, 7, 5), n: int = 2000):
+    gen = torch.Generator().manual_seed(seed)
+    layers = [torch.nn.Linear(a, b, bias=False) for a, b in zip(widths, widths[1:])]
+    model = torch.nn.Sequential(*layers)
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) / layer.weight.shape[1] ** 0.5)
+    x = torch.randn(n, widths[0], generator=gen)
+    with torch.no_grad():
+        y = model(x)
+    return model, x, y
+
+
+def _mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (out - target).square().mean()
+
+
+def test_compiled_chains_follow_the_eager_ones():
+    model, x, y = _dln()
+    run = dict(chains=3, steps=300, step_size=2e-5, localization=10.0, nbeta=300.0, batch_size=64, seed=4,
+               accept_every=10)
+    eager = run_sgld(model, x, y, _mse, **run)
+    compiler = GradientCompiler(after_seconds=0.0)  # compile at the first check
+    compiled = run_sgld(model, x, y, _mse, compiler=compiler, **run)
+    assert compiler.state == "compiled", compiler.summary()
+    assert compiler.compile_seconds > 0
+    # the same random streams and the same gradients up to float rounding: the same chains
+    torch.testing.assert_close(compiled.losses, eager.losses, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(compiled.final, eager.final, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(compiled.acceptance, eager.acceptance, rtol=1e-3, atol=1e-4)
+    # a later run of the same estimate starts compiled, without compiling again
+    before = compiler.compile_seconds
+    again = run_sgld(model, x, y, _mse, compiler=compiler, **run)
+    assert compiler.compile_seconds == before
+    torch.testing.assert_close(again.losses, eager.losses, rtol=1e-4, atol=1e-7)
+
+
+def test_a_short_estimate_never_compiles_and_says_why():
+    model, x, y = _dln(1)
+    result = estimate_llc(model, x, y, _mse, SGLDConfig(chains=2, draws=50, burnin=50, step_size=1e-5))
+    assert result.compile_summary.startswith("not compiled: the run sampled")
+    assert result.compile_seconds == 0.0
+    off = estimate_llc(model, x, y, _mse, SGLDConfig(chains=2, draws=50, burnin=50, step_size=1e-5,
+                                                     compile_gradients=False))
+    assert off.compile_summary == "not compiled (compile_gradients off)"
+    assert off.mean == result.mean  # eager both times: bitwise the same estimate
+
+
+def test_the_compiler_is_due_by_eager_time_spent_across_runs():
+    compiler = GradientCompiler(after_seconds=10.0)
+    assert not compiler.due(9.0)
+    compiler.eager_seconds = 6.0  # an earlier run of the estimate (a pilot) sampled 6 s
+    assert compiler.due(4.0) and not compiler.due(3.9)
+    compiler.state = "failed"
+    assert not compiler.due(100.0)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="runs a child interpreter with a broken compiler path")
+def test_without_a_cpp_compiler_the_estimate_goes_on_eagerly(tmp_path):
+    """As in an image without g++: inductor cannot build its kernels. A child interpreter with an
+    empty kernel cache (nothing to reuse) and CXX pointing nowhere."""
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import torch
+        from tests.unit.test_compiled_gradient import _dln, _mse
+        from lambdascope.llc.compiled import GradientCompiler
+        from lambdascope.llc.sgld import run_sgld
+        model, x, y = _dln(2, widths=(5, 8, 4))
+        run = dict(chains=2, steps=200, step_size=2e-5, localization=10.0, nbeta=300.0, batch_size=64, seed=1)
+        compiler = GradientCompiler(after_seconds=0.0)
+        broken = run_sgld(model, x, y, _mse, compiler=compiler, **run)
+        eager = run_sgld(model, x, y, _mse, **run)
+        print(json.dumps({{"state": compiler.state, "summary": compiler.summary(),
+                          "same": bool(torch.equal(broken.losses, eager.losses))}}))
+    """)
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"),
+           "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "kernels"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["state"] == "failed"
+    assert out["summary"].startswith("torch.compile failed (") and "compiler" in out["summary"].lower()
+    assert out["same"], "a failed compile must leave the chains exactly as eager sampling runs them"
