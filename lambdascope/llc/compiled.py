@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+import types
 from collections.abc import Callable
 
 import torch
@@ -57,8 +58,12 @@ class GradientCompiler:
         loss. Falls back to ``eager`` (for good) on the first failure."""
         if self._fn is None:
             data = None if full_batch else 0
-            self._fn = torch.compile(vmap(grad_and_value(loss_at), in_dims=(0, None, data, data)),
-                                     dynamic=False)
+            batched = vmap(grad_and_value(loss_at), in_dims=(0, None, data, data))
+
+            def chains_gradient(flat, fixed, xb, yb):
+                return batched(flat, fixed, xb, yb)
+
+            self._fn = torch.compile(_own_code(chains_gradient), dynamic=False)
 
         def step(flat: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             if self.state == "failed":
@@ -87,3 +92,12 @@ class GradientCompiler:
             return f"torch.compile failed ({self.failure}); sampled with the eager gradient throughout"
         return (f"not compiled: the run sampled {self.eager_seconds:.1f} s, under the "
                 f"{self.after_seconds:g} s after which compiling pays")
+
+
+def _own_code(fn: Callable) -> Callable:
+    """``fn`` with a code object of its own. Dynamo keeps compiled graphs per code object, and
+    stops compiling one after a few graphs (its recompile limit), running it eagerly from then on
+    without an error: every estimate of a process would share functorch's one wrapper and,
+    from the ninth on, silently not be compiled. Its own code gives each estimate its own cache,
+    freed with it."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)

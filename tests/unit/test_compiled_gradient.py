@@ -104,3 +104,21 @@ def test_without_a_cpp_compiler_the_estimate_goes_on_eagerly(tmp_path):
     assert out["state"] == "failed"
     assert out["summary"].startswith("torch.compile failed (") and "compiler" in out["summary"].lower()
     assert out["same"], "a failed compile must leave the chains exactly as eager sampling runs them"
+
+
+def test_every_estimate_of_a_process_gets_its_own_compiled_graph():
+    """Dynamo stops compiling a code object after its recompile limit and runs it eagerly,
+    without an error; estimates must not share one (at a limit of 1, the second would not be
+    compiled while its summary said it was)."""
+    from torch._dynamo.utils import counters
+
+    run = dict(chains=2, steps=30, step_size=2e-5, localization=10.0, nbeta=300.0, batch_size=32, seed=0,
+               accept_every=0)
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for i, widths in enumerate([(3, 4, 2), (4, 3, 3), (2, 5, 4)]):
+            model, x, y = _dln(10 + i, widths=widths, n=200)
+            before = counters["stats"]["unique_graphs"]
+            compiler = GradientCompiler(after_seconds=0.0)
+            run_sgld(model, x, y, _mse, compiler=compiler, **run)
+            assert compiler.state == "compiled"
+            assert counters["stats"]["unique_graphs"] > before, f"estimate {i} was not compiled"
