@@ -16,6 +16,10 @@ process, alternating, median of ``--reps``:
 - devinterp: its sampling call at the same settings (bench/devinterp_worker.py, plain DataLoader),
   one run per case, its wall time per chain-step.
 
+λ̂ (over the second half of each run, same seed) is printed for eager, compiled and devinterp:
+the compiled chains must give eager's λ̂ to rounding, and both devinterp's within the chains'
+spread (bench/vs_devinterp.py checks that spread case by case).
+
 Writes bench/results/compile_gain.json.
 """
 from __future__ import annotations
@@ -46,13 +50,16 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def sample(case_problem, steps: int, compiler: GradientCompiler | None) -> float:
-    """Seconds of one sampling run at the benchmark's settings."""
+def sample(case_problem, steps: int, compiler: GradientCompiler | None) -> tuple[float, float]:
+    """(seconds of one sampling run at the benchmark's settings, its λ̂ over the second half)."""
     model, x, y = case_problem
+    with torch.no_grad():
+        init_loss = float(dln.mse(model(x), y))
     trace = run_sgld(model, x, y, dln.mse, chains=CHAINS, steps=steps, step_size=dln.PUBLISHED_STEP_SIZE,
                      localization=dln.LOCALIZATION, nbeta=dln.default_nbeta(), batch_size=dln.BATCH_SIZE, seed=0,
                      accept_every=0, compiler=compiler)
-    return trace.seconds
+    kept = trace.losses[:, steps // 2:].double()
+    return trace.seconds, dln.default_nbeta() * (kept.mean().item() - init_loss)
 
 
 def main(argv=None) -> int:
@@ -66,6 +73,7 @@ def main(argv=None) -> int:
     print(f"{CHAINS} chains × {args.steps} steps, batch {dln.BATCH_SIZE}, ε {dln.PUBLISHED_STEP_SIZE:g}, "
           f"{args.threads} threads; ms per chain-step, median of {args.reps}")
     print(f"{'case':14s} {'d':>6s} {'floor':>7s} {'eager':>7s} {'compiled':>8s} {'gain':>6s} {'compile s':>9s} "
+          f"{'λ̂ eager':>9s} {'compiled':>9s} {'devinterp':>9s} "
           f"{'compiled/floor':>14s} {'devinterp':>9s} {'vs eager':>8s} {'vs compiled':>11s}")
     for case in cases:
         problem = dln.make_problem(case)
@@ -74,14 +82,17 @@ def main(argv=None) -> int:
         sample(problem, 20, None)  # eager warm-up
         eager, compiled, floor = [], [], []
         for _ in range(args.reps):
-            eager.append(sample(problem, args.steps, None))
-            compiled.append(sample(problem, args.steps, compiler))
+            eager_s, eager_llc = sample(problem, args.steps, None)
+            compiled_s, compiled_llc = sample(problem, args.steps, compiler)
+            eager.append(eager_s)
+            compiled.append(compiled_s)
             floor.append(vs_devinterp.floor_ms(case, problem, args.threads, passes=args.steps))
         per = 1e3 / (CHAINS * args.steps)
         row = {"case": case.name, "d": case.num_parameters, "widths": list(case.widths),
                "eager_ms": statistics.median(eager) * per, "compiled_ms": statistics.median(compiled) * per,
                "floor_ms": statistics.median(floor), "compile_state": compiler.state,
                "compile_seconds": compiler.compile_seconds, "compile_summary": compiler.summary(),
+               "eager_llc": eager_llc, "compiled_llc": compiled_llc,
                "runs": {"eager_s": eager, "compiled_s": compiled, "floor_ms": floor}}
         row["gain"] = row["eager_ms"] / row["compiled_ms"]
         row["compiled_vs_floor"] = row["compiled_ms"] / row["floor_ms"]
@@ -99,6 +110,7 @@ def main(argv=None) -> int:
         dv = row.get("devinterp_ms")
         print(f"{case.name:14s} {case.num_parameters:6d} {row['floor_ms']:7.3f} {row['eager_ms']:7.3f} "
               f"{row['compiled_ms']:8.3f} {row['gain']:5.2f}× {row['compile_seconds']:9.1f} "
+              f"{eager_llc:9.1f} {compiled_llc:9.1f} {vs_devinterp.fmt((row.get('devinterp') or {}).get('lambda_hat'), '9.1f')} "
               f"{row['compiled_vs_floor']:13.2f}× "
               f"{vs_devinterp.fmt(dv, '9.3f')} {vs_devinterp.fmt(row.get('speedup_eager'), '7.1f')}× "
               f"{vs_devinterp.fmt(row.get('speedup_compiled'), '10.1f')}×", flush=True)

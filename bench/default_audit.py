@@ -29,8 +29,8 @@ devinterp 1.3.2 (bench/.venv-devinterp, see bench/vs_devinterp.py) at the publis
 
 Targets (issue "A default audit that is right"): mean |rel err| ≤ 3%, max ≤ 6%, every verdict
 `ok` (a `warning` counts as a miss unless λ̂ is in fact off), total time below devinterp's.
-Writes bench/results/default_audit.json (earlier runs of 2026-12-03 are kept as
-default_audit_run1.json and default_audit_run2.json).
+Writes bench/results/default_audit.json (earlier runs are kept as default_audit_runN.json,
+docs/benchmarks.md §4).
 """
 from __future__ import annotations
 
@@ -105,6 +105,7 @@ def audit_with_cli(server: str, model_path: Path, data_path: Path, folder: Path)
         "step_size": report["config"]["sampler"].get("step_size"),
         "sampling_seconds": report["timing"].get("sampling_seconds"),
         "calibration_seconds": report["timing"].get("calibration_seconds"),
+        "compile": report.get("resources", {}).get("compile_summary", ""),
         "wall_seconds": wall, "exit_code": proc.returncode,
     }
 

@@ -2,10 +2,11 @@
 
 Why: on models of a few thousand to some tens of thousands of parameters a step's time is mostly
 the framework's per-operation overhead (vmap, autograd, dispatch), not arithmetic. Compiled,
-the same gradients cost far less: side by side in one process (bench/compile_gain.py) the whole
-step ran 1.5-2.5× faster on deep linear networks of 1,000-17,000 parameters, with the chains'
-losses equal to float rounding. Compiling costs seconds (about 15 s for the first model a
-process compiles, 2-3 s with torch's on-disk cache warm), which a short audit never earns back.
+the same gradients cost far less: side by side in one process (bench/compile_gain.py,
+docs/benchmarks.md §2e) the whole step ran 1.4-2.6× faster on deep linear networks of
+400-15,200 parameters and 1.4× on a 1M-parameter transformer, the chains' losses equal to float
+rounding. Compiling costs seconds: 10-35 s for the first model a process compiles with torch's
+on-disk kernel cache empty, 1-4 s with it warm. A short audit would never earn that back.
 
 So each estimate rents before it buys: it samples eagerly until its eager sampling time passes
 :data:`COMPILE_AFTER_SECONDS` (about what a first compile costs), then compiles once and keeps
@@ -14,8 +15,9 @@ run share it). A run that ends sooner never compiles; a longer one pays at most 
 what eager sampling would have cost it up to that point. If compiling fails (no C++ compiler,
 an operation torch cannot compile) the estimate goes on eagerly and says so.
 
-Only the path where every chain goes through one vmapped pass is compiled: chains stepped in
-groups are large models whose time is already in the matrix products.
+Only the path where every chain goes through one vmapped pass is compiled. Chains stepped in
+groups (models too large for all chains at once, or timed faster that way) stay eager: memory,
+not overhead, is what limits those, and a compiled graph would hold its own buffers besides.
 """
 from __future__ import annotations
 
