@@ -5,7 +5,19 @@ all call this.
 
     from lambdascope.llc import SGLDConfig, estimate_llc
     result = estimate_llc(model.eval(), x, y, torch.nn.functional.mse_loss, SGLDConfig())
+
+Those names load torch when first used, not when the package is imported: the CLI and the
+report views use the library's torch-free modules (``compare``, ``stages``) and start a second
+faster without it.
 """
-from lambdascope.llc.llc import LLCResult, SamplerDivergedError, SGLDConfig, estimate_llc
+from __future__ import annotations
 
 __all__ = ["LLCResult", "SGLDConfig", "SamplerDivergedError", "estimate_llc"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from lambdascope.llc import llc
+
+        return getattr(llc, name)
+    raise AttributeError(f"module 'lambdascope.llc' has no attribute {name!r}")

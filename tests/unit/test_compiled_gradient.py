@@ -122,3 +122,34 @@ def test_every_estimate_of_a_process_gets_its_own_compiled_graph():
             run_sgld(model, x, y, _mse, compiler=compiler, **run)
             assert compiler.state == "compiled"
             assert counters["stats"]["unique_graphs"] > before, f"estimate {i} was not compiled"
+
+
+@pytest.mark.parametrize("case", ["float64", "full_batch", "restricted", "buffers"])
+def test_compiled_chains_follow_the_eager_ones_in_every_layout(case):
+    """float64 weights, a batch as large as the data (x shared by the chains), a restricted LLC
+    (the other parameters fixed, passed in beside the sampled ones) and buffers (BatchNorm in
+    eval mode): each compiled, each giving the eager chains."""
+    model, x, y = _dln(20, widths=(5, 7, 4), n=300)
+    run = dict(chains=2, steps=60, step_size=2e-5, localization=10.0, nbeta=300.0, batch_size=32, seed=3,
+               accept_every=10)
+    if case == "float64":
+        model, x, y = model.double(), x.double(), y.double()
+    elif case == "full_batch":
+        run["batch_size"] = x.shape[0]
+    elif case == "restricted":
+        run["params"] = ["1.weight"]
+    else:
+        norm = torch.nn.BatchNorm1d(7)
+        with torch.no_grad():
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+        model = torch.nn.Sequential(model[0], norm, model[1]).eval()
+        with torch.no_grad():
+            y = model(x)
+    eager = run_sgld(model, x, y, _mse, **run)
+    compiler = GradientCompiler(after_seconds=0.0)
+    compiled = run_sgld(model, x, y, _mse, compiler=compiler, **run)
+    assert compiler.state == "compiled", compiler.summary()
+    tol = dict(rtol=1e-9, atol=1e-12) if case == "float64" else dict(rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(compiled.losses, eager.losses, **tol)
+    torch.testing.assert_close(compiled.final, eager.final, **tol)
