@@ -5,8 +5,10 @@ Every sampling run is seeded by its own seed (sgld: one stream per chain), so an
 deterministic function of its settings and the states its chains start from. A snapshot
 therefore holds only stage boundaries: the calibration result and the chains' states after
 calibration, the warm-up's trace, and the main run's chunks with the chains' last states. Any
-snapshot, however old, resumes to the same result; where they are kept (and how often one is
-written) is the caller's choice (`Snapshots`). Plain data: numbers, strings, lists, tensors.
+snapshot, however old, resumes to the same result (to float rounding where the resumed run
+compiles its gradient at another point than the first would have: lambdascope.llc.compiled);
+where they are kept (and how often one is written) is the caller's choice (`Snapshots`). Plain
+data: numbers, strings, lists, tensors.
 """
 from __future__ import annotations
 
