@@ -57,7 +57,9 @@ class GradientCompiler:
     def gradient(self, loss_at: Callable, fixed: dict[str, torch.Tensor], full_batch: bool,
                  eager: GradFn) -> GradFn:
         """The compiled counterpart of ``eager``: ``loss_at(flat, fixed, xb, yb)`` is one chain's
-        loss. Falls back to ``eager`` (for good) on the first failure."""
+        loss. Falls back to ``eager`` (for good) on the first failure. The first call's
+        ``loss_at`` and ``full_batch`` are kept: every run of one estimate samples the same model,
+        parameters and batch layout (``fixed`` is an input, given at each call)."""
         if self._fn is None:
             data = None if full_batch else 0
             batched = vmap(grad_and_value(loss_at), in_dims=(0, None, data, data))
