@@ -15,9 +15,9 @@ run share it). A run that ends sooner never compiles; a longer one pays at most 
 what eager sampling would have cost it up to that point. If compiling fails (no C++ compiler,
 an operation torch cannot compile) the estimate goes on eagerly and says so.
 
-Only the path where every chain goes through one vmapped pass is compiled. Chains stepped in
-groups (models too large for all chains at once, or timed faster that way) stay eager: memory,
-not overhead, is what limits those, and a compiled graph would hold its own buffers besides.
+Chains stepped in groups (models too large for all chains at once, or timed faster that way)
+go through the same compiled gradient group by group (a smaller last group is a second graph).
+The vmap-less fallback for models vmap cannot batch stays eager.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from torch.func import grad_and_value, vmap
 
 log = logging.getLogger(__name__)
 
-__all__ = ["COMPILE_AFTER_SECONDS", "GradientCompiler"]
+__all__ = ["COMPILE_AFTER_SECONDS", "GradFn", "GradientCompiler"]
 
 COMPILE_AFTER_SECONDS = 10.0
 

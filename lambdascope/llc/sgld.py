@@ -52,7 +52,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from lambdascope.llc.chain_groups import saved_bytes_per_chain
-from lambdascope.llc.compiled import GradientCompiler
+from lambdascope.llc.compiled import GradFn, GradientCompiler
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def _chain_loss(model: torch.nn.Module, layout: _Layout, loss_fn: LossFn, vector
 def _grad_fn(
     model: torch.nn.Module, layout: _Layout, fixed: State, loss_fn: LossFn, vectorized: bool, full_batch: bool,
     per_pass: int | None = None,
-) -> Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
+) -> GradFn:
     """(flat params (chains, D), x, y) -> (grads (chains, D), losses (chains,)); x, y per chain
     unless full batch.
 
@@ -306,6 +306,12 @@ def _grad_fn(
             losses = losses_of(leaf, xb, yb)
             (grad,) = torch.autograd.grad(losses.sum(), leaf, allow_unused=True)
         return (torch.zeros_like(flat) if grad is None else grad), losses.detach()
+
+    return _in_groups(one_pass, per_pass, full_batch)
+
+
+def _in_groups(one_pass: GradFn, per_pass: int | None, full_batch: bool) -> GradFn:
+    """``one_pass`` over the chains in groups of ``per_pass`` (None: all in one pass)."""
 
     def grouped(flat: Tensor, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
         chains = flat.shape[0]
@@ -443,8 +449,8 @@ def run_sgld(
     check past it; the trace then holds only the steps run. ``chains_per_pass``: step the chains
     in groups of this many per forward+backward pass (None: all in one), to bound memory.
     ``compiler``: the estimate's :class:`~lambdascope.llc.compiled.GradientCompiler`; the
-    all-chains-in-one-pass gradient is compiled once the estimate's eager sampling time makes
-    it worth it (the numbers are the same up to float rounding).
+    gradient (each group's pass, when the chains go in groups) is compiled once the estimate's
+    eager sampling time makes it worth it (the numbers are the same up to float rounding).
     """
     device = x.device
     layout, fixed, center = _sampled_layout(model, params)
@@ -465,12 +471,14 @@ def run_sgld(
 
     vectorized = vectorize
     grad_fn = _grad_fn(model, layout, fixed, loss_fn, vectorized, full_batch, chains_per_pass)
-    compilable = compiler is not None and (chains_per_pass is None or chains_per_pass >= chains)
+    compilable = compiler is not None
     compiled = False
 
-    def compile_now() -> None:
+    def compile_now() -> None:  # the same passes, each through the compiled gradient
         nonlocal grad_fn, compiled
-        grad_fn = compiler.gradient(_chain_loss(model, layout, loss_fn, True), fixed, full_batch, grad_fn)
+        eager_pass = _grad_fn(model, layout, fixed, loss_fn, True, full_batch)
+        one_pass = compiler.gradient(_chain_loss(model, layout, loss_fn, True), fixed, full_batch, eager_pass)
+        grad_fn = _in_groups(one_pass, chains_per_pass, full_batch)
         compiled = True
 
     if compilable and vectorized and compiler.state == "compiled":

@@ -124,11 +124,11 @@ def test_every_estimate_of_a_process_gets_its_own_compiled_graph():
             assert counters["stats"]["unique_graphs"] > before, f"estimate {i} was not compiled"
 
 
-@pytest.mark.parametrize("case", ["float64", "full_batch", "restricted", "buffers"])
+@pytest.mark.parametrize("case", ["float64", "full_batch", "restricted", "buffers", "groups"])
 def test_compiled_chains_follow_the_eager_ones_in_every_layout(case):
     """float64 weights, a batch as large as the data (x shared by the chains), a restricted LLC
-    (the other parameters fixed, passed in beside the sampled ones) and buffers (BatchNorm in
-    eval mode): each compiled, each giving the eager chains."""
+    (the other parameters fixed, passed in beside the sampled ones), buffers (BatchNorm in eval
+    mode) and chains in groups: each compiled, each giving the eager chains."""
     model, x, y = _dln(20, widths=(5, 7, 4), n=300)
     run = dict(chains=2, steps=60, step_size=2e-5, localization=10.0, nbeta=300.0, batch_size=32, seed=3,
                accept_every=10)
@@ -138,6 +138,8 @@ def test_compiled_chains_follow_the_eager_ones_in_every_layout(case):
         run["batch_size"] = x.shape[0]
     elif case == "restricted":
         run["params"] = ["1.weight"]
+    elif case == "groups":
+        run.update(chains=3, chains_per_pass=2)  # a group of two, then one: two graphs
     else:
         norm = torch.nn.BatchNorm1d(7)
         with torch.no_grad():
