@@ -20,6 +20,7 @@
 #   torch-cpu   + torch from the PyTorch CPU wheel index (no CUDA libraries: ~200 MB, not GBs)
 #   torch-gpu   + torch from a CUDA (cu12x) PyTorch wheel index, with the NVIDIA runtime wheels
 #   app         torch-${TORCH} + the lambdascope package itself
+#   audit-runtime  app + g++ (torch.compile's CPU code generator), under estimator and worker
 #   registry | trainer | estimator   the three gRPC services (`python -m services.<name>`)
 #   worker      one job in one pod (`python -m services.<trainer|estimator>.worker`), for the
 #               Kubernetes Job backend; the Job names the module in its args
@@ -203,30 +204,25 @@ EXPOSE 50051 9090 50052
 ENTRYPOINT ["python", "-m", "services.trainer"]
 
 # ---------------------------------------------------------------------------------------------
-FROM app AS estimator
-# torch.compile's CPU code generator (inductor) builds C++ with the system compiler: an audit
-# that samples long enough compiles its gradient (lambdascope/llc/compiled.py), 1.5-2.5x faster
-# per step on small and mid-sized models. Without g++ it would fall back to eager, and say so.
+# What runs audits (the estimator, whose local workers are its subprocesses, and the worker):
+# torch.compile's CPU code generator (inductor) builds C++ with the system compiler. An audit that
+# samples long enough compiles its gradient (lambdascope/llc/compiled.py: 1.4-2.6x faster steps
+# on small and mid-sized models); without g++ it samples on eagerly, and its report says so.
+FROM app AS audit-runtime
 USER root
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends g++ \
  && rm -rf /var/lib/apt/lists/*
 USER 10001:10001
+
+# ---------------------------------------------------------------------------------------------
+FROM audit-runtime AS estimator
 EXPOSE 50051 9090 50052
 ENTRYPOINT ["python", "-m", "services.estimator"]
 
 # ---------------------------------------------------------------------------------------------
-FROM app AS worker
-# torch.compile's CPU code generator (inductor) builds C++ with the system compiler: an audit
-# that samples long enough compiles its gradient (lambdascope/llc/compiled.py), 1.5-2.5x faster
-# per step on small and mid-sized models. Without g++ it would fall back to eager, and say so.
-USER root
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends g++ \
- && rm -rf /var/lib/apt/lists/*
-USER 10001:10001
+FROM audit-runtime AS worker
 # One job per container: a Kubernetes Job passes the module as its args,
 # ["services.trainer.worker"] or ["services.estimator.worker"]. Exit codes: 0 succeeded,
 # 1 infrastructure (retry), 2 bad input (the Job's podFailurePolicy fails the Job at once).

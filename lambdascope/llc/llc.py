@@ -486,7 +486,7 @@ def estimate_llc(
         chain_plan=plan,
         peak_memory_bytes=peak,
         peak_memory_kind=peak_kind,
-        compile_summary=compiler.summary() if compiler is not None else "not compiled (compile_gradients off)",
+        compile_summary=compiler.summary() if compiler is not None else _not_compiled(config),
         compile_seconds=compiler.compile_seconds if compiler is not None else 0.0,
     )
 
@@ -714,6 +714,13 @@ def _stopping_summary(reason: str, check: Check | None, rule: StoppingRule, step
            else f"its time cap (max_seconds = {rule.max_seconds:g})")
     return (f"stopped by {cap} after {steps} steps per chain before the estimate could be trusted: "
             f"still short of {missing}")
+
+
+def _not_compiled(config: SGLDConfig) -> str:
+    """Why an estimate had no gradient compiler (lambdascope.llc.compiled)."""
+    if not config.compile_gradients:
+        return "not compiled (compile_gradients off)"
+    return "not compiled (the chains ran without vmap)"
 
 
 def _unscored(trace: SGLDTrace) -> SGLDTrace:

@@ -471,7 +471,6 @@ def run_sgld(
 
     vectorized = vectorize
     grad_fn = _grad_fn(model, layout, fixed, loss_fn, vectorized, full_batch, chains_per_pass)
-    compilable = compiler is not None
     compiled = False
 
     def compile_now() -> None:  # the same passes, each through the compiled gradient
@@ -481,7 +480,7 @@ def run_sgld(
         grad_fn = _in_groups(one_pass, chains_per_pass, full_batch)
         compiled = True
 
-    if compilable and vectorized and compiler.state == "compiled":
+    if compiler is not None and vectorized and compiler.state == "compiled":
         compile_now()
     losses = torch.empty(chains, steps, dtype=dtype, device=device)
     every, checked = max(1, min(50, steps // 100)), 0
@@ -548,7 +547,7 @@ def run_sgld(
         if done % every == 0 or done == steps:
             _raise_if_diverged(losses, checked, done, explode_at, current, localization)
             checked = done
-            if compilable and vectorized and not compiled and compiler.due(time.perf_counter() - began):
+            if compiler is not None and vectorized and not compiled and compiler.due(time.perf_counter() - began):
                 compiler.eager_seconds += time.perf_counter() - began
                 compile_now()
             if on_check is not None:
