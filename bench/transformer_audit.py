@@ -5,11 +5,8 @@
     .venv/bin/python bench/transformer_audit.py --max-seconds 600  # capped (a flag: stated in the results)
     .venv/bin/python bench/transformer_audit.py --passes-only      # only the chains-per-pass timing
 
-The model: a pre-LayerNorm causal transformer (token and learned position embeddings, attention
-through scaled_dot_product_attention, GELU MLPs, a linear head at every position), by default
-width 128, 5 layers, 4 heads, vocabulary 64, context 8: 1.05M parameters. The task: each
-position's target is the token before it (the first: token 0), a quarter of targets replaced by
-random tokens, so the best logits are finite; trained with minibatch Adam (a few minutes on two
+The model and task are bench/transformer_model.py's, by default width 128, 5 layers, 4 heads,
+vocabulary 64, context 8: 1.05M parameters, trained with minibatch Adam (a few minutes on two
 cores). Loss: token-level cross-entropy over all positions.
 
 Chains per pass: the same model's SGLD steps are timed side by side in-process with all chains
@@ -22,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -32,68 +28,11 @@ from pathlib import Path
 
 import common  # sets sys.path for the product
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
-from torch import nn
 
 from lambdascope.local import LocalPlatform
 from lambdascope.llc.sgld import prepare_for_sampling, run_sgld
-
-
-class Block(nn.Module):
-    def __init__(self, width: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        b, t, w = h.shape
-        q, k, v = self.qkv(self.ln1(h)).view(b, t, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, w)
-        h = h + self.proj(a)
-        return h + self.mlp(self.ln2(h))
-
-
-class Transformer(nn.Module):
-    def __init__(self, vocab: int, context: int, width: int, layers: int, heads: int) -> None:
-        super().__init__()
-        self.embed, self.position = nn.Embedding(vocab, width), nn.Embedding(context, width)
-        self.blocks = nn.Sequential(*[Block(width, heads) for _ in range(layers)])
-        self.norm, self.head = nn.LayerNorm(width), nn.Linear(width, vocab)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        positions = self.position.weight[: ids.shape[1]]
-        return self.head(self.norm(self.blocks(self.embed(ids) + positions)))
-
-
-def token_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
-
-
-def make_data(n: int, vocab: int, context: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, vocab, (n, context), generator=gen)
-    y = torch.cat([torch.zeros(n, 1, dtype=torch.long), x[:, :-1]], dim=1)
-    noisy = torch.rand(n, context, generator=gen) < 0.25
-    return x, torch.where(noisy, torch.randint(0, vocab, (n, context), generator=gen), y)
-
-
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int, seed: int) -> float:
-    """Minibatch Adam with a decaying rate, then the full-data loss (eval mode throughout: no dropout)."""
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for _ in range(steps):
-        idx = torch.randint(0, x.shape[0], (batch,), generator=gen)
-        opt.zero_grad()
-        token_loss(model(x[idx]), y[idx]).backward()
-        opt.step()
-        sched.step()
-    with torch.no_grad():
-        return float(token_loss(model(x), y))
+from transformer_model import Transformer, bayes_loss, make_data, token_loss, train
 
 
 def time_passes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chains: int, steps: int) -> list[dict]:
@@ -163,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     final_loss = train(model, x, y, args.train_steps, 64, seed=2)
     trained = time.perf_counter() - began
-    # The Bayes loss of the task: 3/4 + 1/(4V) of the mass on the previous token, 1/(4V) elsewhere
-    # (the first position always sees token 0 as its target's copy source).
-    hit = 0.75 + 0.25 / args.vocab
-    bayes = -(hit * math.log(hit) + (1 - hit) * math.log(0.25 / args.vocab))
+    bayes = bayes_loss(args.vocab)
     print(f"transformer: d = {d:,}, width {args.width}, {args.layers} layers, vocab {args.vocab}, context "
           f"{args.context}, n = {args.examples}; trained {args.train_steps} Adam steps in {trained:.0f} s, "
           f"loss {final_loss:.4f} (Bayes {bayes:.4f})", flush=True)

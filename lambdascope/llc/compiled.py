@@ -94,8 +94,11 @@ class GradientCompiler:
                     f"(compiling took {self.compile_seconds:.1f} s)")
         if self.state == "failed":
             return f"torch.compile failed ({self.failure}); sampled with the eager gradient throughout"
-        return (f"not compiled: the run sampled {self.eager_seconds:.1f} s, under the "
-                f"{self.after_seconds:g} s after which compiling pays")
+        if self.eager_seconds < self.after_seconds:
+            return (f"not compiled: the run sampled {self.eager_seconds:.1f} s, under the "
+                    f"{self.after_seconds:g} s after which compiling pays")
+        return (f"not compiled: the run passed the {self.after_seconds:g} s after which compiling pays "
+                f"only in its last stretch (sampled {self.eager_seconds:.1f} s eagerly)")
 
 
 def _own_code(fn: Callable) -> Callable:

@@ -67,6 +67,13 @@ def test_a_short_estimate_never_compiles_and_says_why():
     assert off.mean == result.mean  # eager both times: bitwise the same estimate
 
 
+def test_a_run_that_ends_past_the_threshold_but_before_its_next_check_says_so():
+    compiler = GradientCompiler(after_seconds=10.0)
+    compiler.eager_seconds = 14.1  # what a 1M-parameter transformer's capped estimate sampled
+    assert compiler.summary() == ("not compiled: the run passed the 10 s after which compiling pays only in "
+                                  "its last stretch (sampled 14.1 s eagerly)")
+
+
 def test_the_compiler_is_due_by_eager_time_spent_across_runs():
     compiler = GradientCompiler(after_seconds=10.0)
     assert not compiler.due(9.0)
