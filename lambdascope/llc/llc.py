@@ -585,7 +585,8 @@ class _Sampler:
             start = first.final
             self.saver.warmed(first, step_size)
         if config.adaptive:
-            main, stopping, step_size, burnin = self._until_trusted(step_size, start, warm, deadline,
+            warm_time = warm * calibration.warmup_step_size if warm else 0.0
+            main, stopping, step_size, burnin = self._until_trusted(step_size, start, warm, warm_time, deadline,
                                                                     calibration)
             burnin += warm
         else:
@@ -609,20 +610,22 @@ class _Sampler:
         seed = config.seed + STAGE_SEED if warm else config.seed
         return self.sgld(total - warm, step_size, seed, start, config.accept_every, on_check)
 
-    def _until_trusted(self, step_size: float, start, warm: int, deadline: float,
+    def _until_trusted(self, step_size: float, start, warm: int, warm_time: float, deadline: float,
                        calibration: CalibrationResult) -> tuple[SGLDTrace, Stopping, float, int]:
         """(trace of the main run, how it stopped, the final step size, its burn-in in steps).
 
         The stationary window starts at ``origin``: everything before it is burn-in. After
         each chunk calibration may lower a calibrated step (:func:`calibration.retune`: the
-        chains met stiffer regions than the pilots saw); the window then restarts.
+        chains met stiffer regions than the pilots saw); the window then restarts. ``clock``
+        is the chains' sampling time Σε before ``origin`` (``warm_time`` for the warm-up), so
+        the drift test measures the climb per doubling of the chains' age (:func:`stopping.drift`).
         """
         config = self.config
         rule = config.stopping_rule()
         cap = config.max_steps - warm
         parts: list[SGLDTrace] = []
         losses = torch.empty(config.chains, 0, dtype=torch.float64)  # the main run's, on the CPU
-        done, origin, checks, check, status = 0, 0, 0, None, "sampling"
+        done, origin, checks, check, status, clock = 0, 0, 0, None, "sampling", warm_time
         reason, retunes = "step_cap", []
         main = (self.resumed or {}).get("main")
         if main is not None:  # resumed between two chunks: as the run stood after the last one
@@ -630,14 +633,15 @@ class _Sampler:
             losses = torch.cat([losses, *(p.losses.double() for p in parts)], dim=1)
             done, start = losses.shape[1], parts[-1].final
             step_size, origin, checks, status = main["step_size"], main["origin"], main["checks"], main["status"]
-            retunes = list(main["retunes"])
+            retunes, clock = list(main["retunes"]), main["clock"]
             if main["checked"]:
-                check = assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin)
+                check = assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin,
+                               clock / step_size, clock / step_size if retunes else 0.0)
         saved = len(parts)
         while True:
             if len(parts) > saved:  # between chunks: a boundary a resumed run can start from
                 self.saver.main(parts, step_size=step_size, origin=origin, checks=checks, status=status,
-                                retunes=retunes, checked=check is not None)
+                                retunes=retunes, checked=check is not None, clock=clock)
                 saved = len(parts)
             seconds = sum(p.seconds for p in parts)
             rate = done / seconds if seconds > 0 else math.nan
@@ -663,10 +667,12 @@ class _Sampler:
             if smaller is not None and done < cap:
                 retunes.append(f"at step {warm + done} the step size went {step_size:.3g} → {smaller[0]:.3g} "
                                f"({smaller[1]})")
+                clock += (done - origin) * step_size
                 step_size, origin, check = smaller[0], done, None
                 status = "step size lowered: the window starts again"
                 continue
-            check = assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin)
+            check = assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin,
+                           clock / step_size, clock / step_size if retunes else 0.0)
             checks += 1
             status = check.status(rule)
             if check.met:
@@ -678,8 +684,10 @@ class _Sampler:
             if done >= cap:
                 break
         if check is None and done:  # stopped right after a retune: judge what there is
-            origin = origin if done > origin else 0
-            check = assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin)
+            if done <= origin:  # judge the window before the retune instead
+                origin, clock = 0, warm_time
+            check = assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin,
+                           clock / step_size, clock / step_size if retunes else 0.0)
             checks += 1
         summary = _stopping_summary(reason, check, rule, warm + done, warm + origin)
         if retunes:

@@ -33,10 +33,15 @@ class Snapshots(Protocol):
         """Replace the snapshot (an implementation may skip some: any one resumes right)."""
 
 
+# The layout of a snapshot's state; raised when it changes, so that a worker never resumes one
+# written by another version (2: the main run records its sampling clock).
+FORMAT = 2
+
+
 def fingerprint(config: Any, num_parameters: int, num_examples: int, init_loss: float) -> str:
     """What a snapshot must have been taken of to be resumed: these settings, on a model and
-    data that give the same size and the same loss at w*."""
-    text = repr((sorted(dataclasses.asdict(config).items()), num_parameters, num_examples,
+    data that give the same size and the same loss at w*, by an estimator of this FORMAT."""
+    text = repr((FORMAT, sorted(dataclasses.asdict(config).items()), num_parameters, num_examples,
                  float(init_loss).hex()))
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -58,6 +58,12 @@ def test_regular_model_stops_by_its_targets_near_half_the_parameter_count() -> N
     assert stop.last.met and stop.last.ess >= rule.until_ess and stop.last.rhat <= rule.max_rhat
     assert stop.last.mcse <= rule.max_mcse and abs(stop.last.drift) <= rule.max_drift
     assert abs(result.mean - d / 2) <= 0.1 * d / 2, result.mean
+    # the drift is per doubling of the chains' age, which the warm-up at a larger step advanced
+    assert "step size went" not in stop.summary  # no retune: the window starts after the warm-up
+    energy = result.nbeta * (np.asarray(result.traces)[:, stop.warmup_steps:] - result.init_loss)
+    age = stop.warmup_steps * result.calibration.warmup_step_size / result.step_size
+    assert age > stop.warmup_steps
+    assert stop.last.drift == pytest.approx(stopping.drift(energy, stop.last.burnin, age))
     # the burn-in is the warm-up plus the first half of the main run; the draws are the rest
     assert result.burnin == stop.warmup_steps + stop.last.burnin
     assert result.draws == stop.steps - result.burnin == len(result.traces[0]) - result.burnin
@@ -140,6 +146,14 @@ def test_a_stationary_trace_passes_and_a_short_one_does_not() -> None:
     assert short.status(rule).startswith("ESS ")
 
 
+def test_a_window_restarted_by_a_smaller_step_must_span_a_doubling_of_the_chains_age() -> None:
+    rule = stopping.StoppingRule()
+    trace = _ar1(4, 20_000, 0.5, 0.05, 0.005)
+    assert stopping.assess(trace, nbeta=1000.0, init_loss=0.0, rule=rule, settle=20_000).met
+    young = stopping.assess(trace, nbeta=1000.0, init_loss=0.0, rule=rule, age=30_000, settle=30_000)
+    assert young.missing == ["20000/30000 steps since the step was lowered"]
+
+
 def test_a_slowly_rising_trace_is_caught_by_the_drift_between_doublings() -> None:
     """λ̂ rising logarithmically in steps (as on deep DLNs): the kept half's own halves agree within
     noise, the doubling before it does not."""
@@ -156,8 +170,14 @@ def test_a_slowly_rising_trace_is_caught_by_the_drift_between_doublings() -> Non
 
 def test_drift_compares_the_kept_window_with_the_one_before() -> None:
     energy = np.concatenate([np.full((2, 50), 1.0), np.full((2, 100), 2.0), np.full((2, 100), 3.0)], axis=1)
-    # kept = [150, 250) (all 3s); before = [100, 150) (2s) → (3 - 2) / 3
-    assert stopping.drift(energy, 150) == pytest.approx(1 / 3)
+    # kept = [150, 250) (all 3s); before = [100, 150) (2s) → (3 - 2) / 3 over mid-ages 125 → 200
+    assert stopping.drift(energy, 150) == pytest.approx((1 / 3) / math.log2(200 / 125))
+    # consecutive doublings of a run from w*: the raw change is the change per doubling
+    assert stopping.drift(energy[:, 50:], 100) == pytest.approx((3 - 2) / 3)
+    # chains 1000 steps old at the trace's start: the windows span far less than a doubling
+    aged = stopping.drift(energy, 150, age=1000)
+    assert aged == pytest.approx((1 / 3) / math.log2(1200 / 1125))
+    assert aged > 7 * stopping.drift(energy, 150)
     # no room before the kept window: its two halves
     assert stopping.drift(energy[:, 150:], 0) == pytest.approx(0.0)
     assert math.isnan(stopping.drift(np.zeros((2, 10)), 5))
