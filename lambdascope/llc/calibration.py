@@ -135,11 +135,13 @@ def _top_eigenvalue(model, x, y, loss_fn, params: Sequence[str], seed: int, dead
     """Top Hessian eigenvalue of the loss at w* on a seeded subsample; nan if it cannot be had.
 
     With a ``deadline`` the subsample shrinks (to :data:`HESSIAN_MIN_SUBSAMPLE` at least) until
-    :data:`HESSIAN_ITERATIONS` products fit before it, as timed on one product of that minimum
-    size. Fewer iterations would be no substitute: a few products from a random start give a
-    Rayleigh quotient near the mean eigenvalue, orders of magnitude low in high dimension (a 1M-
-    parameter transformer's first product: nβ·h = 0.27 against 2,281 converged), which sends the
-    first pilots far past stability; a smaller subsample only adds sampling noise."""
+    :data:`HESSIAN_ITERATIONS` products fit before it, as timed on one warm product of that
+    minimum size. It halves through powers of two, so timing noise seldom changes it, nor the
+    estimate: a model whose 20 products take a small part of the time always gets the full
+    subsample. Fewer iterations would be no substitute: a few products from a random start
+    give a Rayleigh quotient near the mean eigenvalue, orders of magnitude low in high dimension
+    (a 1M-parameter transformer's first product: nβ·h = 0.27 against 2,281 converged), which
+    sends the first pilots far past stability; a smaller subsample only adds sampling noise."""
     from lambdascope.llc.hessian import top_eigenvalue
 
     n = x.shape[0]
@@ -153,11 +155,14 @@ def _top_eigenvalue(model, x, y, loss_fn, params: Sequence[str], seed: int, dead
     size = min(n, HESSIAN_SUBSAMPLE)
     try:
         if deadline is not None and size > HESSIAN_MIN_SUBSAMPLE:
+            power(HESSIAN_MIN_SUBSAMPLE, 1)  # untimed: the first call pays for setting up
             began = time.perf_counter()
             power(HESSIAN_MIN_SUBSAMPLE, 1)
             per_example = (time.perf_counter() - began) / HESSIAN_MIN_SUBSAMPLE
             affordable = (deadline - time.perf_counter()) / (HESSIAN_ITERATIONS * per_example)
-            size = int(min(size, max(HESSIAN_MIN_SUBSAMPLE, affordable)))
+            # 64·2^k examples: the same size (so the same estimate) unless the time is far off
+            while size > HESSIAN_MIN_SUBSAMPLE and size > affordable:
+                size = max(HESSIAN_MIN_SUBSAMPLE, 2 ** math.floor(math.log2(size - 1)))
         return power(size, HESSIAN_ITERATIONS)
     except Exception as err:  # any model the power iteration cannot handle: start from nβ alone
         log.warning("calibration: no Hessian eigenvalue (%s: %s); starting the grid from nβ",

@@ -22,6 +22,9 @@ def audit_config() -> audit_pb2.AuditConfig:
     config = audit_pb2.AuditConfig(loss=models_pb2.LOSS_KIND_MSE)  # run until trusted ...
     config.sampler.seed, config.sampler.chains, config.sampler.chains_per_pass = 11, 2, 2
     config.sampler.until_ess, config.sampler.max_mcse = 60, 0.05  # ... by looser targets
+    # eager throughout, so a resumed estimate equals the uninterrupted one bitwise: when a run
+    # compiles depends on the machine's speed (lambdascope.llc.snapshots)
+    config.sampler.compile_gradients = False
     return config
 
 
