@@ -50,16 +50,17 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def sample(case_problem, steps: int, compiler: GradientCompiler | None) -> tuple[float, float]:
-    """(seconds of one sampling run at the benchmark's settings, its λ̂ over the second half)."""
+def sample(case_problem, steps: int, compiler: GradientCompiler | None,
+           chains: int = CHAINS) -> tuple[float, torch.Tensor]:
+    """(seconds of one sampling run at the benchmark's settings, each chain's λ̂ over the second half)."""
     model, x, y = case_problem
     with torch.no_grad():
         init_loss = float(dln.mse(model(x), y))
-    trace = run_sgld(model, x, y, dln.mse, chains=CHAINS, steps=steps, step_size=dln.PUBLISHED_STEP_SIZE,
+    trace = run_sgld(model, x, y, dln.mse, chains=chains, steps=steps, step_size=dln.PUBLISHED_STEP_SIZE,
                      localization=dln.LOCALIZATION, nbeta=dln.default_nbeta(), batch_size=dln.BATCH_SIZE, seed=0,
                      accept_every=0, compiler=compiler)
     kept = trace.losses[:, steps // 2:].double()
-    return trace.seconds, dln.default_nbeta() * (kept.mean().item() - init_loss)
+    return trace.seconds, dln.default_nbeta() * (kept.mean(dim=1) - init_loss)
 
 
 def main(argv=None) -> int:
@@ -84,6 +85,7 @@ def main(argv=None) -> int:
         for _ in range(args.reps):
             eager_s, eager_llc = sample(problem, args.steps, None)
             compiled_s, compiled_llc = sample(problem, args.steps, compiler)
+            eager_llc, compiled_llc = eager_llc.mean().item(), compiled_llc.mean().item()
             eager.append(eager_s)
             compiled.append(compiled_s)
             floor.append(vs_devinterp.floor_ms(case, problem, args.threads, passes=args.steps))

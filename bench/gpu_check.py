@@ -4,8 +4,9 @@ test; CI has no GPU).
     python3 bench/gpu_check.py --out $OUT/gpu_check.json          # on the GPU machine (~6 min)
     .venv/bin/python bench/gpu_check.py --device cpu --quick       # harness check here
 
-It imports only the estimator's core (lambdascope.llc) and the benchmarks' DLN and transformer
-definitions, so it runs with the torch the GPU machine has, without the platform's services.
+It imports only the estimator's core (lambdascope.llc), the benchmarks' DLN and transformer
+definitions and bench/compile_gain.py's sampling run, so it runs with the torch the GPU machine
+has, without the platform's services.
 Sections, each stopped at its share of ``--budget`` seconds, results written after each one:
 
 1. parity: one DLN sampled at fixed settings (4 chains x 2000 steps, ε 5e-7, γ 1, batch 500, seed
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,6 +36,7 @@ for _p in (str(BENCH.parent), str(BENCH)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+import compile_gain  # noqa: E402
 import dln  # noqa: E402
 import torch  # noqa: E402
 from transformer_model import Transformer, make_data, token_loss, train  # noqa: E402
@@ -60,15 +61,8 @@ def on(problem, device: torch.device):
 
 def sample(problem, steps: int, chains: int, compiler: GradientCompiler | None) -> tuple[float, float, float]:
     """(seconds, λ̂ over the second half, std of the chains' λ̂) at the DLN benchmark's settings."""
-    model, x, y = problem
-    with torch.no_grad():
-        init_loss = float(dln.mse(model(x), y))
-    nbeta = dln.default_nbeta()
-    trace = run_sgld(model, x, y, dln.mse, chains=chains, steps=steps, step_size=dln.PUBLISHED_STEP_SIZE,
-                     localization=dln.LOCALIZATION, nbeta=nbeta, batch_size=dln.BATCH_SIZE, seed=0,
-                     accept_every=0, compiler=compiler)
-    per_chain = nbeta * (trace.losses[:, steps // 2:].double().mean(dim=1) - init_loss)
-    return trace.seconds, float(per_chain.mean()), float(per_chain.std()) if chains > 1 else 0.0
+    seconds, per_chain = compile_gain.sample(problem, steps, compiler, chains)
+    return seconds, per_chain.mean().item(), per_chain.std().item() if chains > 1 else 0.0
 
 
 def floor_ms(problem, chains: int, passes: int, device: torch.device) -> float:

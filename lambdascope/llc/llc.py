@@ -627,6 +627,12 @@ class _Sampler:
         losses = torch.empty(config.chains, 0, dtype=torch.float64)  # the main run's, on the CPU
         done, origin, checks, check, status, clock = 0, 0, 0, None, "sampling", warm_time
         reason, retunes = "step_cap", []
+
+        def judge() -> Check:
+            """The stopping rule on the window since ``origin``, with the chains' age there."""
+            age = clock / step_size
+            return assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin, age,
+                          age if retunes else 0.0)
         main = (self.resumed or {}).get("main")
         if main is not None:  # resumed between two chunks: as the run stood after the last one
             parts = [snapshots_lib.trace_from(p, self.device) for p in main["parts"]]
@@ -635,8 +641,7 @@ class _Sampler:
             step_size, origin, checks, status = main["step_size"], main["origin"], main["checks"], main["status"]
             retunes, clock = list(main["retunes"]), main["clock"]
             if main["checked"]:
-                check = assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin,
-                               clock / step_size, clock / step_size if retunes else 0.0)
+                check = judge()
         saved = len(parts)
         while True:
             if len(parts) > saved:  # between chunks: a boundary a resumed run can start from
@@ -671,8 +676,7 @@ class _Sampler:
                 step_size, origin, check = smaller[0], done, None
                 status = "step size lowered: the window starts again"
                 continue
-            check = assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin,
-                           clock / step_size, clock / step_size if retunes else 0.0)
+            check = judge()
             checks += 1
             status = check.status(rule)
             if check.met:
@@ -686,8 +690,7 @@ class _Sampler:
         if check is None and done:  # stopped right after a retune: judge what there is
             if done <= origin:  # judge the window before the retune instead
                 origin, clock = 0, warm_time
-            check = assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin,
-                           clock / step_size, clock / step_size if retunes else 0.0)
+            check = judge()
             checks += 1
         summary = _stopping_summary(reason, check, rule, warm + done, warm + origin)
         if retunes:
