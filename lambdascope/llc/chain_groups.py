@@ -11,7 +11,9 @@ Python and dispatch overhead; on large ones batching buys nothing and the batche
 slower (a 1M-parameter transformer, 4 chains, 2 CPU threads: 595 ms per step together, 472 ms one
 chain per pass; bench/transformer_audit.py). So when a step of all chains together takes long
 enough to time reliably (:data:`TIMED_ABOVE`), steps are timed each way, alternately, and the
-faster is kept.
+faster is kept, unless that timing (about :data:`TIMING_ROUNDS` passes each way, twice over)
+would cost more than :data:`TIMING_SHARE` of the run it serves (:func:`worth_timing`): with a small
+``max_seconds`` on a 1M-parameter transformer it took 10.5 s before sampling began.
 
 The gradients are the same numbers whichever way the chains are grouped (up to floating-point
 rounding).
@@ -27,11 +29,13 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ChainPlan", "available_bytes", "by_speed", "peak_bytes", "plan_chains", "reset_peak", "saved_bytes_per_chain"]
+__all__ = ["ChainPlan", "available_bytes", "by_speed", "peak_bytes", "plan_chains", "reset_peak", "saved_bytes_per_chain",
+           "worth_timing"]
 
 TIMED_ABOVE = 0.02  # seconds per step of all chains together: below, overhead dominates, keep them together
 FASTER_BY = 0.9  # one chain per pass must be at least 10% faster to be chosen
 TIMING_ROUNDS = 3  # each way is timed this many times, alternately; the best of each counts
+TIMING_SHARE = 0.02  # of the run's time (its time cap, or its steps at the measured speed) the timing may take
 MEMORY_SHARE = 0.5  # of the available memory, for the passes' activations
 # Autograd keeps the saved activations and, during backward, gradients of about the same size;
 # the optimizer-free update adds a few (D,) vectors per chain.
@@ -124,6 +128,13 @@ def plan_chains(chains: int, dim: int, itemsize: int, saved_bytes: int, budget_b
     summary = (f"{why} ({groups} pass(es) per step; about {_mib(per_chain)} per chain, "
                f"budget {_mib(budget_bytes)})")
     return ChainPlan(per_pass, per_chain, budget_bytes, summary)
+
+
+def worth_timing(together: float, run_seconds: float) -> bool:
+    """Whether timing the two groupings pays: a step of all chains together (``together``
+    seconds) is long enough to time, and the timing's 2·TIMING_ROUNDS timed and as many untimed
+    passes each way fit in TIMING_SHARE of the run's ``run_seconds``."""
+    return together >= TIMED_ABOVE and 4 * TIMING_ROUNDS * together <= TIMING_SHARE * run_seconds
 
 
 def by_speed(plan: ChainPlan, chains: int, together: float, one_by_one: float) -> ChainPlan:

@@ -21,8 +21,8 @@ import torch
 from lambdascope.llc.calibration import (CalibrationResult, after_divergence, calibrate, given, predicted_bias, refine,
                                          retune)
 from lambdascope.llc.compiled import GradientCompiler
-from lambdascope.llc.chain_groups import (MEMORY_SHARE, TIMED_ABOVE, TIMING_ROUNDS, ChainPlan, available_bytes, by_speed,
-                                            peak_bytes, plan_chains, reset_peak)
+from lambdascope.llc.chain_groups import (MEMORY_SHARE, TIMING_ROUNDS, ChainPlan, available_bytes, by_speed, peak_bytes,
+                                            plan_chains, reset_peak, worth_timing)
 from lambdascope.llc.sgld import (LossFn, SamplerDivergedError, SGLDTrace, activation_bytes, make_forward,
                                      pass_seconds, prepare_for_sampling, run_sgld)
 from lambdascope.llc import snapshots as snapshots_lib
@@ -494,7 +494,8 @@ def estimate_llc(
 def _chain_plan(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, config: SGLDConfig,
                 names: list[str], device: torch.device, vectorize: bool) -> ChainPlan:
     """Chains per pass: as given, else what fits in memory, then the faster of that and one chain
-    per pass when a step is long enough to time (:mod:`lambdascope.llc.chain_groups`)."""
+    per pass when a step is long enough to time and the run long enough to repay it
+    (:mod:`lambdascope.llc.chain_groups`)."""
     dim = sum(p.numel() for k, p in model.named_parameters() if k in set(names))
     plan = plan_chains(config.chains, dim, dict(model.named_parameters())[names[0]].element_size(),
                        activation_bytes(model, x, y, loss_fn, names, config.batch_size),
@@ -504,7 +505,8 @@ def _chain_plan(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_f
     try:
         together = pass_seconds(model, x, y, loss_fn, names, config.batch_size, config.chains, plan.per_pass,
                                 repeats=1)
-        if together < TIMED_ABOVE:
+        run_seconds = config.max_seconds if config.adaptive else config.total_steps * together
+        if not worth_timing(together, run_seconds):
             return plan
         # Alternate the two ways and keep each one's best: a burst of other work on the machine
         # then slows both alike instead of deciding the choice.

@@ -445,8 +445,9 @@ def run_sgld(
     than w* (e.g. where calibration left them; the parameters flattened in ``params`` order, as in
     :attr:`SGLDTrace.final`); the localization stays centred at w*. ``warmup = (k, eps_w)`` runs
     the first k steps with step size eps_w instead (a faster burn-in; those steps must be
-    discarded by the caller). ``deadline`` (a ``time.perf_counter()`` value): stop at the first
-    check past it; the trace then holds only the steps run. ``chains_per_pass``: step the chains
+    discarded by the caller). ``deadline`` (a ``time.perf_counter()`` value): stop after the
+    first step that ends past it (the losses are checked there too); the trace then holds only
+    the steps run. ``chains_per_pass``: step the chains
     in groups of this many per forward+backward pass (None: all in one), to bound memory.
     ``compiler``: the estimate's :class:`~lambdascope.llc.compiled.GradientCompiler`; the
     gradient (each group's pass, when the chains go in groups) is compiled once the estimate's
@@ -544,7 +545,8 @@ def run_sgld(
             slot += 1
         w = w_next
         done = t + 1
-        if done % every == 0 or done == steps:
+        late = deadline is not None and time.perf_counter() > deadline  # checked every step: a step can be long
+        if done % every == 0 or done == steps or late:
             _raise_if_diverged(losses, checked, done, explode_at, current, localization)
             checked = done
             if compiler is not None and vectorized and not compiled and compiler.due(time.perf_counter() - began):
@@ -552,7 +554,7 @@ def run_sgld(
                 compile_now()
             if on_check is not None:
                 on_check(done, losses[:, :done])
-            if deadline is not None and done < steps and time.perf_counter() > deadline:
+            if late and done < steps:
                 steps, losses = done, losses[:, :done]
                 m = sum(t < done for t in scored)
                 scored, acc, curv = scored[:m], acc[:, :m], curv[:, :m]

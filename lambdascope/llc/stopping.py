@@ -98,10 +98,11 @@ class Check:
         return not self.missing
 
     def status(self, rule: StoppingRule) -> str:
-        """What the run is waiting for, e.g. "ESS 23/200, R-hat 1.08/1.05, MCSE 3.1%/2%, drift +4.0%/2%"."""
+        """What the run is waiting for, e.g. "ESS 23/200, R-hat 1.08/1.05, MCSE 3.1%/2%, drift +4.0%/2% per
+        doubling"."""
         return (f"ESS {_num(self.ess, '.0f')}/{rule.until_ess:g}, R-hat {_num(self.rhat, '.3f')}/{rule.max_rhat:g}, "
                 f"MCSE {_pct(self.mcse)}/{100 * rule.max_mcse:g}%, drift {_pct(self.drift, signed=True)}/"
-                f"{100 * rule.max_drift:g}%")
+                f"{100 * rule.max_drift:g}% per doubling")
 
 
 def _num(v: float, spec: str) -> str:
@@ -174,7 +175,7 @@ def assess(losses: np.ndarray, nbeta: float, init_loss: float, rule: StoppingRul
     if not mcse <= rule.max_mcse:
         missing.append(f"MCSE {_pct(mcse)}/{100 * rule.max_mcse:g}%")
     if not abs(d) <= rule.max_drift:
-        missing.append(f"drift {_pct(d, signed=True)}/{100 * rule.max_drift:g}%")
+        missing.append(f"drift {_pct(d, signed=True)}/{100 * rule.max_drift:g}% per doubling")
     return check
 
 

@@ -7,6 +7,7 @@ Fixed seeds throughout, so every number is deterministic; each tolerance says wh
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -298,3 +299,12 @@ def test_exploding_chain_raises_a_named_error_not_a_number() -> None:
     assert 0 <= err.chain < 3 and 0 <= err.step < 200
     assert f"chain {err.chain} diverged at step {err.step}" in str(err)
     assert "Lower the step size (now 0.0003)" in str(err)
+
+
+def test_a_deadline_stops_the_chains_at_the_step_that_passes_it() -> None:
+    """Not at the next ~1% check: with slow steps (a large model) that was seconds past a cap."""
+    model, x, y = _regression()
+    trace = run_sgld(model, x, y, mse, chains=2, steps=5000, step_size=1e-4, localization=1.0, nbeta=263.0,
+                     batch_size=256, seed=0, accept_every=3, deadline=time.perf_counter())
+    assert trace.losses.shape == (2, 1)  # the every-50-steps check would have run 50
+    assert trace.acceptance.shape == (2, 0)  # the scored steps are cut to the steps run

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from lambdascope.llc.llc import SGLDConfig, estimate_llc
-from lambdascope.llc.chain_groups import ACTIVATION_FACTOR, STATE_VECTORS, by_speed, plan_chains, saved_bytes_per_chain
+from lambdascope.llc.chain_groups import (ACTIVATION_FACTOR, STATE_VECTORS, by_speed, plan_chains, saved_bytes_per_chain,
+                                            worth_timing)
 from lambdascope.llc.sgld import activation_bytes
 
 mse = torch.nn.functional.mse_loss
@@ -63,3 +64,9 @@ def test_one_chain_per_pass_only_when_measured_clearly_faster() -> None:
     assert by_speed(plan, 4, together=0.60, one_by_one=0.47).per_pass == 1
     assert "measured 470 ms per step" in by_speed(plan, 4, together=0.60, one_by_one=0.47).summary
     assert by_speed(plan, 4, together=0.60, one_by_one=0.57).per_pass == 4  # within 10%: keep together
+
+
+def test_the_groupings_are_timed_only_when_the_run_repays_it() -> None:
+    assert worth_timing(together=0.5, run_seconds=1800)  # 12 passes ≈ 6 s of a 30-minute cap
+    assert not worth_timing(together=0.5, run_seconds=10)  # they would take most of a 10 s cap
+    assert not worth_timing(together=0.001, run_seconds=1800)  # too short to time reliably
