@@ -35,13 +35,14 @@ import numpy as np
 import torch
 
 import lambdascope.llc.llc as llc_module
-from lambdascope.llc import SGLDConfig, stopping
+from lambdascope.llc import SGLDConfig, diagnostics, stopping
 
 TRACES = Path(__file__).resolve().parent / "results" / "traces"
 
 
-def record(seed: int, name: str, threads: int, folder: Path) -> Path:
-    """Run the default estimate of case ``name`` of suite ``seed`` to its step cap and save it."""
+def record(seed: int, name: str, threads: int, folder: Path, localization: float | None = None) -> Path:
+    """Run the default estimate of case ``name`` of suite ``seed`` (at ``localization`` γ when
+    given) to its step cap and save it."""
     torch.set_num_threads(threads)
     cases, _, _ = default_audit.draw_cases(random.Random(seed), 10, "cuts")
     case = next((c for c in cases if c.name == name), None)
@@ -65,15 +66,18 @@ def record(seed: int, name: str, threads: int, folder: Path) -> Path:
     llc_module.retune, llc_module.predicted_bias = caught_retune, caught_bias
     began = time.perf_counter()
     try:
-        result = llc_module.estimate_llc(model, x, y, dln.mse, SGLDConfig(until_ess=1e12), device="cpu")
+        config = SGLDConfig(until_ess=1e12)
+        if localization is not None:
+            config = SGLDConfig(until_ess=1e12, localization=localization)
+        result = llc_module.estimate_llc(model, x, y, dln.mse, config, device="cpu")
     finally:
         llc_module.retune, llc_module.predicted_bias = retune, bias
     trace, lam = traces[-1], case.theory_lambda()
     meta = dict(name=name, seed=seed, lam=lam, nbeta=result.nbeta, init_loss=result.init_loss,
                 warm=result.stopping.warmup_steps, warm_step=result.calibration.warmup_step_size, chunks=chunks,
-                llc=result.mean, seconds=time.perf_counter() - began, threads=threads)
+                llc=result.mean, seconds=time.perf_counter() - began, threads=threads, localization=config.localization)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{seed}-{name}.npz"
+    path = folder / (f"{seed}-{name}.npz" if localization is None else f"{seed}-{name}-gamma{localization:g}.npz")
     np.savez_compressed(path, losses=trace.losses.numpy(), accept_steps=trace.accept_steps.numpy(),
                         curvature=trace.curvature.numpy(), grad_noise=trace.grad_noise.numpy(), meta=json.dumps(meta))
     print(f"{name}: λ {lam:g}, λ̂ at the cap {result.mean:.1f} ({100 * (result.mean - lam) / lam:+.2f}%), "
@@ -98,9 +102,22 @@ def bias(t: dict, lo: int, hi: int, step_size: float) -> float:
     return t["curvature"][:, sel].mean() / 8 + (step_size * noise.mean() / 16 if noise.size else 0.0)
 
 
+def drift_resolution(window: np.ndarray, init_loss: float, start: int, age: float) -> tuple[float, float]:
+    """(standard error of stopping.drift per doubling, relative to λ̂; doublings spanned) of the
+    window's drift check: the Monte Carlo errors of its two means combined, over the doublings."""
+    t = window.shape[1]
+    kept = t - start
+    lo, mid = (start - kept // 2, start) if start >= kept // 2 > 0 else (start, start + kept // 2)
+    earlier, later = window[:, lo:mid], window[:, mid:]
+    errors = [diagnostics.mcse_relative(w, init_loss) * abs(w.mean() - init_loss) for w in (earlier, later)]
+    doublings = math.log2((age + (mid + t) / 2) / (age + (lo + mid) / 2))
+    return math.hypot(*errors) / abs(later.mean() - init_loss) / doublings, doublings
+
+
 def replay(t: dict, settle: float, cap: int) -> tuple[int, bool, float, list[str]]:
     """(steps at the stop, converged, λ̂'s relative error, what was missing) of the run's chunk
-    loop (llc._Sampler._until_trusted) under the rule with ``settle`` × the age, capped at ``cap``."""
+    loop (llc._Sampler._until_trusted) under the rule with ``settle`` × the age, capped at ``cap``;
+    at a cap, what was missing ends with the drift check's resolution."""
     warm, losses, rule = t["warm"], t["losses"], stopping.StoppingRule()
     done = origin = retunes = 0
     clock, step = warm * t["warm_step"], t["chunks"][0][1]
@@ -114,6 +131,10 @@ def replay(t: dict, settle: float, cap: int) -> tuple[int, bool, float, list[str
         check = stopping.assess(losses[:, warm + origin:warm + done], t["nbeta"], t["init_loss"], rule, 1, age,
                                 settle * age if retunes else 0.0)
         if check.met or done >= cap - warm:
+            if not check.met:
+                se, doublings = drift_resolution(losses[:, warm + origin:warm + done], t["init_loss"], check.burnin,
+                                                 age)
+                check.missing.append(f"(drift known to ±{100 * se:.1f}% per doubling: {doublings:.2f} spanned)")
             burnin = warm + origin + check.burnin
             llc = t["nbeta"] * (losses[:, burnin:warm + done].mean() - t["init_loss"]) - bias(t, burnin, 10**12, step)
             return warm + done, check.met, (llc - t["lam"]) / t["lam"], check.missing
@@ -136,20 +157,21 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, help="record: the default_audit suite seed")
     p.add_argument("--case", help="record, climb: the case's name in that draw (e.g. R3-L5)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--localization", type=float, default=None, help="record: γ instead of the default")
     p.add_argument("--traces", type=Path, default=TRACES)
     args = p.parse_args(argv)
     if args.command == "record":
         if args.seed is None or not args.case:
             p.error("record needs --seed and --case")
-        record(args.seed, args.case, args.threads, args.traces)
+        record(args.seed, args.case, args.threads, args.traces, args.localization)
         return 0
-    paths = sorted(args.traces.glob(f"*-{args.case}.npz" if args.case else "*.npz"))
+    paths = sorted(args.traces.glob(f"*-{args.case}*.npz" if args.case else "*.npz"))
     if not paths:
         p.error(f"no recorded traces in {args.traces}: record some first")
     for path in paths:
         t = load(path)
         lowered = ", ".join(f"{s:.3g} → {n:.3g} at {i}" for i, s, n in lowered_steps(t))
-        print(f"{t['name']} (suite seed {t['seed']}): λ {t['lam']:g}, warm-up {t['warm']} steps; lowered: {lowered}")
+        print(f"{t['name']} (suite seed {t['seed']}, γ {t.get('localization', 10.0):g}): λ {t['lam']:g}, warm-up {t['warm']} steps; lowered: {lowered}")
         if args.command == "replay":
             for settle in (1.0, 0.5, 0.0):
                 cells = []
