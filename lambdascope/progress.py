@@ -1,6 +1,12 @@
-"""A terminal progress bar for job events (a line per update when stderr is not a TTY)."""
+"""A terminal progress bar for job events (a line per update when stderr is not a TTY).
+
+On a terminal the bar rewrites one line in place, so it is cut to the terminal's width: a line
+that wrapped would leave its first rows behind at every update (an audit's status, "ESS 23/200,
+R-hat 1.08/1.05, MCSE 3.1%/2%, drift +4.0%/2% per doubling", is longer than 80 columns).
+"""
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 
@@ -27,10 +33,17 @@ class ProgressBar:
         state = jobs_pb2.JobState.Name(event.state).removeprefix("JOB_STATE_").lower()
         line = (f"{self.label} [{'#' * filled}{'.' * (self.width - filled)}] "
                 f"{100 * frac:5.1f}% {state} {metrics} {event.message}").rstrip()
-        self.stream.write(("\r\x1b[2K" + line) if self.tty else line + "\n")
+        self.stream.write(("\r\x1b[2K" + _fit(line)) if self.tty else line + "\n")
         self.stream.flush()
 
     def close(self) -> None:
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _fit(line: str) -> str:
+    """``line`` cut to one row of the terminal (its last column left free: some terminals wrap
+    on writing it)."""
+    room = shutil.get_terminal_size(fallback=(120, 24)).columns - 1
+    return line if len(line) <= room else line[: max(room - 1, 0)] + "…"
