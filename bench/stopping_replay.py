@@ -182,7 +182,7 @@ def main(argv=None) -> int:
                                                                       if missing else ""))
         elif args.command == "climb":
             energy = t["nbeta"] * (t["losses"] - t["init_loss"])
-            lowered, lam, size = lowered_steps(t), t["lam"], t["chunks"][0][1]
+            lowered, lam = lowered_steps(t), t["lam"]
             edges = [t["warm"] * 1.25**k for k in range(40)]
             edges = sorted({int(e) for e in edges if e < energy.shape[1]} | {energy.shape[1]})
             for lo, hi in zip(edges[:-1], edges[1:]):
