@@ -27,6 +27,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import common  # sets sys.path for dln and the product
 import default_audit
@@ -36,6 +37,7 @@ import torch
 
 import lambdascope.llc.llc as llc_module
 from lambdascope.llc import SGLDConfig, diagnostics, stopping
+from lambdascope.llc.calibration import predicted_bias
 
 TRACES = Path(__file__).resolve().parent / "results" / "traces"
 
@@ -95,22 +97,18 @@ def load(path: Path) -> dict:
 def bias(t: dict, lo: int, hi: int, step_size: float) -> float:
     """The estimator's predicted bias (calibration.predicted_bias) from the scored steps in [lo, hi)."""
     sel = (t["scored"] >= lo) & (t["scored"] < hi)
-    if not sel.any():
-        return math.nan
-    noise = t["noise"][:, sel]
-    noise = noise[np.isfinite(noise)]
-    return t["curvature"][:, sel].mean() / 8 + (step_size * noise.mean() / 16 if noise.size else 0.0)
+    window = SimpleNamespace(accept_steps=torch.from_numpy(t["scored"][sel]),
+                             curvature=torch.from_numpy(t["curvature"][:, sel]),
+                             grad_noise=torch.from_numpy(t["noise"][:, sel]))
+    return predicted_bias(window, 0, step_size) if sel.any() else math.nan
 
 
 def drift_resolution(window: np.ndarray, init_loss: float, start: int, age: float) -> tuple[float, float]:
     """(standard error of stopping.drift per doubling, relative to λ̂; doublings spanned) of the
     window's drift check: the Monte Carlo errors of its two means combined, over the doublings."""
-    t = window.shape[1]
-    kept = t - start
-    lo, mid = (start - kept // 2, start) if start >= kept // 2 > 0 else (start, start + kept // 2)
+    lo, mid, doublings = stopping.drift_windows(window.shape[1], start, age)
     earlier, later = window[:, lo:mid], window[:, mid:]
     errors = [diagnostics.mcse_relative(w, init_loss) * abs(w.mean() - init_loss) for w in (earlier, later)]
-    doublings = math.log2((age + (mid + t) / 2) / (age + (lo + mid) / 2))
     return math.hypot(*errors) / abs(later.mean() - init_loss) / doublings, doublings
 
 

@@ -447,8 +447,8 @@ def run_sgld(
     the first k steps with step size eps_w instead (a faster burn-in; those steps must be
     discarded by the caller). ``deadline`` (a ``time.perf_counter()`` value): stop after the
     first step that ends past it (the losses are checked there too); the trace then holds only
-    the steps run. ``chains_per_pass``: step the chains
-    in groups of this many per forward+backward pass (None: all in one), to bound memory.
+    the steps run. ``chains_per_pass``: step the chains in groups of this many per
+    forward+backward pass (None: all in one), to bound memory.
     ``compiler``: the estimate's :class:`~lambdascope.llc.compiled.GradientCompiler`; the
     gradient (each group's pass, when the chains go in groups) is compiled once the estimate's
     eager sampling time makes it worth it (the numbers are the same up to float rounding).

@@ -60,7 +60,7 @@ import numpy as np
 
 from lambdascope.llc import diagnostics
 
-__all__ = ["MIN_DRAWS", "Check", "StoppingRule", "assess", "drift", "next_chunk"]
+__all__ = ["MIN_DRAWS", "Check", "StoppingRule", "assess", "drift", "drift_windows", "next_chunk"]
 
 MIN_DRAWS = 100  # kept draws per chain before any check may pass
 FIRST_CHUNK = 400  # steps of the main run before the first check
@@ -101,8 +101,7 @@ class Check:
         """What the run is waiting for, e.g. "ESS 23/200, R-hat 1.08/1.05, MCSE 3.1%/2%, drift +4.0%/2% per
         doubling"."""
         return (f"ESS {_num(self.ess, '.0f')}/{rule.until_ess:g}, R-hat {_num(self.rhat, '.3f')}/{rule.max_rhat:g}, "
-                f"MCSE {_pct(self.mcse)}/{100 * rule.max_mcse:g}%, drift {_pct(self.drift, signed=True)}/"
-                f"{100 * rule.max_drift:g}% per doubling")
+                f"MCSE {_pct(self.mcse)}/{100 * rule.max_mcse:g}%, {_drift_text(self.drift, rule)}")
 
 
 def _num(v: float, spec: str) -> str:
@@ -113,6 +112,10 @@ def _pct(v: float, signed: bool = False) -> str:
     if math.isinf(v):
         return "inf"
     return f"{100 * v:{'+' if signed else ''}.1f}%" if math.isfinite(v) else "n/a"
+
+
+def _drift_text(d: float, rule: StoppingRule) -> str:
+    return f"drift {_pct(d, signed=True)}/{100 * rule.max_drift:g}% per doubling"
 
 
 def drift(energy: np.ndarray, start: int, age: float = 0.0) -> float:
@@ -127,20 +130,23 @@ def drift(energy: np.ndarray, start: int, age: float = 0.0) -> float:
     is empty.
     """
     t = energy.shape[1]
-    kept = t - start
-    before = kept // 2
-    if kept < 2:
+    if t - start < 2:
         return math.nan
-    if start >= before and before > 0:
-        lo, mid = start - before, start
-    else:
-        lo, mid = start, start + kept // 2
+    lo, mid, doublings = drift_windows(t, start, age)
     earlier, later = energy[:, lo:mid], energy[:, mid:]
     level = later.mean()
     if earlier.size == 0 or level == 0 or not math.isfinite(level):
         return math.nan
-    doublings = math.log2((age + (mid + t) / 2) / (age + (lo + mid) / 2))
     return float((later.mean() - earlier.mean()) / abs(level) / doublings)
+
+
+def drift_windows(steps: int, start: int, age: float = 0.0) -> tuple[int, int, float]:
+    """(lo, mid, doublings): :func:`drift` compares [lo, mid) with [mid, steps) of a trace whose
+    kept window starts at ``start``, over ``doublings`` of the chains' age between their middles."""
+    kept = steps - start
+    before = kept // 2
+    lo, mid = (start - before, start) if start >= before > 0 else (start, start + kept // 2)
+    return lo, mid, math.log2((age + (mid + steps) / 2) / (age + (lo + mid) / 2))
 
 
 def assess(losses: np.ndarray, nbeta: float, init_loss: float, rule: StoppingRule, thin: int = 1,
@@ -175,7 +181,7 @@ def assess(losses: np.ndarray, nbeta: float, init_loss: float, rule: StoppingRul
     if not mcse <= rule.max_mcse:
         missing.append(f"MCSE {_pct(mcse)}/{100 * rule.max_mcse:g}%")
     if not abs(d) <= rule.max_drift:
-        missing.append(f"drift {_pct(d, signed=True)}/{100 * rule.max_drift:g}% per doubling")
+        missing.append(_drift_text(d, rule))
     return check
 
 
