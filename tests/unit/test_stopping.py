@@ -146,12 +146,46 @@ def test_a_stationary_trace_passes_and_a_short_one_does_not() -> None:
     assert short.status(rule).startswith("ESS ")
 
 
-def test_a_window_restarted_by_a_smaller_step_must_span_a_doubling_of_the_chains_age() -> None:
+def _lowered(steps: int, at: int, before: float, after: float) -> np.ndarray:
+    """Each step's predicted bias (λ units) of a run whose step was lowered at ``at``."""
+    return np.where(np.arange(steps) < at, before, after)
+
+
+def test_across_a_lowered_step_each_stretch_is_judged_less_its_own_bias() -> None:
+    """λ = 50 sampled at a step whose bias is 5, then, from step 8,000, at a quarter of it (bias
+    1.25): λ̂ less each stretch's bias is stationary and passes; taken raw, the drop at the change
+    reads as a drift (−4% per doubling) and λ̂ as 51.25."""
     rule = stopping.StoppingRule()
-    trace = _ar1(4, 20_000, 0.5, 0.05, 0.005)
-    assert stopping.assess(trace, nbeta=1000.0, init_loss=0.0, rule=rule, settle=20_000).met
-    young = stopping.assess(trace, nbeta=1000.0, init_loss=0.0, rule=rule, age=30_000, settle=30_000)
-    assert young.missing == ["20000/30000 steps since the step was lowered"]
+    bias = _lowered(20_000, 8_000, 5.0, 1.25)
+    trace = _ar1(4, 20_000, 0.5, 0.05, 0.005) + bias / 1000.0
+    sizes = np.where(np.arange(20_000) < 8_000, 4.0, 1.0)  # in units of the last step
+    ages = np.cumsum(sizes) - sizes / 2
+    check = stopping.assess(trace, nbeta=1000.0, init_loss=0.0, rule=rule, age=ages, bias=bias)
+    assert check.met, check.missing
+    assert check.llc == pytest.approx(50, rel=0.01)
+    raw = stopping.assess(trace, nbeta=1000.0, init_loss=0.0, rule=rule, age=ages)
+    assert raw.llc == pytest.approx(51.25, rel=0.01)
+    assert raw.drift < -0.02 and any(m.startswith("drift") for m in raw.missing)
+
+
+def test_a_climb_through_a_lowered_step_is_seen_less_the_bias() -> None:
+    """The trap of a restarted window: at the change the stiff modes' energy drops (the bias) while
+    the slow ones go on climbing, +5.5% of λ̂ per doubling. Less each stretch's bias, the drift
+    test sees the climb."""
+    steps = 20_000
+    t = np.arange(1, steps + 1)
+    bias = _lowered(steps, 12_000, 4.0, 1.0)
+    trace = 0.05 * (1 + 0.08 * np.log(t / steps)) + bias / 1000.0 + _ar1(4, steps, 0.3, 0.0, 0.002, seed=1)
+    check = stopping.assess(trace, nbeta=1000.0, init_loss=0.0, rule=stopping.StoppingRule(), bias=bias)
+    assert check.drift == pytest.approx(0.08 * math.log(2) * 0.96, abs=0.01)
+    assert not check.met and any(m.startswith("drift") for m in check.missing)
+
+
+def test_ages_given_per_step_measure_the_doublings_as_a_scalar_age_does() -> None:
+    for steps, start, age in ((1000, 500, 0.0), (1000, 500, 3000.0), (801, 400, 17.0)):
+        per_step = age + np.arange(steps) + 0.5
+        assert stopping.drift_windows(steps, start, per_step) == pytest.approx(
+            stopping.drift_windows(steps, start, age))
 
 
 def test_a_slowly_rising_trace_is_caught_by_the_drift_between_doublings() -> None:
