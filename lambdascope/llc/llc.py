@@ -353,8 +353,8 @@ def estimate_llc(
       steps and at the end (λ̂ as sampled: the bias correction comes with the result; in a run
       whose step was lowered, less each stretch's predicted bias); ``total`` is the fixed
       length, or the step cap of a run that chooses its own length, whose ``status`` says what
-      it still waits for ("ESS 23/200, R-hat 1.08/1.05, ..."). Calibration (which runs first when ``config.step_size`` is None)
-      does not report progress.
+      it still waits for ("ESS 23/200, R-hat 1.08/1.05, ..."). Calibration (which runs first
+      when ``config.step_size`` is None) does not report progress.
     - After calibration the chains start where the pilots left them (partly burned in), not at
       w*; a warm-up stage runs at ``calibration.warmup_step_size`` (up to a few times the
       pilots' choice: faster diffusion along flat directions) and its statistics refine the step
@@ -637,7 +637,8 @@ class _Sampler:
             parts = [snapshots_lib.trace_from(p, self.device) for p in main["parts"]]
             losses = torch.cat([losses, *(p.losses.double() for p in parts)], dim=1)
             done, start = losses.shape[1], parts[-1].final
-            step_size, checks, status, retunes = main["step_size"], main["checks"], main["status"], list(main["retunes"])
+            step_size, checks, status = main["step_size"], main["checks"], main["status"]
+            retunes = list(main["retunes"])
             if main["checked"]:
                 check = self._judge(parts, losses, warm_time, step_size, bool(retunes), rule)
         saved = len(parts)

@@ -14,9 +14,10 @@ asks :func:`assess` whether its estimate can be trusted. The rule, all on the ma
   measured on a 5-layer DLN at 20,000 steps, the kept halves agreed within 0.1% while the
   doubling test said +5.6%, and λ̂ was 10% low). The clock is the chains' age in steps of the
   current size, Σε/ε since w*: a warm-up at a larger step, or a stretch before a lowered step,
-  counts for more than its steps, and the change is scaled to one doubling of that age. Without that a 5-layer DLN (d 24,693, λ 1575) passed at +1.1% over a window of a
-  third of a doubling and stopped 8.4% low, while sampled on to 100,000 steps it climbed
-  4-7% per doubling throughout;
+  counts for more than its steps, and the change is scaled to one doubling of that age.
+  Without that a 5-layer DLN (d 24,693, λ 1575) passed at +1.1% over a window of a third of a
+  doubling and stopped 8.4% low, while sampled on to 100,000 steps it climbed 4-7% per
+  doubling throughout;
 - **across a lowered step**: when calibration lowers the step mid-run (the chains met stiffer
   regions), the window does not restart: every step's λ̂ is taken less the predicted bias of its
   step size (:func:`lambdascope.llc.calibration.predicted_bias`, from its own stretch of the run),
@@ -29,7 +30,7 @@ asks :func:`assess` whether its estimate can be trusted. The rule, all on the ma
   change within ±2.4% of λ, +0.1% on average (docs/benchmarks.md §4o). Before this, a restarted
   window had to span a doubling of the chains' age, which a network lowered twice could hardly
   ever do within the step cap: replayed on those six runs (§4q) four capped `warning`s stop
-  `ok` within 4% of λ instead, at 34,000-75,000 steps;
+  `ok` within 4% of λ instead, at 31,000-75,000 steps;
 - **split R-hat** (rank-normalized, bulk and tail) of the kept draws at most ``max_rhat``;
 - **bulk ESS** of the kept draws, over all chains, at least ``until_ess``;
 - **Monte Carlo error** of λ̂ (sd / sqrt(ESS of the mean), relative to λ̂) at most ``max_mcse``;

@@ -104,6 +104,40 @@ def test_a_time_cap_stops_the_run_with_a_warning_that_says_so() -> None:
     assert verdict.state == "warning" and any("--max-seconds" in r for r in verdict.reasons)
 
 
+def test_a_run_whose_step_is_lowered_goes_on_in_one_window_and_lands_near_theory() -> None:
+    """The main run of a calibrated estimate, started at a step whose predicted bias is ~8% of λ
+    on a regular model (λ = d/2 = 10; bias = ε·nβ·tr∇²L/8 with tr∇²L ≈ 2d): the first chunk lowers
+    the step, the window is not restarted (the burn-in is half of the whole main run), and λ̂,
+    judged and reported less each stretch's own bias, lands near theory."""
+    import time
+
+    from lambdascope.llc import llc as llc_module, snapshots
+    from lambdascope.llc.calibration import CalibrationResult, predicted_bias
+
+    d, n = 20, 2000
+    model, x, y = _regression(d, n)
+    config = SGLDConfig(localization=1.0)
+    nbeta = llc_module.default_nbeta(n)
+    init_loss, _ = llc_module.batch_losses(model, x, y, mse, config.batch_size)
+    big = 0.08 * (d / 2) * 8 / (nbeta * 2 * d)
+    began = time.perf_counter()
+    run = dict(chains=config.chains, localization=config.localization, nbeta=nbeta, batch_size=config.batch_size,
+               weight_decay=0.0, params=["weight"], explode_at=None, vectorize=True, chains_per_pass=None,
+               compiler=None)
+    sampler = llc_module._Sampler(model, x, y, mse, config, nbeta, init_loss, None, run, began,
+                                  snapshots.Saver(None, "test", began), None, torch.device("cpu"))
+    calibration = CalibrationResult(ran=True, chosen_step_size=big, warmup_step_size=big)
+    trace, stop, step, burnin = sampler._until_trusted(big, None, 0, 0.0, began + 600, calibration)
+    assert step < big / 2 and "step size went" in stop.summary, stop.summary
+    assert stop.reason == "converged", stop.summary
+    assert stop.last.steps == trace.losses.shape[1] and burnin == trace.losses.shape[1] // 2
+    assert set(trace.step_sizes.tolist()) == {big, step}
+    kept = nbeta * (trace.losses[:, burnin:].double().mean().item() - init_loss)
+    llc = kept - predicted_bias(trace, burnin)
+    assert stop.last.llc == pytest.approx(llc, rel=0.02)
+    assert abs(llc - d / 2) <= 0.1 * d / 2, (llc, kept)
+
+
 def test_a_model_that_is_not_at_a_minimum_stops_early_and_fails() -> None:
     model, x, y = _regression(5, 2000)
     with torch.no_grad():
