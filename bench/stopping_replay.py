@@ -14,11 +14,9 @@ run's chunk loop to see where a rule would have stopped and what λ̂ it would h
 ``--seed`` is a ``bench/default_audit.py`` suite seed and ``--case`` a case of its draw; the
 estimate is in process (the CLI samples the exported program: the same up to float rounding).
 Traces go to bench/results/traces/ (not committed: recording them again gives the same numbers).
-The replay is the product's rule as it stands (a chunk that lowers the step is not judged; the
-window then goes on across the change, each stretch less its own predicted bias) at step caps
-25k-100k; it follows the recorded chunks, so where the rule now schedules chunks differently (a
-lowered step no longer restarts the chunk growth) it approximates the run it would make.
-docs/benchmarks.md §4o and §4q have the results.
+Replayed rules: the stopping rule as it stands (``settle`` 1: a window restarted by a lowered step
+must span a doubling of the chains' age), with ``settle`` 0.5 and 0, at step caps 25k-100k.
+docs/benchmarks.md §4o has the results.
 """
 from __future__ import annotations
 
@@ -63,9 +61,9 @@ def record(seed: int, name: str, threads: int, folder: Path, localization: float
         chunks.append([int(part.losses.shape[1]), step_size, None if smaller is None else smaller[0]])
         return smaller
 
-    def caught_bias(trace, from_step):
+    def caught_bias(trace, from_step, step_size):
         traces.append(trace)
-        return bias(trace, from_step)
+        return bias(trace, from_step, step_size)
 
     llc_module.retune, llc_module.predicted_bias = caught_retune, caught_bias
     began = time.perf_counter()
@@ -96,16 +94,13 @@ def load(path: Path) -> dict:
                 **json.loads(str(z["meta"])))
 
 
-def bias(t: dict, lo: int, hi: int, step_size: float | np.ndarray) -> float:
-    """The estimator's predicted bias (calibration.predicted_bias) from the scored steps in [lo, hi),
-    taken at ``step_size`` (or at each scored step's own size, aligned with t["scored"])."""
+def bias(t: dict, lo: int, hi: int, step_size: float) -> float:
+    """The estimator's predicted bias (calibration.predicted_bias) from the scored steps in [lo, hi)."""
     sel = (t["scored"] >= lo) & (t["scored"] < hi)
-    sizes = np.broadcast_to(np.asarray(step_size, dtype=np.float64), t["scored"].shape)[sel]
     window = SimpleNamespace(accept_steps=torch.from_numpy(t["scored"][sel]),
-                             step_sizes=torch.from_numpy(sizes.copy()),
                              curvature=torch.from_numpy(t["curvature"][:, sel]),
                              grad_noise=torch.from_numpy(t["noise"][:, sel]))
-    return predicted_bias(window, 0) if sel.any() else math.nan
+    return predicted_bias(window, 0, step_size) if sel.any() else math.nan
 
 
 def drift_resolution(window: np.ndarray, init_loss: float, start: int, age: float) -> tuple[float, float]:
@@ -117,41 +112,29 @@ def drift_resolution(window: np.ndarray, init_loss: float, start: int, age: floa
     return math.hypot(*errors) / abs(later.mean() - init_loss) / doublings, doublings
 
 
-def replay(t: dict, cap: int) -> tuple[int, bool, float, list[str]]:
+def replay(t: dict, settle: float, cap: int) -> tuple[int, bool, float, list[str]]:
     """(steps at the stop, converged, λ̂'s relative error, what was missing) of the run's chunk
-    loop (llc._Sampler._until_trusted) capped at ``cap``: a chunk that lowers the step is not
-    judged; after a lowered step each stretch of the run is judged less its own predicted bias,
-    with the chains' age in Σε; at a cap, what was missing ends with the drift check's resolution."""
+    loop (llc._Sampler._until_trusted) under the rule with ``settle`` × the age, capped at ``cap``;
+    at a cap, what was missing ends with the drift check's resolution."""
     warm, losses, rule = t["warm"], t["losses"], stopping.StoppingRule()
-    done, sizes = 0, []  # sizes: (steps, step size) of each chunk of the main run
-    step = t["chunks"][0][1]
+    done = origin = retunes = 0
+    clock, step = warm * t["warm_step"], t["chunks"][0][1]
     for steps, _, smaller in t["chunks"]:
         done += steps
-        sizes.append((steps, step))
         if smaller is not None and done < cap - warm:
-            step = smaller
+            clock += (done - origin) * step
+            step, origin, retunes = smaller, done, retunes + 1
             continue
-        per_step = np.concatenate([np.full(n, e) for n, e in sizes])
-        ages = (warm * t["warm_step"] + np.cumsum(per_step) - per_step / 2) / step
-        offsets = None
-        if len({e for _, e in sizes}) > 1:  # each stretch at one step size less its own bias
-            offsets, at = np.empty(done), 0
-            for size in dict.fromkeys(e for _, e in sizes):
-                n = sum(k for k, e in sizes if e == size)
-                offsets[at:at + n] = bias(t, warm + at, warm + at + n, size)
-                at += n
-        window = losses[:, warm:warm + done]
-        check = stopping.assess(window, t["nbeta"], t["init_loss"], rule, 1, ages, offsets)
+        age = clock / step
+        check = stopping.assess(losses[:, warm + origin:warm + done], t["nbeta"], t["init_loss"], rule, 1, age,
+                                settle * age if retunes else 0.0)
         if check.met or done >= cap - warm:
             if not check.met:
-                corrected = window if offsets is None else window - offsets / t["nbeta"]
-                se, doublings = drift_resolution(corrected, t["init_loss"], check.burnin, ages)
+                se, doublings = drift_resolution(losses[:, warm + origin:warm + done], t["init_loss"], check.burnin,
+                                                 age)
                 check.missing.append(f"(drift known to ±{100 * se:.1f}% per doubling: {doublings:.2f} spanned)")
-            burnin = warm + check.burnin
-            at_step = np.concatenate([np.full(warm, t["warm_step"]), per_step])
-            scored_sizes = at_step[np.minimum(t["scored"], len(at_step) - 1)]
-            llc = t["nbeta"] * (losses[:, burnin:warm + done].mean() - t["init_loss"]) - bias(
-                t, burnin, warm + done, scored_sizes)
+            burnin = warm + origin + check.burnin
+            llc = t["nbeta"] * (losses[:, burnin:warm + done].mean() - t["init_loss"]) - bias(t, burnin, 10**12, step)
             return warm + done, check.met, (llc - t["lam"]) / t["lam"], check.missing
     raise ValueError("the trace ends before its cap")
 
@@ -188,11 +171,13 @@ def main(argv=None) -> int:
         lowered = ", ".join(f"{s:.3g} → {n:.3g} at {i}" for i, s, n in lowered_steps(t))
         print(f"{t['name']} (suite seed {t['seed']}, γ {t.get('localization', 10.0):g}): λ {t['lam']:g}, warm-up {t['warm']} steps; lowered: {lowered}")
         if args.command == "replay":
-            cells, missing = [], []
-            for cap in (25_000, 50_000, 100_000):
-                stop, met, err, missing = replay(t, cap)
-                cells.append(f"cap {cap // 1000}k: {stop:6d} {'ok ' if met else 'cap'} {100 * err:+.2f}%")
-            print("  " + " | ".join(cells) + (f"  (at 100k missing: {'; '.join(missing)})" if missing else ""))
+            for settle in (1.0, 0.5, 0.0):
+                cells = []
+                for cap in (25_000, 50_000, 100_000):
+                    stop, met, err, missing = replay(t, settle, cap)
+                    cells.append(f"cap {cap // 1000}k: {stop:6d} {'ok ' if met else 'cap'} {100 * err:+.2f}%")
+                print(f"  settle {settle:g}: " + " | ".join(cells) + (f"  (at 100k missing: {'; '.join(missing)})"
+                                                                      if missing else ""))
         elif args.command == "climb":
             energy = t["nbeta"] * (t["losses"] - t["init_loss"])
             lowered, lam = lowered_steps(t), t["lam"]

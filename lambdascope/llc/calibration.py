@@ -185,25 +185,22 @@ class _Stats:
     reference: float = math.nan  # the λ̂ the bias is compared with (see calibrate)
 
 
-def predicted_bias(trace, from_step: int) -> float:
-    """The one bias formula: the predicted first-order bias of λ̂ (λ units) over the scored steps
-    at or after ``from_step`` (all scored steps if none are): mean curvature / 8 plus the mean of
-    ε · gradient-noise / 16, each scored step at the step size it was taken at (see the module
-    docstring; the curvature probe already scales with its step). Over steps of several sizes
-    (a run whose step was lowered) this is the bias of λ̂ averaged over those same steps. nan
-    when nothing was scored."""
+def predicted_bias(trace, from_step: int, step_size: float) -> float:
+    """The one bias formula: the step's predicted first-order bias of λ̂ (λ units), from the
+    scored steps at or after ``from_step`` (all scored steps if none are): mean curvature / 8
+    plus ε · mean gradient-noise / 16 (see the module docstring). nan when nothing was scored."""
     if trace.curvature.numel() == 0:
         return math.nan
     after = trace.accept_steps >= from_step
     if not bool(after.any()):
         after = torch.ones_like(after)
-    noise = trace.grad_noise[:, after] * trace.step_sizes[after].to(trace.grad_noise.dtype)
+    noise = trace.grad_noise[:, after]
     noise = noise[torch.isfinite(noise)]
     value = trace.curvature[:, after].mean().item() / 8
-    return value + (noise.mean().item() / 16 if noise.numel() else 0.0)
+    return value + (step_size * noise.mean().item() / 16 if noise.numel() else 0.0)
 
 
-def _segment_stats(trace, nbeta: float, init_loss: float) -> _Stats:
+def _segment_stats(trace, nbeta: float, init_loss: float, step_size: float) -> _Stats:
     losses = trace.losses.double()
     steps = losses.shape[1]
     half, quarter = steps // 2, steps // 4
@@ -215,7 +212,7 @@ def _segment_stats(trace, nbeta: float, init_loss: float) -> _Stats:
         llc_first=energy[:, quarter:half].mean().item(),
         llc_last=energy[:, steps - quarter:].mean().item(),
         acceptance=acc.mean().item() if acc.numel() else math.nan,
-        bias=predicted_bias(trace, half),
+        bias=predicted_bias(trace, half, step_size),
         loc_energy=trace.localization_energy[:, after].mean().item() if after.any() else math.nan,
     )
 
@@ -292,7 +289,7 @@ def calibrate(
                                         f"diverged at step {err.step}: loss {err.loss:.4g}", steps=err.step)
             tested[k] = (cand, None, False)
         else:
-            st = _segment_stats(trace, nbeta, init_loss)
+            st = _segment_stats(trace, nbeta, init_loss, step)
             last_stats = st
             notes = []
             stable = True
@@ -368,7 +365,7 @@ def refine(result: CalibrationResult, trace, nbeta: float, init_loss: float, ste
     this stage's λ̂ and the pilots' reference; kept within [chosen/4, 2·ε] and below half of any
     step a pilot found unstable. Updates ``result`` (a candidate, the summary, the chosen step).
     """
-    st = _segment_stats(trace, nbeta, init_loss)
+    st = _segment_stats(trace, nbeta, init_loss, step_size)
     chosen = result.chosen_step_size
     reference = max(st.llc, result.reference_llc if math.isfinite(result.reference_llc) else -math.inf)
     if not st.acceptance >= MIN_ACCEPTANCE or not reference > 0 or not st.bias > 0:
@@ -406,7 +403,7 @@ def retune(result: CalibrationResult, part, step_size: float, nbeta: float, init
     if not result.ran or retunes_so_far >= MAX_RETUNES or part.acceptance.numel() == 0:
         return None
     acceptance = float(part.acceptance.mean())
-    bias = predicted_bias(part, 0)
+    bias = predicted_bias(part, 0, step_size)
     llc = nbeta * (part.losses.double().mean().item() - init_loss)
     frac = bias / llc if llc > 0 and math.isfinite(bias) else math.nan
     if frac > RETUNE_BIAS:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -350,11 +349,10 @@ def estimate_llc(
     - ``dtype``: run in this floating dtype (e.g. torch.float64); model and floating data are
       converted (a copy; the original model is untouched). None keeps the model's dtype.
     - ``progress(step, total, running λ̂, status)`` is called every ~1% of a sampling stage's
-      steps and at the end (λ̂ as sampled: the bias correction comes with the result; in a run
-      whose step was lowered, less each stretch's predicted bias); ``total`` is the fixed
-      length, or the step cap of a run that chooses its own length, whose ``status`` says what
-      it still waits for ("ESS 23/200, R-hat 1.08/1.05, ..."). Calibration (which runs first
-      when ``config.step_size`` is None) does not report progress.
+      steps and at the end (λ̂ as sampled: the bias correction comes with the result); ``total`` is the fixed length, or the step cap of a run that
+      chooses its own length, whose ``status`` says what it still waits for ("ESS 23/200,
+      R-hat 1.08/1.05, ..."). Calibration (which runs first when ``config.step_size`` is None)
+      does not report progress.
     - After calibration the chains start where the pilots left them (partly burned in), not at
       w*; a warm-up stage runs at ``calibration.warmup_step_size`` (up to a few times the
       pilots' choice: faster diffusion along flat directions) and its statistics refine the step
@@ -455,7 +453,7 @@ def estimate_llc(
     kept = losses[:, burnin :: config.thin]
     sampled = (nbeta * (kept.mean(dim=1) - init_loss)).tolist()
     acceptance, per_chain_acc = _acceptance(trace.acceptance, trace.accept_steps, burnin)
-    bias = predicted_bias(trace, burnin)
+    bias = predicted_bias(trace, burnin, step_size)
     # The first-order bias is a property of the step, not of a chain: one correction for all.
     corrected = config.bias_correction and math.isfinite(bias)
     per_chain = [v - bias for v in sampled] if corrected else sampled
@@ -619,33 +617,39 @@ class _Sampler:
                        calibration: CalibrationResult) -> tuple[SGLDTrace, Stopping, float, int]:
         """(trace of the main run, how it stopped, the final step size, its burn-in in steps).
 
-        After each chunk calibration may lower a calibrated step (:func:`calibration.retune`: the
-        chains met stiffer regions than the pilots saw); the run goes on, judged as one window
-        whose steps are each taken less the predicted bias of their step size, with the chains'
-        age counted in Σε (from ``warm_time``, the warm-up's), so the drift test measures the
-        climb per doubling of that age across the change (:mod:`lambdascope.llc.stopping`).
+        The stationary window starts at ``origin``: everything before it is burn-in. After
+        each chunk calibration may lower a calibrated step (:func:`calibration.retune`: the
+        chains met stiffer regions than the pilots saw); the window then restarts. ``clock``
+        is the chains' sampling time Σε before ``origin`` (``warm_time`` for the warm-up), so
+        the drift test measures the climb per doubling of the chains' age (:func:`stopping.drift`).
         """
         config = self.config
         rule = config.stopping_rule()
         cap = config.max_steps - warm
         parts: list[SGLDTrace] = []
         losses = torch.empty(config.chains, 0, dtype=torch.float64)  # the main run's, on the CPU
-        done, checks, check, status = 0, 0, None, "sampling"
+        done, origin, checks, check, status, clock = 0, 0, 0, None, "sampling", warm_time
         reason, retunes = "step_cap", []
+
+        def judge() -> Check:
+            """The stopping rule on the window since ``origin``, with the chains' age there."""
+            age = clock / step_size
+            return assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin, age,
+                          age if retunes else 0.0)
         main = (self.resumed or {}).get("main")
         if main is not None:  # resumed between two chunks: as the run stood after the last one
             parts = [snapshots_lib.trace_from(p, self.device) for p in main["parts"]]
             losses = torch.cat([losses, *(p.losses.double() for p in parts)], dim=1)
             done, start = losses.shape[1], parts[-1].final
-            step_size, checks, status = main["step_size"], main["checks"], main["status"]
-            retunes = list(main["retunes"])
+            step_size, origin, checks, status = main["step_size"], main["origin"], main["checks"], main["status"]
+            retunes, clock = list(main["retunes"]), main["clock"]
             if main["checked"]:
-                check = self._judge(parts, losses, warm_time, step_size, bool(retunes), rule)
+                check = judge()
         saved = len(parts)
         while True:
             if len(parts) > saved:  # between chunks: a boundary a resumed run can start from
-                self.saver.main(parts, step_size=step_size, checks=checks, status=status, retunes=retunes,
-                                checked=check is not None)
+                self.saver.main(parts, step_size=step_size, origin=origin, checks=checks, status=status,
+                                retunes=retunes, checked=check is not None, clock=clock)
                 saved = len(parts)
             seconds = sum(p.seconds for p in parts)
             rate = done / seconds if seconds > 0 else math.nan
@@ -653,7 +657,7 @@ class _Sampler:
             if left <= 0 and parts:
                 reason = "time_cap"
                 break
-            steps = next_chunk(done, cap - done, left, rate)
+            steps = next_chunk(done - origin, cap - done, left, rate)
             if steps <= 0:
                 break
 
@@ -668,12 +672,14 @@ class _Sampler:
             done += part.losses.shape[1]
             losses = torch.cat([losses, part.losses.double()], dim=1)
             smaller = retune(calibration, part, step_size, self.nbeta, self.init_loss, len(retunes))
-            if smaller is not None and done < cap:  # not judged: this chunk's step was too large
+            if smaller is not None and done < cap:
                 retunes.append(f"at step {warm + done} the step size went {step_size:.3g} → {smaller[0]:.3g} "
                                f"({smaller[1]})")
-                step_size, check, status = smaller[0], None, "step size lowered"
+                clock += (done - origin) * step_size
+                step_size, origin, check = smaller[0], done, None
+                status = "step size lowered: the window starts again"
                 continue
-            check = self._judge(parts, losses, warm_time, step_size, bool(retunes), rule)
+            check = judge()
             checks += 1
             status = check.status(rule)
             if check.met:
@@ -684,47 +690,22 @@ class _Sampler:
                 break
             if done >= cap:
                 break
-        if check is None and done:  # stopped right after a lowered step: judge what there is
-            check = self._judge(parts, losses, warm_time, step_size, bool(retunes), rule)
+        if check is None and done:  # stopped right after a retune: judge what there is
+            if done <= origin:  # judge the window before the retune instead
+                origin, clock = 0, warm_time
+            check = judge()
             checks += 1
-        summary = _stopping_summary(reason, check, rule, warm + done, warm)
+        summary = _stopping_summary(reason, check, rule, warm + done, warm + origin)
         if retunes:
-            summary += ("; the chains met stiffer regions than calibration saw, so " + "; ".join(retunes)
-                        + " (λ̂ is judged and reported less each step's predicted bias)")
-        burnin = check.burnin if check is not None else 0
+            summary += "; the chains met stiffer regions than calibration saw, so " + "; ".join(retunes)
+        burnin = origin + (check.burnin if check is not None else 0)
         self.report(warm + done, warm + done, losses[:, burnin:], status)
         return _join(parts), Stopping(True, reason, summary, warm + done, warm, checks, check), step_size, burnin
-
-    def _judge(self, parts: list[SGLDTrace], losses: torch.Tensor, warm_time: float, step_size: float,
-               lowered: bool, rule: StoppingRule) -> Check:
-        """The stopping rule on the main run so far (``losses``, the ``parts`` joined). Once the
-        step was ``lowered``, each step's λ̂ is judged less the predicted bias of its step size,
-        measured over the stretch of chunks run at that size, and the chains' age is counted in
-        Σε / (the current step)."""
-        sizes = [_step_of(p, step_size) for p in parts]
-        per_step = np.concatenate([np.full(p.losses.shape[1], size) for p, size in zip(parts, sizes)])
-        ages = (warm_time + np.cumsum(per_step) - per_step / 2) / step_size
-        bias = None
-        if lowered:
-            bias, at = np.empty(len(per_step)), 0
-            for _, stretch in itertools.groupby(zip(parts, sizes), key=lambda pair: pair[1]):
-                stretch = [p for p, _ in stretch]
-                steps = sum(p.losses.shape[1] for p in stretch)
-                bias[at:at + steps] = predicted_bias(_join(stretch), 0)
-                at += steps
-        return assess(losses.numpy(), self.nbeta, self.init_loss, rule, self.config.thin, ages, bias)
-
 
 # Shares of max_seconds (from the start of the estimate) by which calibration, then the warm-up
 # stage, must have ended in a run that chooses its length; the main run has the rest.
 CALIBRATION_TIME_SHARE = 0.2
 WARMUP_TIME_SHARE = 0.35
-
-
-def _step_of(part: SGLDTrace, default: float) -> float:
-    """The step size a chunk of the main run was sampled at (each runs at one); ``default`` when
-    it scored no step (accept_every = 0: then the step is never lowered either)."""
-    return float(part.step_sizes[0]) if part.step_sizes.numel() else default
 
 
 def _chunk_seed(seed: int, index: int) -> int:
@@ -758,8 +739,7 @@ def _not_compiled(config: SGLDConfig) -> str:
 
 def _unscored(trace: SGLDTrace) -> SGLDTrace:
     empty = trace.acceptance[:, :0]
-    return dataclasses.replace(trace, accept_steps=trace.accept_steps[:0], step_sizes=trace.step_sizes[:0],
-                               acceptance=empty, curvature=empty,
+    return dataclasses.replace(trace, accept_steps=trace.accept_steps[:0], acceptance=empty, curvature=empty,
                                grad_noise=empty, localization_energy=empty)
 
 
@@ -773,7 +753,6 @@ def _join(traces: list[SGLDTrace]) -> SGLDTrace:
         vectorized=all(t.vectorized for t in traces),
         seconds=sum(t.seconds for t in traces),
         accept_steps=torch.cat([t.accept_steps + int(o) for t, o in zip(traces, offsets)]),
-        step_sizes=torch.cat([t.step_sizes for t in traces]),
         acceptance=torch.cat([t.acceptance for t in traces], dim=1),
         curvature=torch.cat([t.curvature for t in traces], dim=1),
         grad_noise=torch.cat([t.grad_noise for t in traces], dim=1),

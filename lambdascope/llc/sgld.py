@@ -77,18 +77,16 @@ class SamplerDivergedError(RuntimeError):
 class SGLDTrace:
     """What one sampling run recorded; every tensor is on the CPU.
 
-    ``accept_steps`` lists the steps whose move was scored and ``step_sizes`` the step size each
-    was taken at; the (chains, len(accept_steps)) tensors hold, per scored step, the MALA
-    acceptance probability, ``curvature`` and the localization energy ``(γ/2)·‖w − w*‖²`` at the
-    step's start. ``grad_noise`` is NaN where the scored step was the last one (no next minibatch
-    to compare with).
+    ``accept_steps`` lists the steps whose move was scored; the (chains, len(accept_steps))
+    tensors hold, per scored step, the MALA acceptance probability, ``curvature`` and the
+    localization energy ``(γ/2)·‖w − w*‖²`` at the step's start. ``grad_noise`` is NaN where the
+    scored step was the last one (no next minibatch to compare with).
     """
 
     losses: Tensor  # (chains, steps) minibatch loss at the weights each step started from
     vectorized: bool  # whether the chains ran under vmap
     seconds: float
     accept_steps: Tensor  # (m,) long
-    step_sizes: Tensor  # (m,) float64
     acceptance: Tensor  # (chains, m)
     curvature: Tensor  # (chains, m)
     grad_noise: Tensor  # (chains, m)
@@ -494,7 +492,6 @@ def run_sgld(
     scored = list(range(accept_every - 1, steps, accept_every)) if accept_every else []
     m = len(scored)
     f64 = torch.float64
-    sizes = torch.tensor([warm_size if t < warm_steps else step_size for t in scored], dtype=f64)
     acc = torch.full((chains, m), math.nan, dtype=f64, device=device)
     curv = torch.full((chains, m), math.nan, dtype=f64, device=device)
     noise_stat = torch.full((chains, m), math.nan, dtype=f64, device=device)
@@ -560,7 +557,7 @@ def run_sgld(
             if late and done < steps:
                 steps, losses = done, losses[:, :done]
                 m = sum(t < done for t in scored)
-                scored, sizes, acc, curv = scored[:m], sizes[:m], acc[:, :m], curv[:, :m]
+                scored, acc, curv = scored[:m], acc[:, :m], curv[:, :m]
                 noise_stat, loc_energy = noise_stat[:, :m], loc_energy[:, :m]
                 break
     seconds = time.perf_counter() - began
@@ -571,7 +568,6 @@ def run_sgld(
         vectorized=vectorized,
         seconds=seconds,
         accept_steps=torch.tensor(scored, dtype=torch.long),
-        step_sizes=sizes,
         acceptance=acc.cpu(),
         curvature=curv.cpu(),
         grad_noise=noise_stat.cpu(),

@@ -34,8 +34,8 @@ class Snapshots(Protocol):
 
 
 # The layout of a snapshot's state; raised when it changes, so that a worker never resumes one
-# written by another version (3: a lowered step no longer restarts the main run's window).
-FORMAT = 3
+# written by another version (2: the main run records its sampling clock).
+FORMAT = 2
 
 
 def fingerprint(config: Any, num_parameters: int, num_examples: int, init_loss: float) -> str:

@@ -13,24 +13,17 @@ asks :func:`assess` whether its estimate can be trusted. The rule, all on the ma
   doublings of the run sees it where comparing the two halves of the kept window does not:
   measured on a 5-layer DLN at 20,000 steps, the kept halves agreed within 0.1% while the
   doubling test said +5.6%, and λ̂ was 10% low). The clock is the chains' age in steps of the
-  current size, Σε/ε since w*: a warm-up at a larger step, or a stretch before a lowered step,
-  counts for more than its steps, and the change is scaled to one doubling of that age.
-  Without that a 5-layer DLN (d 24,693, λ 1575) passed at +1.1% over a window of a third of a
-  doubling and stopped 8.4% low, while sampled on to 100,000 steps it climbed 4-7% per
-  doubling throughout;
-- **across a lowered step**: when calibration lowers the step mid-run (the chains met stiffer
-  regions), the window does not restart: every step's λ̂ is taken less the predicted bias of its
-  step size (:func:`lambdascope.llc.calibration.predicted_bias`, from its own stretch of the run),
-  so both sides of the change estimate the same thing, and the drift test above sees a climb
-  through the change. Raw λ̂ cannot be compared so: lowering the step drops the stiff modes'
-  energy at once while the slow ones go on climbing, and early on the two cancel (on a 3-layer
-  DLN, d 19,037, λ 1942, a window restarted at the change showed −0.3% per doubling and stopped
-  5.5% low, while the chains climbed 3-4% per doubling to 60,000 steps). The correction is
-  right where it matters: over 11 lowered steps of six long runs, raw λ̂ fell by the predicted
-  change within ±2.4% of λ, +0.1% on average (docs/benchmarks.md §4o). Before this, a restarted
-  window had to span a doubling of the chains' age, which a network lowered twice could hardly
-  ever do within the step cap: replayed on those six runs (§4q) four capped `warning`s stop
-  `ok` within 4% of λ instead, at 31,000-75,000 steps;
+  current size, Σε/ε since w*: a window that starts after a warm-up at a larger step or after
+  the step was lowered spans less than a doubling of that age, and its raw drift is scaled up
+  to one. Without that a 5-layer DLN (d 24,693, λ 1575) passed at +1.1% over a window of a
+  third of a doubling and stopped 8.4% low, while sampled on to 100,000 steps it climbed
+  4-7% per doubling throughout;
+- **settling** after the step was lowered mid-run: the window that restarts there must span a
+  doubling of the chains' age (``settle``). Lowering the step drops the stiff modes' energy
+  quickly while the slow ones go on climbing, and early on the two cancel in the drift: on a
+  3-layer DLN (d 19,037, λ 1942) the window right after such a change showed −0.3% per doubling
+  and stopped 5.5% low, while the same chains sampled on from w* at that step climbed 3-4% per
+  doubling to 60,000 steps;
 - **split R-hat** (rank-normalized, bulk and tail) of the kept draws at most ``max_rhat``;
 - **bulk ESS** of the kept draws, over all chains, at least ``until_ess``;
 - **Monte Carlo error** of λ̂ (sd / sqrt(ESS of the mean), relative to λ̂) at most ``max_mcse``;
@@ -125,16 +118,16 @@ def _drift_text(d: float, rule: StoppingRule) -> str:
     return f"drift {_pct(d, signed=True)}/{100 * rule.max_drift:g}% per doubling"
 
 
-def drift(energy: np.ndarray, start: int, age: float | np.ndarray = 0.0) -> float:
+def drift(energy: np.ndarray, start: int, age: float = 0.0) -> float:
     """Relative change of λ̂ from the window before ``start`` to the kept window [start, T), per
     doubling of the chains' age.
 
     ``energy`` is nβ·(L − L_n(w*)) shaped (chains, T); ``age`` is the chains' age at the trace's
-    first step, in steps of the trace's size, or (after a lowered step) each step's age, (T,), in
-    steps of the last size. The earlier window is as long as half the kept one, ending at
-    ``start`` (consecutive doublings of the age when start = T/2 and age = 0); when the trace has
-    no room for it, the kept window's two halves are compared instead. The change is divided by
-    log2 of the ratio of the windows' mean ages. nan when λ̂ is 0 or a window is empty.
+    first step, in steps of the trace's size. The earlier window is as long as half the kept
+    one, ending at ``start`` (consecutive doublings of the age when start = T/2 and age = 0);
+    when the trace has no room for it, the kept window's two halves are compared instead. The
+    change is divided by log2 of the ratio of the windows' mid-ages. nan when λ̂ is 0 or a window
+    is empty.
     """
     t = energy.shape[1]
     if t - start < 2:
@@ -147,27 +140,22 @@ def drift(energy: np.ndarray, start: int, age: float | np.ndarray = 0.0) -> floa
     return float((later.mean() - earlier.mean()) / abs(level) / doublings)
 
 
-def drift_windows(steps: int, start: int, age: float | np.ndarray = 0.0) -> tuple[int, int, float]:
+def drift_windows(steps: int, start: int, age: float = 0.0) -> tuple[int, int, float]:
     """(lo, mid, doublings): :func:`drift` compares [lo, mid) with [mid, steps) of a trace whose
-    kept window starts at ``start``, over ``doublings`` of the chains' age between them (the
-    ratio of the windows' mean ages; ``age`` as in :func:`drift`, a step counted at its middle)."""
+    kept window starts at ``start``, over ``doublings`` of the chains' age between their middles."""
     kept = steps - start
     before = kept // 2
     lo, mid = (start - before, start) if start >= before > 0 else (start, start + kept // 2)
-    if np.ndim(age) == 0:
-        return lo, mid, math.log2((age + (mid + steps) / 2) / (age + (lo + mid) / 2))
-    ages = np.asarray(age, dtype=np.float64)
-    return lo, mid, math.log2(ages[mid:steps].mean() / ages[lo:mid].mean())
+    return lo, mid, math.log2((age + (mid + steps) / 2) / (age + (lo + mid) / 2))
 
 
 def assess(losses: np.ndarray, nbeta: float, init_loss: float, rule: StoppingRule, thin: int = 1,
-           age: float | np.ndarray = 0.0, bias: np.ndarray | None = None) -> Check:
+           age: float = 0.0, settle: float = 0.0) -> Check:
     """Judge the main run's minibatch losses (chains, steps) against the rule; ``age``: the
-    chains' age (see :func:`drift`); ``bias``: each step's predicted bias of λ̂ (λ units, (steps,)),
-    subtracted before every criterion but the not-a-minimum test, so that a window across a
-    lowered step compares λ̂ less its bias on both sides (see the module docstring)."""
-    raw = np.asarray(losses, dtype=np.float64)
-    losses = raw if bias is None else raw - np.asarray(bias, dtype=np.float64) / nbeta
+    chains' age at the first of them, in steps of their size (see :func:`drift`); ``settle``:
+    steps the window must span before it may pass (after the step was lowered: see the module
+    docstring)."""
+    losses = np.asarray(losses, dtype=np.float64)
     steps = losses.shape[1]
     burnin = steps // 2
     kept = losses[:, burnin::thin]
@@ -179,11 +167,13 @@ def assess(losses: np.ndarray, nbeta: float, init_loss: float, rule: StoppingRul
     d = drift(energy, burnin, age)
     check = Check(steps=steps, burnin=burnin, draws=kept.shape[1], llc=llc, ess=ess, rhat=rhat,
                   mcse=mcse, drift=d)
-    below = diagnostics.below_init_segments(raw[:, burnin::thin], init_loss)
+    below = diagnostics.below_init_segments(kept, init_loss)
     check.not_a_minimum = llc < 0 and math.isfinite(below) and below > diagnostics.BELOW_INIT_FAIL
     missing = check.missing
     if kept.shape[1] < MIN_DRAWS:
         missing.append(f"draws {kept.shape[1]}/{MIN_DRAWS}")
+    if steps < settle:
+        missing.append(f"{steps}/{settle:.0f} steps since the step was lowered")
     if not ess >= rule.until_ess:
         missing.append(f"ESS {_num(ess, '.0f')}/{rule.until_ess:g}")
     if kept.shape[0] >= 2 and not rhat <= rule.max_rhat:

@@ -14,12 +14,11 @@ from lambdascope.llc.sgld import SamplerDivergedError, SGLDTrace
 
 
 def _trace(*, curvature: float, noise: float, acceptance: float, loss: float, steps: int = 40,
-           chains: int = 2, scored_from: int = 0, step_size: float = 1e-3) -> SGLDTrace:
+           chains: int = 2, scored_from: int = 0) -> SGLDTrace:
     scored = torch.arange(scored_from, steps, 2)
     full = lambda v: torch.full((chains, len(scored)), float(v), dtype=torch.float64)  # noqa: E731
     return SGLDTrace(losses=torch.full((chains, steps), loss, dtype=torch.float64), vectorized=True, seconds=1.0,
-                     accept_steps=scored, step_sizes=torch.full((len(scored),), step_size, dtype=torch.float64),
-                     acceptance=full(acceptance), curvature=full(curvature),
+                     accept_steps=scored, acceptance=full(acceptance), curvature=full(curvature),
                      grad_noise=full(noise), localization_energy=full(0.0), final=torch.zeros(chains, 3))
 
 
@@ -28,27 +27,17 @@ def _calibrated(step: float = 1e-3) -> CalibrationResult:
 
 
 def test_the_bias_formula_is_curvature_over_8_plus_step_times_noise_over_16() -> None:
-    trace = _trace(curvature=8.0, noise=1600.0, acceptance=0.9, loss=1.0, step_size=1e-2)
-    assert calibration.predicted_bias(trace, 0) == pytest.approx(1.0 + 1.0)
+    trace = _trace(curvature=8.0, noise=1600.0, acceptance=0.9, loss=1.0)
+    assert calibration.predicted_bias(trace, 0, 1e-2) == pytest.approx(1.0 + 1.0)
     # only the scored steps from `from_step` on count; all of them when none are that late
     late = _trace(curvature=8.0, noise=0.0, acceptance=0.9, loss=1.0)
     late.curvature[:, : late.curvature.shape[1] // 2] = 800.0
-    assert calibration.predicted_bias(late, 20) == pytest.approx(1.0)
-    assert calibration.predicted_bias(late, 10_000) == pytest.approx((100 + 1) / 2)
+    assert calibration.predicted_bias(late, 20, 1e-2) == pytest.approx(1.0)
+    assert calibration.predicted_bias(late, 10_000, 1e-2) == pytest.approx((100 + 1) / 2)
     unscored = SGLDTrace(losses=torch.zeros(2, 5), vectorized=True, seconds=0.0, accept_steps=torch.zeros(0),
-                         step_sizes=torch.zeros(0), acceptance=torch.zeros(2, 0), curvature=torch.zeros(2, 0),
-                         grad_noise=torch.zeros(2, 0), localization_energy=torch.zeros(2, 0), final=torch.zeros(2, 1))
-    assert math.isnan(calibration.predicted_bias(unscored, 0))
-
-
-def test_over_steps_of_two_sizes_the_noise_part_takes_each_steps_own_size() -> None:
-    """A run whose step was lowered half-way: the minibatch-noise part scales with each scored
-    step's size (the curvature probe already does), so the bias is the average of the two
-    stretches' biases, not the noise at the last size."""
-    trace = _trace(curvature=0.0, noise=1600.0, acceptance=0.9, loss=1.0, step_size=1e-2)
-    trace.step_sizes[trace.step_sizes.numel() // 2:] = 2.5e-3
-    assert calibration.predicted_bias(trace, 0) == pytest.approx((1.0 + 0.25) / 2)
-    assert calibration.predicted_bias(trace, 20) == pytest.approx(0.25)
+                         acceptance=torch.zeros(2, 0), curvature=torch.zeros(2, 0), grad_noise=torch.zeros(2, 0),
+                         localization_energy=torch.zeros(2, 0), final=torch.zeros(2, 1))
+    assert math.isnan(calibration.predicted_bias(unscored, 0, 1e-2))
 
 
 def test_a_step_whose_bias_grew_is_cut_to_the_target() -> None:
