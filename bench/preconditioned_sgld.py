@@ -27,11 +27,14 @@ import argparse
 import math
 import random
 import time
+from types import SimpleNamespace
 
 import common  # noqa: F401  (sets sys.path for dln and the product)
 import default_audit
 import dln
 import torch
+
+from lambdascope.llc.calibration import predicted_bias
 
 GAMMA, CHAINS, BATCH, CHUNK = 10.0, 4, 256, 1000
 Layers = list[torch.Tensor]  # per layer (chains, out, in)
@@ -120,7 +123,9 @@ def run(p: Problem, w: Layers, eps: float, steps: int, pre: Preconditioner, mome
                              for k, (b, c) in enumerate(zip(g2, g3))))
         w = new
     llc = p.nbeta * (torch.stack(losses[steps // 2:]).mean().item() - p.init_loss)
-    bias = torch.stack(curvature).mean().item() / 8 + eps * torch.stack(noise).mean().item() / 16
+    scored = SimpleNamespace(accept_steps=torch.arange(len(curvature)), curvature=torch.stack(curvature, 1),
+                             grad_noise=torch.stack(noise, 1))
+    bias = predicted_bias(scored, 0, eps)  # the estimator's formula (noise already weighted by M)
     return w, llc, bias
 
 
