@@ -55,7 +55,7 @@ SAMPLER_FLAGS = {  # flag -> (SamplerConfig field, type, help); a test checks th
                         "(default: all that fit in half of the free memory, or one when that times faster)"),
     "bias_correction": ("bias_correction", _on_off, "on: subtract the step's predicted bias from λ̂; "
                         "off: λ̂ as sampled (default on)"),
-    "compile_gradients": ("compile_gradients", _on_off, "on: compile the gradient with torch.compile once "
+    "compile_gradients": ("compile_gradients", _on_off, "on: compile the gradient (torch's inductor) once "
                           "the audit has sampled ~10 s (same λ̂ up to rounding); off: never (default on)"),
 }
 

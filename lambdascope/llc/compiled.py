@@ -1,4 +1,4 @@
-"""The chains' gradient compiled with ``torch.compile``, once a run is long enough to repay it.
+"""The chains' gradient compiled by torch's inductor, once a run is long enough to repay it.
 
 Why: on models of a few thousand to some tens of thousands of parameters a step's time is mostly
 the framework's per-operation overhead (vmap, autograd, dispatch), not arithmetic. Compiled,
@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import logging
 import time
-import types
 from collections.abc import Callable
 
 import torch
+from torch.fx.experimental.proxy_tensor import make_fx
 from torch.func import grad_and_value, vmap
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,9 @@ class GradientCompiler:
         self.compile_seconds = 0.0  # the first compiled call's time (tracing + code generation)
         self.state = "eager"  # "eager" (not compiled yet), "compiled", "failed"
         self.failure = ""
-        self._fn: Callable | None = None
+        self._trace: Callable | None = None  # the chains' gradient as a function of tensors only
+        self._names: list[str] = []  # the fixed tensors' names, in the order the graphs take them
+        self._graphs: dict[tuple, Callable] = {}  # compiled graphs by the shapes they were built for
 
     def due(self, eager_seconds_now: float) -> bool:
         """Whether to compile, with ``eager_seconds_now`` spent eagerly by the run in progress."""
@@ -58,16 +60,18 @@ class GradientCompiler:
                  eager: GradFn) -> GradFn:
         """The compiled counterpart of ``eager``: ``loss_at(flat, fixed, xb, yb)`` is one chain's
         loss. Falls back to ``eager`` (for good) on the first failure. The first call's
-        ``loss_at`` and ``full_batch`` are kept: every run of one estimate samples the same model,
-        parameters and batch layout (``fixed`` is an input, given at each call)."""
-        if self._fn is None:
+        ``loss_at``, ``full_batch`` and the names in ``fixed`` are kept: every run of one estimate
+        samples the same model, parameters and batch layout (``fixed``'s tensors are inputs, given
+        at each call)."""
+        if self._trace is None:
             data = None if full_batch else 0
             batched = vmap(grad_and_value(loss_at), in_dims=(0, None, data, data))
+            names = list(fixed)
 
-            def chains_gradient(flat, fixed, xb, yb):
-                return batched(flat, fixed, xb, yb)
+            def chains_gradient(flat, xb, yb, *fixed_values):
+                return batched(flat, dict(zip(names, fixed_values)), xb, yb)
 
-            self._fn = torch.compile(_own_code(chains_gradient), dynamic=False)
+            self._trace, self._names = chains_gradient, names
 
         def step(flat: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             if self.state == "failed":
@@ -75,25 +79,30 @@ class GradientCompiler:
             first = self.state == "eager"
             began = time.perf_counter()
             try:
-                grad, loss = self._fn(flat, fixed, xb, yb)
+                inputs = (flat, xb, yb, *(fixed[k] for k in self._names))
+                key = (flat.shape, xb.shape, yb.shape)  # a smaller last group of chains: a graph of its own
+                graph = self._graphs.get(key)
+                if graph is None:
+                    graph = self._graphs[key] = _compile(self._trace, inputs)
+                grad, loss = graph(*inputs)
             except Exception as err:  # noqa: BLE001 - any failure to compile leaves eager, which works
-                self.state, self._fn = "failed", None
+                self.state, self._trace, self._graphs = "failed", None, {}
                 self.failure = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-                log.warning("torch.compile failed (%s); sampling goes on with the eager gradient", self.failure)
+                log.warning("compiling the gradient failed (%s); sampling goes on with the eager gradient", self.failure)
                 return eager(flat, xb, yb)
             if first:
                 self.state, self.compile_seconds = "compiled", time.perf_counter() - began
-            return grad.detach(), loss.detach()
+            return grad, loss
 
         return step
 
     def summary(self) -> str:
         """What happened, for the estimate's report."""
         if self.state == "compiled":
-            return (f"gradient compiled with torch.compile after {self.eager_seconds:.1f} s of eager sampling "
+            return (f"gradient compiled with torch's inductor after {self.eager_seconds:.1f} s of eager sampling "
                     f"(compiling took {self.compile_seconds:.1f} s)")
         if self.state == "failed":
-            return f"torch.compile failed ({self.failure}); sampled with the eager gradient throughout"
+            return f"compiling the gradient failed ({self.failure}); sampled with the eager gradient throughout"
         if self.eager_seconds < self.after_seconds:
             return (f"not compiled: the run sampled {self.eager_seconds:.1f} s, under the "
                     f"{self.after_seconds:g} s after which compiling pays")
@@ -101,10 +110,17 @@ class GradientCompiler:
                 f"only in its last stretch (sampled {self.eager_seconds:.1f} s eagerly)")
 
 
-def _own_code(fn: Callable) -> Callable:
-    """``fn`` with a code object of its own. Dynamo keeps compiled graphs per code object, and
-    stops compiling one after a few graphs (its recompile limit), running it eagerly from then on
-    without an error: every estimate of a process would share functorch's one wrapper and,
-    from the ninth on, silently not be compiled. Its own code gives each estimate its own cache,
-    freed with it."""
-    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+def _compile(fn: Callable, inputs: tuple[torch.Tensor, ...]) -> Callable:
+    """``fn`` traced to one graph of aten operations on ``inputs``' shapes and compiled by inductor.
+
+    Why not ``torch.compile``: its every call first checks the guards dynamo wrote while tracing
+    (a few hundred: the model's modules and attributes, functorch's state, each input), which cost
+    60-160 µs per step on the suite's DLNs (docs/benchmarks.md §2f), as much as a small model's
+    whole compiled step. The graph here has no guards: the sampler calls it only with tensors of
+    the shapes it was traced for (inductor's generated code asserts sizes and strides), and the
+    models it samples are exported programs or built-in architectures, whose code has no Python
+    branches on tensor values to specialize on (tracing with fake tensors raises on any such
+    branch instead of baking one side in).
+    """
+    graph = make_fx(fn, tracing_mode="fake", _allow_non_fake_inputs=True)(*inputs)
+    return torch._inductor.compile(graph, list(inputs))

@@ -78,7 +78,7 @@ class SGLDConfig:
       the largest group that does, then one chain per pass instead if one step timed that way
       is faster (large models; :mod:`lambdascope.llc.chain_groups`). The estimate is the same
       either way, up to floating-point rounding.
-    - ``compile_gradients``: compile the chains' gradient with ``torch.compile`` once the
+    - ``compile_gradients``: compile the chains' gradient with torch's inductor once the
       estimate has sampled long enough to repay it (:mod:`lambdascope.llc.compiled`); the
       estimate is the same up to float rounding. Off: eager throughout.
     - ``calibration_budget``: the chain-steps calibration may spend, as a fraction of the main
