@@ -717,9 +717,9 @@ def _stopping_summary(reason: str, check: Check | None, rule: StoppingRule, step
     """``before``: steps ahead of the final window (warm-up, and runs at larger steps)."""
     seen = "" if check is None else f" ({check.status(rule)})"
     if reason == "converged":
-        lead = f"the first {before} at larger step sizes, then " if before else ""
-        return (f"stopped when the estimate could be trusted{seen}, after {steps} steps per chain "
-                f"({lead}the first half of the rest discarded as burn-in)")
+        kept = (f"the first {before} at larger step sizes, then the first half of the rest discarded as burn-in"
+                if before else "the first half discarded as burn-in")
+        return f"stopped when the estimate could be trusted{seen}, after {steps} steps per chain ({kept})"
     if reason == "not_a_minimum":
         return (f"stopped after {steps} steps per chain: the sampled loss stays below L_n(w*), so w* is "
                 "not a local minimum and more sampling cannot make λ̂ right")

@@ -9,7 +9,6 @@ Each file is replaced whole (a rename locally, one PUT or a completed multipart 
 from __future__ import annotations
 
 import pathlib
-import re
 import time
 from collections.abc import Iterator
 
@@ -17,9 +16,9 @@ from lambdascope import auth, errors
 from lambdascope.storage.objects import CHUNK, ObjectStore
 from lambdascope.v1 import registry_pb2
 from services.registry import uploads
+from services.registry.checks import NAME  # a job state file is named as a registry record is
 
 PREFIX = "jobstate/"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 MAX_BYTES = 8 << 30
 
 

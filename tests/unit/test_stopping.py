@@ -66,12 +66,21 @@ def test_regular_model_stops_by_its_targets_near_half_the_parameter_count() -> N
     assert stop.last.drift == pytest.approx(stopping.drift(energy, stop.last.burnin, age))
     # the burn-in is the warm-up plus the first half of the main run; the draws are the rest
     assert result.burnin == stop.warmup_steps + stop.last.burnin
+    assert (f"the first {stop.warmup_steps} at larger step sizes, then the first half of the rest discarded"
+            in stop.summary), stop.summary
     assert result.draws == stop.steps - result.burnin == len(result.traces[0]) - result.burnin
     diag, verdict = diagnose(result)
     assert verdict.state == "ok", verdict.reasons
     # the progress says what the run waits for, and ends at the length it chose
     assert any(c[3].startswith("ESS ") for c in calls)
     assert calls[-1][0] == calls[-1][1] == stop.steps
+
+
+def test_a_run_without_steps_ahead_of_its_window_says_only_half_was_discarded() -> None:
+    from lambdascope.llc.llc import _stopping_summary
+
+    summary = _stopping_summary("converged", None, SGLDConfig().stopping_rule(), 3000, 0)
+    assert summary.endswith("after 3000 steps per chain (the first half discarded as burn-in)"), summary
 
 
 def test_small_dln_stops_by_its_targets_near_aoyagis_lambda() -> None:
