@@ -60,7 +60,7 @@ import numpy as np
 
 from lambdascope.llc import diagnostics
 
-__all__ = ["MIN_DRAWS", "Check", "StoppingRule", "assess", "drift", "drift_windows", "next_chunk"]
+__all__ = ["MIN_DRAWS", "Check", "StoppingRule", "assess", "drift", "drift_error", "drift_windows", "next_chunk"]
 
 MIN_DRAWS = 100  # kept draws per chain before any check may pass
 FIRST_CHUNK = 400  # steps of the main run before the first check
@@ -90,6 +90,7 @@ class Check:
     rhat: float
     mcse: float  # relative to |λ̂|
     drift: float  # relative to |λ̂| per doubling of the chains' age, signed (+ = still rising)
+    drift_error: float = math.nan  # the drift's standard error, in the same units
     not_a_minimum: bool = False
     missing: list[str] = field(default_factory=list)  # the criteria not yet met, as shown
 
@@ -101,7 +102,7 @@ class Check:
         """What the run is waiting for, e.g. "ESS 23/200, R-hat 1.08/1.05, MCSE 3.1%/2%, drift +4.0%/2% per
         doubling"."""
         return (f"ESS {_num(self.ess, '.0f')}/{rule.until_ess:g}, R-hat {_num(self.rhat, '.3f')}/{rule.max_rhat:g}, "
-                f"MCSE {_pct(self.mcse)}/{100 * rule.max_mcse:g}%, {_drift_text(self.drift, rule)}")
+                f"MCSE {_pct(self.mcse)}/{100 * rule.max_mcse:g}%, {_drift_text(self.drift, self.drift_error, rule)}")
 
 
 def _num(v: float, spec: str) -> str:
@@ -114,8 +115,11 @@ def _pct(v: float, signed: bool = False) -> str:
     return f"{100 * v:{'+' if signed else ''}.1f}%" if math.isfinite(v) else "n/a"
 
 
-def _drift_text(d: float, rule: StoppingRule) -> str:
-    return f"drift {_pct(d, signed=True)}/{100 * rule.max_drift:g}% per doubling"
+def _drift_text(d: float, error: float, rule: StoppingRule) -> str:
+    """E.g. "drift +4.0%/2% per doubling (±1.1%)": the error tells a climb (+4.0% ± 1.1%) from a
+    window too short to measure one (+748% ± 900% a few thousand steps after a lowered step)."""
+    known = f" (±{_pct(error)})" if math.isfinite(error) else ""
+    return f"drift {_pct(d, signed=True)}/{100 * rule.max_drift:g}% per doubling{known}"
 
 
 def drift(energy: np.ndarray, start: int, age: float = 0.0) -> float:
@@ -138,6 +142,22 @@ def drift(energy: np.ndarray, start: int, age: float = 0.0) -> float:
     if earlier.size == 0 or level == 0 or not math.isfinite(level):
         return math.nan
     return float((later.mean() - earlier.mean()) / abs(level) / doublings)
+
+
+def drift_error(energy: np.ndarray, start: int, age: float = 0.0) -> float:
+    """Standard error of :func:`drift` (relative to λ̂, per doubling): the Monte Carlo errors of
+    its two windows' means (sd / sqrt(ESS) each) combined, over the doublings between them. nan
+    where :func:`drift` is, or where a window is too short for its ESS."""
+    t = energy.shape[1]
+    if t - start < 2:
+        return math.nan
+    lo, mid, doublings = drift_windows(t, start, age)
+    earlier, later = energy[:, lo:mid], energy[:, mid:]
+    level = later.mean()
+    if earlier.size == 0 or level == 0 or not math.isfinite(level):
+        return math.nan
+    errors = [diagnostics.mcse_relative(w, 0.0) * abs(w.mean()) for w in (earlier, later)]
+    return float(math.hypot(*errors) / abs(level) / doublings)
 
 
 def drift_windows(steps: int, start: int, age: float = 0.0) -> tuple[int, int, float]:
@@ -166,7 +186,7 @@ def assess(losses: np.ndarray, nbeta: float, init_loss: float, rule: StoppingRul
     mcse = diagnostics.mcse_relative(kept, init_loss)
     d = drift(energy, burnin, age)
     check = Check(steps=steps, burnin=burnin, draws=kept.shape[1], llc=llc, ess=ess, rhat=rhat,
-                  mcse=mcse, drift=d)
+                  mcse=mcse, drift=d, drift_error=drift_error(energy, burnin, age))
     below = diagnostics.below_init_segments(kept, init_loss)
     check.not_a_minimum = llc < 0 and math.isfinite(below) and below > diagnostics.BELOW_INIT_FAIL
     missing = check.missing
@@ -181,7 +201,7 @@ def assess(losses: np.ndarray, nbeta: float, init_loss: float, rule: StoppingRul
     if not mcse <= rule.max_mcse:
         missing.append(f"MCSE {_pct(mcse)}/{100 * rule.max_mcse:g}%")
     if not abs(d) <= rule.max_drift:
-        missing.append(_drift_text(d, rule))
+        missing.append(_drift_text(d, check.drift_error, rule))
     return check
 
 

@@ -197,3 +197,24 @@ def test_chunks_grow_with_the_run_and_respect_both_caps() -> None:
     assert stopping.next_chunk(8000, 10_000, math.inf, 100.0) == 2000
     assert stopping.next_chunk(8000, 500, math.inf, 100.0) == 500  # the step cap
     assert stopping.next_chunk(8000, 10_000, 3.0, 100.0) == 300  # about the time left
+
+
+def test_the_drift_error_is_the_spread_of_the_drift_over_stationary_traces() -> None:
+    """On stationary AR(1) traces the drift is noise: its spread over 300 independent traces
+    matches the error :func:`stopping.drift_error` gives each, and an aged window (a short
+    stretch after a lowered step) has a proportionally larger one."""
+    drifts, errors, aged = [], [], []
+    for seed in range(300):
+        energy = 1000.0 * _ar1(4, 4000, 0.9, 0.05, 0.01, seed=seed)
+        drifts.append(stopping.drift(energy, 2000))
+        errors.append(stopping.drift_error(energy, 2000))
+        aged.append(stopping.drift_error(energy, 2000, age=40_000))
+    spread, typical = float(np.std(drifts)), float(np.median(errors))
+    assert 0.8 < typical / spread < 1.25, (typical, spread)
+    # the same windows over a tenth of a doubling or so: the error per doubling grows with 1/doublings
+    _, _, doublings = stopping.drift_windows(4000, 2000, 40_000)
+    _, _, fresh = stopping.drift_windows(4000, 2000, 0)
+    assert float(np.median(aged)) == pytest.approx(typical * fresh / doublings, rel=0.05)
+    status = stopping.Check(steps=4000, burnin=2000, draws=2000, llc=50.0, ess=300.0, rhat=1.0, mcse=0.01,
+                            drift=7.48, drift_error=9.0).status(stopping.StoppingRule())
+    assert status.endswith("drift +748.0%/2% per doubling (±900.0%)"), status
