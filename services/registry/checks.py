@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 
 from lambdascope import architectures, errors
+from lambdascope.names import RECORD as NAME
 from lambdascope.v1 import models_pb2, registry_pb2
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,99}$")
 VERSION_LIKE = re.compile(r"^(v|version)?[0-9]+$", re.IGNORECASE)
 RESERVED_ALIASES = {"latest"}

@@ -13,10 +13,10 @@ import time
 from collections.abc import Iterator
 
 from lambdascope import auth, errors
+from lambdascope.names import RECORD as NAME  # a job state file is named as any record is
 from lambdascope.storage.objects import CHUNK, ObjectStore
 from lambdascope.v1 import registry_pb2
 from services.registry import uploads
-from services.registry.checks import NAME  # a job state file is named as a registry record is
 
 PREFIX = "jobstate/"
 MAX_BYTES = 8 << 30

@@ -7,18 +7,17 @@ the spec field at fault.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from lambdascope import architectures, artifacts, enums
 from lambdascope.enums import LOSS_NAMES
+from lambdascope.names import RECORD as NAME
 from lambdascope.v1 import models_pb2, registry_pb2, trainer_pb2
 from lambdascope.training.loop import NoiseConfig, Schedule, TrainConfig
 from services.trainer import translate
 
 BUILTIN_DATASETS = ("digits",)
 DIGITS_ROWS, DIGITS_CLASSES, DIGITS_FEATURES = 1797, 10, 64
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3}
 SCHEDULE_NAMES = {trainer_pb2.SCHEDULE_KIND_UNSPECIFIED: "constant",
                   trainer_pb2.SCHEDULE_KIND_CONSTANT: "constant",
