@@ -133,31 +133,37 @@ def drift(energy: np.ndarray, start: int, age: float = 0.0) -> float:
     change is divided by log2 of the ratio of the windows' mid-ages. nan when λ̂ is 0 or a window
     is empty.
     """
-    t = energy.shape[1]
-    if t - start < 2:
+    windows = _compared(energy, start, age)
+    if windows is None:
         return math.nan
-    lo, mid, doublings = drift_windows(t, start, age)
-    earlier, later = energy[:, lo:mid], energy[:, mid:]
-    level = later.mean()
-    if earlier.size == 0 or level == 0 or not math.isfinite(level):
-        return math.nan
-    return float((later.mean() - earlier.mean()) / abs(level) / doublings)
+    earlier, later, level, doublings = windows
+    return float((level - earlier.mean()) / abs(level) / doublings)
 
 
 def drift_error(energy: np.ndarray, start: int, age: float = 0.0) -> float:
     """Standard error of :func:`drift` (relative to λ̂, per doubling): the Monte Carlo errors of
     its two windows' means (sd / sqrt(ESS) each) combined, over the doublings between them. nan
     where :func:`drift` is, or where a window is too short for its ESS."""
-    t = energy.shape[1]
-    if t - start < 2:
+    windows = _compared(energy, start, age)
+    if windows is None:
         return math.nan
-    lo, mid, doublings = drift_windows(t, start, age)
-    earlier, later = energy[:, lo:mid], energy[:, mid:]
-    level = later.mean()
-    if earlier.size == 0 or level == 0 or not math.isfinite(level):
-        return math.nan
+    earlier, later, level, doublings = windows
     errors = [diagnostics.mcse_relative(w, 0.0) * abs(w.mean()) for w in (earlier, later)]
     return float(math.hypot(*errors) / abs(level) / doublings)
+
+
+def _compared(energy: np.ndarray, start: int, age: float) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+    """(earlier window, kept window, λ̂ over the kept one, doublings between them) of
+    :func:`drift`, or None where there is nothing to compare."""
+    t = energy.shape[1]
+    if t - start < 2:
+        return None
+    lo, mid, doublings = drift_windows(t, start, age)
+    earlier, later = energy[:, lo:mid], energy[:, mid:]
+    level = float(later.mean())
+    if earlier.size == 0 or level == 0 or not math.isfinite(level):
+        return None
+    return earlier, later, level, doublings
 
 
 def drift_windows(steps: int, start: int, age: float = 0.0) -> tuple[int, int, float]:
