@@ -12,7 +12,7 @@ Sections, each stopped at its share of ``--budget`` seconds, results written aft
 1. parity: one DLN sampled at fixed settings (4 chains x 2000 steps, ε 5e-7, γ 1, batch 500, seed
    0, accept_every 0) on the CPU and on the device: λ̂ must agree within the chains' combined
    spread (the two devices draw different random streams, so only statistically);
-2. speed: ms per chain-step on the device, eager and compiled (torch.compile, as an audit
+2. speed: ms per chain-step on the device, eager and compiled (traced and compiled by inductor, as an audit
    compiles after 10 s of sampling), against the bare forward+backward floor of one batch of 500
    x chains, on three DLNs of 864-15,200 parameters at 4 chains and, to show what batched chains buy
    on a GPU, at 16;
