@@ -48,6 +48,7 @@ class GradientCompiler:
         self.compile_seconds = 0.0  # the first compiled call's time (tracing + code generation)
         self.state = "eager"  # "eager" (not compiled yet), "compiled", "failed"
         self.failure = ""
+        self.compiled_before = False  # whether a graph ran before compiling failed
         self._trace: Callable | None = None  # the chains' gradient as a function of tensors only
         self._names: list[str] = []  # the fixed tensors' names, in the order the graphs take them
         self._graphs: dict[tuple, Callable] = {}  # compiled graphs by the shapes they were built for
@@ -86,6 +87,7 @@ class GradientCompiler:
                     graph = self._graphs[key] = _compile(self._trace, inputs)
                 grad, loss = graph(*inputs)
             except Exception as err:  # noqa: BLE001 - any failure to compile leaves eager, which works
+                self.compiled_before = self.state == "compiled"  # a later group size's graph failed
                 self.state, self._trace, self._graphs = "failed", None, {}
                 self.failure = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
                 log.warning("compiling the gradient failed (%s); sampling goes on with the eager gradient", self.failure)
@@ -101,6 +103,10 @@ class GradientCompiler:
         if self.state == "compiled":
             return (f"gradient compiled with torch's inductor after {self.eager_seconds:.1f} s of eager sampling "
                     f"(compiling took {self.compile_seconds:.1f} s)")
+        if self.state == "failed" and self.compiled_before:
+            return (f"gradient compiled with torch's inductor after {self.eager_seconds:.1f} s of eager sampling, "
+                    f"then compiling a graph for another group of chains failed ({self.failure}); sampled "
+                    "with the eager gradient from there on")
         if self.state == "failed":
             return f"compiling the gradient failed ({self.failure}); sampled with the eager gradient throughout"
         if self.eager_seconds < self.after_seconds:

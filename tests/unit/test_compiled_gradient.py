@@ -188,3 +188,30 @@ def test_compiled_chains_follow_the_eager_ones_in_every_layout(case):
     tol = dict(rtol=1e-9, atol=1e-12) if case == "float64" else dict(rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(compiled.losses, eager.losses, **tol)
     torch.testing.assert_close(compiled.final, eager.final, **tol)
+
+
+def test_a_failure_after_a_first_graph_says_when_the_estimate_went_eager(monkeypatch):
+    """Chains in groups of two and one: the second group size needs a graph of its own. If that
+    one fails to compile, the chains go on eagerly, and the summary says a graph had run."""
+    import lambdascope.llc.compiled as compiled_module
+
+    built = []
+    real = compiled_module._compile
+
+    def second_fails(fn, inputs):
+        built.append(inputs[0].shape[0])
+        if len(built) > 1:
+            raise RuntimeError("no compiler for this one")
+        return real(fn, inputs)
+
+    monkeypatch.setattr(compiled_module, "_compile", second_fails)
+    model, x, y = _dln(30, widths=(4, 6, 3), n=200)
+    run = dict(chains=3, steps=40, step_size=2e-5, localization=10.0, nbeta=300.0, batch_size=32, seed=5,
+               accept_every=0, chains_per_pass=2)
+    compiler = GradientCompiler(after_seconds=0.0)
+    sampled = run_sgld(model, x, y, _mse, compiler=compiler, **run)
+    eager = run_sgld(model, x, y, _mse, **run)
+    assert built == [2, 1] and compiler.state == "failed"
+    assert "then compiling a graph for another group of chains failed (RuntimeError: no compiler for this one)" \
+        in compiler.summary()
+    torch.testing.assert_close(sampled.losses, eager.losses, rtol=1e-4, atol=1e-7)
