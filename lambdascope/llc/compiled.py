@@ -45,7 +45,7 @@ class GradientCompiler:
     def __init__(self, after_seconds: float = COMPILE_AFTER_SECONDS):
         self.after_seconds = after_seconds
         self.eager_seconds = 0.0  # sampling time spent on the eager gradient so far
-        self.compile_seconds = 0.0  # the first compiled call's time (tracing + code generation)
+        self.compile_seconds = 0.0  # tracing and code generation, every graph's
         self.state = "eager"  # "eager" (not compiled yet), "compiled", "failed"
         self.failure = ""
         self.compiled_before = False  # whether a graph ran before compiling failed
@@ -77,14 +77,14 @@ class GradientCompiler:
         def step(flat: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             if self.state == "failed":
                 return eager(flat, xb, yb)
-            first = self.state == "eager"
-            began = time.perf_counter()
             try:
                 inputs = (flat, xb, yb, *(fixed[k] for k in self._names))
                 key = (flat.shape, xb.shape, yb.shape)  # a smaller last group of chains: a graph of its own
                 graph = self._graphs.get(key)
                 if graph is None:
+                    began = time.perf_counter()
                     graph = self._graphs[key] = _compile(self._trace, inputs)
+                    self.compile_seconds += time.perf_counter() - began
                 grad, loss = graph(*inputs)
             except Exception as err:  # noqa: BLE001 - any failure to compile leaves eager, which works
                 self.compiled_before = self.state == "compiled"  # a later group size's graph failed
@@ -92,8 +92,7 @@ class GradientCompiler:
                 self.failure = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
                 log.warning("compiling the gradient failed (%s); sampling goes on with the eager gradient", self.failure)
                 return eager(flat, xb, yb)
-            if first:
-                self.state, self.compile_seconds = "compiled", time.perf_counter() - began
+            self.state = "compiled"
             return grad, loss
 
         return step
