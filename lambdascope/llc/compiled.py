@@ -4,8 +4,8 @@ Why: on models of a few thousand to some tens of thousands of parameters a step'
 the framework's per-operation overhead (vmap, autograd, dispatch), not arithmetic. Compiled,
 the same gradients cost far less: side by side in one process (bench/compile_gain.py,
 docs/benchmarks.md §2e-2f) the whole step ran 1.7-4.2× faster on deep linear networks of
-400-15,200 parameters and 1.4× on a 1M-parameter transformer (through torch.compile then), the
-chains' losses equal to float rounding. Compiling costs seconds: 10-35 s for the first model a process compiles with torch's
+400-15,200 parameters and 1.4× on a 1M-parameter transformer, the chains' losses equal to float
+rounding. Compiling costs seconds: 10-38 s for the first model a process compiles with torch's
 on-disk kernel cache empty, 1-4 s with it warm. A short audit would never earn that back.
 
 So each estimate rents before it buys: it samples eagerly until its eager sampling time passes

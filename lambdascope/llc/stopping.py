@@ -100,7 +100,7 @@ class Check:
 
     def status(self, rule: StoppingRule) -> str:
         """What the run is waiting for, e.g. "ESS 23/200, R-hat 1.08/1.05, MCSE 3.1%/2%, drift +4.0%/2% per
-        doubling"."""
+        doubling (±1.1%)"."""
         return (f"ESS {_num(self.ess, '.0f')}/{rule.until_ess:g}, R-hat {_num(self.rhat, '.3f')}/{rule.max_rhat:g}, "
                 f"MCSE {_pct(self.mcse)}/{100 * rule.max_mcse:g}%, {_drift_text(self.drift, self.drift_error, rule)}")
 
