@@ -65,6 +65,8 @@ def parse_args(argv=None):
                    help="how w* is built (default cuts: the published protocol; aligned: the most "
                         "singular point for the same rank, see bench/dln.py)")
     p.add_argument("--no-devinterp", action="store_true", help="skip devinterp (ours against theory only)")
+    p.add_argument("--only", default="", help="comma-separated case names of the draw to run (default: all; "
+                   "the summary then covers those only, e.g. to re-run a run's hard cases with --seed)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for devinterp (ours: the "
                    "worker's default, 2 on these machines)")
     p.add_argument("--out", default=str(common.RESULTS / "default_audit.json"))
@@ -101,7 +103,7 @@ def audit_with_cli(server: str, model_path: Path, data_path: Path, folder: Path)
         "stop": stopping.get("reason", "").removeprefix("STOP_REASON_").lower(),
         "steps": int(stopping.get("steps", 0)), "summary": stopping.get("summary", ""),
         "rhat": diag.get("rhat"), "ess": diag.get("ess"), "mcse": diag.get("mcse_relative"),
-        "drift": diag.get("drift"), "acceptance": diag.get("acceptance"),
+        "drift": diag.get("drift"), "drift_error": diag.get("drift_error"), "acceptance": diag.get("acceptance"),
         "step_size": report["config"]["sampler"].get("step_size"),
         "sampling_seconds": report["timing"].get("sampling_seconds"),
         "calibration_seconds": report["timing"].get("calibration_seconds"),
@@ -131,6 +133,12 @@ def main(argv=None) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     rng = random.Random(seed)
     cases, bounds, set_aside = draw_cases(rng, args.cases, args.teacher)
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {c.name for c in cases}
+        if unknown:
+            raise SystemExit(f"no case {', '.join(sorted(unknown))} in this draw: {', '.join(c.name for c in cases)}")
+        cases = [c for c in cases if c.name in wanted]
     print(f"suite seed {seed} (repeat with --seed {seed}); {len(cases)} DLNs, n = {dln.N_EXAMPLES}", flush=True)
     for c in set_aside:
         print(f"set aside {c['name']}: widths {tuple(c['widths'])}, r = {c['rank']}: rank(Hessian)/2 = "

@@ -558,7 +558,7 @@ def _print_report(report: audit_pb2.AuditReport) -> None:
     for reason in report.verdict.reasons:
         print(f"  - {reason}")
     print(f"diagnostics: R-hat {d.rhat:.3f}, ESS {d.ess:.0f}, MCSE {100 * d.mcse_relative:.1f}%, "
-          f"drift {100 * d.drift:+.1f}%, acceptance {d.acceptance:.3f}, "
+          f"drift {views.drift(d)}, acceptance {d.acceptance:.3f}, "
           f"draws below L_n(w*) {100 * d.below_init_fraction:.1f}%")
     if report.loss_description:
         print(f"loss: {report.loss_description}")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from lambdascope.llc import diagnostics, hessian, stopping, weights
+from lambdascope.llc import diagnostics, hessian, weights
 from lambdascope.llc.llc import LLCResult, SGLDConfig, estimate_llc
 from lambdascope.llc.snapshots import Snapshots
 
@@ -132,10 +132,9 @@ def diagnose(llc: LLCResult) -> tuple[diagnostics.Diagnostics, diagnostics.Verdi
     """The diagnostics of an estimate's kept draws and the verdict on them, including how its
     length was decided (a run stopped by a cap before it could be trusted is a warning)."""
     kept = [trace[llc.burnin::llc.thin] for trace in llc.traces]
-    energy = llc.nbeta * (torch.tensor(llc.traces, dtype=torch.float64) - llc.init_loss)
     bias = llc.bias_estimate / llc.mean if llc.mean > 0 else math.nan
-    diag = diagnostics.diagnose(kept, llc.init_loss, acceptance=llc.acceptance,
-                                drift=stopping.drift(energy.numpy(), llc.burnin), bias_relative=bias)
+    diag = diagnostics.diagnose(kept, llc.init_loss, acceptance=llc.acceptance, drift=llc.drift,
+                                drift_error=llc.drift_error, bias_relative=bias)
     verdict = diagnostics.judge(diag, llc.per_chain, llc.mean, llc.std, num_parameters=llc.num_parameters)
     stop = llc.stopping
     if stop is not None and stop.adaptive and stop.reason in ("step_cap", "time_cap"):

@@ -69,6 +69,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -77,8 +78,8 @@ from lambdascope.llc.sgld import LossFn, SamplerDivergedError, run_sgld
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CalibrationCandidate", "CalibrationResult", "DEFAULT_TARGET_BIAS", "after_divergence", "calibrate",
-           "given", "predicted_bias", "refine", "retune"]
+__all__ = ["CalibrationCandidate", "CalibrationResult", "DEFAULT_TARGET_BIAS", "Lowered", "after_divergence",
+           "calibrate", "given", "predicted_bias", "refine", "retune"]
 
 DEFAULT_TARGET_BIAS = 0.02  # predicted bias of λ̂ allowed, as a fraction of λ̂
 GRID_FACTOR = 2.0  # neighbouring candidates differ by this factor
@@ -392,8 +393,16 @@ def given(step_size: float | None) -> CalibrationResult:
                              warmup_step_size=step)
 
 
+class Lowered(NamedTuple):
+    """A smaller step :func:`retune` asks for, and why."""
+
+    step_size: float
+    why: str  # e.g. "predicted bias 5.3% of λ̂, acceptance 0.75"
+    bias_share: float  # the predicted bias over λ̂ that asked for it; nan when acceptance did
+
+
 def retune(result: CalibrationResult, part, step_size: float, nbeta: float, init_loss: float,
-           retunes_so_far: int) -> tuple[float, str] | None:
+           retunes_so_far: int) -> Lowered | None:
     """During a run that chooses its length: a smaller step and why, when a chunk of the main run
     (``part``, sampled at ``step_size``) says the step has become too large; None when it is fine,
     unmeasured (accept_every = 0), the step was given, or MAX_RETUNES were made. Chains drifting
@@ -408,9 +417,10 @@ def retune(result: CalibrationResult, part, step_size: float, nbeta: float, init
     frac = bias / llc if llc > 0 and math.isfinite(bias) else math.nan
     if frac > RETUNE_BIAS:
         factor = max(0.25, result.target_bias / frac)
-        return step_size * factor, f"predicted bias {100 * frac:.1f}% of λ̂, acceptance {acceptance:.2f}"
+        return Lowered(step_size * factor, f"predicted bias {100 * frac:.1f}% of λ̂, acceptance {acceptance:.2f}",
+                       frac)
     if acceptance < RETUNE_ACCEPTANCE:
-        return step_size / 2, f"acceptance {acceptance:.2f}"
+        return Lowered(step_size / 2, f"acceptance {acceptance:.2f}", math.nan)
     return None
 
 

@@ -146,13 +146,14 @@ BIAS_FAIL = 0.25
 # itself, so the reported mean depends on which chains happened to run.
 SPREAD_WARN = 0.30
 
-# Drift: λ̂ over the kept draws against λ̂ over the stretch just before them, half as long
-# (lambdascope.llc.stopping.drift), relative to λ̂. On singular models λ̂ climbs slowly
-# (roughly logarithmically in steps) before it levels off, and that climb barely moves R-hat or
-# ESS: on a 5-layer DLN 200 burn-in + 200 draws gave R-hat 1.15-1.45 but λ̂ 7-31% low, and at
-# 20,000 steps R-hat was fine while λ̂ was still 10% low and rising 5.6% per doubling. Above 5%,
-# and beyond DRIFT_Z standard errors of the difference (about sqrt(3) times the MCSE of the
-# kept window, the earlier window being half as long), the trace is still moving: a warning.
+# Drift: λ̂ over the kept draws against λ̂ over the stretch just before them, half as long, per
+# doubling of the chains' age (lambdascope.llc.stopping.drift), relative to λ̂. On singular models
+# λ̂ climbs slowly (roughly logarithmically in steps) before it levels off, and that climb barely
+# moves R-hat or ESS: on a 5-layer DLN 200 burn-in + 200 draws gave R-hat 1.15-1.45 but λ̂ 7-31%
+# low, and at 20,000 steps R-hat was fine while λ̂ was still 10% low and rising 5.6% per doubling.
+# Above 5% per doubling, and beyond DRIFT_Z of its standard errors (the two windows' Monte Carlo
+# errors combined; without it, about sqrt(3) times the kept window's MCSE), the trace is still
+# moving: a warning.
 DRIFT_WARN = 0.05
 DRIFT_Z = 3.0
 
@@ -185,7 +186,8 @@ class Diagnostics:
     diverged_chains: list[int] = field(default_factory=list)
     below_init_segments: float = math.nan
     mcse_relative: float = math.nan
-    drift: float = math.nan  # relative change of λ̂ into the kept draws (see DRIFT_WARN); nan if unknown
+    drift: float = math.nan  # change of λ̂ into the kept draws per doubling (see DRIFT_WARN); nan if unknown
+    drift_error: float = math.nan  # its standard error; nan if unknown
     bias_relative: float = math.nan  # predicted bias of λ̂ from the step, over λ̂ (see BIAS_WARN)
 
 
@@ -372,10 +374,11 @@ def mcse_relative(draws, init_loss: float) -> float:
 
 def diagnose(
     draws, init_loss: float, acceptance: float = math.nan, diverged_chains: Iterable[int] = (),
-    drift: float = math.nan, bias_relative: float = math.nan,
+    drift: float = math.nan, drift_error: float = math.nan, bias_relative: float = math.nan,
 ) -> Diagnostics:
-    """All diagnostics of the kept draws' losses ``draws`` shaped (chains, draws); ``drift`` is
-    passed through (it needs the steps before the draws, which ``draws`` does not hold).
+    """All diagnostics of the kept draws' losses ``draws`` shaped (chains, draws); ``drift`` and
+    ``drift_error`` are passed through (they need the steps before the draws, which ``draws``
+    does not hold).
 
     A chain holding any non-finite draw is counted as diverged (added to ``diverged_chains``);
     R-hat, ESS, the segment share and the MCSE are computed over the remaining chains.
@@ -393,6 +396,7 @@ def diagnose(
         below_init_segments=below_init_segments(healthy, init_loss) if healthy.shape[0] else math.nan,
         mcse_relative=mcse_relative(healthy, init_loss) if healthy.shape[0] else math.nan,
         drift=float(drift),
+        drift_error=float(drift_error),
         bias_relative=float(bias_relative),
     )
 
@@ -538,12 +542,15 @@ def judge(
             f"at most {_pct(MCSE_WARN)}); run more draws or more chains."
         )
 
-    drift, noise = diag.drift, math.sqrt(3) * mcse if math.isfinite(mcse) else math.inf
+    drift, error = diag.drift, diag.drift_error
+    noise = error if math.isfinite(error) else math.sqrt(3) * mcse if math.isfinite(mcse) else math.inf
     if math.isfinite(drift) and abs(drift) > DRIFT_WARN and abs(drift) > DRIFT_Z * noise:
+        known = f" ± {100 * error:.1f}%" if math.isfinite(error) else ""
         warned.append(
-            f"λ̂ was still {'rising' if drift > 0 else 'falling'}: it moved {100 * drift:+.0f}% from the "
-            "steps just before the draws to the draws, so the chains had not settled; run longer "
-            "(leave draws and burn-in unset to let the audit run until its diagnostics are met)."
+            f"λ̂ was still {'rising' if drift > 0 else 'falling'}: {100 * drift:+.1f}%{known} per doubling "
+            "of the chains' sampling time, from the steps just before the draws to the draws, so the "
+            "chains had not settled; run longer (leave draws and burn-in unset to let the audit run "
+            "until its diagnostics are met)."
         )
 
     finite_chain_llc = [v for v in per_chain_llc if math.isfinite(v)]

@@ -18,14 +18,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lambdascope.llc.calibration import (CalibrationResult, after_divergence, calibrate, given, predicted_bias, refine,
-                                         retune)
+from lambdascope.llc.calibration import (CalibrationResult, Lowered, after_divergence, calibrate, given, predicted_bias,
+                                         refine, retune)
 from lambdascope.llc.compiled import GradientCompiler
+from lambdascope.llc.diagnostics import BIAS_WARN
 from lambdascope.llc.chain_groups import (MEMORY_SHARE, TIMING_ROUNDS, ChainPlan, available_bytes, by_speed, peak_bytes,
                                             plan_chains, reset_peak, worth_timing)
 from lambdascope.llc.sgld import (LossFn, SamplerDivergedError, SGLDTrace, activation_bytes, make_forward,
                                      pass_seconds, prepare_for_sampling, run_sgld)
 from lambdascope.llc import snapshots as snapshots_lib
+from lambdascope.llc import stopping as stopping_lib
 from lambdascope.llc.snapshots import Snapshots
 from lambdascope.llc.stopping import MIN_DRAWS, Check, StoppingRule, assess, next_chunk
 
@@ -231,6 +233,10 @@ class LLCResult:
     peak_memory_kind: str = ""  # what peak_memory_bytes measured
     compile_summary: str = ""  # whether the gradient was compiled, and when (lambdascope.llc.compiled)
     compile_seconds: float = 0.0  # what compiling took (included in sampling_seconds)
+    # λ̂'s change into the kept draws per doubling of the chains' age, and its standard error,
+    # relative to λ̂ (lambdascope.llc.stopping.drift); nan when there is nothing to compare
+    drift: float = math.nan
+    drift_error: float = math.nan
 
 
 MIN_STAGE = 10  # a fixed burn-in is split for refinement only if each half has this many steps
@@ -459,6 +465,8 @@ def estimate_llc(
     per_chain = [v - bias for v in sampled] if corrected else sampled
     std = torch.tensor(per_chain).std().item() if len(per_chain) > 1 else 0.0
     peak, peak_kind = peak_bytes(device)
+    drift, drift_error = _drift(losses, burnin, stopping, nbeta, init_loss,
+                                calibration.warmup_step_size / step_size)
     return LLCResult(
         mean=sum(per_chain) / len(per_chain),
         std=std,
@@ -489,7 +497,27 @@ def estimate_llc(
         peak_memory_kind=peak_kind,
         compile_summary=compiler.summary() if compiler is not None else _not_compiled(config),
         compile_seconds=compiler.compile_seconds if compiler is not None else 0.0,
+        drift=drift,
+        drift_error=drift_error,
     )
+
+
+def _drift(losses: torch.Tensor, burnin: int, stopping: Stopping, nbeta: float, init_loss: float,
+           warm_ratio: float) -> tuple[float, float]:
+    """(drift, its error) of the kept draws, per doubling of the chains' age. A run that chose
+    its length reports what its stopping rule last saw (its window and age, which a lowered
+    step moves); a fixed run's age counts each warm-up step as ``warm_ratio`` (its step over the
+    main one) steps. Measured from the trace's start instead, a window late in a long run spans a
+    sliver of a doubling, so its noise read as a steep climb (+748% per doubling a few thousand
+    steps after a late lowered step), and a fixed run's climb after a warm-up read as a fraction
+    of itself."""
+    if stopping.last is not None:
+        return stopping.last.drift, stopping.last.drift_error
+    warm = stopping.warmup_steps
+    energy = (nbeta * (losses[:, warm:] - init_loss)).numpy()
+    age = warm * warm_ratio if math.isfinite(warm_ratio) else float(warm)
+    start = max(0, burnin - warm)
+    return stopping_lib.drift(energy, start, age), stopping_lib.drift_error(energy, start, age)
 
 
 def _chain_plan(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, config: SGLDConfig,
@@ -629,7 +657,7 @@ class _Sampler:
         parts: list[SGLDTrace] = []
         losses = torch.empty(config.chains, 0, dtype=torch.float64)  # the main run's, on the CPU
         done, origin, checks, check, status, clock = 0, 0, 0, None, "sampling", warm_time
-        reason, retunes = "step_cap", []
+        reason, retunes, declined = "step_cap", [], ""
 
         def judge() -> Check:
             """The stopping rule on the window since ``origin``, with the chains' age there."""
@@ -642,14 +670,14 @@ class _Sampler:
             losses = torch.cat([losses, *(p.losses.double() for p in parts)], dim=1)
             done, start = losses.shape[1], parts[-1].final
             step_size, origin, checks, status = main["step_size"], main["origin"], main["checks"], main["status"]
-            retunes, clock = list(main["retunes"]), main["clock"]
+            retunes, clock, declined = list(main["retunes"]), main["clock"], main.get("declined", "")
             if main["checked"]:
                 check = judge()
         saved = len(parts)
         while True:
             if len(parts) > saved:  # between chunks: a boundary a resumed run can start from
                 self.saver.main(parts, step_size=step_size, origin=origin, checks=checks, status=status,
-                                retunes=retunes, checked=check is not None, clock=clock)
+                                retunes=retunes, checked=check is not None, clock=clock, declined=declined)
                 saved = len(parts)
             seconds = sum(p.seconds for p in parts)
             rate = done / seconds if seconds > 0 else math.nan
@@ -672,11 +700,15 @@ class _Sampler:
             done += part.losses.shape[1]
             losses = torch.cat([losses, part.losses.double()], dim=1)
             smaller = retune(calibration, part, step_size, self.nbeta, self.init_loss, len(retunes))
-            if smaller is not None and done < cap:
-                retunes.append(f"at step {warm + done} the step size went {step_size:.3g} → {smaller[0]:.3g} "
-                               f"({smaller[1]})")
+            if smaller is not None and done < cap and _too_late(smaller, cap - done, clock, done - origin, step_size):
+                declined = declined or (f"at step {warm + done} a smaller step was declined ({smaller.why}): a window "
+                                        "restarted there could not span a doubling of the chains' age before the step "
+                                        "cap, and a bias that size is corrected")
+            elif smaller is not None and done < cap:
+                retunes.append(f"at step {warm + done} the step size went {step_size:.3g} → {smaller.step_size:.3g} "
+                               f"({smaller.why})")
                 clock += (done - origin) * step_size
-                step_size, origin, check = smaller[0], done, None
+                step_size, origin, check = smaller.step_size, done, None
                 status = "step size lowered: the window starts again"
                 continue
             check = judge()
@@ -696,8 +728,9 @@ class _Sampler:
             check = judge()
             checks += 1
         summary = _stopping_summary(reason, check, rule, warm + done, warm + origin)
-        if retunes:
-            summary += "; the chains met stiffer regions than calibration saw, so " + "; ".join(retunes)
+        if retunes or declined:
+            changes = sorted([*retunes, declined] if declined else retunes, key=_at_step)
+            summary += "; the chains met stiffer regions than calibration saw, so " + "; ".join(changes)
         burnin = origin + (check.burnin if check is not None else 0)
         self.report(warm + done, warm + done, losses[:, burnin:], status)
         return _join(parts), Stopping(True, reason, summary, warm + done, warm, checks, check), step_size, burnin
@@ -706,6 +739,24 @@ class _Sampler:
 # stage, must have ended in a run that chooses its length; the main run has the rest.
 CALIBRATION_TIME_SHARE = 0.2
 WARMUP_TIME_SHARE = 0.35
+
+
+def _too_late(lowered: Lowered, steps_left: int, clock: float, since: int, step_size: float) -> bool:
+    """Whether a smaller step that the predicted bias asks for should be declined: the window that
+    would restart with it must span a doubling of the chains' age (Σε since w*, in steps of the
+    new size) and cannot within the steps left, so lowering it would leave the run to end at its
+    cap on a short window. A bias up to the verdict's BIAS_WARN is corrected well (docs §4o: at
+    lowered steps λ̂ moved by the predicted bias within ±2.4% of λ), so the step is kept; a larger
+    bias, or an acceptance too low for stability, still lowers it."""
+    if not math.isfinite(lowered.bias_share) or lowered.bias_share > BIAS_WARN:
+        return False
+    age_after = (clock + since * step_size) / lowered.step_size
+    return steps_left < age_after
+
+
+def _at_step(note: str) -> int:
+    """The step a note "at step N ..." of :meth:`_Sampler._until_trusted` is about."""
+    return int(note.split(maxsplit=3)[2])
 
 
 def _chunk_seed(seed: int, index: int) -> int:

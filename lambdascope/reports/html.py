@@ -97,7 +97,7 @@ def audit_page(report: audit_pb2.AuditReport) -> str:
     stop = report.stopping
     body.append(_table([
         ("R-hat (split, rank-normalized)", _fmt(d.rhat, ".3f")), ("bulk ESS", _fmt(d.ess, ".0f")),
-        ("Monte Carlo error of λ̂", f"{100 * d.mcse_relative:.2f}%"), ("drift", f"{100 * d.drift:+.2f}%"),
+        ("Monte Carlo error of λ̂", f"{100 * d.mcse_relative:.2f}%"), ("drift of λ̂", views.drift(d)),
         ("MALA acceptance", _fmt(d.acceptance, ".3f")),
         ("draws below L_n(w*)", f"{100 * d.below_init_fraction:.1f}%"),
         ("how the length was decided", stop.summary or "fixed length"),

@@ -13,12 +13,20 @@ from lambdascope.llc.stages import Stage, detect_stages
 from lambdascope.v1 import audit_pb2
 
 __all__ = ["Comparison", "compare", "energy_trace", "incomparable", "stages", "stderr", "trajectory_points",
-           "verdict", "warmup_and_burnin"]
+           "drift", "verdict", "warmup_and_burnin"]
 
 
 def verdict(report: audit_pb2.AuditReport) -> str:
     """"ok", "warning" or "failed"."""
     return audit_pb2.VerdictState.Name(report.verdict.state).removeprefix("VERDICT_STATE_").lower()
+
+
+def drift(d: audit_pb2.Diagnostics) -> str:
+    """E.g. "+1.2% per doubling (± 0.8%)"; reports stored before the error was kept (0) show none."""
+    if not math.isfinite(d.drift):
+        return "n/a"
+    error = f" (± {100 * d.drift_error:.1f}%)" if math.isfinite(d.drift_error) and d.drift_error > 0 else ""
+    return f"{100 * d.drift:+.1f}% per doubling{error}"
 
 
 def stderr(report: audit_pb2.AuditReport) -> float:

@@ -164,7 +164,7 @@ class Calibration(_message.Message):
     def __init__(self, ran: _Optional[bool] = ..., chosen_step_size: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CalibrationCandidate, _Mapping]]] = ..., summary: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class Diagnostics(_message.Message):
-    __slots__ = ("rhat", "ess", "acceptance", "below_init_fraction", "diverged_chains", "mcse_relative", "below_init_segments", "drift", "predicted_bias")
+    __slots__ = ("rhat", "ess", "acceptance", "below_init_fraction", "diverged_chains", "mcse_relative", "below_init_segments", "drift", "predicted_bias", "drift_error")
     RHAT_FIELD_NUMBER: _ClassVar[int]
     ESS_FIELD_NUMBER: _ClassVar[int]
     ACCEPTANCE_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +174,7 @@ class Diagnostics(_message.Message):
     BELOW_INIT_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     DRIFT_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_BIAS_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_ERROR_FIELD_NUMBER: _ClassVar[int]
     rhat: float
     ess: float
     acceptance: float
@@ -183,7 +184,8 @@ class Diagnostics(_message.Message):
     below_init_segments: float
     drift: float
     predicted_bias: float
-    def __init__(self, rhat: _Optional[float] = ..., ess: _Optional[float] = ..., acceptance: _Optional[float] = ..., below_init_fraction: _Optional[float] = ..., diverged_chains: _Optional[_Iterable[int]] = ..., mcse_relative: _Optional[float] = ..., below_init_segments: _Optional[float] = ..., drift: _Optional[float] = ..., predicted_bias: _Optional[float] = ...) -> None: ...
+    drift_error: float
+    def __init__(self, rhat: _Optional[float] = ..., ess: _Optional[float] = ..., acceptance: _Optional[float] = ..., below_init_fraction: _Optional[float] = ..., diverged_chains: _Optional[_Iterable[int]] = ..., mcse_relative: _Optional[float] = ..., below_init_segments: _Optional[float] = ..., drift: _Optional[float] = ..., predicted_bias: _Optional[float] = ..., drift_error: _Optional[float] = ...) -> None: ...
 
 class Stopping(_message.Message):
     __slots__ = ("reason", "summary", "steps", "warmup_steps", "burnin", "draws", "checks")

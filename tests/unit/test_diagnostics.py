@@ -358,3 +358,7 @@ def test_drift_beyond_its_noise_warns_and_within_it_does_not():
     assert v.state == "warning" and v.reasons[0].startswith("λ̂ was still rising")
     assert judge(healthy(drift=0.12, mcse_relative=0.05), PER_CHAIN, MEAN, STD).state == "ok"
     assert judge(healthy(drift=-0.03, mcse_relative=0.001), PER_CHAIN, MEAN, STD).state == "ok"
+    # with the drift's own standard error known, that is its noise (not the kept window's MCSE)
+    v = judge(healthy(drift=0.12, drift_error=0.02, mcse_relative=0.05), PER_CHAIN, MEAN, STD)
+    assert v.state == "warning" and "+12.0% ± 2.0% per doubling" in v.reasons[0], v.reasons
+    assert judge(healthy(drift=0.12, drift_error=0.05, mcse_relative=0.001), PER_CHAIN, MEAN, STD).state == "ok"

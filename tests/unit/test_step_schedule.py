@@ -43,9 +43,9 @@ def test_the_bias_formula_is_curvature_over_8_plus_step_times_noise_over_16() ->
 def test_a_step_whose_bias_grew_is_cut_to_the_target() -> None:
     # λ̂ of the chunk = nβ (E L − L*) = 100 · (1.5 − 1.0) = 50; bias 80/8 = 10: 20% of λ̂
     part = _trace(curvature=80.0, noise=0.0, acceptance=0.95, loss=1.5)
-    step, why = calibration.retune(_calibrated(), part, 1e-3, nbeta=100.0, init_loss=1.0, retunes_so_far=0)
+    step, why, share = calibration.retune(_calibrated(), part, 1e-3, nbeta=100.0, init_loss=1.0, retunes_so_far=0)
     assert step == pytest.approx(1e-3 * max(0.25, calibration.DEFAULT_TARGET_BIAS / 0.2))
-    assert "predicted bias 20.0% of λ̂" in why
+    assert "predicted bias 20.0% of λ̂" in why and share == pytest.approx(0.2)
     # twice the target (4%) and less is left alone; bias 1.6/8 = 0.2 is 0.4% of λ̂
     fine = _trace(curvature=1.6, noise=0.0, acceptance=0.95, loss=1.5)
     assert calibration.retune(_calibrated(), fine, 1e-3, 100.0, 1.0, 0) is None
@@ -53,8 +53,8 @@ def test_a_step_whose_bias_grew_is_cut_to_the_target() -> None:
 
 def test_low_acceptance_halves_the_step() -> None:
     part = _trace(curvature=1.6, noise=0.0, acceptance=0.3, loss=1.5)
-    step, why = calibration.retune(_calibrated(), part, 1e-3, 100.0, 1.0, 0)
-    assert step == pytest.approx(5e-4) and "acceptance 0.30" in why
+    step, why, share = calibration.retune(_calibrated(), part, 1e-3, 100.0, 1.0, 0)
+    assert step == pytest.approx(5e-4) and "acceptance 0.30" in why and math.isnan(share)
 
 
 def test_a_given_step_or_a_spent_budget_is_never_retuned() -> None:

@@ -71,6 +71,9 @@ def test_regular_model_stops_by_its_targets_near_half_the_parameter_count() -> N
     assert result.draws == stop.steps - result.burnin == len(result.traces[0]) - result.burnin
     diag, verdict = diagnose(result)
     assert verdict.state == "ok", verdict.reasons
+    # the report's drift is the one the rule judged, over the same window and age
+    assert (diag.drift, diag.drift_error) == (stop.last.drift, stop.last.drift_error)
+    assert math.isfinite(diag.drift_error) and diag.drift_error > 0
     # the progress says what the run waits for, and ends at the length it chose
     assert any(c[3].startswith("ESS ") for c in calls)
     assert calls[-1][0] == calls[-1][1] == stop.steps
@@ -121,6 +124,46 @@ def test_a_model_that_is_not_at_a_minimum_stops_early_and_fails() -> None:
     assert result.stopping.reason == "not_a_minimum", result.stopping.summary
     assert result.stopping.steps < 10_000
     assert result.mean < 0 and diagnose(result)[1].state == "failed"
+
+
+def test_a_smaller_step_that_could_not_settle_before_the_cap_is_declined() -> None:
+    """A lowered step restarts the window, which must then span a doubling of the chains' age
+    (Σε since w*, in steps of the new size). When fewer steps are left than that, a request
+    the predicted bias made at or below the verdict's 5% is declined; above it, or for low
+    acceptance, never."""
+    from lambdascope.llc.calibration import Lowered
+    from lambdascope.llc.llc import _too_late
+
+    step, clock, since = 2e-7, 1e-2, 20_000  # age before: 1e-2 / 2e-7 + 20,000 = 70,000 steps
+    halved = Lowered(1e-7, "predicted bias 4.5% of λ̂", 0.045)  # age after: 140,000 steps of 1e-7
+    assert _too_late(halved, 139_999, clock, since, step)
+    assert not _too_late(halved, 140_000, clock, since, step)
+    assert not _too_late(halved._replace(bias_share=0.06), 10, clock, since, step)
+    assert not _too_late(Lowered(1e-7, "acceptance 0.40", math.nan), 10, clock, since, step)
+
+
+def test_a_run_keeps_its_step_when_a_smaller_one_could_not_settle_and_says_so(monkeypatch) -> None:
+    """Chunks asking for half the step: at 6% predicted bias the first is lowered, at 4.5% the
+    rest are declined (none could settle before the 6,000-step cap), and the summary says so."""
+    import lambdascope.llc.llc as llc_module
+    from lambdascope.llc.calibration import Lowered
+
+    model, x, y = _regression(20, 2000)
+    asked: list[float] = []
+
+    def retune(result, part, step_size, *rest):
+        share = 0.06 if not asked else 0.045
+        asked.append(step_size)
+        return Lowered(step_size / 2, f"predicted bias {100 * share:.1f}% of λ̂, acceptance 0.90", share)
+
+    monkeypatch.setattr(llc_module, "retune", retune)
+    result = estimate_llc(model, x, y, mse, SGLDConfig(until_ess=1e9, max_steps=6000), device="cpu")
+    stop = result.stopping
+    assert stop.reason == "step_cap" and stop.steps == 6000 and len(asked) > 3
+    assert stop.summary.count("the step size went") == 1 and stop.summary.count("was declined") == 1, stop.summary
+    went, declined = stop.summary.index("the step size went"), stop.summary.index("a smaller step was declined")
+    assert went < declined and "(predicted bias 4.5% of λ̂, acceptance 0.90)" in stop.summary[declined:]
+    assert asked[1:] == [asked[0] / 2] * (len(asked) - 1) and result.step_size == asked[0] / 2
 
 
 def test_a_fixed_length_run_is_unchanged_by_the_rule() -> None:
@@ -190,6 +233,25 @@ def test_drift_compares_the_kept_window_with_the_one_before() -> None:
     # no room before the kept window: its two halves
     assert stopping.drift(energy[:, 150:], 0) == pytest.approx(0.0)
     assert math.isnan(stopping.drift(np.zeros((2, 10)), 5))
+
+
+def test_a_fixed_runs_drift_counts_the_warm_ups_larger_steps() -> None:
+    """A fixed run reports its drift per doubling of the chains' age, a warm-up step counting as
+    its size over the main step: λ̂ rising by 4% of its final level per doubling of that age is
+    read as about 4%, where counting steps from the trace's start reads a fraction of it (the
+    warm-up aged the chains 16 steps per step, so the windows span far less than a doubling)."""
+    from lambdascope.llc.llc import Stopping, _drift
+
+    warm, ratio, main, burnin = 100, 16.0, 300, 200
+    steps = np.arange(warm + main)
+    age = np.where(steps < warm, ratio * (steps + 1), ratio * warm + (steps - warm + 1))
+    level = 1 + 0.04 * np.log2(age / age[-1])
+    losses = torch.tensor(np.tile(level, (2, 1)))
+    stop = Stopping(False, "fixed", "", warm + main, warm)
+    d, error = _drift(losses, burnin, stop, nbeta=1.0, init_loss=0.0, warm_ratio=ratio)
+    assert d == pytest.approx(0.04, rel=0.1)
+    assert stopping.drift(losses.numpy(), burnin) < d / 4  # the same windows, age counted from step 0
+    assert 0 < error < d / 2  # only the trend within each window reads as noise here
 
 
 def test_chunks_grow_with_the_run_and_respect_both_caps() -> None:
