@@ -139,7 +139,9 @@ def diagnose(llc: LLCResult) -> tuple[diagnostics.Diagnostics, diagnostics.Verdi
     stop = llc.stopping
     if stop is not None and stop.adaptive and stop.reason in ("step_cap", "time_cap"):
         flag = "--max-steps" if stop.reason == "step_cap" else "--max-seconds"
-        reason = f"the run {stop.summary}; λ̂ may still be off: raise {flag} for a longer run"
+        more = (f" (to about {stop.steps_wanted:,} steps per chain for the {stop.wanted_for} it lacked, at the "
+                "rate this run saw; R-hat and drift can need more)" if stop.steps_wanted else "")
+        reason = f"the run {stop.summary}; λ̂ may still be off: raise {flag}{more} for a longer run"
         state = verdict.state if verdict.state == "failed" else "warning"
         verdict = diagnostics.Verdict(state, [*verdict.reasons, reason] if state == "failed"
                                       else [reason, *verdict.reasons])

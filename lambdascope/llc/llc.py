@@ -560,6 +560,10 @@ class Stopping:
     warmup_steps: int
     checks: int = 0
     last: Check | None = None
+    # a capped run: about the steps per chain what it lacked would have needed at the rates seen
+    # (0: unknown, or nothing it lacked grows with the run), and what that was ("ESS and settling")
+    steps_wanted: int = 0
+    wanted_for: str = ""
 
 
 # Why sampling stopped. "fixed": the length was given; the others only for a run that chose it.
@@ -733,7 +737,12 @@ class _Sampler:
             summary += "; the chains met stiffer regions than calibration saw, so " + "; ".join(changes)
         burnin = origin + (check.burnin if check is not None else 0)
         self.report(warm + done, warm + done, losses[:, burnin:], status)
-        return _join(parts), Stopping(True, reason, summary, warm + done, warm, checks, check), step_size, burnin
+        wanted, wanted_for = _steps_wanted(check, rule, done - origin, clock / step_size if retunes else 0.0)
+        if reason != "step_cap" or not wanted:
+            wanted, wanted_for = 0, ""
+        stop = Stopping(True, reason, summary, warm + done, warm, checks, check,
+                        warm + origin + wanted if wanted else 0, wanted_for)
+        return _join(parts), stop, step_size, burnin
 
 # Shares of max_seconds (from the start of the estimate) by which calibration, then the warm-up
 # stage, must have ended in a run that chooses its length; the main run has the rest.
@@ -752,6 +761,28 @@ def _too_late(lowered: Lowered, steps_left: int, clock: float, since: int, step_
         return False
     age_after = (clock + since * step_size) / lowered.step_size
     return steps_left < age_after
+
+
+def _steps_wanted(check: Check | None, rule: StoppingRule, window: int, settle: float) -> tuple[int, str]:
+    """(steps of the final window that would meet what a capped run lacked, as far as it scales
+    with the window, and what that is), or (0, "") when none of it does: the ESS grows with the
+    window's length, the MCSE falls with its square root, a restarted window must span ``settle``
+    steps. Rounded up to a thousand. R-hat and the drift have no such rate, so a run lacking
+    them may need more."""
+    if check is None or window <= 0:
+        return 0, ""
+    needs = {}
+    if math.isfinite(check.ess) and 0 < check.ess < rule.until_ess:
+        needs["ESS"] = window * rule.until_ess / check.ess
+    if math.isfinite(check.mcse) and check.mcse > rule.max_mcse:
+        needs["MCSE"] = window * (check.mcse / rule.max_mcse) ** 2
+    if settle > window:
+        needs["settling"] = settle
+    if not needs:
+        return 0, ""
+    names = list(needs)
+    what = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return int(math.ceil(max(needs.values()) / 1000) * 1000), what
 
 
 def _at_step(note: str) -> int:

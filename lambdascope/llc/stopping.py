@@ -23,7 +23,9 @@ asks :func:`assess` whether its estimate can be trusted. The rule, all on the ma
   quickly while the slow ones go on climbing, and early on the two cancel in the drift: on a
   3-layer DLN (d 19,037, λ 1942) the window right after such a change showed −0.3% per doubling
   and stopped 5.5% low, while the same chains sampled on from w* at that step climbed 3-4% per
-  doubling to 60,000 steps;
+  doubling to 60,000 steps. A lowering whose window could not span that before the step cap is
+  declined while the predicted bias is within the verdict's 5% (it is corrected): it could only
+  end the run at its cap on a short window (``llc._too_late``);
 - **split R-hat** (rank-normalized, bulk and tail) of the kept draws at most ``max_rhat``;
 - **bulk ESS** of the kept draws, over all chains, at least ``until_ess``;
 - **Monte Carlo error** of λ̂ (sd / sqrt(ESS of the mean), relative to λ̂) at most ``max_mcse``;

@@ -105,6 +105,27 @@ def test_a_step_cap_stops_the_run_with_a_warning_that_says_so() -> None:
     diag, verdict = diagnose(result)
     assert verdict.state == "warning"
     assert any("--max-steps" in r and "step cap" in r for r in verdict.reasons), verdict.reasons
+    # it says how far to raise the cap for what it lacked that grows with the run
+    assert stop.steps_wanted > 400
+    assert stop.wanted_for and any(f"raise --max-steps (to about {stop.steps_wanted:,} steps per chain for the "
+                                   f"{stop.wanted_for} it lacked" in r for r in verdict.reasons), verdict.reasons
+
+
+def test_a_capped_run_estimates_the_steps_its_ess_mcse_and_settling_needed() -> None:
+    from lambdascope.llc.llc import _steps_wanted
+
+    rule = stopping.StoppingRule()
+
+    def check(ess: float, mcse: float) -> stopping.Check:
+        return stopping.Check(steps=10_000, burnin=5000, draws=5000, llc=100.0, ess=ess, rhat=1.0, mcse=mcse,
+                              drift=0.0)
+    assert _steps_wanted(check(50.0, 0.01), rule, 10_000, 0.0) == (40_000, "ESS")  # ESS 50/200: 4x the window
+    assert _steps_wanted(check(300.0, 0.04), rule, 10_000, 0.0) == (40_000, "MCSE")  # MCSE 4%/2%: (2x)^2
+    assert _steps_wanted(check(100.0, 0.01), rule, 10_000, 123_456.0) == (124_000, "ESS and settling")
+    assert _steps_wanted(check(100.0, 0.03), rule, 10_000, 0.0) == (23_000, "ESS and MCSE")  # 22,500 rounded up
+    assert _steps_wanted(check(300.0, 0.01), rule, 10_000, 0.0) == (0, "")  # only R-hat or drift lacking
+    assert _steps_wanted(check(math.nan, math.nan), rule, 10_000, 0.0) == (0, "")
+    assert _steps_wanted(None, rule, 10_000, 0.0) == (0, "")
 
 
 def test_a_time_cap_stops_the_run_with_a_warning_that_says_so() -> None:
