@@ -651,7 +651,8 @@ class _Sampler:
 
         The stationary window starts at ``origin``: everything before it is burn-in. After
         each chunk calibration may lower a calibrated step (:func:`calibration.retune`: the
-        chains met stiffer regions than the pilots saw); the window then restarts. ``clock``
+        chains met stiffer regions than the pilots saw); the window then restarts, unless the
+        restarted window could not settle before the cap (:func:`_too_late`). ``clock``
         is the chains' sampling time Σε before ``origin`` (``warm_time`` for the warm-up), so
         the drift test measures the climb per doubling of the chains' age (:func:`stopping.drift`).
         """
