@@ -664,11 +664,14 @@ class _Sampler:
         done, origin, checks, check, status, clock = 0, 0, 0, None, "sampling", warm_time
         reason, retunes, declined = "step_cap", [], ""
 
+        def settle() -> float:
+            """Steps the window must span: a doubling of the chains' age, once the step was lowered."""
+            return clock / step_size if retunes else 0.0
+
         def judge() -> Check:
             """The stopping rule on the window since ``origin``, with the chains' age there."""
-            age = clock / step_size
-            return assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin, age,
-                          age if retunes else 0.0)
+            return assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin,
+                          clock / step_size, settle())
         main = (self.resumed or {}).get("main")
         if main is not None:  # resumed between two chunks: as the run stood after the last one
             parts = [snapshots_lib.trace_from(p, self.device) for p in main["parts"]]
@@ -705,17 +708,18 @@ class _Sampler:
             done += part.losses.shape[1]
             losses = torch.cat([losses, part.losses.double()], dim=1)
             smaller = retune(calibration, part, step_size, self.nbeta, self.init_loss, len(retunes))
-            if smaller is not None and done < cap and _too_late(smaller, cap - done, clock, done - origin, step_size):
-                declined = declined or (f"at step {warm + done} a smaller step was declined ({smaller.why}): a window "
-                                        "restarted there could not span a doubling of the chains' age before the step "
-                                        "cap, and a bias that size is corrected")
-            elif smaller is not None and done < cap:
-                retunes.append(f"at step {warm + done} the step size went {step_size:.3g} → {smaller.step_size:.3g} "
-                               f"({smaller.why})")
-                clock += (done - origin) * step_size
-                step_size, origin, check = smaller.step_size, done, None
-                status = "step size lowered: the window starts again"
-                continue
+            if smaller is not None and done < cap:
+                if _too_late(smaller, cap - done, clock, done - origin, step_size):
+                    declined = declined or (f"at step {warm + done} a smaller step was declined ({smaller.why}): a "
+                                            "window restarted there could not span a doubling of the chains' age "
+                                            "before the step cap, and a bias that size is corrected")
+                else:
+                    retunes.append(f"at step {warm + done} the step size went {step_size:.3g} → "
+                                   f"{smaller.step_size:.3g} ({smaller.why})")
+                    clock += (done - origin) * step_size
+                    step_size, origin, check = smaller.step_size, done, None
+                    status = "step size lowered: the window starts again"
+                    continue
             check = judge()
             checks += 1
             status = check.status(rule)
@@ -738,7 +742,7 @@ class _Sampler:
             summary += "; the chains met stiffer regions than calibration saw, so " + "; ".join(changes)
         burnin = origin + (check.burnin if check is not None else 0)
         self.report(warm + done, warm + done, losses[:, burnin:], status)
-        wanted, wanted_for = _steps_wanted(check, rule, done - origin, clock / step_size if retunes else 0.0)
+        wanted, wanted_for = _steps_wanted(check, rule, done - origin, settle())
         if reason != "step_cap" or not wanted:
             wanted, wanted_for = 0, ""
         stop = Stopping(True, reason, summary, warm + done, warm, checks, check,
