@@ -73,10 +73,14 @@ class Preconditioner:
         self.layers = layers
 
     def rotate(self, d: torch.Tensor, k: int) -> torch.Tensor:
-        return d if self.layers is None else self.layers[k][0].T @ d @ self.layers[k][1]
+        if self.layers is None or self.layers[k][0] is None:
+            return d
+        return self.layers[k][0].T @ d @ self.layers[k][1]
 
     def back(self, e: torch.Tensor, k: int) -> torch.Tensor:
-        return e if self.layers is None else self.layers[k][0] @ e @ self.layers[k][1].T
+        if self.layers is None or self.layers[k][0] is None:
+            return e
+        return self.layers[k][0] @ e @ self.layers[k][1].T
 
     def m(self, k: int) -> torch.Tensor | float:
         return 1.0 if self.layers is None else self.layers[k][2]
@@ -93,6 +97,13 @@ class Preconditioner:
         top = max(m.max().item() for _, _, m in layers)
         return Preconditioner([(u, v, m / top) for u, v, m in layers])
 
+    @staticmethod
+    def estimate_diagonal(squares: list[torch.Tensor], count: int, power: float) -> Preconditioner:
+        """Per parameter: (1 / max(E[(∂U)²], γ))^power, the flattest scaled to 1."""
+        layers = [(None, None, ((1.0 / (sq / count).clamp(min=GAMMA)) ** power).float()) for sq in squares]
+        top = max(m.max().item() for _, _, m in layers)
+        return Preconditioner([(None, None, m / top) for _, _, m in layers])
+
 
 def run(p: Problem, w: Layers, eps: float, steps: int, pre: Preconditioner, moments=None
         ) -> tuple[Layers, float, float]:
@@ -105,9 +116,12 @@ def run(p: Problem, w: Layers, eps: float, steps: int, pre: Preconditioner, mome
         losses.append(loss)
         gu = [p.nbeta * gi + GAMMA * (wi - c) for gi, wi, c in zip(g, w, p.center)]
         if moments is not None:
-            for (s, tt), u in zip(moments, gu):
-                s.add_((u @ u.transpose(-1, -2)).sum(0).double())
-                tt.add_((u.transpose(-1, -2) @ u).sum(0).double())
+            for moment, u in zip(moments, gu):
+                if isinstance(moment, tuple):
+                    moment[0].add_((u @ u.transpose(-1, -2)).sum(0).double())
+                    moment[1].add_((u.transpose(-1, -2) @ u).sum(0).double())
+                else:
+                    moment.add_(u.square().sum(0).double())
         new = []
         for k, (wi, u) in enumerate(zip(w, gu)):
             xi = torch.randn(wi.shape, generator=p.gen)
@@ -129,12 +143,32 @@ def run(p: Problem, w: Layers, eps: float, steps: int, pre: Preconditioner, mome
     return w, llc, bias
 
 
-def chunks(p: Problem, w: Layers, eps: float, steps: int, pre: Preconditioner, label: str) -> None:
+def zero_moments(p: Problem, diagonal: bool = False) -> list:
+    if diagonal:
+        return [torch.zeros(c.shape[1:], dtype=torch.float64) for c in p.center]
+    return [(torch.zeros(c.shape[1], c.shape[1], dtype=torch.float64),
+             torch.zeros(c.shape[2], c.shape[2], dtype=torch.float64)) for c in p.center]
+
+
+def estimate(moments: list, count: int, power: float) -> Preconditioner:
+    if isinstance(moments[0], tuple):
+        return Preconditioner.estimate(moments, count, power)
+    return Preconditioner.estimate_diagonal(moments, count, power)
+
+
+def chunks(p: Problem, w: Layers, eps: float, steps: int, pre: Preconditioner, label: str,
+           refresh_power: float | None = None, diagonal: bool = False) -> None:
+    """1,000-step chunks; the step is lowered as the estimator's retune does. With
+    ``refresh_power`` the preconditioner is re-estimated from each chunk's gradients (any fixed
+    M samples the same posterior; M changes only between chunks) before any lowering is judged."""
     began = time.perf_counter()
     for k in range(steps // CHUNK):
-        w, llc, bias = run(p, w, eps, CHUNK, pre)
+        moments = zero_moments(p, diagonal) if refresh_power is not None else None
+        w, llc, bias = run(p, w, eps, CHUNK, pre, moments)
         print(f"{label} {k + 1:3d}k ε {eps:.3g} {time.perf_counter() - began:5.0f}s  λ̂ {llc / p.lam:.3f}λ  "
               f"bias {bias / p.lam:.3f}λ  λ̂−bias {(llc - bias) / p.lam:.3f}λ", flush=True)
+        if moments is not None:
+            pre = estimate(moments, CHUNK * CHAINS, refresh_power)
         if bias / llc > 0.04:  # as the estimator's retune: back to the 2% target, at most ÷4
             eps *= max(0.25, 0.02 / (bias / llc))
 
@@ -143,7 +177,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--case", required=True)
-    ap.add_argument("--mode", choices=("plain", "precond"), default="precond")
+    ap.add_argument("--mode", choices=("plain", "precond", "refreshed", "diagonal"), default="precond",
+                    help="refreshed: precond, with M re-estimated after every chunk; diagonal: refreshed, "
+                         "with a diagonal M (per-parameter second moments of the gradient of U)")
     ap.add_argument("--eps", type=float, default=4e-7, help="plain: the step; precond: the warm-up's is 4x it")
     ap.add_argument("--steps", type=int, default=30_000)
     ap.add_argument("--power", type=float, default=0.5, help="M = curvature^-power")
@@ -158,10 +194,9 @@ def main() -> None:
     pre, eps, step = Preconditioner(), args.eps * 4, args.eps * 4
     w, _, _ = run(p, w, step, CHUNK, pre)
     for rounds in range(2):
-        moments = [(torch.zeros(c.shape[1], c.shape[1], dtype=torch.float64),
-                    torch.zeros(c.shape[2], c.shape[2], dtype=torch.float64)) for c in p.center]
+        moments = zero_moments(p, args.mode == "diagonal")
         w, _, _ = run(p, w, step, CHUNK, pre, moments)
-        pre = Preconditioner.estimate(moments, CHUNK * CHAINS, args.power)
+        pre = estimate(moments, CHUNK * CHAINS, args.power)
         eps = 1e-2 / GAMMA  # pilots from the current states: bias is linear in ε
         for _ in range(5):
             _, llc, bias = run(p, w, eps, 400, pre)
@@ -169,7 +204,8 @@ def main() -> None:
             print(f"  pilot ε {eps:.3g}: λ̂ {llc / p.lam:.3f}λ, bias {bias / p.lam:.3f}λ", flush=True)
             eps = eps / 8 if not math.isfinite(frac) else eps * min(4.0, 0.02 / frac)
         step = eps
-    chunks(p, w, eps, args.steps, pre, "precond")
+    chunks(p, w, eps, args.steps, pre, args.mode, args.power if args.mode in ("refreshed", "diagonal") else None,
+           args.mode == "diagonal")
 
 
 if __name__ == "__main__":

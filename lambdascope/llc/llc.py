@@ -26,6 +26,7 @@ from lambdascope.llc.chain_groups import (MEMORY_SHARE, TIMING_ROUNDS, ChainPlan
                                             plan_chains, reset_peak, worth_timing)
 from lambdascope.llc.sgld import (LossFn, SamplerDivergedError, SGLDTrace, activation_bytes, make_forward,
                                      pass_seconds, prepare_for_sampling, run_sgld)
+from lambdascope.llc import preconditioner as preconditioner_lib
 from lambdascope.llc import snapshots as snapshots_lib
 from lambdascope.llc import stopping as stopping_lib
 from lambdascope.llc.snapshots import Snapshots
@@ -86,6 +87,11 @@ class SGLDConfig:
     - ``calibration_budget``: the chain-steps calibration may spend, as a fraction of the main
       run's planned length (:attr:`planned_steps`); a floor of a few short pilots applies to
       tiny runs.
+    - ``precondition``: "diagonal" samples the main run of a calibrated run that chooses its
+      length with a diagonal preconditioner M, estimated from the warm-up's gradients and
+      re-estimated every ~1,000 steps as the chains stiffen, the step raised by the bias M
+      removes (:mod:`lambdascope.llc.preconditioner`); "none" (the default) samples with M = I.
+      A fixed-length run or a given step size is never preconditioned.
 
     Background for the step-size defaults, on an MLP 64→256→10 trained to 99.9% on sklearn digits
     (x / 16, CE, n = 1797, nβ = n / log n ≈ 240, top Hessian eigenvalue at w* ≈ 1), 4 chains,
@@ -113,6 +119,7 @@ class SGLDConfig:
     bias_correction: bool = True
     chains_per_pass: int | None = None
     compile_gradients: bool = True
+    precondition: str = "none"
 
     @property
     def adaptive(self) -> bool:
@@ -176,12 +183,15 @@ class SGLDConfig:
             ("max_seconds", finite_pos(self.max_seconds), "> 0 and finite"),
             ("chains_per_pass", self.chains_per_pass is None or self.chains_per_pass >= 1,
              ">= 1 (or unset: as many as fit in memory)"),
+            ("precondition", self.precondition in PRECONDITIONERS, " or ".join(map(repr, PRECONDITIONERS))),
         ]
         for name, ok, rule in checks:
             if not ok:
                 raise ValueError(f"{name} must be {rule} (got {getattr(self, name)!r})")
 
 
+PRECONDITIONERS = ("none", "diagonal")
+MAX_RAISE = 8.0  # a preconditioned main run's step is at most this multiple of the calibrated one
 FIXED_DRAWS = FIXED_BURNIN = 200  # a fixed-length run's default for whichever of the two is unset
 PLANNED_STEPS = 8000  # what calibration's budget is sized for in a run that chooses its length
 WARMUP_STEPS = 1000  # the warm-up stage of such a run (at most a fifth of max_steps)
@@ -584,9 +594,10 @@ class _Sampler:
         self.saver, self.resumed, self.device = saver, resumed, device
 
     def sgld(self, steps: int, step_size: float, seed: int, init, accept_every: int, on_check=None,
-             deadline: float | None = None) -> SGLDTrace:
+             deadline: float | None = None, precondition: torch.Tensor | None = None) -> SGLDTrace:
         return run_sgld(self.model, self.x, self.y, self.loss_fn, steps=steps, step_size=step_size, seed=seed,
-                        init=init, accept_every=accept_every, on_check=on_check, deadline=deadline, **self.kwargs)
+                        init=init, accept_every=accept_every, on_check=on_check, deadline=deadline,
+                        precondition=precondition, **self.kwargs)
 
     def report(self, step: int, total: int, losses: torch.Tensor | None, status: str,
                llc: float | None = None) -> None:
@@ -622,7 +633,7 @@ class _Sampler:
         if config.adaptive:
             warm_time = warm * calibration.warmup_step_size if warm else 0.0
             main, stopping, step_size, burnin = self._until_trusted(step_size, start, warm, warm_time, deadline,
-                                                                    calibration)
+                                                                    calibration, first)
             burnin += warm
         else:
             main = self._fixed(step_size, start, warm)
@@ -646,7 +657,8 @@ class _Sampler:
         return self.sgld(total - warm, step_size, seed, start, config.accept_every, on_check)
 
     def _until_trusted(self, step_size: float, start, warm: int, warm_time: float, deadline: float,
-                       calibration: CalibrationResult) -> tuple[SGLDTrace, Stopping, float, int]:
+                       calibration: CalibrationResult, first: SGLDTrace | None
+                       ) -> tuple[SGLDTrace, Stopping, float, int]:
         """(trace of the main run, how it stopped, the final step size, its burn-in in steps).
 
         The stationary window starts at ``origin``: everything before it is burn-in. After
@@ -655,8 +667,11 @@ class _Sampler:
         restarted window could not settle before the cap (:func:`_too_late`). ``clock``
         is the chains' sampling time Σε before ``origin`` (``warm_time`` for the warm-up), so
         the drift test measures the climb per doubling of the chains' age (:func:`stopping.drift`).
+        With ``config.precondition`` (a calibrated step only) the main run is preconditioned
+        (:class:`_Preconditioning`), from the warm-up's gradients on.
         """
         config = self.config
+        precond = _Preconditioning(config, calibration, first)
         rule = config.stopping_rule()
         cap = config.max_steps - warm
         parts: list[SGLDTrace] = []
@@ -679,13 +694,17 @@ class _Sampler:
             done, start = losses.shape[1], parts[-1].final
             step_size, origin, checks, status = main["step_size"], main["origin"], main["checks"], main["status"]
             retunes, clock, declined = list(main["retunes"]), main["clock"], main.get("declined", "")
+            precond.restore(main["precondition"])
             if main["checked"]:
                 check = judge()
+        elif precond.m is not None:
+            step_size = precond.raised(step_size)
         saved = len(parts)
         while True:
             if len(parts) > saved:  # between chunks: a boundary a resumed run can start from
                 self.saver.main(parts, step_size=step_size, origin=origin, checks=checks, status=status,
-                                retunes=retunes, checked=check is not None, clock=clock, declined=declined)
+                                retunes=retunes, checked=check is not None, clock=clock, declined=declined,
+                                precondition=precond.state())
                 saved = len(parts)
             seconds = sum(p.seconds for p in parts)
             rate = done / seconds if seconds > 0 else math.nan
@@ -702,7 +721,8 @@ class _Sampler:
                 self.report(warm + done + d, config.total_steps, None if shown else chunk[:, d // 2:],
                             status, shown.llc if shown else None)
             part = self.sgld(steps, step_size, _chunk_seed(config.seed, len(parts)), start, config.accept_every,
-                             on_check, deadline)
+                             on_check, deadline, precond.m)
+            precond.gather(part)
             parts.append(part)
             start = part.final
             done += part.losses.shape[1]
@@ -740,6 +760,7 @@ class _Sampler:
         if retunes or declined:
             changes = sorted([*retunes, declined] if declined else retunes, key=_at_step)
             summary += "; the chains met stiffer regions than calibration saw, so " + "; ".join(changes)
+        summary += precond.summary()
         burnin = origin + (check.burnin if check is not None else 0)
         self.report(warm + done, warm + done, losses[:, burnin:], status)
         wanted, wanted_for = _steps_wanted(check, rule, done - origin, settle())
@@ -748,6 +769,55 @@ class _Sampler:
         stop = Stopping(True, reason, summary, warm + done, warm, checks, check,
                         warm + origin + wanted if wanted else 0, wanted_for)
         return _join(parts), stop, step_size, burnin
+
+class _Preconditioning:
+    """The diagonal M of a preconditioned main run (:mod:`lambdascope.llc.preconditioner`): first
+    from the warm-up's scored gradients, which also raise the calibrated step by the share of its
+    bias M removes; then re-estimated from each ~``MIN_SAMPLES`` scored gradients of the main run
+    (between chunks, so M is fixed within each). ``m`` is None when off (the default, a given
+    step, no warm-up scored) or until there is something to estimate from."""
+
+    def __init__(self, config: SGLDConfig, calibration: CalibrationResult, first: SGLDTrace | None):
+        self.on = config.precondition == "diagonal" and calibration.ran
+        self.localization = config.localization
+        self.m: torch.Tensor | None = None
+        self.pending: torch.Tensor | None = None  # Σ (∂U)² since the last estimate
+        self.samples, self.estimates, self.raise_factor = 0, 0, 1.0
+        if self.on and first is not None and first.moments is not None:
+            samples = first.accept_steps.numel() * first.acceptance.shape[0]
+            self.m = preconditioner_lib.diagonal(first.moments, samples, self.localization)
+            if self.m is not None:
+                self.estimates = 1
+                self.raise_factor = min(MAX_RAISE, 1.0 / preconditioner_lib.bias_ratio(self.m, first.moments))
+
+    def raised(self, step_size: float) -> float:
+        """The main run's first step: the calibrated one with the bias M removes given back."""
+        return step_size * self.raise_factor
+
+    def gather(self, part: SGLDTrace) -> None:
+        """Add a chunk's gradients; re-estimate M once there are enough."""
+        if not self.on or part.moments is None:
+            return
+        self.pending = part.moments.clone() if self.pending is None else self.pending + part.moments
+        self.samples += part.accept_steps.numel() * part.acceptance.shape[0]
+        m = preconditioner_lib.diagonal(self.pending, self.samples, self.localization)
+        if m is not None:
+            self.m, self.pending, self.samples, self.estimates = m, None, 0, self.estimates + 1
+
+    def state(self) -> dict:
+        return {"m": self.m, "pending": self.pending, "samples": self.samples, "estimates": self.estimates,
+                "raise_factor": self.raise_factor}
+
+    def restore(self, state: dict) -> None:
+        self.m, self.pending, self.samples = state["m"], state["pending"], state["samples"]
+        self.estimates, self.raise_factor = state["estimates"], state["raise_factor"]
+
+    def summary(self) -> str:
+        if self.estimates == 0:
+            return ""
+        return (f"; sampled with a diagonal preconditioner, estimated {self.estimates} times from the chains' "
+                f"gradients (it let the calibrated step grow ×{self.raise_factor:.1f} in the flattest coordinates)")
+
 
 # Shares of max_seconds (from the start of the estimate) by which calibration, then the warm-up
 # stage, must have ended in a run that chooses its length; the main run has the rest.

@@ -34,8 +34,9 @@ class Snapshots(Protocol):
 
 
 # The layout of a snapshot's state; raised when it changes, so that a worker never resumes one
-# written by another version (2: the main run records its sampling clock).
-FORMAT = 2
+# written by another version (2: the main run records its sampling clock; 3: and its
+# preconditioner, and traces their gradients' second moments).
+FORMAT = 3
 
 
 def fingerprint(config: Any, num_parameters: int, num_examples: int, init_loss: float) -> str:
@@ -86,11 +87,11 @@ def resumable(snapshots: Snapshots | None, key: str) -> dict | None:
 
 
 def trace_state(trace: SGLDTrace, *, final: bool) -> dict:
-    """A trace as plain data; `final` keeps the chains' last states (only the last chunk's are
-    ever needed)."""
+    """A trace as plain data; `final` keeps the chains' last states and the gradients' moments
+    (only the last chunk's are ever needed: the main run keeps its preconditioner's own state)."""
     state = {f.name: getattr(trace, f.name) for f in dataclasses.fields(SGLDTrace)}
     if not final:
-        state["final"] = None
+        state["final"] = state["moments"] = None
     return state
 
 

@@ -38,7 +38,7 @@ VERDICT_STATE_WARNING: VerdictState
 VERDICT_STATE_FAILED: VerdictState
 
 class SamplerConfig(_message.Message):
-    __slots__ = ("chains", "draws", "burnin", "thin", "step_size", "localization", "nbeta", "batch_size", "seed", "weight_decay", "until_ess", "max_rhat", "max_mcse", "max_drift", "max_steps", "max_seconds", "bias_correction", "chains_per_pass", "compile_gradients")
+    __slots__ = ("chains", "draws", "burnin", "thin", "step_size", "localization", "nbeta", "batch_size", "seed", "weight_decay", "until_ess", "max_rhat", "max_mcse", "max_drift", "max_steps", "max_seconds", "bias_correction", "chains_per_pass", "compile_gradients", "precondition")
     CHAINS_FIELD_NUMBER: _ClassVar[int]
     DRAWS_FIELD_NUMBER: _ClassVar[int]
     BURNIN_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class SamplerConfig(_message.Message):
     BIAS_CORRECTION_FIELD_NUMBER: _ClassVar[int]
     CHAINS_PER_PASS_FIELD_NUMBER: _ClassVar[int]
     COMPILE_GRADIENTS_FIELD_NUMBER: _ClassVar[int]
+    PRECONDITION_FIELD_NUMBER: _ClassVar[int]
     chains: int
     draws: int
     burnin: int
@@ -77,7 +78,8 @@ class SamplerConfig(_message.Message):
     bias_correction: bool
     chains_per_pass: int
     compile_gradients: bool
-    def __init__(self, chains: _Optional[int] = ..., draws: _Optional[int] = ..., burnin: _Optional[int] = ..., thin: _Optional[int] = ..., step_size: _Optional[float] = ..., localization: _Optional[float] = ..., nbeta: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., weight_decay: _Optional[float] = ..., until_ess: _Optional[float] = ..., max_rhat: _Optional[float] = ..., max_mcse: _Optional[float] = ..., max_drift: _Optional[float] = ..., max_steps: _Optional[int] = ..., max_seconds: _Optional[float] = ..., bias_correction: _Optional[bool] = ..., chains_per_pass: _Optional[int] = ..., compile_gradients: _Optional[bool] = ...) -> None: ...
+    precondition: str
+    def __init__(self, chains: _Optional[int] = ..., draws: _Optional[int] = ..., burnin: _Optional[int] = ..., thin: _Optional[int] = ..., step_size: _Optional[float] = ..., localization: _Optional[float] = ..., nbeta: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., weight_decay: _Optional[float] = ..., until_ess: _Optional[float] = ..., max_rhat: _Optional[float] = ..., max_mcse: _Optional[float] = ..., max_drift: _Optional[float] = ..., max_steps: _Optional[int] = ..., max_seconds: _Optional[float] = ..., bias_correction: _Optional[bool] = ..., chains_per_pass: _Optional[int] = ..., compile_gradients: _Optional[bool] = ..., precondition: _Optional[str] = ...) -> None: ...
 
 class ParameterGroup(_message.Message):
     __slots__ = ("name", "patterns")

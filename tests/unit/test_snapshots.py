@@ -3,6 +3,7 @@ estimate an uninterrupted run gives (same seed): after calibration, after the wa
 chunks of the main run, and after a snapshot was skipped (an older one resumes right too)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -53,27 +54,30 @@ def _problem():
 # calibrated, a warm-up, then run until trusted (looser targets than the default: a short run);
 # eager throughout, since when a run compiles depends on the machine's speed
 CONFIG = SGLDConfig(chains=2, seed=5, chains_per_pass=2, until_ess=60, max_mcse=0.05, compile_gradients=False)
+# ... and preconditioned: the snapshot must carry M and the gradients gathered towards the next one
+PRECONDITIONED = dataclasses.replace(CONFIG, precondition="diagonal")
 
 
-@pytest.fixture(scope="module")
-def baseline():
+@pytest.fixture(scope="module", params=[CONFIG, PRECONDITIONED], ids=["plain", "preconditioned"])
+def baseline(request):
     model, x, y = _problem()
     counted = InMemory()
-    result = estimate_llc(model, x, y, mse, CONFIG, device="cpu", snapshots=counted)
+    result = estimate_llc(model, x, y, mse, request.param, device="cpu", snapshots=counted)
     assert result.calibration.ran and result.stopping.reason == "converged"
     assert counted.saves >= 4, counted.saves  # calibration, warm-up, two chunk boundaries at least
-    return result, counted.saves
+    assert ("preconditioner" in result.stopping.summary) == (request.param.precondition == "diagonal")
+    return result, counted.saves, request.param
 
 
 @pytest.mark.parametrize("die_at, keep", [(1, None), (2, None), (3, None), ("last", None),
                                          ("last", {1, 2})])
 def test_a_resumed_estimate_equals_the_uninterrupted_one(baseline, tmp_path, monkeypatch, die_at, keep):
-    expected, saves = baseline
+    expected, saves, config = baseline
     die_at = saves if die_at == "last" else die_at
     model, x, y = _problem()
     snapshots = DiesAfter(tmp_path, die_at, keep)
     with pytest.raises(Killed):
-        estimate_llc(model, x, y, mse, CONFIG, device="cpu", snapshots=snapshots)
+        estimate_llc(model, x, y, mse, config, device="cpu", snapshots=snapshots)
     snapshots.die_at = -1
     # It continues, not starts over: no second calibration, and sampling picks up where the
     # snapshot left the chains.
@@ -82,7 +86,7 @@ def test_a_resumed_estimate_equals_the_uninterrupted_one(baseline, tmp_path, mon
     done += len(saved["warmup"]["trace"]["losses"][0]) if saved["warmup"] else 0
     monkeypatch.setattr(llc_module, "calibrate", lambda *a, **k: pytest.fail("calibrated again"))
     steps: list[int] = []
-    resumed = estimate_llc(model, x, y, mse, CONFIG, device="cpu", snapshots=snapshots,
+    resumed = estimate_llc(model, x, y, mse, config, device="cpu", snapshots=snapshots,
                            progress=lambda step, *_: steps.append(step))
     assert min(steps) >= done > 0 or saved["warmup"] is None, (min(steps), done)
     # Float tolerance: torch's reductions may round differently from one process to the next.
@@ -96,12 +100,11 @@ def test_a_resumed_estimate_equals_the_uninterrupted_one(baseline, tmp_path, mon
 
 
 def test_a_snapshot_of_another_estimate_is_not_resumed(baseline, tmp_path):
-    expected, _ = baseline
+    expected, _, config = baseline
     model, x, y = _problem()
     snapshots = DiesAfter(tmp_path, 2)
-    other = SGLDConfig(chains=2, seed=6, chains_per_pass=2, until_ess=60, max_mcse=0.05, compile_gradients=False)
     with pytest.raises(Killed):
-        estimate_llc(model, x, y, mse, other, device="cpu", snapshots=snapshots)
+        estimate_llc(model, x, y, mse, dataclasses.replace(config, seed=6), device="cpu", snapshots=snapshots)
     snapshots.die_at = -1
-    fresh = estimate_llc(model, x, y, mse, CONFIG, device="cpu", snapshots=snapshots)
+    fresh = estimate_llc(model, x, y, mse, config, device="cpu", snapshots=snapshots)
     assert fresh.mean == pytest.approx(expected.mean, rel=1e-9) and math.isfinite(fresh.mean)
