@@ -59,7 +59,7 @@ SAMPLER_FLAGS = {  # flag -> (SamplerConfig field, type, help); a test checks th
                           "the audit has sampled ~10 s (same λ̂ up to rounding); off: never (default on)"),
     "precondition": ("precondition", str, "diagonal: sample with a diagonal preconditioner re-estimated as "
                      "the chains stiffen (runs that choose their length, calibrated step); none: without "
-                     "(default none)"),
+                     "(default diagonal)"),
 }
 
 

@@ -53,7 +53,8 @@ def _problem():
 
 # calibrated, a warm-up, then run until trusted (looser targets than the default: a short run);
 # eager throughout, since when a run compiles depends on the machine's speed
-CONFIG = SGLDConfig(chains=2, seed=5, chains_per_pass=2, until_ess=60, max_mcse=0.05, compile_gradients=False)
+CONFIG = SGLDConfig(chains=2, seed=5, chains_per_pass=2, until_ess=60, max_mcse=0.05, compile_gradients=False,
+                    precondition="none")
 # ... and preconditioned: the snapshot must carry M and the gradients gathered towards the next one
 PRECONDITIONED = dataclasses.replace(CONFIG, precondition="diagonal")
 
