@@ -734,7 +734,9 @@ class _Sampler:
                 if _too_late(smaller, cap - done, clock, done - origin, step_size):
                     declined = declined or (f"at step {warm + done} a smaller step was declined ({smaller.why}): a "
                                             "window restarted there could not span a doubling of the chains' age "
-                                            "before the step cap, and a bias that size is corrected")
+                                            "before the step cap, and the bias is corrected"
+                                            + ("" if smaller.bias_share <= BIAS_WARN else
+                                               " (above the verdict's bound: see its warning)"))
                 else:
                     retunes.append(f"at step {warm + done} the step size went {step_size:.3g} → "
                                    f"{smaller.step_size:.3g} ({smaller.why})")
@@ -832,10 +834,15 @@ def _too_late(lowered: Lowered, steps_left: int, clock: float, since: int, step_
     would restart with it must span a doubling of the chains' age (Σε since w*, in steps of the
     new size) and cannot within the steps left, so lowering it would leave the run to end at its
     cap on a short window. A bias up to the verdict's BIAS_WARN is corrected well (docs §4o: at
-    lowered steps λ̂ moved by the predicted bias within ±2.4% of λ), so the step is kept; a larger
-    bias, or an acceptance too low for stability, still lowers it."""
-    if not math.isfinite(lowered.bias_share) or lowered.bias_share > BIAS_WARN:
+    lowered steps λ̂ moved by the predicted bias within ±2.4% of λ), so the step is kept. A larger
+    bias still lowers it, unless the steps left could not even make a window as long as the one
+    it would end (run 16's R10-L6: lowered 239 steps before the cap, judged `failed` on those 239
+    with R-hat 1.93, where the window it ended had sampled 84,571): the step is kept and the
+    verdict weighs the bias. An acceptance too low for stability always lowers it."""
+    if not math.isfinite(lowered.bias_share):
         return False
+    if lowered.bias_share > BIAS_WARN:
+        return steps_left < since
     age_after = (clock + since * step_size) / lowered.step_size
     return steps_left < age_after
 

@@ -150,8 +150,8 @@ def test_a_model_that_is_not_at_a_minimum_stops_early_and_fails() -> None:
 def test_a_smaller_step_that_could_not_settle_before_the_cap_is_declined() -> None:
     """A lowered step restarts the window, which must then span a doubling of the chains' age
     (Σε since w*, in steps of the new size). When fewer steps are left than that, a request
-    the predicted bias made at or below the verdict's 5% is declined; above it, or for low
-    acceptance, never."""
+    the predicted bias made at or below the verdict's 5% is declined; above it, only when the
+    steps left could not make a window as long as the one it would end; for low acceptance, never."""
     from lambdascope.llc.calibration import Lowered
     from lambdascope.llc.llc import _too_late
 
@@ -159,7 +159,9 @@ def test_a_smaller_step_that_could_not_settle_before_the_cap_is_declined() -> No
     halved = Lowered(1e-7, "predicted bias 4.5% of λ̂", 0.045)  # age after: 140,000 steps of 1e-7
     assert _too_late(halved, 139_999, clock, since, step)
     assert not _too_late(halved, 140_000, clock, since, step)
-    assert not _too_late(halved._replace(bias_share=0.06), 10, clock, since, step)
+    larger = halved._replace(bias_share=0.06)  # above the verdict's 5%: lowered while a window can follow
+    assert not _too_late(larger, since, clock, since, step)
+    assert _too_late(larger, since - 1, clock, since, step)
     assert not _too_late(Lowered(1e-7, "acceptance 0.40", math.nan), 10, clock, since, step)
 
 
