@@ -778,8 +778,8 @@ class _Preconditioning:
     """The diagonal M of a preconditioned main run (:mod:`lambdascope.llc.preconditioner`): first
     from the warm-up's scored gradients, which also raise the calibrated step by the share of its
     bias M removes; then re-estimated from each ~``MIN_SAMPLES`` scored gradients of the main run
-    (between chunks, so M is fixed within each). ``m`` is None when off (the default, a given
-    step, no warm-up scored) or until there is something to estimate from."""
+    (between chunks, so M is fixed within each). ``m`` is None when off ("none", a given step,
+    no warm-up scored) or until there is something to estimate from."""
 
     def __init__(self, config: SGLDConfig, calibration: CalibrationResult, first: SGLDTrace | None):
         self.on = config.precondition == "diagonal" and calibration.ran
@@ -788,8 +788,7 @@ class _Preconditioning:
         self.pending: torch.Tensor | None = None  # Σ (∂U)² since the last estimate
         self.samples, self.estimates, self.raise_factor = 0, 0, 1.0
         if self.on and first is not None and first.moments is not None:
-            samples = first.accept_steps.numel() * first.acceptance.shape[0]
-            self.m = preconditioner_lib.diagonal(first.moments, samples, self.localization)
+            self.m = preconditioner_lib.diagonal(first.moments, _gradients(first), self.localization)
             if self.m is not None:
                 self.estimates = 1
                 self.raise_factor = min(MAX_RAISE, 1.0 / preconditioner_lib.bias_ratio(self.m, first.moments))
@@ -803,12 +802,13 @@ class _Preconditioning:
         if not self.on or part.moments is None:
             return
         self.pending = part.moments.clone() if self.pending is None else self.pending + part.moments
-        self.samples += part.accept_steps.numel() * part.acceptance.shape[0]
+        self.samples += _gradients(part)
         m = preconditioner_lib.diagonal(self.pending, self.samples, self.localization)
         if m is not None:
             self.m, self.pending, self.samples, self.estimates = m, None, 0, self.estimates + 1
 
     def state(self) -> dict:
+        """What a snapshot keeps to resume between chunks (:meth:`restore`)."""
         return {"m": self.m, "pending": self.pending, "samples": self.samples, "estimates": self.estimates,
                 "raise_factor": self.raise_factor}
 
@@ -821,6 +821,11 @@ class _Preconditioning:
             return ""
         return (f"; sampled with a diagonal preconditioner, estimated {self.estimates} times from the chains' "
                 f"gradients (it let the calibrated step grow ×{self.raise_factor:.1f} in the flattest coordinates)")
+
+
+def _gradients(trace: SGLDTrace) -> int:
+    """The scored gradients a trace's ``moments`` sum: scored steps × chains."""
+    return trace.accept_steps.numel() * trace.acceptance.shape[0]
 
 
 # Shares of max_seconds (from the start of the estimate) by which calibration, then the warm-up

@@ -18,19 +18,9 @@ from lambdascope.llc.calibration import predicted_bias
 from lambdascope.llc.llc import SGLDConfig, estimate_llc
 from lambdascope.llc.sgld import run_sgld
 
+from gaussian_regression import regression as _regression
+
 mse = torch.nn.functional.mse_loss
-
-
-def _regression(d: int = 20, n: int = 2000):
-    """Linear regression at its exact least-squares minimum: a Gaussian posterior, λ = d/2."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
-    y = x @ torch.randn(d, 1, generator=gen, dtype=torch.float64) + 0.3 * torch.randn(n, 1, generator=gen,
-                                                                                       dtype=torch.float64)
-    model = torch.nn.Linear(d, 1, bias=False, dtype=torch.float64)
-    with torch.no_grad():
-        model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)
-    return model, x, y
 
 
 def _spread_m(d: int) -> torch.Tensor:
@@ -40,7 +30,7 @@ def _spread_m(d: int) -> torch.Tensor:
 def test_a_fixed_preconditioner_samples_the_exact_euler_maruyama_energy() -> None:
     """Mean energy and predicted bias against the closed form, at a step with a large bias
     (ε·M·nβh up to about 1: +15% of λ)."""
-    model, x, y = _regression()
+    model, x, y = _regression(20, 2000)
     n, d = x.shape
     nbeta, gamma, eps = n / math.log(n), 1.0, 1.8e-3
     m = _spread_m(d)
@@ -141,7 +131,7 @@ def test_config_names_the_preconditioners() -> None:
 def test_a_preconditioned_default_run_estimates_m_and_stays_right_on_a_regular_model() -> None:
     """The run that chooses its length, preconditioned: M from the warm-up and the main run,
     the step raised, λ̂ = d/2 within the stopping rule's tolerance; the summary says so."""
-    model, x, y = _regression()
+    model, x, y = _regression(20, 2000)
     config = SGLDConfig(precondition="diagonal", max_steps=20_000, seed=2)
     result = estimate_llc(model, x, y, mse, config, device="cpu")
     assert "sampled with a diagonal preconditioner, estimated" in result.stopping.summary

@@ -15,20 +15,9 @@ from lambdascope.llc.llc import SGLDConfig, estimate_llc
 from lambdascope.llc.theory import dln_learning_coefficient
 
 from dln_teacher import dln_teacher
+from gaussian_regression import regression as _regression
 
 mse = torch.nn.functional.mse_loss
-
-
-def _regression(d: int, n: int, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """Linear regression at its exact least-squares minimum: a regular model, λ = d/2."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
-    y = x @ torch.randn(d, 1, generator=gen, dtype=torch.float64) + 0.3 * torch.randn(n, 1, generator=gen,
-                                                                                    dtype=torch.float64)
-    model = torch.nn.Linear(d, 1, bias=False, dtype=torch.float64)
-    with torch.no_grad():
-        model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)
-    return model, x, y
 
 
 def _dln(widths: tuple[int, ...], rank: int, n: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
