@@ -819,7 +819,8 @@ class _Preconditioning:
     def summary(self) -> str:
         if self.estimates == 0:
             return ""
-        return (f"; sampled with a diagonal preconditioner, estimated {self.estimates} times from the chains' "
+        times = "once" if self.estimates == 1 else f"{self.estimates} times"
+        return (f"; sampled with a diagonal preconditioner, estimated {times} from the chains' "
                 f"gradients (it let the calibrated step grow ×{self.raise_factor:.1f} in the flattest coordinates)")
 
 
