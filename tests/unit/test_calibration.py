@@ -118,17 +118,22 @@ def test_acceptance_is_a_probability_that_falls_as_the_step_grows() -> None:
     assert means == sorted(means, reverse=True) and means[0] > 0.99 and means[-1] < 0.95
 
 
-def test_acceptance_equals_a_direct_metropolis_hastings_ratio() -> None:
-    """One step from w*, full batch, with weight decay: the sampler's α against autograd's U."""
+@pytest.mark.parametrize("preconditioned", [False, True], ids=["plain", "diagonal-M"])
+def test_acceptance_equals_a_direct_metropolis_hastings_ratio(preconditioned: bool) -> None:
+    """One step from w*, full batch, with weight decay: the sampler's α against autograd's U and
+    the proposal N(w − (ε/2)M∇U, εM) (M = I unpreconditioned)."""
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(64, 3, generator=gen, dtype=torch.float64)
     y = torch.sin(x.sum(dim=1, keepdim=True))
     torch.manual_seed(5)
     model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).double()
-    nbeta, gamma, wd, eps = 50.0, 3.0, 0.7, 2e-2
-    trace = run_sgld(model, x, y, mse, chains=3, steps=1, step_size=eps, localization=gamma, nbeta=nbeta,
-                     batch_size=1000, seed=1, weight_decay=wd, accept_every=1)
+    nbeta, gamma, wd = 50.0, 3.0, 0.7
+    eps = 4e-2 if preconditioned else 2e-2
     center = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    m = torch.linspace(0.1, 1.0, center.numel(), dtype=torch.float64) if preconditioned else torch.ones_like(center)
+    trace = run_sgld(model, x, y, mse, chains=3, steps=1, step_size=eps, localization=gamma, nbeta=nbeta,
+                     batch_size=1000, seed=1, weight_decay=wd, accept_every=1,
+                     precondition=m if preconditioned else None)
     shapes = [p.shape for p in model.parameters()]
     names = [k for k, _ in model.named_parameters()]
 
@@ -143,7 +148,7 @@ def test_acceptance_equals_a_direct_metropolis_hastings_ratio() -> None:
         return u.detach(), torch.autograd.grad(u, flat)[0]
 
     def log_q(a: torch.Tensor, b: torch.Tensor, grad_b: torch.Tensor) -> torch.Tensor:
-        return -(a - b + eps / 2 * grad_b).square().sum() / (2 * eps)
+        return -((a - b + eps / 2 * m * grad_b).square() / m).sum() / (2 * eps)
 
     expected = []
     for new in trace.final:
