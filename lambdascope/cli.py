@@ -336,7 +336,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     with _client(args) as client:
         freed = (client.delete_dataset(args.target) if args.target.startswith("ds-")
-                 else client.delete_model_version(args.target))
+                 else client.delete_model_version(args.target,
+                                                  other_teams_reports=args.including_other_teams_reports))
     print(f"deleted {args.target}" + ("" if freed else " (its bytes are shared and stay)"))
     return 0
 
@@ -709,6 +710,9 @@ def _parser() -> argparse.ArgumentParser:
 
     rm = command("rm", cmd_rm, "delete a model version (or a dataset, ds-...)")
     rm.add_argument("target")
+    rm.add_argument("--including-other-teams-reports", action="store_true",
+                    help="a version shared with other teams: delete their audit reports of it too "
+                         "(refused without this while there are any)")
 
     download = command("download", cmd_download,
                        "write a model version's artifact (id, NAME/N, NAME@ALIAS) or a dataset "

@@ -420,10 +420,12 @@ class Client:
             request.dataset_id = dataset_id
         return dict(self.registry.SetTags(request, timeout=self.timeout).tags)
 
-    def delete_model_version(self, version: str) -> bool:
-        """Delete a version; True when its artifact's bytes were freed."""
+    def delete_model_version(self, version: str, *, other_teams_reports: bool = False) -> bool:
+        """Delete a version; True when its artifact's bytes were freed. Refused while other
+        teams' audit reports are about it, unless ``other_teams_reports`` (they go with it)."""
         return self.registry.DeleteModelVersion(registry_pb2.DeleteModelVersionRequest(
-            version_id=version), timeout=self.timeout).artifact_freed
+            version_id=version, delete_other_teams_reports=other_teams_reports),
+            timeout=self.timeout).artifact_freed
 
     def _transfer_seconds(self, size: int) -> float:
         """The deadline of a transfer of `size` bytes: the client's timeout plus a second per

@@ -372,10 +372,12 @@ class SearchModelVersionsRequest(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., tag_keys: _Optional[_Iterable[str]] = ..., alias: _Optional[str] = ..., job_id: _Optional[str] = ..., parent_version_id: _Optional[str] = ..., dataset_version_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_first: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class DeleteModelVersionRequest(_message.Message):
-    __slots__ = ("version_id",)
+    __slots__ = ("version_id", "delete_other_teams_reports")
     VERSION_ID_FIELD_NUMBER: _ClassVar[int]
+    DELETE_OTHER_TEAMS_REPORTS_FIELD_NUMBER: _ClassVar[int]
     version_id: str
-    def __init__(self, version_id: _Optional[str] = ...) -> None: ...
+    delete_other_teams_reports: bool
+    def __init__(self, version_id: _Optional[str] = ..., delete_other_teams_reports: _Optional[bool] = ...) -> None: ...
 
 class DeleteDatasetRequest(_message.Message):
     __slots__ = ("dataset_id",)

@@ -89,7 +89,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return self.artifacts.download(version.sha256, version.size_bytes)
 
     def DeleteModelVersion(self, request, context):
-        sha = self.store.delete_version(request.version_id, self._team())
+        sha = self.store.delete_version(request.version_id, self._team(),
+                                        other_teams_reports=request.delete_other_teams_reports)
         return registry_pb2.DeleteResponse(artifact_freed=self.artifacts.free(sha))
 
     def SetTags(self, request, context):

@@ -434,10 +434,11 @@ class RegistryStore:
                 query_id, [rows[size - 1].created_at, rows[size - 1].id])
         return response
 
-    def delete_version(self, reference: str, team: str) -> str:
+    def delete_version(self, reference: str, team: str, *, other_teams_reports: bool = False) -> str:
         """Delete a version with its tags and audit reports; returns its sha256 (whose bytes
         are freed by the caller once nothing else references them). Refused while an alias
-        points at it."""
+        points at it, and while other teams' reports are about it unless
+        ``other_teams_reports`` (their audits would go with it)."""
         with self.engine.begin() as conn:
             version_id = self._resolve(conn, reference, team, write=True)
             row = conn.execute(sa.select(versions.c.sha256, versions.c.model_name)
@@ -450,6 +451,18 @@ class RegistryStore:
                 raise errors.FailedPrecondition(
                     f"aliases {', '.join(sorted(pointing))} of model {plain_name(row.model_name)!r} point at "
                     "this version: move or delete them first")
+            others = conn.execute(
+                sa.select(reports.c.owner, sa.func.count()).where(
+                    reports.c.model_version_id == version_id, reports.c.owner != team)
+                .group_by(reports.c.owner).order_by(reports.c.owner)).all()
+            if others and not other_teams_reports:
+                count = sum(n for _, n in others)
+                raise errors.FailedPrecondition(
+                    f"{count} audit report{'s' if count > 1 else ''} of other teams "
+                    f"({', '.join(o for o, _ in others)}) {'are' if count > 1 else 'is'} about this version "
+                    "(it was shared with them): deleting it would delete their audits too. Ask them, "
+                    "then delete with delete_other_teams_reports set (CLI: lambdascope rm "
+                    "--including-other-teams-reports)")
             on_version = sa.select(reports.c.id).where(reports.c.model_version_id == version_id)
             conn.execute(report_pages.delete().where(report_pages.c.report_id.in_(on_version)))
             conn.execute(reports.delete().where(reports.c.model_version_id == version_id))

@@ -195,3 +195,33 @@ def test_cli_share_unshare_and_grants(world):
                for line in cli("grants").splitlines())
     assert "no longer shared" in cli("unshare", "mlp", "--with", "team-c")
     assert "team-c" not in cli("grants")
+
+
+def test_deleting_a_version_other_teams_audited_is_refused_unless_said(world, regression_files):
+    """B's audit of A's shared version is B's: A's delete must not take it silently."""
+    with client(world, "a") as a:
+        version = a.upload_model(regression_files[0], "mlp").id
+        a.share("team-b", model="mlp")
+        a.share("team-b", dataset="reg")
+        own = a.wait(a.start_audit(version, world["dataset"], AUDIT).id)
+        assert own.state == jobs_pb2.JOB_STATE_SUCCEEDED, own.message
+    with client(world, "b") as b:
+        job = b.wait(b.start_audit(version, world["dataset"], AUDIT).id)
+        assert job.state == jobs_pb2.JOB_STATE_SUCCEEDED, job.message
+        theirs = job.output_ids[0]
+    with client(world, "a") as a:
+        a.unshare("team-b", model="mlp")  # the report outlives the grant
+        a.unshare("team-b", dataset="reg")
+        code, details = code_of(lambda: a.delete_model_version(version))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION, details
+        assert "1 audit report of other teams (team-b)" in details and "delete_other_teams_reports" in details
+        assert a.get_model_version(version).id == version  # refused: nothing deleted
+        assert [r.id for r in a.list_reports(version)] == [own.output_ids[0]]
+    with client(world, "b") as b:
+        assert b.get_report(theirs).model_version_id == version
+    with client(world, "a") as a:
+        a.delete_model_version(version, other_teams_reports=True)
+        assert code_of(lambda: a.get_model_version(version))[0] == grpc.StatusCode.NOT_FOUND
+        assert code_of(lambda: a.get_report(own.output_ids[0]))[0] == grpc.StatusCode.NOT_FOUND
+    with client(world, "b") as b:
+        assert code_of(lambda: b.get_report(theirs))[0] == grpc.StatusCode.NOT_FOUND
