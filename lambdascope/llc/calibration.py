@@ -73,6 +73,7 @@ from typing import NamedTuple
 
 import torch
 
+from lambdascope.llc import diagnostics
 from lambdascope.llc.compiled import GradientCompiler
 from lambdascope.llc.sgld import LossFn, SamplerDivergedError, run_sgld
 
@@ -195,9 +196,25 @@ def predicted_bias(trace, from_step: int, step_size: float) -> float:
     after = trace.accept_steps >= from_step
     if not bool(after.any()):
         after = torch.ones_like(after)
-    noise = trace.grad_noise[:, after]
+    return _bias(trace, after, step_size)
+
+
+def window_bias(trace, lo: int, hi: int, step_size: float) -> tuple[float, float]:
+    """(:func:`predicted_bias` from the scored steps in [lo, hi) only, the Monte Carlo error of
+    its curvature term); (nan, nan) when none of them was scored. What the stopping rule's drift
+    test takes off each window it compares (stopping.drift)."""
+    inside = (trace.accept_steps >= lo) & (trace.accept_steps < hi)
+    if trace.curvature.numel() == 0 or not bool(inside.any()):
+        return math.nan, math.nan
+    curvature = trace.curvature[:, inside].double().numpy() / 8
+    error = diagnostics.mcse_relative(curvature, 0.0) * abs(float(curvature.mean())) if curvature.size > 4 else 0.0
+    return _bias(trace, inside, step_size), (error if math.isfinite(error) else 0.0)
+
+
+def _bias(trace, selected: torch.Tensor, step_size: float) -> float:
+    noise = trace.grad_noise[:, selected]
     noise = noise[torch.isfinite(noise)]
-    value = trace.curvature[:, after].mean().item() / 8
+    value = trace.curvature[:, selected].mean().item() / 8
     return value + (step_size * noise.mean().item() / 16 if noise.numel() else 0.0)
 
 

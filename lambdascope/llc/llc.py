@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lambdascope.llc.calibration import (CalibrationResult, Lowered, after_divergence, calibrate, given, predicted_bias,
-                                         refine, retune)
+                                         refine, retune, window_bias)
 from lambdascope.llc.compiled import GradientCompiler
 from lambdascope.llc.diagnostics import BIAS_WARN
 from lambdascope.llc.chain_groups import (MEMORY_SHARE, TIMING_ROUNDS, ChainPlan, available_bytes, by_speed, peak_bytes,
@@ -686,9 +686,15 @@ class _Sampler:
             return clock / step_size if retunes else 0.0
 
         def judge() -> Check:
-            """The stopping rule on the window since ``origin``, with the chains' age there."""
+            """The stopping rule on the window since ``origin``, with the chains' age there, its
+            drift net of the predicted bias when the estimate is (the bias grows as the chains
+            stiffen at a fixed step, and that climb is not λ̂'s: docs/benchmarks.md §4x)."""
+            probes = _join(parts) if config.bias_correction and parts else None
+
+            def bias(lo: int, hi: int) -> tuple[float, float]:
+                return window_bias(probes, origin + lo, origin + hi, step_size)
             return assess(losses[:, origin:].numpy(), self.nbeta, self.init_loss, rule, config.thin,
-                          clock / step_size, settle())
+                          clock / step_size, settle(), bias if probes is not None else None)
         main = (self.resumed or {}).get("main")
         if main is not None:  # resumed between two chunks: as the run stood after the last one
             parts = [snapshots_lib.trace_from(p, self.device) for p in main["parts"]]

@@ -56,6 +56,7 @@ not every quantile of the posterior:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,7 +125,10 @@ def _drift_text(d: float, error: float, rule: StoppingRule) -> str:
     return f"drift {_pct(d, signed=True)}/{100 * rule.max_drift:g}% per doubling{known}"
 
 
-def drift(energy: np.ndarray, start: int, age: float = 0.0) -> float:
+WindowBias = Callable[[int, int], tuple[float, float]]
+
+
+def drift(energy: np.ndarray, start: int, age: float = 0.0, bias: WindowBias | None = None) -> float:
     """Relative change of λ̂ from the window before ``start`` to the kept window [start, T), per
     doubling of the chains' age.
 
@@ -133,39 +137,53 @@ def drift(energy: np.ndarray, start: int, age: float = 0.0) -> float:
     one, ending at ``start`` (consecutive doublings of the age when start = T/2 and age = 0);
     when the trace has no room for it, the kept window's two halves are compared instead. The
     change is divided by log2 of the ratio of the windows' mid-ages. nan when λ̂ is 0 or a window
-    is empty.
+    is empty. ``bias(lo, hi)``: the step's predicted bias over steps [lo, hi) and its error
+    (calibration.window_bias); each window's λ̂ is then taken net of it, so the climb of the
+    bias as the chains stiffen at a fixed step is not read as λ̂ still climbing (what is
+    reported is λ̂ net of that bias).
     """
-    windows = _compared(energy, start, age)
+    windows = _compared(energy, start, age, bias)
     if windows is None:
         return math.nan
-    earlier, later, level, doublings = windows
-    return float((level - earlier.mean()) / abs(level) / doublings)
+    earlier, later, doublings, _ = windows
+    return float((later - earlier) / abs(later) / doublings)
 
 
-def drift_error(energy: np.ndarray, start: int, age: float = 0.0) -> float:
+def drift_error(energy: np.ndarray, start: int, age: float = 0.0, bias: WindowBias | None = None) -> float:
     """Standard error of :func:`drift` (relative to λ̂, per doubling): the Monte Carlo errors of
-    its two windows' means (sd / sqrt(ESS) each) combined, over the doublings between them. nan
-    where :func:`drift` is, or where a window is too short for its ESS."""
-    windows = _compared(energy, start, age)
+    its two windows' means (sd / sqrt(ESS) each), and of their predicted biases when ``bias``
+    is given, combined, over the doublings between them. nan where :func:`drift` is, or where a
+    window is too short for its ESS."""
+    windows = _compared(energy, start, age, bias)
     if windows is None:
         return math.nan
-    earlier, later, level, doublings = windows
-    errors = [diagnostics.mcse_relative(w, 0.0) * abs(w.mean()) for w in (earlier, later)]
-    return float(math.hypot(*errors) / abs(level) / doublings)
+    _, later, doublings, errors = windows
+    return float(math.hypot(*errors) / abs(later) / doublings)
 
 
-def _compared(energy: np.ndarray, start: int, age: float) -> tuple[np.ndarray, np.ndarray, float, float] | None:
-    """(earlier window, kept window, λ̂ over the kept one, doublings between them) of
-    :func:`drift`, or None where there is nothing to compare."""
+def _compared(energy: np.ndarray, start: int, age: float, bias: WindowBias | None
+              ) -> tuple[float, float, float, list[float]] | None:
+    """(λ̂ over the earlier window, over the kept one, doublings between them, the errors of
+    both) of :func:`drift`, each net of its predicted bias where ``bias`` gives one; None where
+    there is nothing to compare."""
     t = energy.shape[1]
     if t - start < 2:
         return None
     lo, mid, doublings = drift_windows(t, start, age)
-    earlier, later = energy[:, lo:mid], energy[:, mid:]
-    level = float(later.mean())
-    if earlier.size == 0 or level == 0 or not math.isfinite(level):
+    levels, errors = [], []
+    for a, b in ((lo, mid), (mid, t)):
+        window = energy[:, a:b]
+        if window.size == 0:
+            return None
+        level, error = float(window.mean()), diagnostics.mcse_relative(window, 0.0) * abs(float(window.mean()))
+        predicted, predicted_error = bias(a, b) if bias is not None else (math.nan, math.nan)
+        if math.isfinite(predicted):
+            level, error = level - predicted, math.hypot(error, predicted_error)
+        levels.append(level)
+        errors.append(error)
+    if levels[1] == 0 or not math.isfinite(levels[1]):
         return None
-    return earlier, later, level, doublings
+    return levels[0], levels[1], doublings, errors
 
 
 def drift_windows(steps: int, start: int, age: float = 0.0) -> tuple[int, int, float]:
@@ -178,11 +196,12 @@ def drift_windows(steps: int, start: int, age: float = 0.0) -> tuple[int, int, f
 
 
 def assess(losses: np.ndarray, nbeta: float, init_loss: float, rule: StoppingRule, thin: int = 1,
-           age: float = 0.0, settle: float = 0.0) -> Check:
+           age: float = 0.0, settle: float = 0.0, bias: WindowBias | None = None) -> Check:
     """Judge the main run's minibatch losses (chains, steps) against the rule; ``age``: the
     chains' age at the first of them, in steps of their size (see :func:`drift`); ``settle``:
     steps the window must span before it may pass (after the step was lowered: see the module
-    docstring)."""
+    docstring); ``bias``: the predicted bias over a span of those steps, which the drift test
+    takes off each window (:func:`drift`)."""
     losses = np.asarray(losses, dtype=np.float64)
     steps = losses.shape[1]
     burnin = steps // 2
@@ -192,9 +211,9 @@ def assess(losses: np.ndarray, nbeta: float, init_loss: float, rule: StoppingRul
     ess = diagnostics.effective_sample_size(kept)
     rhat = diagnostics.split_rhat(kept)
     mcse = diagnostics.mcse_relative(kept, init_loss)
-    d = drift(energy, burnin, age)
+    d = drift(energy, burnin, age, bias)
     check = Check(steps=steps, burnin=burnin, draws=kept.shape[1], llc=llc, ess=ess, rhat=rhat,
-                  mcse=mcse, drift=d, drift_error=drift_error(energy, burnin, age))
+                  mcse=mcse, drift=d, drift_error=drift_error(energy, burnin, age, bias))
     below = diagnostics.below_init_segments(kept, init_loss)
     check.not_a_minimum = llc < 0 and math.isfinite(below) and below > diagnostics.BELOW_INIT_FAIL
     missing = check.missing
