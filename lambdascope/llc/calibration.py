@@ -207,7 +207,7 @@ def window_bias(trace, lo: int, hi: int, step_size: float) -> tuple[float, float
     if trace.curvature.numel() == 0 or not bool(inside.any()):
         return math.nan, math.nan
     curvature = trace.curvature[:, inside].double().numpy() / 8
-    error = diagnostics.mcse_relative(curvature, 0.0) * abs(float(curvature.mean())) if curvature.size > 4 else 0.0
+    error = diagnostics.mcse_relative(curvature, 0.0) * abs(float(curvature.mean()))  # nan when too few
     return _bias(trace, inside, step_size), (error if math.isfinite(error) else 0.0)
 
 

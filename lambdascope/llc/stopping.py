@@ -177,7 +177,8 @@ def _compared(energy: np.ndarray, start: int, age: float, bias: WindowBias | Non
         window = energy[:, a:b]
         if window.size == 0:
             return None
-        level, error = float(window.mean()), diagnostics.mcse_relative(window, 0.0) * abs(float(window.mean()))
+        level = float(window.mean())
+        error = diagnostics.mcse_relative(window, 0.0) * abs(level)
         predicted, predicted_error = bias(a, b) if bias is not None else (math.nan, math.nan)
         if math.isfinite(predicted):
             level, error = level - predicted, math.hypot(error, predicted_error)
