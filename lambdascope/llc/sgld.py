@@ -51,8 +51,10 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
+from lambdascope.llc import preconditioner as preconditioner_lib
 from lambdascope.llc.chain_groups import saved_bytes_per_chain
 from lambdascope.llc.compiled import GradFn, GradientCompiler
+from lambdascope.llc.preconditioner import Preconditioner
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +94,10 @@ class SGLDTrace:
     grad_noise: Tensor  # (chains, m)
     localization_energy: Tensor  # (chains, m)
     final: Tensor  # (chains, D) the chains' last states, flattened, on the sampling device
-    # Σ over the scored steps and chains of (∂U/∂w_i)² at the step's start, (D,) float64 on the
-    # CPU (what lambdascope.llc.preconditioner estimates M from); None when nothing was scored
-    moments: Tensor | None = None
+    # Σ over the scored steps and chains of ∇U's second moments at the step's start (per
+    # coordinate, and per weight matrix when asked): lambdascope.llc.preconditioner.Moments.state,
+    # what M is estimated from; None when nothing was scored
+    moments: dict | None = None
 
 
 def _chain_generators(seed: int, chains: int, device: torch.device) -> tuple[list, list]:
@@ -435,7 +438,8 @@ def run_sgld(
     deadline: float | None = None,
     chains_per_pass: int | None = None,
     compiler: GradientCompiler | None = None,
-    precondition: Tensor | None = None,
+    precondition: Preconditioner | None = None,
+    moments: str = "diagonal",
 ) -> SGLDTrace:
     """Run ``chains`` SGLD chains for ``steps`` steps from the model's parameters w*.
 
@@ -456,10 +460,11 @@ def run_sgld(
     ``compiler``: the estimate's :class:`~lambdascope.llc.compiled.GradientCompiler`; the
     gradient (each group's pass, when the chains go in groups) is compiled once the estimate's
     eager sampling time makes it worth it (the numbers are the same up to float rounding).
-    ``precondition``: a fixed diagonal M, (D,) positive, for every chain
-    (:mod:`lambdascope.llc.preconditioner`): each step is then
-    ``w ← w − (ε/2)·M⊙∇U + √ε·√M⊙ξ``, which samples the same posterior, and the scoring, the
-    curvature probe and the gradient noise measure that move (the noise weighted by M).
+    ``precondition``: a fixed M for every chain (:mod:`lambdascope.llc.preconditioner`): each
+    step is then ``w ← w − (ε/2)·M∇U + √ε·M^½ξ``, which samples the same posterior, and the
+    scoring, the curvature probe and the gradient noise measure that move (the noise weighted by
+    M). ``moments``: which second moments of ∇U the scored steps gather (:attr:`SGLDTrace.moments`),
+    "diagonal" (per coordinate) or "kronecker" (and each weight matrix's rows' and columns').
     """
     device = x.device
     layout, fixed, center = _sampled_layout(model, params)
@@ -507,13 +512,15 @@ def run_sgld(
     slot, pending_grad = 0, None  # pending_grad: loss gradient at w' on the scored step's batch
     xb, yb = x, y
     noise = torch.empty(chains, noise_block, dim, dtype=dtype, device=device)
-    m_diag = m_root = None
+    pre = pre64 = None
     if precondition is not None:
-        if tuple(precondition.shape) != (dim,) or not bool((precondition > 0).all()):
+        if tuple(precondition.m.shape) != (dim,):
             raise ValueError(f"precondition must hold {dim} positive numbers")
-        m_diag = precondition.to(device=device, dtype=dtype)
-        m_root = m_diag.sqrt()
-    moments = torch.zeros(dim, dtype=f64, device=device) if m else None
+        pre, pre64 = precondition.to(device, dtype), precondition.to(device, f64)
+    gathered = None
+    if m:
+        matrices = preconditioner_lib.blocks(layout.shapes, layout.offsets) if moments == "kronecker" else []
+        gathered = preconditioner_lib.Moments(dim, matrices, device)
     began = time.perf_counter()
     for t in range(steps):
         if t == warm_steps and current != step_size:
@@ -541,18 +548,16 @@ def run_sgld(
             grad, loss = grad_fn(w, xb, yb)
         losses[:, t] = loss
         if pending_grad is not None:
-            change = (grad - pending_grad).double().square()
-            if m_diag is not None:
-                change = change * m_diag
-            noise_stat[:, slot - 1] = change.sum(dim=1) * nbeta**2
+            change = (grad - pending_grad).double()
+            noise_stat[:, slot - 1] = (change.square().sum(dim=1) if pre64 is None else pre64.norm_sq(change)) * nbeta**2
             pending_grad = None
         # w' = (1 − (ε/2)(γ + wd))·w + (ε/2)γ·w* − (ε/2)nβ·g + √ε·ξ, in four passes over the
         # gradient's own buffer (nothing allocated), or over a copy when the move is scored and
         # its parts are needed; both give the same numbers, so scoring never changes a chain.
-        # Preconditioned: w' = w + M⊙(−(ε/2)(nβ·g + (γ + wd)·w − γ·w*)) + √ε·√M⊙ξ, in six.
+        # Preconditioned: w' = w + M·(−(ε/2)(nβ·g + (γ + wd)·w − γ·w*)) + √ε·M^½ξ (Preconditioner.move_).
         is_scored = slot < m and scored[slot] == t
         w_next = grad.mul(-half * nbeta) if is_scored else grad.mul_(-half * nbeta)
-        if m_diag is None:
+        if pre is None:
             w_next.add_(w, alpha=1.0 - half * (localization + weight_decay))
             if localization:
                 w_next.add_(center, alpha=half * localization)
@@ -562,11 +567,11 @@ def run_sgld(
                 w_next.add_(w, alpha=-half * (localization + weight_decay))
             if localization:
                 w_next.add_(center, alpha=half * localization)
-            w_next.mul_(m_diag).add_(w).addcmul_(noise[:, kn], m_root, value=scale)
+            pre.move_(w_next, noise[:, kn], scale).add_(w)
         if is_scored:
             grad2, loss2 = grad_fn(w_next, xb, yb)
             _score_move(w, w_next, w - center, grad, loss, grad2, loss2, nbeta, localization, weight_decay,
-                        current, out=(acc, curv, loc_energy), slot=slot, precondition=m_diag, moments=moments)
+                        current, out=(acc, curv, loc_energy), slot=slot, precondition=pre64, moments=gathered)
             pending_grad = grad2 if t + 1 < steps else None
             slot += 1
         w = w_next
@@ -599,15 +604,15 @@ def run_sgld(
         grad_noise=noise_stat.cpu(),
         localization_energy=loc_energy.cpu(),
         final=w,
-        moments=None if moments is None else moments.cpu(),
+        moments=None if gathered is None else gathered.state(),
     )
 
 
 def _score_move(
     w: Tensor, w_next: Tensor, diff: Tensor, grad: Tensor, loss: Tensor, grad2: Tensor, loss2: Tensor,
     nbeta: float, localization: float, weight_decay: float, step_size: float,
-    *, out: tuple[Tensor, Tensor, Tensor], slot: int, precondition: Tensor | None = None,
-    moments: Tensor | None = None,
+    *, out: tuple[Tensor, Tensor, Tensor], slot: int, precondition: Preconditioner | None = None,
+    moments: preconditioner_lib.Moments | None = None,
 ) -> None:
     """MALA log-acceptance of the move w → w_next on one minibatch, in float64, per chain.
 
@@ -618,7 +623,7 @@ def _score_move(
     which is ``−ΔU + log q(w|w') − log q(w'|w)`` for the proposal N(w − (ε/2)M·G, ε·M) (M = I
     without a preconditioner; ‖G‖²_M = G·M·G) with the Gaussian normalizers cancelled and the
     terms regrouped so that no two large numbers are subtracted (for a quadratic U the first two
-    terms cancel exactly). ``moments`` (D,) gathers Σ over chains of G².
+    terms cancel exactly). ``moments`` gathers G's second moments; ``precondition`` is in float64.
     """
     acc, curv, loc_energy = out
     f64 = torch.float64
@@ -634,12 +639,12 @@ def _score_move(
         gu2 = gu2 + weight_decay * (w64 + d)
         du = du + (weight_decay / 2) * (d * (2 * w64 + d)).sum(dim=1)
     if moments is not None:
-        moments.add_(gu.square().sum(dim=0))
-    sq, sq2 = gu.square(), gu2.square()
-    if precondition is not None:
-        m64 = precondition.to(f64)
-        sq, sq2 = sq * m64, sq2 * m64
-    log_alpha = -du + (d * (gu + gu2)).sum(dim=1) / 2 + (step_size / 8) * (sq.sum(dim=1) - sq2.sum(dim=1))
+        moments.observe(gu)
+    if precondition is None:
+        sq, sq2 = gu.square().sum(dim=1), gu2.square().sum(dim=1)
+    else:
+        sq, sq2 = precondition.norm_sq(gu), precondition.norm_sq(gu2)
+    log_alpha = -du + (d * (gu + gu2)).sum(dim=1) / 2 + (step_size / 8) * (sq - sq2)
     a = torch.exp(log_alpha.clamp(max=0.0))
     acc[:, slot] = torch.where(torch.isnan(a), torch.zeros_like(a), a)
     curv[:, slot] = nbeta * ((g2 - g) * d).sum(dim=1)

@@ -41,11 +41,12 @@ class DiesAfter(InMemory):
 
 
 def _problem():
+    """Two outputs, so that the weight is a matrix a Kronecker M rotates."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1000, 6, generator=gen, dtype=torch.float64)
-    y = x @ torch.randn(6, 1, generator=gen, dtype=torch.float64) + 0.3 * torch.randn(1000, 1, generator=gen,
+    y = x @ torch.randn(6, 2, generator=gen, dtype=torch.float64) + 0.3 * torch.randn(1000, 2, generator=gen,
                                                                                     dtype=torch.float64)
-    model = torch.nn.Linear(6, 1, bias=False, dtype=torch.float64)
+    model = torch.nn.Linear(6, 2, bias=False, dtype=torch.float64)
     with torch.no_grad():
         model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)
     return model, x, y
@@ -55,8 +56,9 @@ def _problem():
 # eager throughout, since when a run compiles depends on the machine's speed
 CONFIG = SGLDConfig(chains=2, seed=5, chains_per_pass=2, until_ess=60, max_mcse=0.05, compile_gradients=False,
                     precondition="none")
-# ... and preconditioned: the snapshot must carry M and the gradients gathered towards the next one
-PRECONDITIONED = dataclasses.replace(CONFIG, precondition="diagonal")
+# ... and preconditioned: the snapshot must carry M (its basis too) and the gradients gathered
+# towards the next one
+PRECONDITIONED = dataclasses.replace(CONFIG, precondition="kronecker")
 
 
 @pytest.fixture(scope="module", params=[CONFIG, PRECONDITIONED], ids=["plain", "preconditioned"])
@@ -66,7 +68,7 @@ def baseline(request):
     result = estimate_llc(model, x, y, mse, request.param, device="cpu", snapshots=counted)
     assert result.calibration.ran and result.stopping.reason == "converged"
     assert counted.saves >= 4, counted.saves  # calibration, warm-up, two chunk boundaries at least
-    assert ("preconditioner" in result.stopping.summary) == (request.param.precondition == "diagonal")
+    assert ("preconditioner" in result.stopping.summary) == (request.param.precondition == "kronecker")
     return result, counted.saves, request.param
 
 
