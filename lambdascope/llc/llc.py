@@ -196,7 +196,9 @@ class SGLDConfig:
 
 
 PRECONDITIONERS = ("none", *preconditioner_lib.STRUCTURES)
-MAX_RAISE = 64.0  # a preconditioned main run's step is at most this multiple of the calibrated one
+# a preconditioned main run's step is at most this multiple of the calibrated one (the Kronecker
+# M's rotations let it grow 26-64x on deep linear networks, docs/benchmarks.md §4y)
+MAX_RAISE = {"diagonal": 8.0, "kronecker": 64.0}
 FIXED_DRAWS = FIXED_BURNIN = 200  # a fixed-length run's default for whichever of the two is unset
 PLANNED_STEPS = 8000  # what calibration's budget is sized for in a run that chooses its length
 WARMUP_STEPS = 1000  # the warm-up stage of such a run (at most a fifth of max_steps)
@@ -802,7 +804,7 @@ class _Preconditioning:
             self.m = preconditioner_lib.estimate(first.moments, self.localization, self.structure)
             if self.m is not None:
                 self.estimates = 1
-                self.raise_factor = min(MAX_RAISE, 1.0 / self.m.bias_ratio)
+                self.raise_factor = min(MAX_RAISE[self.structure], 1.0 / self.m.bias_ratio)
 
     def raised(self, step_size: float) -> float:
         """The main run's first step: the calibrated one with the bias M removes given back."""
