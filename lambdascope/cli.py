@@ -57,10 +57,11 @@ SAMPLER_FLAGS = {  # flag -> (SamplerConfig field, type, help); a test checks th
                         "off: λ̂ as sampled (default on)"),
     "compile_gradients": ("compile_gradients", _on_off, "on: compile the gradient (torch's inductor) once "
                           "the audit has sampled ~10 s (same λ̂ up to rounding); off: never (default on)"),
-    "precondition": ("precondition", str, "diagonal: sample with a diagonal preconditioner re-estimated as "
-                     "the chains stiffen (runs that choose their length, calibrated step); kronecker: "
-                     "each weight matrix's moves in the eigenbasis of its gradients' row and column "
-                     "moments, the rest diagonal; none: without (default diagonal)"),
+    "precondition": ("precondition", str, "kronecker: sample with a preconditioner re-estimated as the "
+                     "chains stiffen, each weight matrix moving in the eigenbasis of its gradients' row "
+                     "and column moments, the other parameters per coordinate (runs that choose their "
+                     "length, calibrated step); diagonal: per coordinate throughout; none: without "
+                     "(default kronecker)"),
 }
 
 
