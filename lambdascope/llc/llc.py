@@ -199,6 +199,10 @@ PRECONDITIONERS = ("none", *preconditioner_lib.STRUCTURES)
 # a preconditioned main run's step is at most this multiple of the calibrated one (the Kronecker
 # M's rotations let it grow 26-64x on deep linear networks, docs/benchmarks.md §4y)
 MAX_RAISE = {"diagonal": 8.0, "kronecker": 64.0}
+# ... and at least this one, or M is declined: it slows the stiff directions' relaxation (by
+# m·raise) for little gain in the flat ones (on make run's MLPs a Kronecker M that let the step
+# grow ×1.2 took 44,000-69,000 steps where the plain step took 10,000-19,000, docs §4y)
+MIN_RAISE = 2.0
 FIXED_DRAWS = FIXED_BURNIN = 200  # a fixed-length run's default for whichever of the two is unset
 PLANNED_STEPS = 8000  # what calibration's budget is sized for in a run that chooses its length
 WARMUP_STEPS = 1000  # the warm-up stage of such a run (at most a fifth of max_steps)
@@ -799,10 +803,12 @@ class _Preconditioning:
         self.localization = config.localization
         self.m: Preconditioner | None = None
         self.pending: dict | None = None  # the moments since the last estimate
-        self.estimates, self.raise_factor = 0, 1.0
+        self.estimates, self.raise_factor, self.declined = 0, 1.0, math.nan
         if self.on and first is not None and first.moments is not None:
             self.m = preconditioner_lib.estimate(first.moments, self.localization, self.structure)
-            if self.m is not None:
+            if self.m is not None and 1.0 / self.m.bias_ratio < MIN_RAISE:
+                self.on, self.m, self.declined = False, None, 1.0 / self.m.bias_ratio
+            elif self.m is not None:
                 self.estimates = 1
                 self.raise_factor = min(MAX_RAISE[self.structure], 1.0 / self.m.bias_ratio)
 
@@ -829,6 +835,10 @@ class _Preconditioning:
         self.pending, self.estimates, self.raise_factor = state["pending"], state["estimates"], state["raise_factor"]
 
     def summary(self) -> str:
+        if math.isfinite(self.declined):
+            return (f"; not preconditioned: a {self.structure} M estimated from the warm-up would have let the "
+                    f"calibrated step grow only ×{self.declined:.1f} (below ×{MIN_RAISE:g}, it slows the stiff "
+                    "directions more than it speeds the flat ones)")
         if self.estimates == 0:
             return ""
         times = "once" if self.estimates == 1 else f"{self.estimates} times"

@@ -40,10 +40,15 @@ class DiesAfter(InMemory):
         return tensorfile.read(self.path) if self.path.exists() else None
 
 
-def _problem():
-    """Two outputs, so that the weight is a matrix a Kronecker M rotates."""
+def _problem(config: SGLDConfig):
+    """Two outputs, so that the weight is a matrix a Kronecker M rotates; for a preconditioned
+    run the inputs are scaled 1/4-4 in a random basis, so that M is worth its while
+    (lambdascope.llc.llc.MIN_RAISE; a plain run would need far longer there)."""
     gen = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(6, 6, generator=gen, dtype=torch.float64))
     x = torch.randn(1000, 6, generator=gen, dtype=torch.float64)
+    if config.precondition != "none":
+        x = x @ torch.diag(torch.logspace(-1, 1, 6, base=4.0, dtype=torch.float64)) @ basis.T
     y = x @ torch.randn(6, 2, generator=gen, dtype=torch.float64) + 0.3 * torch.randn(1000, 2, generator=gen,
                                                                                     dtype=torch.float64)
     model = torch.nn.Linear(6, 2, bias=False, dtype=torch.float64)
@@ -63,7 +68,7 @@ PRECONDITIONED = dataclasses.replace(CONFIG, precondition="kronecker")
 
 @pytest.fixture(scope="module", params=[CONFIG, PRECONDITIONED], ids=["plain", "preconditioned"])
 def baseline(request):
-    model, x, y = _problem()
+    model, x, y = _problem(request.param)
     counted = InMemory()
     result = estimate_llc(model, x, y, mse, request.param, device="cpu", snapshots=counted)
     assert result.calibration.ran and result.stopping.reason == "converged"
@@ -77,7 +82,7 @@ def baseline(request):
 def test_a_resumed_estimate_equals_the_uninterrupted_one(baseline, tmp_path, monkeypatch, die_at, keep):
     expected, saves, config = baseline
     die_at = saves if die_at == "last" else die_at
-    model, x, y = _problem()
+    model, x, y = _problem(config)
     snapshots = DiesAfter(tmp_path, die_at, keep)
     with pytest.raises(Killed):
         estimate_llc(model, x, y, mse, config, device="cpu", snapshots=snapshots)
@@ -104,7 +109,7 @@ def test_a_resumed_estimate_equals_the_uninterrupted_one(baseline, tmp_path, mon
 
 def test_a_snapshot_of_another_estimate_is_not_resumed(baseline, tmp_path):
     expected, _, config = baseline
-    model, x, y = _problem()
+    model, x, y = _problem(config)
     snapshots = DiesAfter(tmp_path, 2)
     with pytest.raises(Killed):
         estimate_llc(model, x, y, mse, dataclasses.replace(config, seed=6), device="cpu", snapshots=snapshots)
