@@ -549,7 +549,7 @@ def run_sgld(
         losses[:, t] = loss
         if pending_grad is not None:
             change = (grad - pending_grad).double()
-            noise_stat[:, slot - 1] = (change.square().sum(dim=1) if pre64 is None else pre64.norm_sq(change)) * nbeta**2
+            noise_stat[:, slot - 1] = _norm_sq(change, pre64) * nbeta**2
             pending_grad = None
         # w' = (1 − (ε/2)(γ + wd))·w + (ε/2)γ·w* − (ε/2)nβ·g + √ε·ξ, in four passes over the
         # gradient's own buffer (nothing allocated), or over a copy when the move is scored and
@@ -640,12 +640,14 @@ def _score_move(
         du = du + (weight_decay / 2) * (d * (2 * w64 + d)).sum(dim=1)
     if moments is not None:
         moments.observe(gu)
-    if precondition is None:
-        sq, sq2 = gu.square().sum(dim=1), gu2.square().sum(dim=1)
-    else:
-        sq, sq2 = precondition.norm_sq(gu), precondition.norm_sq(gu2)
-    log_alpha = -du + (d * (gu + gu2)).sum(dim=1) / 2 + (step_size / 8) * (sq - sq2)
+    log_alpha = -du + (d * (gu + gu2)).sum(dim=1) / 2 + (step_size / 8) * (_norm_sq(gu, precondition)
+                                                                            - _norm_sq(gu2, precondition))
     a = torch.exp(log_alpha.clamp(max=0.0))
     acc[:, slot] = torch.where(torch.isnan(a), torch.zeros_like(a), a)
     curv[:, slot] = nbeta * ((g2 - g) * d).sum(dim=1)
     loc_energy[:, slot] = (localization / 2) * r.square().sum(dim=1)
+
+
+def _norm_sq(v: Tensor, precondition: Preconditioner | None) -> Tensor:
+    """vᵀ·M·v per chain (M = I without a preconditioner), for ``v`` (chains, D)."""
+    return v.square().sum(dim=1) if precondition is None else precondition.norm_sq(v)
