@@ -621,12 +621,9 @@ class RegistryStore:
     def delete_dataset(self, dataset_id: str, team: str) -> str:
         with self.engine.begin() as conn:
             sha = self._own_dataset(conn, dataset_id, team).sha256
-            users = conn.execute(sa.select(versions.c.id).where(
-                versions.c.dataset_version_id == dataset_id).limit(5)).scalars().all()
+            users = _lineage_users(conn, dataset_id, team)
             if users:
-                raise errors.FailedPrecondition(
-                    f"model versions {', '.join(users)} record this dataset in their lineage; "
-                    "delete them first")
+                raise errors.FailedPrecondition(f"{users} record this dataset in their lineage: delete them first")
             conn.execute(dataset_tags.delete().where(dataset_tags.c.dataset_id == dataset_id))
             conn.execute(datasets.delete().where(datasets.c.id == dataset_id))
         return sha
@@ -782,6 +779,25 @@ def _put_tags(conn: sa.Connection, table: sa.Table, column: str, owner_id: str,
     if tags:
         conn.execute(table.insert(), [{column: owner_id, "key": k, "value": v, **row}
                                       for k, v in tags.items()])
+
+
+def _lineage_users(conn: sa.Connection, dataset_id: str, team: str, shown: int = 5) -> str:
+    """The model versions whose lineage records a dataset, as its owner may see them: the team's
+    own by id (the first ``shown``), other teams' (the dataset was shared with them) only counted
+    per team, since their ids are theirs; "" when there are none."""
+    uses = versions.c.dataset_version_id == dataset_id
+    own = conn.execute(sa.select(versions.c.id).where(uses, versions.c.owner == team)
+                       .order_by(versions.c.id).limit(shown + 1)).scalars().all()
+    others = conn.execute(sa.select(versions.c.owner, sa.func.count()).where(uses, versions.c.owner != team)
+                          .group_by(versions.c.owner).order_by(versions.c.owner)).all()
+    parts = []
+    if own:
+        parts.append(f"model versions {', '.join(own[:shown])}{' and more' if len(own) > shown else ''}")
+    if others:
+        count = sum(n for _, n in others)
+        parts.append(f"{count} model version{'s' if count > 1 else ''} of other teams "
+                     f"({', '.join(f'{o}: {n}' for o, n in others)}; the dataset was shared with them)")
+    return " and ".join(parts)
 
 
 def _update_tags(conn: sa.Connection, table: sa.Table, column: str, owner_id: str,

@@ -225,3 +225,29 @@ def test_deleting_a_version_other_teams_audited_is_refused_unless_said(world, re
         assert code_of(lambda: a.get_report(own.output_ids[0]))[0] == grpc.StatusCode.NOT_FOUND
     with client(world, "b") as b:
         assert code_of(lambda: b.get_report(theirs))[0] == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_dataset_other_teams_trained_on_is_not_deleted_and_their_version_ids_stay_theirs(world, regression_files):
+    """A dataset in another team's lineage is kept, and its owner learns how many of that team's
+    versions use it, not their ids (which would leak the other team's registry)."""
+    with client(world, "a") as a:
+        a.share("team-b", dataset="reg")
+        mine = a.upload_model(regression_files[0], "on-reg",
+                              lineage=registry_pb2.Lineage(dataset_version_id=world["dataset"])).id
+    with client(world, "b") as b:
+        theirs = [b.upload_model(regression_files[0], "on-a-data",
+                                 lineage=registry_pb2.Lineage(dataset_version_id=world["dataset"])).id
+                  for _ in range(2)]
+    with client(world, "a") as a:
+        code, details = code_of(lambda: a.delete_dataset(world["dataset"]))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION, details
+        assert mine in details and "2 model versions of other teams (team-b: 2;" in details, details
+        assert not any(v in details for v in theirs), details
+        assert a.get_dataset(world["dataset"]).id == world["dataset"]  # refused: nothing deleted
+        a.delete_model_version(mine)
+    with client(world, "b") as b:
+        for v in theirs:
+            b.delete_model_version(v)
+    with client(world, "a") as a:
+        a.unshare("team-b", dataset="reg")
+        assert a.get_dataset(world["dataset"]).id == world["dataset"]
