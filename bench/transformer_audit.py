@@ -13,6 +13,9 @@ Chains per pass: the same model's SGLD steps are timed side by side in-process w
 in one pass and in groups, so the default (all together when memory allows) is checked on a
 model where per-chain work is large.
 
+The Kronecker preconditioner (the default audit's): a main-run step with and without it, timed
+side by side the same way, for what rotating the model's 128-512-wide matrices costs.
+
 Writes bench/results/transformer_audit.json.
 """
 from __future__ import annotations
@@ -31,14 +34,19 @@ import torch
 from safetensors.torch import save_file
 
 from lambdascope.local import LocalPlatform
+from lambdascope.llc import preconditioner
 from lambdascope.llc.sgld import prepare_for_sampling, run_sgld
 from transformer_model import Transformer, bayes_loss, make_data, token_loss, train
 
 
-def time_passes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chains: int, steps: int) -> list[dict]:
-    """ms per step with 1, 2, ... chains per pass, run alternately (noise shared by all choices)."""
+def sampling_program(model: nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    """The model as the estimator samples a .pt2: exported with a dynamic batch, then prepared."""
     exported = torch.export.export(model, (x[:2],), dynamic_shapes=({0: torch.export.Dim("batch")},))
-    program = prepare_for_sampling(exported.module())  # as the estimator samples a .pt2
+    return prepare_for_sampling(exported.module())
+
+
+def time_passes(program: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chains: int, steps: int) -> list[dict]:
+    """ms per step with 1, 2, ... chains per pass, run alternately (noise shared by all choices)."""
     choices = sorted({chains, *[g for g in (1, 2) if g < chains]})
     rows = {g: [] for g in choices}
     for _round in range(2):
@@ -49,6 +57,23 @@ def time_passes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chains: int,
             rows[g].append(1000 * trace.seconds / steps)
     return [{"chains_per_pass": g, "ms_per_step": min(v), "ms_per_chain_step": min(v) / chains}
             for g, v in rows.items()]
+
+
+def time_preconditioner(program: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chains: int, steps: int
+                        ) -> dict:
+    """ms per step of a main run (every 10th step scored, as the default audit's) without M and with
+    the Kronecker M the default audit samples with, estimated from 100 scored steps; alternately,
+    best of 2. What the rotations into and out of each weight matrix's eigenbasis cost here."""
+    kwargs = dict(chains=chains, step_size=1e-7, localization=10.0, nbeta=1000.0, batch_size=256, seed=0)
+    warm = run_sgld(program, x, y, token_loss, steps=100, accept_every=1, moments="kronecker", **kwargs)
+    m = preconditioner.estimate(warm.moments, 10.0, "kronecker")
+    rows = {"none": [], "kronecker": []}
+    for _round in range(2):
+        for name, more in (("none", {}), ("kronecker", {"precondition": m, "moments": "kronecker"})):
+            trace = run_sgld(program, x, y, token_loss, steps=steps, accept_every=10, **kwargs, **more)
+            rows[name].append(1000 * trace.seconds / steps)
+    return {"steps": steps, "rotated_matrices": len(m.bases), "ms_per_step": {k: min(v) for k, v in rows.items()},
+            "kronecker_over_none": min(rows["kronecker"]) / min(rows["none"])}
 
 
 def audit_with_cli(server: str, model_path: Path, data_path: Path, out: Path, max_seconds: float | None) -> dict:
@@ -106,11 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"transformer: d = {d:,}, width {args.width}, {args.layers} layers, vocab {args.vocab}, context "
           f"{args.context}, n = {args.examples}; trained {args.train_steps} Adam steps in {trained:.0f} s, "
           f"loss {final_loss:.4f} (Bayes {bayes:.4f})", flush=True)
-    passes = time_passes(model, x, y, 4, args.timing_steps)
+    program = sampling_program(model, x)
+    passes = time_passes(program, x, y, 4, args.timing_steps)
     for row in passes:
         print(f"  {row['chains_per_pass']} chain(s) per pass: {row['ms_per_step']:.0f} ms per step of 4 chains", flush=True)
+    kron = time_preconditioner(program, x, y, 4, 3 * args.timing_steps)
+    print(f"  main-run step, no M: {kron['ms_per_step']['none']:.0f} ms; Kronecker M "
+          f"({kron['rotated_matrices']} matrices rotated): {kron['ms_per_step']['kronecker']:.0f} ms "
+          f"(x{kron['kronecker_over_none']:.2f})", flush=True)
     result = {"machine": common.machine(), "argv": sys.argv[1:], "d": d, "config": vars(args),
-              "train_seconds": trained, "final_loss": final_loss, "bayes_loss": bayes, "passes": passes}
+              "train_seconds": trained, "final_loss": final_loss, "bayes_loss": bayes, "passes": passes,
+              "preconditioner": kron}
     if not args.passes_only:
         with tempfile.TemporaryDirectory(prefix="transformer-audit-") as tmp:
             folder = Path(tmp)
