@@ -215,6 +215,11 @@ KIND_LABEL = "lambdascope.dev/kind"
 WORKER_LABELS = {"app.kubernetes.io/name": "lambdascope", "app.kubernetes.io/component": "worker",
                  "app.kubernetes.io/part-of": "lambdascope"}
 GPU_RESOURCE = "nvidia.com/gpu"
+# The job's credential reaches the pod from a Secret of the Job's name (build_secret), as this
+# variable: a pod's literal env is readable by anyone who may read Jobs or Pods (the "view" role),
+# a Secret only by who may read Secrets.
+CREDENTIAL_ENV = "LAMBDASCOPE_JOB_API_KEY"
+CREDENTIAL_KEY = "api-key"
 TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
 NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -276,10 +281,10 @@ def build_job(job_id: str, kind: str, spec_json: str, settings: Settings, *,
 
     The pod runs the worker image (ENTRYPOINT `python -m`) with the worker module as its only
     argument; the service's settings as LAMBDASCOPE_* variables (config.to_env: no admin key, no
-    storage or database credentials), and the job itself as JSON in LAMBDASCOPE_JOB, with its
-    credential, the only key the worker holds: bound to the job's team, revoked when the job
-    ends, but readable meanwhile by whoever may read Jobs in the namespace (a per-job Secret
-    would narrow that to who may read Secrets)."""
+    storage or database credentials), and the job itself as JSON in LAMBDASCOPE_JOB. Its
+    credential, the only key the worker holds (bound to the job's team, revoked when the job
+    ends), is not in the Job: the pod reads it as CREDENTIAL_ENV from the Secret `build_secret`
+    makes, so whoever may read Jobs and Pods in the namespace (the "view" role) does not see it."""
     from kubernetes import client as k8s
 
     if not settings.job_image:
@@ -294,7 +299,10 @@ def build_job(job_id: str, kind: str, spec_json: str, settings: Settings, *,
     env_values[config.ENV_PREFIX + "MAX_CONCURRENT_JOBS"] = "1"
     env = [k8s.V1EnvVar(name=key, value=value) for key, value in sorted(env_values.items())]
     env.append(k8s.V1EnvVar(name=JOB_ENV, value=json.dumps(
-        {"job_id": job_id, "kind": kind, "spec_json": spec_json, "api_key": credential})))
+        {"job_id": job_id, "kind": kind, "spec_json": spec_json})))
+    if credential:
+        env.append(k8s.V1EnvVar(name=CREDENTIAL_ENV, value_from=k8s.V1EnvVarSource(
+            secret_key_ref=k8s.V1SecretKeySelector(name=name, key=CREDENTIAL_KEY))))
 
     resources = k8s.V1ResourceRequirements(
         limits={GPU_RESOURCE: str(settings.job_gpu)} if settings.job_gpu > 0 else None)
@@ -349,9 +357,24 @@ def _api_status(exc: Exception) -> int | None:
     return getattr(exc, "status", None)
 
 
+def build_secret(job_id: str, credential: str, settings: Settings, owner_uid: str):
+    """The Secret that holds a job's credential for its pod (a typed kubernetes.client.V1Secret):
+    named as the Job, owned by it (so Kubernetes deletes it with the Job), immutable."""
+    from kubernetes import client as k8s
+
+    name = job_name(job_id)
+    owner = k8s.V1OwnerReference(api_version="batch/v1", kind="Job", name=name, uid=owner_uid)
+    return k8s.V1Secret(
+        api_version="v1", kind="Secret", type="Opaque", immutable=True,
+        metadata=k8s.V1ObjectMeta(name=name, namespace=namespace_of(settings),
+                                  labels={**WORKER_LABELS, JOB_ID_LABEL: name}, owner_references=[owner]),
+        string_data={CREDENTIAL_KEY: credential})
+
+
 class KubernetesBackend(Backend):
-    """Each job is a batch/v1 Job in `namespace_of(settings)`. Needs the Role in
-    deploy/k8s/base/rbac.yaml: jobs create/get/delete, pods list, pods/log get."""
+    """Each job is a batch/v1 Job in `namespace_of(settings)`, with a Secret for its credential.
+    Needs the Role in deploy/k8s/base/rbac.yaml: jobs create/get/delete, secrets create, pods
+    list, pods/log get."""
 
     name = "kubernetes"
     survives_shutdown = True
@@ -382,7 +405,7 @@ class KubernetesBackend(Backend):
         job = build_job(job_id, self.kind, spec_json, self.settings,
                         worker_module=self.worker_module, credential=credential)
         try:
-            self.batch.create_namespaced_job(self.namespace, job)
+            created = self.batch.create_namespaced_job(self.namespace, job)
             log.info("kubernetes job created", extra={"job_id": job_id,
                                                       "k8s_job": job.metadata.name})
         except ApiException as exc:
@@ -390,7 +413,26 @@ class KubernetesBackend(Backend):
                 raise
             # Already there (a retried start, or a service restart mid-create): adopt it.
             log.info("kubernetes job exists; adopting it", extra={"job_id": job_id})
+            created = self.batch.read_namespaced_job(job.metadata.name, self.namespace)
+        if credential:
+            self._put_credential(job_id, credential, created.metadata.uid)
         return KubernetesExecution(self, job_id)
+
+    def _put_credential(self, job_id: str, credential: str, job_uid: str) -> None:
+        """The Secret the Job's pod reads its credential from, made after the Job so that the Job
+        owns it (until it exists the pod waits in CreateContainerConfigError, which the kubelet
+        retries). If it cannot be made the Job is deleted: its pod could never start."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.core.create_namespaced_secret(
+                self.namespace, build_secret(job_id, credential, self.settings, job_uid))
+        except ApiException as exc:
+            if exc.status == 409:  # made by the start this one retries
+                return
+            self.batch.delete_namespaced_job(job_name(job_id), self.namespace,
+                                             propagation_policy="Background")
+            raise
 
     def adopt(self, job_id: str) -> Execution | None:
         from kubernetes.client.rest import ApiException

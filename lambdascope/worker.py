@@ -2,8 +2,8 @@
 
 Protocol with lambdascope.jobs: the job ({"job_id", "kind", "spec_json"}, and "api_key": the job's
 credential, bound to its team, with which it calls the registry) arrives as JSON in the
-environment variable LAMBDASCOPE_JOB when it is set (a Kubernetes Job's pod), else on stdin (a
-local worker process); progress and the final result leave as JobEvent JSON lines on stdout. Anything else a
+environment variable LAMBDASCOPE_JOB when it is set (a Kubernetes Job's pod, whose credential
+comes apart, from a Secret, as LAMBDASCOPE_JOB_API_KEY), else on stdin (a local worker process); progress and the final result leave as JobEvent JSON lines on stdout. Anything else a
 library prints goes to stderr (stdout is reserved). Exit codes tell failures apart, so a
 scheduler (a local pool or a Kubernetes Job's podFailurePolicy) can react: 0 success,
 EXIT_BAD_INPUT when the user's input cannot work, EXIT_INFRASTRUCTURE for anything else.
@@ -30,6 +30,7 @@ EXIT_OK = 0
 EXIT_INFRASTRUCTURE = 1
 EXIT_BAD_INPUT = 2
 JOB_ENV = "LAMBDASCOPE_JOB"
+CREDENTIAL_ENV = "LAMBDASCOPE_JOB_API_KEY"  # lambdascope.backends.CREDENTIAL_ENV
 
 log = logging.getLogger("lambdascope.worker")
 
@@ -80,10 +81,13 @@ class Result:
 
 
 def read_job(environ: dict[str, str] | None = None, stdin: IO[str] | None = None) -> dict:
-    """The job to run: LAMBDASCOPE_JOB (JSON) when set, else the JSON on stdin."""
+    """The job to run: LAMBDASCOPE_JOB (JSON) when set, with its credential from
+    LAMBDASCOPE_JOB_API_KEY (a Kubernetes pod's, from the job's Secret), else the JSON on stdin."""
     environ = os.environ if environ is None else environ
     raw = environ.get(JOB_ENV) or (sys.stdin if stdin is None else stdin).read()
     job = json.loads(raw)
+    if environ.get(JOB_ENV) and environ.get(CREDENTIAL_ENV):
+        job["api_key"] = environ[CREDENTIAL_ENV]
     missing = {"job_id", "kind", "spec_json"} - set(job)
     if missing:
         raise ValueError(f"the job is missing {', '.join(sorted(missing))}")

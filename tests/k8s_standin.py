@@ -9,6 +9,9 @@ the official `kubernetes` client:
     GET    /apis/batch/v1/namespaces/{ns}/jobs[/{name}]   list / get
     DELETE /apis/batch/v1/namespaces/{ns}/jobs/{name}     delete (records the DeleteOptions'
                                                           propagationPolicy; removes the pods)
+    POST   /api/v1/namespaces/{ns}/secrets                create (409 AlreadyExists); kept in
+                                                          `secrets`, dropped with the Job that
+                                                          owns it (its ownerReferences' uid)
     GET    /api/v1/namespaces/{ns}/pods?labelSelector=    list pods by label selector
     GET    /api/v1/namespaces/{ns}/pods/{name}/log        a pod's log; follow=true streams it
                                                           (chunked) until the pod ends
@@ -90,6 +93,8 @@ class StandInKubernetesAPI:
     def __init__(self):
         self.cond = threading.Condition()
         self.jobs: dict[tuple[str, str], dict] = {}
+        self.secrets: dict[tuple[str, str], dict] = {}
+        self.fail_secrets = 0  # answer this many secret creations with 403 (RBAC missing)
         self.pods: dict[tuple[str, str], _Pod] = {}
         self.scripts: dict[str, JobScript] = {}
         self.default_script: JobScript | None = None
@@ -288,6 +293,10 @@ class StandInKubernetesAPI:
                     if job is None:
                         return _reply(handler, 404, _status(404, "NotFound",
                                                             f'jobs.batch "{name}" not found', name))
+                    uid = job["metadata"]["uid"]  # the garbage collector: what the Job owned goes
+                    for key, secret in list(self.secrets.items()):
+                        if any(o.get("uid") == uid for o in secret["metadata"].get("ownerReferences", [])):
+                            del self.secrets[key]
                     for key, pod in list(self.pods.items()):
                         if pod.labels.get("lambdascope.dev/job-id") == name:
                             del self.pods[key]
@@ -296,6 +305,21 @@ class StandInKubernetesAPI:
                 return _reply(handler, 200, {"apiVersion": "v1", "kind": "Status", "metadata": {},
                                              "status": "Success",
                                              "details": {"name": name, "kind": "jobs"}})
+        # /api/v1/namespaces/{ns}/secrets
+        if parts[:3] == ["api", "v1", "namespaces"] and len(parts) == 5 and parts[4] == "secrets" \
+                and method == "POST":
+            namespace, name = parts[3], body["metadata"]["name"]
+            with self.cond:
+                if self.fail_secrets > 0:
+                    self.fail_secrets -= 1
+                    return _reply(handler, 403, _status(403, "Forbidden", "secrets is forbidden", name))
+                if (namespace, name) in self.secrets:
+                    return _reply(handler, 409, _status(409, "AlreadyExists",
+                                                        f'secrets "{name}" already exists', name))
+                body["metadata"].update(namespace=namespace, uid=f"uid-secret-{name}")
+                self.secrets[(namespace, name)] = body
+                self.cond.notify_all()
+            return _reply(handler, 201, body)
         # /api/v1/namespaces/{ns}/pods[/{name}/log]
         if parts[:3] == ["api", "v1", "namespaces"] and len(parts) >= 5 and parts[4] == "pods" \
                 and method == "GET":

@@ -58,7 +58,8 @@ GPU_NODE_LABEL = "nvidia.com/gpu.present"
 JOBS_CONTROLLER = "lambdascope-jobs-controller"
 JOBS_CONTROLLER_RULES = {
     ("batch", "jobs", verb) for verb in ("create", "get", "list", "watch", "delete")
-} | {("", "pods", verb) for verb in ("get", "list", "watch")} | {("", "pods/log", "get")}
+} | {("", "pods", verb) for verb in ("get", "list", "watch")} | {("", "pods/log", "get"),
+                                                                 ("", "secrets", "create")}
 WORKER_LABELS = {"app.kubernetes.io/name": "lambdascope", "app.kubernetes.io/component": "worker",
                  "app.kubernetes.io/part-of": "lambdascope"}
 # What `requirements.txt` lists for tests or code generation only; everything else is runtime.

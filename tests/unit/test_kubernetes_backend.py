@@ -115,7 +115,9 @@ def test_a_gpu_job_asks_for_the_gpu_node_and_tolerates_its_taint():
             doc["spec"]["ttlSecondsAfterFinished"]) == (5, 600, 60)
 
 
-def test_the_job_travels_in_env_and_no_secret_does():
+def test_the_job_travels_in_env_and_its_credential_only_by_secret_reference():
+    """A pod's literal env is readable by whoever may read Jobs or Pods (the "view" role): the
+    job's credential reaches the pod from its own Secret, owned by the Job."""
     settings = _settings()
     doc = _doc(backends.build_job("audit-1", "audit", SPEC, settings, credential="lsk_job"))
     env = _env(doc)
@@ -123,18 +125,30 @@ def test_the_job_travels_in_env_and_no_secret_does():
     assert len(names) == len(set(names))
     by_name = {e["name"]: e for e in env}
     assert json.loads(by_name["LAMBDASCOPE_JOB"]["value"]) == {
-        "job_id": "audit-1", "kind": "audit", "spec_json": SPEC, "api_key": "lsk_job"}
+        "job_id": "audit-1", "kind": "audit", "spec_json": SPEC}
     assert "LAMBDASCOPE_ADMIN_KEY" not in by_name or not by_name["LAMBDASCOPE_ADMIN_KEY"].get("value")
-    # No secret at all, not even by reference: the job's credential is the worker's only key.
-    assert not any("valueFrom" in e for e in env)
+    # The one reference: the job's credential, from the Secret of the Job's name.
+    assert [e for e in env if "valueFrom" in e] == [{"name": "LAMBDASCOPE_JOB_API_KEY", "valueFrom": {
+        "secretKeyRef": {"name": "audit-1", "key": "api-key"}}}]
     for key in ("LAMBDASCOPE_S3_ACCESS_KEY", "LAMBDASCOPE_S3_SECRET_KEY", "LAMBDASCOPE_DATABASE_URL"):
         assert by_name[key]["value"] == "", key
     text = json.dumps(doc)
-    for secret in ("very-secret-token", "access-key-value", "secret-key-value"):
+    for secret in ("lsk_job", "very-secret-token", "access-key-value", "secret-key-value"):
         assert secret not in text
     # The service's other settings reach the worker as they are.
     assert by_name["LAMBDASCOPE_DATA_DIR"]["value"] == "/var/lib/lambdascope"
     assert by_name["LAMBDASCOPE_MAX_CHAIN_STEPS"]["value"] == str(settings.max_chain_steps)
+    # Without a credential (a job that calls nothing) there is no reference at all.
+    assert not any("valueFrom" in e for e in _env(_doc(backends.build_job("audit-1", "audit", SPEC, settings))))
+
+    secret = _doc(backends.build_secret("audit-1", "lsk_job", settings, "uid-audit-1"))
+    assert secret["stringData"] == {"api-key": "lsk_job"} and secret["immutable"] is True
+    assert secret["metadata"]["ownerReferences"] == [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": "audit-1", "uid": "uid-audit-1"}]
+    assert (secret["metadata"]["name"], secret["metadata"]["namespace"]) == ("audit-1", NS)
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for built in (doc, secret):
+        assert kubernetes_validate.validate(built, "1.37", strict=True) == "1.37"
 
 
 def test_under_tls_the_job_mounts_the_certificates_where_the_service_reads_them():
@@ -185,9 +199,13 @@ def test_the_worker_reads_its_job_from_lambdascope_job_else_stdin():
     stdin = io.StringIO(json.dumps({"job_id": "from-stdin", "kind": "audit", "spec_json": "{}"}))
     assert worker.read_job({"LAMBDASCOPE_JOB": json.dumps(job)}, stdin) == job
     assert worker.read_job({}, stdin)["job_id"] == "from-stdin"
-    # What build_job puts in the pod is what the worker reads.
-    doc = _doc(backends.build_job("audit-1", "audit", SPEC, _settings(), credential="lsk_x"))
-    env = {e["name"]: e.get("value") for e in _env(doc)}
+    # What build_job puts in the pod, with the Secret's value where the kubelet puts it, is
+    # what the worker reads.
+    settings = _settings()
+    doc = _doc(backends.build_job("audit-1", "audit", SPEC, settings, credential="lsk_x"))
+    secret = _doc(backends.build_secret("audit-1", "lsk_x", settings, "uid-1"))
+    env = {e["name"]: e["value"] if "value" in e else secret["stringData"][e["valueFrom"]["secretKeyRef"]["key"]]
+           for e in _env(doc)}
     assert worker.read_job(env, io.StringIO("")) == {**job, "api_key": "lsk_x"}
     with pytest.raises(ValueError):
         worker.read_job({"LAMBDASCOPE_JOB": json.dumps({"job_id": "x"})}, io.StringIO(""))
@@ -460,14 +478,14 @@ def test_a_restarted_service_interrupts_running_jobs_whose_kubernetes_job_is_gon
 
 def test_the_backend_calls_only_what_the_role_allows(api, tmp_path):
     """deploy/k8s/base/rbac.yaml: jobs create/get/list/watch/delete, pods get/list/watch,
-    pods/log get."""
+    pods/log get, secrets create."""
     api.script(JobScript([ScriptedPod([_event(step=1), _done()])]))
     rec = Recorder(tmp_path, _backend(api))
     try:
-        job = rec.manager.start("req-rbac", SPEC)
+        job = rec.manager.start("req-rbac", SPEC, credential=lambda job_id: "lsk_rbac")
         rec.wait(job.id)
         api.script(JobScript([ScriptedPod([_event(step=1)], end="hold")]))
-        job2 = rec.manager.start("req-rbac-2", SPEC)
+        job2 = rec.manager.start("req-rbac-2", SPEC, credential=lambda job_id: "lsk_rbac_2")
         rec.wait_step(job2.id, 1)
         assert rec.manager.cancel(job2.id, '').state == S.JOB_STATE_CANCELLED
     finally:
@@ -479,14 +497,44 @@ def test_the_backend_calls_only_what_the_role_allows(api, tmp_path):
             resource = "jobs"
             verb = {"POST": "create", "DELETE": "delete"}.get(method) or (
                 "get" if len(parts) == 7 else "list")
+        elif parts[4] == "secrets":
+            resource, verb = "secrets", {"POST": "create"}.get(method, method)
         else:
             resource = "pods/log" if parts[-1] == "log" else "pods"
             verb = "get" if len(parts) >= 6 else "list"
         allowed.add((resource, verb))
     role = {("jobs", v) for v in ("create", "get", "list", "watch", "delete")} | {
-        ("pods", v) for v in ("get", "list", "watch")} | {("pods/log", "get")}
+        ("pods", v) for v in ("get", "list", "watch")} | {("pods/log", "get"), ("secrets", "create")}
     assert allowed <= role, allowed - role
-    assert {("jobs", "create"), ("jobs", "delete"), ("pods/log", "get")} <= allowed
+    assert {("jobs", "create"), ("jobs", "delete"), ("pods/log", "get"), ("secrets", "create")} <= allowed
+
+
+def test_the_credential_goes_to_a_secret_the_job_owns_and_goes_with_it(api, tmp_path):
+    api.script(JobScript([ScriptedPod([_event(step=1)], end="hold")]))
+    rec = Recorder(tmp_path, _backend(api))
+    try:
+        job = rec.manager.start("req-secret", SPEC, credential=lambda job_id: "lsk_secret")
+        rec.wait_step(job.id, 1)
+        stored = api.job(NS, job.id)
+        assert "lsk_secret" not in json.dumps(stored)  # not in the Job, its pod template included
+        secret = api.secrets[(NS, job.id)]
+        assert secret["stringData"] == {"api-key": "lsk_secret"}
+        assert [o["uid"] for o in secret["metadata"]["ownerReferences"]] == [stored["metadata"]["uid"]]
+        assert rec.manager.cancel(job.id, "").state == S.JOB_STATE_CANCELLED
+        assert (NS, job.id) not in api.secrets  # deleted with the Job that owns it
+    finally:
+        rec.manager.shutdown()
+
+
+def test_a_job_whose_secret_cannot_be_made_is_deleted_and_the_start_fails(api):
+    backend = _backend(api)
+    api.fail_secrets = 1  # e.g. a Role without secrets create
+    with pytest.raises(k8s.ApiException) as info:
+        backend.start("audit-nosecret", SPEC, credential="lsk_x")
+    assert info.value.status == 403
+    assert api.job(NS, "audit-nosecret") is None and not api.secrets  # no pod left waiting forever
+    execution = backend.start("audit-nosecret", SPEC, credential="lsk_x")  # a retry goes through
+    assert execution is not None and api.secrets[(NS, "audit-nosecret")]["stringData"] == {"api-key": "lsk_x"}
 
 
 def test_the_local_backend_is_the_default():
