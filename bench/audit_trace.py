@@ -1,0 +1,53 @@
+"""One default audit of a benchmark DLN in process, each change of what it waits for printed
+(not run by make test): how its window's λ̂ moved and which criterion held it back.
+
+    .venv/bin/python bench/audit_trace.py bench/results/default_audit_run20.json R17-L6
+    .venv/bin/python bench/audit_trace.py bench/results/default_audit_run19.json R5-L6 --threads 1
+
+The network is rebuilt from a default_audit results file (its row's case); the estimate is
+`estimate_llc(..., SGLDConfig())`, the defaults the CLI's audit runs with. Each line: seconds,
+steps per chain, the window's λ̂ as sampled (before the bias correction) over λ, the status.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import common  # sets sys.path for dln and the product
+import dln
+import torch
+import torch.nn.functional as F
+
+from lambdascope.llc.llc import SGLDConfig, estimate_llc
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("results", help="a bench/results/default_audit_run*.json")
+    p.add_argument("case", help="a row's case name, e.g. R5-L6")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = [r for r in json.loads(open(args.results).read())["rows"] if r["case"]["name"] == args.case]
+    if not rows:
+        p.error(f"no case {args.case!r} in {args.results}")
+    row = rows[0]
+    model, x, y = dln.make_problem(dln.case_from_dict(row["case"]))
+    lam, began, last = row["lambda"], time.perf_counter(), [None]
+
+    def progress(step: int, total: int, llc: float, status: str) -> None:
+        if status != last[0]:
+            print(f"{time.perf_counter() - began:6.0f} s  step {step:6d}  λ̂/λ {llc / lam:.3f}  {status}", flush=True)
+            last[0] = status
+
+    result = estimate_llc(model, x, y, F.mse_loss, SGLDConfig(), device="cpu", progress=progress)
+    print(f"λ̂ {result.mean:.2f} against λ {lam} ({100 * (result.mean / lam - 1):+.2f}%), "
+          f"{result.stopping.reason} at {result.stopping.steps} steps, {time.perf_counter() - began:.0f} s")
+    print(result.stopping.summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
