@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -215,7 +216,7 @@ KIND_LABEL = "lambdascope.dev/kind"
 WORKER_LABELS = {"app.kubernetes.io/name": "lambdascope", "app.kubernetes.io/component": "worker",
                  "app.kubernetes.io/part-of": "lambdascope"}
 GPU_RESOURCE = "nvidia.com/gpu"
-# The job's credential reaches the pod from a Secret of the Job's name (build_secret), as this
+# The job's credential reaches the pod from a Secret made for each Job (build_secret), as this
 # variable: a pod's literal env is readable by anyone who may read Jobs or Pods (the "view" role),
 # a Secret only by who may read Secrets.
 CREDENTIAL_ENV = "LAMBDASCOPE_JOB_API_KEY"
@@ -276,15 +277,16 @@ def parse_tolerations(text: str) -> list:
 
 
 def build_job(job_id: str, kind: str, spec_json: str, settings: Settings, *,
-              worker_module: str | None = None, credential: str = ""):
+              worker_module: str | None = None, credential: str = "", secret: str = ""):
     """The batch/v1 Job that runs one job (a typed kubernetes.client.V1Job; no API calls).
 
     The pod runs the worker image (ENTRYPOINT `python -m`) with the worker module as its only
     argument; the service's settings as LAMBDASCOPE_* variables (config.to_env: no admin key, no
     storage or database credentials), and the job itself as JSON in LAMBDASCOPE_JOB. Its
     credential, the only key the worker holds (bound to the job's team, revoked when the job
-    ends), is not in the Job: the pod reads it as CREDENTIAL_ENV from the Secret `build_secret`
-    makes, so whoever may read Jobs and Pods in the namespace (the "view" role) does not see it."""
+    ends), is not in the Job: the pod reads it as CREDENTIAL_ENV from the Secret named
+    ``secret`` (`credential_secret`, made by `build_secret`), so whoever may read Jobs and Pods
+    in the namespace (the "view" role) does not see it."""
     from kubernetes import client as k8s
 
     if not settings.job_image:
@@ -302,7 +304,7 @@ def build_job(job_id: str, kind: str, spec_json: str, settings: Settings, *,
         {"job_id": job_id, "kind": kind, "spec_json": spec_json})))
     if credential:
         env.append(k8s.V1EnvVar(name=CREDENTIAL_ENV, value_from=k8s.V1EnvVarSource(
-            secret_key_ref=k8s.V1SecretKeySelector(name=name, key=CREDENTIAL_KEY))))
+            secret_key_ref=k8s.V1SecretKeySelector(name=secret or credential_secret(job_id), key=CREDENTIAL_KEY))))
 
     resources = k8s.V1ResourceRequirements(
         limits={GPU_RESOURCE: str(settings.job_gpu)} if settings.job_gpu > 0 else None)
@@ -357,18 +359,35 @@ def _api_status(exc: Exception) -> int | None:
     return getattr(exc, "status", None)
 
 
-def build_secret(job_id: str, credential: str, settings: Settings, owner_uid: str):
-    """The Secret that holds a job's credential for its pod (a typed kubernetes.client.V1Secret):
-    named as the Job, owned by it (so Kubernetes deletes it with the Job), immutable."""
+def credential_secret(job_id: str) -> str:
+    """A fresh name for the Secret of one Job's credential: the Job's name and a random suffix,
+    so that a Job made again under the same name (a job re-run after its Job was deleted) never
+    meets the Secret of the one before, which the garbage collector may not have deleted yet."""
+    return f"{job_name(job_id)[:54]}-{secrets.token_hex(4)}"
+
+
+def build_secret(job_id: str, credential: str, settings: Settings, owner_uid: str, name: str):
+    """The Secret ``name`` that holds a job's credential for its pod (a typed
+    kubernetes.client.V1Secret): owned by the job's Job (so Kubernetes deletes it with the Job),
+    immutable."""
     from kubernetes import client as k8s
 
-    name = job_name(job_id)
-    owner = k8s.V1OwnerReference(api_version="batch/v1", kind="Job", name=name, uid=owner_uid)
+    job = job_name(job_id)
+    owner = k8s.V1OwnerReference(api_version="batch/v1", kind="Job", name=job, uid=owner_uid)
     return k8s.V1Secret(
         api_version="v1", kind="Secret", type="Opaque", immutable=True,
         metadata=k8s.V1ObjectMeta(name=name, namespace=namespace_of(settings),
-                                  labels={**WORKER_LABELS, JOB_ID_LABEL: name}, owner_references=[owner]),
+                                  labels={**WORKER_LABELS, JOB_ID_LABEL: job}, owner_references=[owner]),
         string_data={CREDENTIAL_KEY: credential})
+
+
+def _credential_reference(job) -> str:
+    """The name of the Secret a Job's worker reads its credential from ("" when it reads none):
+    the one this start made, or, for a Job adopted from an earlier start, that start's."""
+    for env in job.spec.template.spec.containers[0].env or []:
+        if env.name == CREDENTIAL_ENV and env.value_from is not None and env.value_from.secret_key_ref:
+            return env.value_from.secret_key_ref.name
+    return ""
 
 
 class KubernetesBackend(Backend):
@@ -402,8 +421,8 @@ class KubernetesBackend(Backend):
     def start(self, job_id: str, spec_json: str, credential: str = "") -> Execution:
         from kubernetes.client.rest import ApiException
 
-        job = build_job(job_id, self.kind, spec_json, self.settings,
-                        worker_module=self.worker_module, credential=credential)
+        job = build_job(job_id, self.kind, spec_json, self.settings, worker_module=self.worker_module,
+                        credential=credential, secret=credential_secret(job_id))
         try:
             created = self.batch.create_namespaced_job(self.namespace, job)
             log.info("kubernetes job created", extra={"job_id": job_id,
@@ -414,11 +433,12 @@ class KubernetesBackend(Backend):
             # Already there (a retried start, or a service restart mid-create): adopt it.
             log.info("kubernetes job exists; adopting it", extra={"job_id": job_id})
             created = self.batch.read_namespaced_job(job.metadata.name, self.namespace)
-        if credential:
-            self._put_credential(job_id, credential, created.metadata.uid)
+        secret = _credential_reference(created)
+        if credential and secret:
+            self._put_credential(job_id, credential, created.metadata.uid, secret)
         return KubernetesExecution(self, job_id)
 
-    def _put_credential(self, job_id: str, credential: str, job_uid: str) -> None:
+    def _put_credential(self, job_id: str, credential: str, job_uid: str, secret: str) -> None:
         """The Secret the Job's pod reads its credential from, made after the Job so that the Job
         owns it (until it exists the pod waits in CreateContainerConfigError, which the kubelet
         retries). If it cannot be made the Job is deleted: its pod could never start."""
@@ -426,7 +446,7 @@ class KubernetesBackend(Backend):
 
         try:
             self.core.create_namespaced_secret(
-                self.namespace, build_secret(job_id, credential, self.settings, job_uid))
+                self.namespace, build_secret(job_id, credential, self.settings, job_uid, secret))
         except ApiException as exc:
             if exc.status == 409:  # made by the start this one retries
                 return

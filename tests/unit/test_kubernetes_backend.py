@@ -119,7 +119,7 @@ def test_the_job_travels_in_env_and_its_credential_only_by_secret_reference():
     """A pod's literal env is readable by whoever may read Jobs or Pods (the "view" role): the
     job's credential reaches the pod from its own Secret, owned by the Job."""
     settings = _settings()
-    doc = _doc(backends.build_job("audit-1", "audit", SPEC, settings, credential="lsk_job"))
+    doc = _doc(backends.build_job("audit-1", "audit", SPEC, settings, credential="lsk_job", secret="audit-1-0a1b"))
     env = _env(doc)
     names = [e["name"] for e in env]
     assert len(names) == len(set(names))
@@ -129,7 +129,7 @@ def test_the_job_travels_in_env_and_its_credential_only_by_secret_reference():
     assert "LAMBDASCOPE_ADMIN_KEY" not in by_name or not by_name["LAMBDASCOPE_ADMIN_KEY"].get("value")
     # The one reference: the job's credential, from the Secret of the Job's name.
     assert [e for e in env if "valueFrom" in e] == [{"name": "LAMBDASCOPE_JOB_API_KEY", "valueFrom": {
-        "secretKeyRef": {"name": "audit-1", "key": "api-key"}}}]
+        "secretKeyRef": {"name": "audit-1-0a1b", "key": "api-key"}}}]
     for key in ("LAMBDASCOPE_S3_ACCESS_KEY", "LAMBDASCOPE_S3_SECRET_KEY", "LAMBDASCOPE_DATABASE_URL"):
         assert by_name[key]["value"] == "", key
     text = json.dumps(doc)
@@ -141,11 +141,14 @@ def test_the_job_travels_in_env_and_its_credential_only_by_secret_reference():
     # Without a credential (a job that calls nothing) there is no reference at all.
     assert not any("valueFrom" in e for e in _env(_doc(backends.build_job("audit-1", "audit", SPEC, settings))))
 
-    secret = _doc(backends.build_secret("audit-1", "lsk_job", settings, "uid-audit-1"))
+    secret = _doc(backends.build_secret("audit-1", "lsk_job", settings, "uid-audit-1", "audit-1-0a1b"))
     assert secret["stringData"] == {"api-key": "lsk_job"} and secret["immutable"] is True
     assert secret["metadata"]["ownerReferences"] == [
         {"apiVersion": "batch/v1", "kind": "Job", "name": "audit-1", "uid": "uid-audit-1"}]
-    assert (secret["metadata"]["name"], secret["metadata"]["namespace"]) == ("audit-1", NS)
+    assert (secret["metadata"]["name"], secret["metadata"]["namespace"]) == ("audit-1-0a1b", NS)
+    # Each Job gets a Secret of its own name: a Job made again never meets the one before's.
+    names = {backends.credential_secret("audit-1") for _ in range(20)}
+    assert len(names) == 20 and all(n.startswith("audit-1-") and len(n) <= 63 for n in names)
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     for built in (doc, secret):
         assert kubernetes_validate.validate(built, "1.37", strict=True) == "1.37"
@@ -202,8 +205,8 @@ def test_the_worker_reads_its_job_from_lambdascope_job_else_stdin():
     # What build_job puts in the pod, with the Secret's value where the kubelet puts it, is
     # what the worker reads.
     settings = _settings()
-    doc = _doc(backends.build_job("audit-1", "audit", SPEC, settings, credential="lsk_x"))
-    secret = _doc(backends.build_secret("audit-1", "lsk_x", settings, "uid-1"))
+    doc = _doc(backends.build_job("audit-1", "audit", SPEC, settings, credential="lsk_x", secret="audit-1-s"))
+    secret = _doc(backends.build_secret("audit-1", "lsk_x", settings, "uid-1", "audit-1-s"))
     env = {e["name"]: e["value"] if "value" in e else secret["stringData"][e["valueFrom"]["secretKeyRef"]["key"]]
            for e in _env(doc)}
     assert worker.read_job(env, io.StringIO("")) == {**job, "api_key": "lsk_x"}
@@ -517,11 +520,12 @@ def test_the_credential_goes_to_a_secret_the_job_owns_and_goes_with_it(api, tmp_
         rec.wait_step(job.id, 1)
         stored = api.job(NS, job.id)
         assert "lsk_secret" not in json.dumps(stored)  # not in the Job, its pod template included
-        secret = api.secrets[(NS, job.id)]
+        (reference,) = [e["valueFrom"]["secretKeyRef"]["name"] for e in _env(stored) if "valueFrom" in e]
+        secret = api.secrets[(NS, reference)]
         assert secret["stringData"] == {"api-key": "lsk_secret"}
         assert [o["uid"] for o in secret["metadata"]["ownerReferences"]] == [stored["metadata"]["uid"]]
         assert rec.manager.cancel(job.id, "").state == S.JOB_STATE_CANCELLED
-        assert (NS, job.id) not in api.secrets  # deleted with the Job that owns it
+        assert not api.secrets  # deleted with the Job that owns it
     finally:
         rec.manager.shutdown()
 
@@ -533,8 +537,16 @@ def test_a_job_whose_secret_cannot_be_made_is_deleted_and_the_start_fails(api):
         backend.start("audit-nosecret", SPEC, credential="lsk_x")
     assert info.value.status == 403
     assert api.job(NS, "audit-nosecret") is None and not api.secrets  # no pod left waiting forever
-    execution = backend.start("audit-nosecret", SPEC, credential="lsk_x")  # a retry goes through
-    assert execution is not None and api.secrets[(NS, "audit-nosecret")]["stringData"] == {"api-key": "lsk_x"}
+    assert backend.start("audit-nosecret", SPEC, credential="lsk_x") is not None  # a retry goes through
+    (secret,) = api.secrets.values()
+    assert secret["stringData"] == {"api-key": "lsk_x"}
+    # A repeated start adopts the Job and its Secret: no second Secret, the Job still reads its own.
+    assert backend.start("audit-nosecret", SPEC, credential="lsk_x") is not None
+    (again,) = api.secrets.values()
+    assert again is secret
+    (reference,) = [e["valueFrom"]["secretKeyRef"]["name"] for e in _env(api.job(NS, "audit-nosecret"))
+                    if "valueFrom" in e]
+    assert reference == secret["metadata"]["name"]
 
 
 def test_the_local_backend_is_the_default():
