@@ -11,7 +11,6 @@ steps per chain, the window's λ̂ as sampled (before the bias correction) over 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -30,10 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = [r for r in json.loads(open(args.results).read())["rows"] if r["case"]["name"] == args.case]
-    if not rows:
-        p.error(f"no case {args.case!r} in {args.results}")
-    row = rows[0]
+    row = common.audited_case(args.results, args.case)
     model, x, y = dln.make_problem(dln.case_from_dict(row["case"]))
     lam, began, last = row["lambda"], time.perf_counter(), [None]
 

@@ -109,6 +109,15 @@ def run_ours(case: dln.Case, config: SGLDConfig, *, problem=None) -> dict:
     }
 
 
+def audited_case(results: str, name: str) -> dict:
+    """The row of case ``name`` in a bench/results/default_audit_run*.json (its case, λ, our and
+    devinterp's results); KeyError naming the file when it has none."""
+    for row in json.loads(Path(results).read_text())["rows"]:
+        if row["case"]["name"] == name:
+            return row
+    raise KeyError(f"no case {name!r} in {results}")
+
+
 def machine() -> dict:
     cpu = platform.processor() or "?"
     try:

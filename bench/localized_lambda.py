@@ -9,18 +9,17 @@ singular directions add nothing). Arguments: a default_audit results file, a cas
 default localization), and how many of the examples the Hessian is taken on (5000). Dense
 Hessian: up to d of about 10,000.
 """
-import json
 import math
 import sys
 
-import common  # noqa: F401  (sets sys.path for dln and the product)
+import common  # sets sys.path for dln and the product
 import dln
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
 torch.set_num_threads(2)
-row = [r for r in json.load(open(sys.argv[1]))["rows"] if r["case"]["name"] == sys.argv[2]][0]
+row = common.audited_case(sys.argv[1], sys.argv[2])
 model, x, y = dln.make_problem(dln.case_from_dict(row["case"]))
 n = x.shape[0]
 nbeta = n / math.log(n)

@@ -14,7 +14,6 @@ end and prints λ̂ as sampled over λ, for quarters 2-4 of its steps.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    row = [r for r in json.loads(open(args.results).read())["rows"] if r["case"]["name"] == args.case][0]
+    row = common.audited_case(args.results, args.case)
     model, x, y = dln.make_problem(dln.case_from_dict(row["case"]))
     lam, nbeta = row["lambda"], x.shape[0] / math.log(x.shape[0])
     noise = AveragedNoise()
