@@ -5,12 +5,14 @@
     .venv/bin/python bench/audit_trace.py bench/results/default_audit_run19.json R5-L6 --threads 1
 
 The network is rebuilt from a default_audit results file (its row's case); the estimate is
-`estimate_llc(..., SGLDConfig())`, the defaults the CLI's audit runs with. Each line: seconds,
+`estimate_llc(..., SGLDConfig())`, the defaults the CLI's audit runs with; ``--nbeta-scale``
+and ``--localization`` change nβ and γ for a study of what the estimator tends to. Each line: seconds,
 steps per chain, the window's λ̂ as sampled (before the bias correction) over λ, the status.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -27,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results", help="a bench/results/default_audit_run*.json")
     p.add_argument("case", help="a row's case name, e.g. R5-L6")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--nbeta-scale", type=float, default=1.0,
+                   help="sample at this multiple of the default nβ = n/log n (a finite-nβ study)")
+    p.add_argument("--localization", type=float, default=SGLDConfig.localization, help="γ")
+    p.add_argument("--until-ess", type=float, default=SGLDConfig.until_ess, help="a larger one samples on")
+    p.add_argument("--max-steps", type=int, default=SGLDConfig.max_steps)
+    p.add_argument("--precondition", default=SGLDConfig.precondition, choices=("kronecker", "diagonal", "none"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     row = common.audited_case(args.results, args.case)
@@ -38,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{time.perf_counter() - began:6.0f} s  step {step:6d}  λ̂/λ {llc / lam:.3f}  {status}", flush=True)
             last[0] = status
 
-    result = estimate_llc(model, x, y, F.mse_loss, SGLDConfig(), device="cpu", progress=progress)
+    n = x.shape[0]
+    config = SGLDConfig(nbeta=args.nbeta_scale * n / math.log(n), localization=args.localization,
+                        precondition=args.precondition, until_ess=args.until_ess, max_steps=args.max_steps)
+    result = estimate_llc(model, x, y, F.mse_loss, config, device="cpu", progress=progress)
     print(f"λ̂ {result.mean:.2f} against λ {lam} ({100 * (result.mean / lam - 1):+.2f}%), "
           f"{result.stopping.reason} at {result.stopping.steps} steps, {time.perf_counter() - began:.0f} s")
     print(result.stopping.summary)

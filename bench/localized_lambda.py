@@ -4,10 +4,10 @@
 
 At w* a direction of curvature h of L (the mean MSE the estimator samples) contributes
 ½·nβh/(nβh + γ) to E[nβ(L − L*)] under the localized Gaussian posterior, not ½: the sum over
-∇²L's eigenvalues is the estimator's own expectation where λ = rank(∇²L)/2 (a network whose
-singular directions add nothing). Arguments: a default_audit results file, a case, γ (10, the
-default localization), and how many of the examples the Hessian is taken on (5000). Dense
-Hessian: up to d of about 10,000.
+∇²L's eigenvalues is the estimator's own expectation where λ = rank(∇²L)/2 and the posterior
+stays in w*'s Gaussian (docs/benchmarks.md §4za: on R2-L3 it does not). Arguments: a
+default_audit results file, a case, γ (10, the default localization), and how many of the
+examples the Hessian is taken on (5000). Dense Hessian: up to d of about 10,000.
 """
 import math
 import sys
@@ -15,8 +15,6 @@ import sys
 import common  # sets sys.path for dln and the product
 import dln
 import torch
-import torch.nn.functional as F
-from torch.func import functional_call
 
 torch.set_num_threads(2)
 row = common.audited_case(sys.argv[1], sys.argv[2])
@@ -24,24 +22,9 @@ model, x, y = dln.make_problem(dln.case_from_dict(row["case"]))
 n = x.shape[0]
 nbeta = n / math.log(n)
 gamma = float(sys.argv[3]) if len(sys.argv) > 3 else 10.0
-names = [k for k, _ in model.named_parameters()]
-shapes = [p.shape for _, p in model.named_parameters()]
-flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
-model = model.double()
 sub = int(sys.argv[4]) if len(sys.argv) > 4 else 5000
-xd, yd = x[:sub].double(), y[:sub].double()
-
-
-def loss(flat):
-    params, o = {}, 0
-    for k, s in zip(names, shapes):
-        params[k] = flat[o:o + s.numel()].view(s)
-        o += s.numel()
-    return F.mse_loss(functional_call(model, params, (xd,)), yd)
-
-
-H = torch.autograd.functional.hessian(loss, flat0, vectorize=False)
-h = torch.linalg.eigvalsh(H).clamp(min=0)
+flat0, hessian = common.dense_hessian(model, x[:sub], y[:sub])
+h = torch.linalg.eigvalsh(hessian).clamp(min=0)
 localized = float((0.5 * nbeta * h / (nbeta * h + gamma)).sum())
 print(f"{sys.argv[2]}: d {flat0.numel()}, rank(∇²L)/2 {row['hessian_bound']}, Aoyagi λ {row['lambda']}, "
       f"Σ½·nβh/(nβh+γ) at γ={gamma:g}: {localized:.1f} ({100*(localized/row['lambda']-1):+.2f}% of λ); "
