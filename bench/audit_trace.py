@@ -5,8 +5,9 @@
     .venv/bin/python bench/audit_trace.py bench/results/default_audit_run19.json R5-L6 --threads 1
 
 The network is rebuilt from a default_audit results file (its row's case); the estimate is
-`estimate_llc(..., SGLDConfig())`, the defaults the CLI's audit runs with; ``--nbeta-scale``
-and ``--localization`` change nβ and γ for a study of what the estimator tends to. Each line: seconds,
+`estimate_llc(..., SGLDConfig())`, the defaults the CLI's audit runs with; the other flags change
+one setting each (nβ, γ, M, how long it samples) for a study of what the estimator tends to
+(docs/benchmarks.md §4za). Each line: seconds,
 steps per chain, the window's λ̂ as sampled (before the bias correction) over λ, the status.
 """
 from __future__ import annotations

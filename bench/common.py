@@ -141,6 +141,20 @@ def dense_hessian(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> t
     return flat0, (hessian + hessian.T) / 2
 
 
+def kronecker_warmup(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, nbeta: float, step_size: float):
+    """(the run_sgld settings of an audit's chains, a 1,000-step warm-up trace at ``step_size``
+    from w*, the Kronecker M estimated from it): the frozen M the sampler studies start from."""
+    from lambdascope.llc import preconditioner, sgld
+    from lambdascope.llc.compiled import GradientCompiler
+
+    config = SGLDConfig()
+    kwargs = dict(nbeta=nbeta, localization=config.localization, batch_size=config.batch_size,
+                  chains=config.chains, compiler=GradientCompiler(after_seconds=0.0))
+    warm = sgld.run_sgld(model, x, y, torch.nn.functional.mse_loss, steps=1000, step_size=step_size, seed=1,
+                         accept_every=2, moments="kronecker", **kwargs)
+    return kwargs, warm, preconditioner.estimate(warm.moments, config.localization, "kronecker")
+
+
 def machine() -> dict:
     cpu = platform.processor() or "?"
     try:

@@ -25,12 +25,9 @@ import sys
 import common  # sets sys.path for dln and the product
 import dln
 import torch
-import torch.nn.functional as F
 
-from lambdascope.llc import preconditioner, sgld
-from lambdascope.llc.compiled import GradientCompiler
+from lambdascope.llc import preconditioner
 
-LOCALIZATION = 10.0
 STEPS = (1_000, 3_000, 10_000, 30_000, 100_000, 1_000_000)
 
 
@@ -58,26 +55,24 @@ def main(argv: list[str] | None = None) -> int:
     row = common.audited_case(args.results, args.case)
     model, x, y = dln.make_problem(dln.case_from_dict(row["case"]))
     lam, nbeta = row["lambda"], x.shape[0] / math.log(x.shape[0])
-    warm = sgld.run_sgld(model, x, y, F.mse_loss, steps=1000, step_size=args.base, seed=1, accept_every=2,
-                         moments="kronecker", nbeta=nbeta, localization=LOCALIZATION, batch_size=256, chains=4,
-                         compiler=GradientCompiler(after_seconds=0.0))
-    m = preconditioner.estimate(warm.moments, LOCALIZATION, "kronecker").to(torch.device("cpu"), torch.float64)
+    kwargs, _, m = common.kronecker_warmup(model, x, y, nbeta, args.base)
+    m, gamma = m.to(torch.device("cpu"), torch.float64), kwargs["localization"]
     _, hessian = common.dense_hessian(model, x[:args.examples], y[:args.examples])
     dim = hessian.shape[0]
     energy = nbeta * hessian
     eye = torch.eye(dim, dtype=torch.float64)
-    stiffness = energy + LOCALIZATION * eye
+    stiffness = energy + gamma * eye
     rotation_t = m.unrotate_(eye.clone())  # row i is R·e_i: Rᵀ
     kronecker_root = rotation_t.T @ (m.root[:, None] * rotation_t)
     a, v = torch.linalg.eigh(stiffness)
-    exact_root = (v * (a.clamp(min=LOCALIZATION) / LOCALIZATION).pow(-preconditioner.POWER / 2)) @ v.T
+    exact_root = (v * (a.clamp(min=gamma) / gamma).pow(-preconditioner.POWER / 2)) @ v.T
     step = args.step if args.step is not None else row["ours"]["step_size"]
     # Euler's bias is (ε/8)·tr(M·nβ∇²L): equal bias, equal ε·tr(M·nβ∇²L)
     exact_step = step * float((kronecker_root @ kronecker_root * energy).sum()) / float(
         (exact_root @ exact_root * energy).sum())
     h = torch.linalg.eigvalsh(energy).clamp(min=0)
     print(f"{args.case}: d {dim}, λ {lam}, localized expectation Σ½·nβh/(nβh+γ) "
-          f"{float((0.5 * h / (h + LOCALIZATION)).sum()) / lam:.4f} λ; λ̂(t)/λ after t steps from w*:")
+          f"{float((0.5 * h / (h + gamma)).sum()) / lam:.4f} λ; λ̂(t)/λ after t steps from w*:")
     print("            step      " + " ".join(f"{t:>8d}" for t in STEPS) + "  stationary")
     for name, root, eps in (("none", eye, args.base), ("kronecker", kronecker_root, step),
                             ("exact", exact_root, exact_step)):

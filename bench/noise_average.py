@@ -23,11 +23,7 @@ import dln
 import torch
 import torch.nn.functional as F
 
-from lambdascope.llc import preconditioner, sgld
-from lambdascope.llc.compiled import GradientCompiler
-
-LOCALIZATION = 10.0
-
+from lambdascope.llc import sgld
 
 class AveragedNoise:
     """Stands in for ``torch.randn`` inside the sampler: when on, a block of normals (steps, D)
@@ -63,11 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     lam, nbeta = row["lambda"], x.shape[0] / math.log(x.shape[0])
     noise = AveragedNoise()
     sgld.torch.randn = noise  # the sampler module's torch: its normal draws go through the wrapper
-    kwargs = dict(nbeta=nbeta, localization=LOCALIZATION, batch_size=256, chains=4,
-                  compiler=GradientCompiler(after_seconds=0.0))
-    warm = sgld.run_sgld(model, x, y, F.mse_loss, steps=1000, step_size=args.base, seed=1, accept_every=2,
-                         moments="kronecker", **kwargs)
-    m = preconditioner.estimate(warm.moments, LOCALIZATION, "kronecker")
+    kwargs, warm, m = common.kronecker_warmup(model, x, y, nbeta, args.base)
     with torch.no_grad():
         init = float(F.mse_loss(model(x), y))
     print(f"{args.case}: λ {lam}, base step {args.base:g}, M from the warm-up (K-FAC raise ×{1 / m.bias_ratio:.1f})")
