@@ -119,23 +119,25 @@ def audited_case(results: str, name: str) -> dict:
     raise KeyError(f"no case {name!r} in {results}")
 
 
-def dense_hessian(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(w* flattened, ∇²L at w*) in float64 for the mean-MSE loss L of ``model`` on (x, y): the
-    dense D × D matrix, one backward per coordinate (D up to about 10,000 on 23 GB)."""
+def dense_hessian(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  loss_fn=torch.nn.functional.mse_loss) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w* flattened, ∇²L at w*) in float64 for the mean loss L of ``model`` on (x, y) (MSE unless
+    ``loss_fn`` says otherwise; integer targets stay integers): the dense D × D matrix, one
+    backward per coordinate (D up to about 10,000 on 23 GB)."""
     from torch.func import functional_call
 
     names = [k for k, _ in model.named_parameters()]
     shapes = [p.shape for _, p in model.named_parameters()]
     flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
     double = copy.deepcopy(model).double()
-    xd, yd = x.double(), y.double()
+    xd, yd = x.double(), (y.double() if y.is_floating_point() else y)
 
     def loss(flat: torch.Tensor) -> torch.Tensor:
         params, offset = {}, 0
         for name, shape in zip(names, shapes):
             params[name] = flat[offset:offset + shape.numel()].view(shape)
             offset += shape.numel()
-        return torch.nn.functional.mse_loss(functional_call(double, params, (xd,)), yd)
+        return loss_fn(functional_call(double, params, (xd,)), yd)
 
     hessian = torch.autograd.functional.hessian(loss, flat0, vectorize=False)
     return flat0, (hessian + hessian.T) / 2

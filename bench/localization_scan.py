@@ -1,0 +1,142 @@
+"""How the localization γ moves the default audit's λ̂ where theory gives λ exactly (not run by
+make test).
+
+    .venv/bin/python bench/localization_scan.py            # writes bench/results/localization_scan.json
+    .venv/bin/python bench/localization_scan.py --quick    # harness check: one case, γ = 10 and 1
+
+λ belongs to the model and the data's distribution, not to the units of the inputs, while the
+pull (γ/2)·‖w − w*‖² is measured in the weights' units: a direction of loss curvature h keeps
+only nβh/(nβh + γ) of its share of λ̂ on w*'s quadratic part. Where nβh dwarfs γ that is 1; the
+DLN benchmark (inputs x ~ U(−10, 10), E[x²] = 33, n = 1e5) lives there. Where it does not, the
+default γ = 10 takes a visible part off λ̂. Two families of models with exact λ, each audited by
+``estimate_llc(..., SGLDConfig(localization=γ))`` (the audit's defaults otherwise) at γ = 10
+(the default), 3 and 1:
+
+- the same deep linear networks (bench/dln.py teachers, Aoyagi's λ) on inputs x ~ U(−10, 10)
+  and on standardized inputs x ~ N(0, 1): one function class, one λ, curvature 33× apart;
+- softmax regressions (a regular model with one class's weights redundant: λ = (K − 1)(p + 1)/2)
+  on standardized features, labels drawn from a random teacher, w* the maximum-likelihood fit
+  (L-BFGS); each also with Σ½·nβh/(nβh + γ) over ∇²L's eigenvalues (dense Hessian), what the
+  localization leaves of λ on the quadratic part.
+
+Writes bench/results/localization_scan.json and prints one table (docs/benchmarks.md §4zb).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import common  # sets sys.path for dln and the product
+import dln
+import torch
+
+from lambdascope.llc.audit import diagnose
+from lambdascope.llc.llc import SGLDConfig, default_nbeta, estimate_llc
+from lambdascope.llc.losses import cross_entropy
+
+GAMMAS = (10.0, 3.0, 1.0)
+# widths, seed, n, and the rank the first layer is cut to (None: the protocol's teacher, bench/dln.py)
+DLN_CASES = (((10, 20, 20, 10), 1, 50_000, None), ((12, 30, 12), 4, 50_000, None),
+             ((8, 12, 8), 0, 20_000, 4), ((10, 20, 20, 10), 0, 50_000, 5))
+SOFTMAX_CASES = ((10, 4, 10_000, 0), (30, 10, 20_000, 2), (30, 10, 200_000, 2))  # p, K, n, seed
+
+
+def dln_problems(widths: tuple[int, ...], seed: int, n: int, cut: int | None
+                 ) -> list[tuple[str, torch.nn.Module, torch.Tensor, torch.Tensor, float]]:
+    """The teacher on inputs U(−10, 10) and on N(0, 1): (label, model, x, y, λ) each. ``cut``:
+    instead of the protocol's teacher, N(0, 1/fan_in) layers with only the first cut, to that
+    rank (the stopping-rule tests' teacher)."""
+    model, rank = dln.build_teacher(widths, seed) if cut is None else (first_layer_cut(widths, cut, seed), cut)
+    gen = torch.Generator().manual_seed(seed)
+    problems = []
+    for label, x in (("U(-10,10)", (torch.rand(n, widths[0], generator=gen) * 2 - 1) * dln.INPUT_RANGE),
+                     ("N(0,1)", torch.randn(n, widths[0], generator=gen))):
+        with torch.no_grad():
+            y = model(x)
+        teacher = "" if cut is None else " (first layer cut)"
+        problems.append((f"DLN {','.join(map(str, widths))} r={rank}{teacher}, x ~ {label}", model, x, y,
+                         dln.theory_lambda(widths, rank)))
+    return problems
+
+
+def first_layer_cut(widths: tuple[int, ...], rank: int, seed: int) -> torch.nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    mats = [torch.randn(o, i, generator=gen, dtype=torch.float64) / math.sqrt(i) for i, o in zip(widths, widths[1:])]
+    u, s, vh = torch.linalg.svd(mats[0], full_matrices=False)
+    mats[0] = (u[:, :rank] * s[:rank]) @ vh[:rank]
+    return dln._module(widths, mats)
+
+
+def softmax_problem(p: int, k: int, n: int, seed: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """Standardized features, labels drawn from a random softmax teacher, w* its maximum-likelihood
+    fit (L-BFGS to a gradient of ~1e-5)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, p, generator=gen)
+    logits = x @ torch.randn(k, p, generator=gen).T + 0.5 * torch.randn(k, generator=gen)
+    y = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(1)
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(p, k)
+    opt = torch.optim.LBFGS(model.parameters(), lr=1, max_iter=500, tolerance_grad=1e-10,
+                            tolerance_change=1e-14, history_size=50, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(5):
+        opt.step(closure)
+    return model, x, y
+
+
+def quadratic_share(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, nbeta: float) -> dict[float, float]:
+    """γ -> Σ½·nβh/(nβh + γ) over the eigenvalues h of the cross-entropy's Hessian at w*."""
+    _, hessian = common.dense_hessian(model, x, y, cross_entropy)
+    a = nbeta * torch.linalg.eigvalsh(hessian).clamp(min=0)
+    return {g: float((0.5 * a / (a + g)).sum()) for g in GAMMAS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    common.add_run_flags(p, "localization_scan.json", quick="one DLN on both input scales, γ = 10 and 1",
+                         check="never (a measurement, not a test)", threads=2)
+    p.add_argument("--only", help="run only the cases whose label contains this text")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    gammas = (10.0, 1.0) if args.quick else GAMMAS
+    problems = [(*prob, None) for case in DLN_CASES[:1 if args.quick else None] for prob in dln_problems(*case)]
+    if not args.quick:
+        for pp, k, n, seed in SOFTMAX_CASES:
+            model, x, y = softmax_problem(pp, k, n, seed)
+            problems.append((f"softmax regression p={pp} K={k} n={n:,}", model, x, y, (k - 1) * (pp + 1) / 2,
+                             quadratic_share(model, x, y, default_nbeta(n))))
+    problems = [prob for prob in problems if not args.only or args.only in prob[0]]
+    rows = []
+    payload = {"machine": common.machine(), "gammas": list(gammas), "rows": rows}
+    print(f"{'case':<44} {'λ':>7} {'γ':>4} {'λ̂':>8} {'err':>7} {'quadratic':>9} {'verdict':<8} {'steps':>6} {'s':>4}")
+    for label, model, x, y, lam, quadratic in problems:
+        loss = cross_entropy if quadratic is not None else dln.mse
+        for gamma in gammas:
+            began = time.perf_counter()
+            result = estimate_llc(model, x, y, loss, SGLDConfig(localization=gamma), device="cpu")
+            seconds = time.perf_counter() - began
+            verdict = diagnose(result)[1]
+            row = {"case": label, "n": x.shape[0], "d": result.num_parameters, "lambda": lam, "gamma": gamma,
+                   "lambda_hat": result.mean, "std": result.std, "rel_err": result.mean / lam - 1,
+                   "quadratic_localized": None if quadratic is None else quadratic[gamma],
+                   "verdict": verdict.state, "stop": result.stopping.reason, "steps": result.stopping.steps,
+                   "seconds": seconds}
+            rows.append(row)
+            common.write_json(Path(args.out), payload, final=False)
+            q = "" if quadratic is None else f"{100 * (quadratic[gamma] / lam - 1):+.1f}%"
+            print(f"{label:<44} {lam:7.1f} {gamma:4g} {result.mean:8.2f} {100 * row['rel_err']:+6.1f}% {q:>9} "
+                  f"{verdict.state:<8} {result.stopping.steps:6d} {seconds:4.0f}", flush=True)
+    common.write_json(Path(args.out), payload)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
