@@ -62,6 +62,7 @@ def dln_problems(widths: tuple[int, ...], seed: int, n: int, cut: int | None
 
 
 def first_layer_cut(widths: tuple[int, ...], rank: int, seed: int) -> torch.nn.Module:
+    """N(0, 1/fan_in) layers, the first cut to ``rank`` (tests/unit/dln_teacher.py's teacher)."""
     gen = torch.Generator().manual_seed(seed)
     mats = [torch.randn(o, i, generator=gen, dtype=torch.float64) / math.sqrt(i) for i, o in zip(widths, widths[1:])]
     u, s, vh = torch.linalg.svd(mats[0], full_matrices=False)
@@ -107,13 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     gammas = (10.0, 1.0) if args.quick else GAMMAS
-    problems = [(*prob, None) for case in DLN_CASES[:1 if args.quick else None] for prob in dln_problems(*case)]
-    if not args.quick:
-        for pp, k, n, seed in SOFTMAX_CASES:
+    def wanted(label: str) -> bool:
+        return not args.only or args.only in label
+
+    problems = [(*prob, None) for case in DLN_CASES[:1 if args.quick else None] for prob in dln_problems(*case)
+                if wanted(prob[0])]
+    for pp, k, n, seed in () if args.quick else SOFTMAX_CASES:
+        label = f"softmax regression p={pp} K={k} n={n:,}"
+        if wanted(label):  # before the fit and the dense Hessian, which take a while at n = 200,000
             model, x, y = softmax_problem(pp, k, n, seed)
-            problems.append((f"softmax regression p={pp} K={k} n={n:,}", model, x, y, (k - 1) * (pp + 1) / 2,
-                             quadratic_share(model, x, y, default_nbeta(n))))
-    problems = [prob for prob in problems if not args.only or args.only in prob[0]]
+            problems.append((label, model, x, y, (k - 1) * (pp + 1) / 2, quadratic_share(model, x, y, default_nbeta(n))))
     rows = []
     payload = {"machine": common.machine(), "gammas": list(gammas), "rows": rows}
     print(f"{'case':<44} {'λ':>7} {'γ':>4} {'λ̂':>8} {'err':>7} {'quadratic':>9} {'verdict':<8} {'steps':>6} {'s':>4}")
