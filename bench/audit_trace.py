@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--nbeta-scale", type=float, default=1.0,
                    help="sample at this multiple of the default nβ = n/log n (a finite-nβ study)")
-    p.add_argument("--localization", type=float, default=SGLDConfig.localization, help="γ")
+    p.add_argument("--localization", type=float, default=None, help="γ (default: set from the curvature)")
     p.add_argument("--until-ess", type=float, default=SGLDConfig.until_ess, help="a larger one samples on")
     p.add_argument("--max-steps", type=int, default=SGLDConfig.max_steps)
     p.add_argument("--precondition", default=SGLDConfig.precondition, choices=("kronecker", "diagonal", "none"))

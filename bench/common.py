@@ -148,13 +148,15 @@ def kronecker_warmup(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n
     from w*, the Kronecker M estimated from it): the frozen M the sampler studies start from."""
     from lambdascope.llc import preconditioner, sgld
     from lambdascope.llc.compiled import GradientCompiler
+    from lambdascope.llc.localization import GAMMA_MAX
 
     config = SGLDConfig()
-    kwargs = dict(nbeta=nbeta, localization=config.localization, batch_size=config.batch_size,
+    gamma = GAMMA_MAX  # what the default rule gives every benchmark DLN (nβ·h_top ≥ 5.6e4)
+    kwargs = dict(nbeta=nbeta, localization=gamma, batch_size=config.batch_size,
                   chains=config.chains, compiler=GradientCompiler(after_seconds=0.0))
     warm = sgld.run_sgld(model, x, y, torch.nn.functional.mse_loss, steps=1000, step_size=step_size, seed=1,
                          accept_every=2, moments="kronecker", **kwargs)
-    return kwargs, warm, preconditioner.estimate(warm.moments, config.localization, "kronecker")
+    return kwargs, warm, preconditioner.estimate(warm.moments, gamma, "kronecker")
 
 
 def machine() -> dict:

@@ -105,6 +105,8 @@ def audit_with_cli(server: str, model_path: Path, data_path: Path, folder: Path)
         "rhat": diag.get("rhat"), "ess": diag.get("ess"), "mcse": diag.get("mcse_relative"),
         "drift": diag.get("drift"), "drift_error": diag.get("drift_error"), "acceptance": diag.get("acceptance"),
         "step_size": report["config"]["sampler"].get("step_size"),
+        "gamma": report["config"]["sampler"].get("localization"),
+        "nbeta_h_top": report["config"]["sampler"].get("nbeta", 0.0) * report.get("calibration", {}).get("top_eigenvalue", 0.0),
         "sampling_seconds": report["timing"].get("sampling_seconds"),
         "calibration_seconds": report["timing"].get("calibration_seconds"),
         "compile": report.get("resources", {}).get("compile_summary", ""),

@@ -2,15 +2,16 @@
 make test).
 
     .venv/bin/python bench/localization_scan.py            # writes bench/results/localization_scan.json
-    .venv/bin/python bench/localization_scan.py --quick    # harness check: one case, γ = 10 and 1
+    .venv/bin/python bench/localization_scan.py --quick    # harness check: one DLN, the default γ and 10
 
 λ belongs to the model and the data's distribution, not to the units of the inputs, while the
 pull (γ/2)·‖w − w*‖² is measured in the weights' units: a direction of loss curvature h keeps
 only nβh/(nβh + γ) of its share of λ̂ on w*'s quadratic part. Where nβh dwarfs γ that is 1; the
-DLN benchmark (inputs x ~ U(−10, 10), E[x²] = 33, n = 1e5) lives there. Where it does not, the
-default γ = 10 takes a visible part off λ̂. Two families of models with exact λ, each audited by
-``estimate_llc(..., SGLDConfig(localization=γ))`` (the audit's defaults otherwise) at γ = 10
-(the default), 3 and 1:
+DLN benchmark (inputs x ~ U(−10, 10), E[x²] = 33, n = 1e5) lives there. Where it does not, a
+γ = 10 takes a visible part off λ̂. Two families of models with exact λ, each audited by
+``estimate_llc(..., SGLDConfig(localization=γ))`` (the audit's defaults otherwise) with γ unset
+(the default: nβ·h_top/1000 within [3, 10], lambdascope.llc.localization), and at γ = 10 (the
+former constant default), 3 and 1:
 
 - the same deep linear networks (bench/dln.py teachers, Aoyagi's λ) on inputs x ~ U(−10, 10)
   and on standardized inputs x ~ N(0, 1): one function class, one λ, curvature 33× apart;
@@ -19,7 +20,9 @@ default γ = 10 takes a visible part off λ̂. Two families of models with exact
   (L-BFGS); each also with Σ½·nβh/(nβh + γ) over ∇²L's eigenvalues (dense Hessian), what the
   localization leaves of λ on the quadratic part.
 
-Writes bench/results/localization_scan.json and prints one table (docs/benchmarks.md §4zb).
+Each row also gives nβ·h_top, h_top the top eigenvalue of the loss Hessian at w* as the audit's
+calibration measured it. Writes bench/results/localization_scan.json and prints one table
+(docs/benchmarks.md §4zb, §4zc).
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ from lambdascope.llc.audit import diagnose
 from lambdascope.llc.llc import SGLDConfig, default_nbeta, estimate_llc
 from lambdascope.llc.losses import cross_entropy
 
-GAMMAS = (10.0, 3.0, 1.0)
+GAMMAS = (None, 10.0, 3.0, 1.0)  # None: the default, set from the curvature (lambdascope.llc.localization)
 # widths, seed, n, and the rank the first layer is cut to (None: the protocol's teacher, bench/dln.py)
 DLN_CASES = (((10, 20, 20, 10), 1, 50_000, None), ((12, 30, 12), 4, 50_000, None),
              ((8, 12, 8), 0, 20_000, 4), ((10, 20, 20, 10), 0, 50_000, 5))
@@ -93,11 +96,15 @@ def softmax_problem(p: int, k: int, n: int, seed: int) -> tuple[torch.nn.Module,
     return model, x, y
 
 
-def quadratic_share(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, nbeta: float) -> dict[float, float]:
-    """γ -> Σ½·nβh/(nβh + γ) over the eigenvalues h of the cross-entropy's Hessian at w*."""
+def curvatures(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, nbeta: float) -> torch.Tensor:
+    """nβh over the eigenvalues h of the cross-entropy's Hessian at w* (dense)."""
     _, hessian = common.dense_hessian(model, x, y, cross_entropy)
-    a = nbeta * torch.linalg.eigvalsh(hessian).clamp(min=0)
-    return {g: float((0.5 * a / (a + g)).sum()) for g in GAMMAS}
+    return nbeta * torch.linalg.eigvalsh(hessian).clamp(min=0)
+
+
+def quadratic_share(a: torch.Tensor, gamma: float) -> float:
+    """Σ½·nβh/(nβh + γ): what the localization leaves of λ on the quadratic part."""
+    return float((0.5 * a / (a + gamma)).sum())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help="run only the cases whose label contains this text")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    gammas = (10.0, 1.0) if args.quick else GAMMAS
+    gammas = (None, 10.0) if args.quick else GAMMAS
     def wanted(label: str) -> bool:
         return not args.only or args.only in label
 
@@ -117,27 +124,34 @@ def main(argv: list[str] | None = None) -> int:
         label = f"softmax regression p={pp} K={k} n={n:,}"
         if wanted(label):  # before the fit and the dense Hessian, which take a while at n = 200,000
             model, x, y = softmax_problem(pp, k, n, seed)
-            problems.append((label, model, x, y, (k - 1) * (pp + 1) / 2, quadratic_share(model, x, y, default_nbeta(n))))
+            problems.append((label, model, x, y, (k - 1) * (pp + 1) / 2, curvatures(model, x, y, default_nbeta(n))))
     rows = []
     payload = {"machine": common.machine(), "gammas": list(gammas), "rows": rows}
-    print(f"{'case':<44} {'λ':>7} {'γ':>4} {'λ̂':>8} {'err':>7} {'quadratic':>9} {'verdict':<8} {'steps':>6} {'s':>4}")
-    for label, model, x, y, lam, quadratic in problems:
-        loss = cross_entropy if quadratic is not None else dln.mse
+    print(f"{'case':<52} {'λ':>6} {'nβ·h_top':>9} {'γ':>13} {'λ̂':>8} {'err':>7} {'quadratic':>9} {'verdict':<8} "
+          f"{'steps':>6} {'s':>4}")
+    for label, model, x, y, lam, spectrum in problems:
+        loss = cross_entropy if spectrum is not None else dln.mse
         for gamma in gammas:
             began = time.perf_counter()
             result = estimate_llc(model, x, y, loss, SGLDConfig(localization=gamma), device="cpu")
             seconds = time.perf_counter() - began
             verdict = diagnose(result)[1]
-            row = {"case": label, "n": x.shape[0], "d": result.num_parameters, "lambda": lam, "gamma": gamma,
+            used = result.localization
+            quadratic = None if spectrum is None else quadratic_share(spectrum, used)
+            row = {"case": label, "n": x.shape[0], "d": result.num_parameters, "lambda": lam,
+                   "gamma": "default" if gamma is None else gamma, "gamma_used": used,
+                   "nbeta_h_top": result.nbeta * result.calibration.top_eigenvalue,
                    "lambda_hat": result.mean, "std": result.std, "rel_err": result.mean / lam - 1,
-                   "quadratic_localized": None if quadratic is None else quadratic[gamma],
+                   "quadratic_localized": quadratic,
                    "verdict": verdict.state, "stop": result.stopping.reason, "steps": result.stopping.steps,
                    "seconds": seconds}
             rows.append(row)
             common.write_json(Path(args.out), payload, final=False)
-            q = "" if quadratic is None else f"{100 * (quadratic[gamma] / lam - 1):+.1f}%"
-            print(f"{label:<44} {lam:7.1f} {gamma:4g} {result.mean:8.2f} {100 * row['rel_err']:+6.1f}% {q:>9} "
-                  f"{verdict.state:<8} {result.stopping.steps:6d} {seconds:4.0f}", flush=True)
+            q = "" if quadratic is None else f"{100 * (quadratic / lam - 1):+.1f}%"
+            shown = f"default {used:.3g}" if gamma is None else f"{used:g}"
+            print(f"{label:<52} {lam:6.1f} {row['nbeta_h_top']:9.4g} {shown:>13} {result.mean:8.2f} "
+                  f"{100 * row['rel_err']:+6.1f}% {q:>9} {verdict.state:<8} {result.stopping.steps:6d} {seconds:4.0f}",
+                  flush=True)
     common.write_json(Path(args.out), payload)
     return 0
 

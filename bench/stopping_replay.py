@@ -77,7 +77,7 @@ def record(seed: int, name: str, threads: int, folder: Path, localization: float
     trace, lam = traces[-1], case.theory_lambda()
     meta = dict(name=name, seed=seed, lam=lam, nbeta=result.nbeta, init_loss=result.init_loss,
                 warm=result.stopping.warmup_steps, warm_step=result.calibration.warmup_step_size, chunks=chunks,
-                llc=result.mean, seconds=time.perf_counter() - began, threads=threads, localization=config.localization)
+                llc=result.mean, seconds=time.perf_counter() - began, threads=threads, localization=result.localization)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (f"{seed}-{name}.npz" if localization is None else f"{seed}-{name}-gamma{localization:g}.npz")
     np.savez_compressed(path, losses=trace.losses.numpy(), accept_steps=trace.accept_steps.numpy(),

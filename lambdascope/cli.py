@@ -46,7 +46,7 @@ SAMPLER_FLAGS = {  # flag -> (SamplerConfig field, type, help); a test checks th
                "(draws 200 unless given)"),
     "thin": ("thin", int, "keep every THIN-th step after burn-in (default 1)"),
     "step_size": ("step_size", float, "SGLD step ε (default: calibrated for this model and data)"),
-    "localization": ("localization", float, "γ, pull towards the trained weights (default 10)"),
+    "localization": ("localization", float, "γ, pull towards the trained weights (default: set from the curvature, nβ·h_top/1000 within [3, 10])"),
     "nbeta": ("nbeta", float, "inverse temperature times n (default n / log n, n = dataset size)"),
     "batch_size": ("batch_size", int, "minibatch size of each SGLD step (default 256)"),
     "seed": ("seed", int, "random seed (default 0)"),

@@ -57,7 +57,8 @@ Linear regression λ = 10 → 10.1-10.3; DLN (4, 3, 4) λ = 6 → 6.03; the digi
 (γ = 10, 4 chains, 1000 + 1000 steps) 29.3 and 28.9 at ε ≈ 3e-4 against ≈ 30 from long runs; with
 the default 200 + 200 steps it is still rising (12-18) and the summary says so.
 
-γ is checked, not tuned: the summary warns when γ exceeds 0.3·nβ·h (it then shrinks λ̂), when
+γ, when not given, is set from h (:mod:`lambdascope.llc.localization`), and checked either way:
+the summary warns when γ exceeds 0.3·nβ·h (it then shrinks λ̂), when
 λ̂ was still rising through the chosen pilot (not yet equilibrated, or not localized: raise
 burnin or γ), and says whether the localization relaxes (1/(ε·γ) steps) within the run.
 """
@@ -75,12 +76,13 @@ import torch
 
 from lambdascope.llc import diagnostics
 from lambdascope.llc.compiled import GradientCompiler
+from lambdascope.llc.localization import default_localization
 from lambdascope.llc.sgld import LossFn, SamplerDivergedError, run_sgld
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CalibrationCandidate", "CalibrationResult", "DEFAULT_TARGET_BIAS", "Lowered", "after_divergence",
-           "calibrate", "given", "predicted_bias", "refine", "retune"]
+           "calibrate", "given", "loss_curvature", "predicted_bias", "refine", "retune"]
 
 DEFAULT_TARGET_BIAS = 0.02  # predicted bias of λ̂ allowed, as a fraction of λ̂
 GRID_FACTOR = 2.0  # neighbouring candidates differ by this factor
@@ -124,6 +126,7 @@ class CalibrationResult:
     seconds: float = 0.0
     target_bias: float = DEFAULT_TARGET_BIAS
     top_eigenvalue: float = math.nan  # of the loss Hessian at w* (subsample), nan if unavailable
+    localization: float = math.nan  # γ the run used (chosen from top_eigenvalue when not given)
     # step size of the first half of the main run's burn-in (see estimate_llc and refine)
     warmup_step_size: float = math.nan
     reference_llc: float = math.nan  # best estimate of λ from the pilots (λ̂ − predicted bias)
@@ -133,10 +136,13 @@ class CalibrationResult:
     states: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
 
-def _top_eigenvalue(model, x, y, loss_fn, params: Sequence[str], seed: int, deadline: float | None) -> float:
+def loss_curvature(model, x, y, loss_fn, params: Sequence[str], seed: int, deadline: float | None) -> float:
     """Top Hessian eigenvalue of the loss at w* on a seeded subsample; nan if it cannot be had.
+    It sets calibration's first step and the default localization
+    (:mod:`lambdascope.llc.localization`).
 
-    With a ``deadline`` the subsample shrinks (to :data:`HESSIAN_MIN_SUBSAMPLE` at least) until
+    With calibration's ``deadline`` (a ``time.perf_counter()`` value) it gets
+    :data:`HESSIAN_TIME_SHARE` of the time to it: the subsample shrinks (to :data:`HESSIAN_MIN_SUBSAMPLE` at least) until
     :data:`HESSIAN_ITERATIONS` products fit before it, as timed on one warm product of that
     minimum size. It halves through powers of two, so timing noise seldom changes it, nor the
     estimate: a model whose 20 products take a small part of the time always gets the full
@@ -146,6 +152,9 @@ def _top_eigenvalue(model, x, y, loss_fn, params: Sequence[str], seed: int, dead
     sends the first pilots far past stability; a smaller subsample only adds sampling noise."""
     from lambdascope.llc.hessian import top_eigenvalue
 
+    if deadline is not None:
+        now = time.perf_counter()
+        deadline = now + HESSIAN_TIME_SHARE * (deadline - now)
     n = x.shape[0]
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:HESSIAN_SUBSAMPLE].to(x.device)
 
@@ -251,12 +260,14 @@ def calibrate(
     deadline: float | None = None,
     chains_per_pass: int | None = None,
     compiler: GradientCompiler | None = None,
+    top_eigenvalue: float | None = None,
 ) -> CalibrationResult:
     """Choose the SGLD step size for ``config`` (an SGLDConfig) on this model and data.
 
     ``model``, ``x``, ``y`` already on the sampling device; ``params`` the sampled parameter
     names; ``init_loss`` = L_n(w*); ``explode_at`` the divergence threshold of the main run;
-    ``chains_per_pass`` and ``compiler`` as in :func:`run_sgld`; ``deadline`` (a
+    ``chains_per_pass`` and ``compiler`` as in :func:`run_sgld`; ``top_eigenvalue``: the
+    loss's, when the caller already measured it (:func:`loss_curvature`); ``deadline`` (a
     ``time.perf_counter()`` value): the Hessian eigenvalue gets :data:`HESSIAN_TIME_SHARE` of the
     time to it, no pilot starts after it, and one running stops there (the choice is then made
     from what was measured). See the module docstring for the procedure. Never raises for a
@@ -268,10 +279,13 @@ def calibrate(
     gamma, wd = config.localization, config.weight_decay
     chains = config.chains
 
-    # The eigenvalue only places the grid's first step, so it gets a small share of the time: on
-    # a 1M-parameter transformer its 20 products on 2048 examples took 93 s (2 CPU threads).
-    h_deadline = None if deadline is None else began + HESSIAN_TIME_SHARE * (deadline - began)
-    h_max = _top_eigenvalue(model, x, y, loss_fn, params, config.seed, h_deadline)
+    # The eigenvalue places the grid's first step (and sets an unset γ) but needs no precision,
+    # so it gets a small share of the time: on a 1M-parameter transformer its 20 products on
+    # 2048 examples took 93 s (2 CPU threads).
+    h_max = top_eigenvalue if top_eigenvalue is not None else loss_curvature(
+        model, x, y, loss_fn, params, config.seed, deadline)
+    if gamma is None:  # unset: from the curvature, as estimate_llc does
+        gamma = default_localization(nbeta, h_max)
     curvature = nbeta * h_max if math.isfinite(h_max) and h_max > 0 else 0.0
     a_max = curvature + gamma + wd
     if a_max <= 0:  # no curvature, no localization, no prior: nothing sets a scale but nβ
@@ -372,7 +386,7 @@ def calibrate(
     return CalibrationResult(
         ran=True, chosen_step_size=chosen, candidates=cands, summary=summary,
         seconds=time.perf_counter() - began, target_bias=target_bias, top_eigenvalue=h_max,
-        warmup_step_size=warm, reference_llc=max(refs, default=math.nan),
+        localization=gamma, warmup_step_size=warm, reference_llc=max(refs, default=math.nan),
         unstable_step_size=min(unstable, default=math.inf), states=states)
 
 

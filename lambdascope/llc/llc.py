@@ -18,10 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lambdascope.llc.calibration import (CalibrationResult, Lowered, after_divergence, calibrate, given, predicted_bias,
-                                         refine, retune, window_bias)
+from lambdascope.llc.calibration import (CalibrationResult, Lowered, after_divergence, calibrate, given, loss_curvature,
+                                         predicted_bias, refine, retune, window_bias)
 from lambdascope.llc.compiled import GradientCompiler
 from lambdascope.llc.diagnostics import BIAS_WARN
+from lambdascope.llc.localization import default_localization
+from lambdascope.llc.localization import describe as describe_localization
 from lambdascope.llc.chain_groups import (MEMORY_SHARE, TIMING_ROUNDS, ChainPlan, available_bytes, by_speed, peak_bytes,
                                             plan_chains, reset_peak, worth_timing)
 from lambdascope.llc.sgld import (LossFn, SamplerDivergedError, SGLDTrace, activation_bytes, make_forward,
@@ -59,18 +61,15 @@ class SGLDConfig:
 
     - ``step_size`` ε: None (the default) calibrates it from the model and data before the run
       (:mod:`lambdascope.llc.calibration`); a number skips calibration.
-    - ``localization`` γ: strength of the pull (γ/2)·‖w − w*‖² to the trained weights. Default 10:
-      on the digits MLP below γ = 1 no longer localizes (λ̂ keeps climbing) and γ = 100 swamps
-      the loss; on deep linear networks at n = 1e5 (nβ ≈ 8700, where the published protocol
-      used γ = 1) γ = 10 gives the same λ̂ as γ = 1, because the loss curvature there exceeds
-      γ by orders of magnitude (measured again on a 5-layer DLN over 20,000 steps: the two λ̂
-      traces agree within 1% at every point; and on a 5-layer DLN with λ = 1575 over 100,000
-      steps, γ = 3, 10, 30 climb alike and level off at 0.937, 0.933, 0.920 λ: docs/benchmarks.md
-      §4o). Where the curvature is weak it is not small: a softmax regression on standardized
-      features (λ = d/2 exactly, n = 1e4-2e4) read 10-13% low at γ = 10 and 2.5-3.8% low at
-      γ = 3, while γ = 3 capped a 6-layer benchmark DLN that γ = 10 converged in a fifth of the
-      time (docs/benchmarks.md §4zb: measured, default not changed yet). Calibration reports when
-      γ looks too weak or too strong.
+    - ``localization`` γ: strength of the pull (γ/2)·‖w − w*‖² to the trained weights. None (the
+      default) sets it from the loss's curvature at w*: nβ·h_top/1000 within [3, 10], h_top the
+      top Hessian eigenvalue (:mod:`lambdascope.llc.localization`; the result and the
+      calibration summary say which γ). A constant could not serve: on deep linear networks at
+      n = 1e5 (nβ·h_top ≥ 5.6e4) γ = 1, 3 and 10 give the same λ̂ and 10 mixes fastest, while a
+      softmax regression on standardized features (λ = d/2 exactly, nβ·h_top ≈ 200) reads 10-13%
+      low at γ = 10 and 2.5-3.8% low at γ = 3 (docs/benchmarks.md §4zb). Below 3, an MLP's
+      chains stop being local (on the digits MLP below γ = 1 λ̂ keeps climbing). Give it to hold
+      γ fixed, e.g. to compare checkpoints along a training run at one γ.
     - ``nbeta``: None → n / log n (n = dataset size), which makes ``wbic`` the WBIC.
     - ``bias_correction``: subtract the step's predicted first-order bias (discretization plus
       minibatch noise, measured along the chains; :mod:`lambdascope.llc.calibration`) from λ̂.
@@ -112,7 +111,7 @@ class SGLDConfig:
     burnin: int | None = None
     thin: int = 1
     step_size: float | None = None
-    localization: float = 10.0
+    localization: float | None = None
     nbeta: float | None = None
     batch_size: int = 256
     seed: int = 0
@@ -177,7 +176,8 @@ class SGLDConfig:
             ("thin", self.thin >= 1, ">= 1"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
             ("step_size", self.step_size is None or finite_pos(self.step_size), "> 0 and finite (or unset)"),
-            ("localization", math.isfinite(self.localization) and self.localization >= 0, ">= 0 and finite"),
+            ("localization", self.localization is None or (math.isfinite(self.localization) and self.localization >= 0),
+             ">= 0 and finite (or unset: chosen from the curvature)"),
             ("nbeta", self.nbeta is None or finite_pos(self.nbeta), "> 0 and finite"),
             ("seed", self.seed >= 0, ">= 0"),
             ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, ">= 0 and finite"),
@@ -437,19 +437,31 @@ def estimate_llc(
     if resumed is not None:  # an interrupted run of this estimate: continue from its snapshot
         began = time.perf_counter() - resumed["elapsed"]
         calibration = snapshots_lib.calibration_from(resumed["calibration"])
+        config = dataclasses.replace(config, localization=calibration.localization)
         step_size, warm, retries = resumed["step_size"], resumed["warm"], resumed["retries"]
         start = None if resumed["start"] is None else resumed["start"].to(device)
     else:
         start = None
+        calibration_deadline = began + CALIBRATION_TIME_SHARE * config.max_seconds if config.adaptive else None
+        # The loss's top curvature sets calibration's first step and the default γ.
+        h_top = math.nan
+        if config.step_size is None or config.localization is None:
+            h_top = loss_curvature(model, x, y, loss_fn, names, config.seed, calibration_deadline)
+        chosen_gamma = config.localization is None
+        if chosen_gamma:
+            config = dataclasses.replace(config, localization=default_localization(nbeta, h_top))
         step_size = config.step_size
         calibration = given(step_size)
         if step_size is None:
             calibration = calibrate(
                 model, x, y, loss_fn, config, params=names, nbeta=nbeta, init_loss=init_loss,
                 explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass, compiler=compiler,
-                deadline=began + CALIBRATION_TIME_SHARE * config.max_seconds if config.adaptive else None)
+                deadline=calibration_deadline, top_eigenvalue=h_top)
             step_size = calibration.chosen_step_size
             start, calibration.states = calibration.states, None  # the result stays plain data
+        calibration.top_eigenvalue, calibration.localization = h_top, config.localization
+        if chosen_gamma:
+            calibration.summary += " " + describe_localization(config.localization, nbeta, h_top) + "."
         # With calibration, a warm-up stage at the larger warm-up step comes first; its
         # well-relaxed statistics then refine the step for the main run (calibration.refine).
         warm = warmup_steps(config) if calibration.ran else 0

@@ -152,18 +152,20 @@ class CalibrationCandidate(_message.Message):
     def __init__(self, step_size: _Optional[float] = ..., acceptance: _Optional[float] = ..., llc: _Optional[float] = ..., stable: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
 
 class Calibration(_message.Message):
-    __slots__ = ("ran", "chosen_step_size", "candidates", "summary", "seconds")
+    __slots__ = ("ran", "chosen_step_size", "candidates", "summary", "seconds", "top_eigenvalue")
     RAN_FIELD_NUMBER: _ClassVar[int]
     CHOSEN_STEP_SIZE_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TOP_EIGENVALUE_FIELD_NUMBER: _ClassVar[int]
     ran: bool
     chosen_step_size: float
     candidates: _containers.RepeatedCompositeFieldContainer[CalibrationCandidate]
     summary: str
     seconds: float
-    def __init__(self, ran: _Optional[bool] = ..., chosen_step_size: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CalibrationCandidate, _Mapping]]] = ..., summary: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
+    top_eigenvalue: float
+    def __init__(self, ran: _Optional[bool] = ..., chosen_step_size: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CalibrationCandidate, _Mapping]]] = ..., summary: _Optional[str] = ..., seconds: _Optional[float] = ..., top_eigenvalue: _Optional[float] = ...) -> None: ...
 
 class Diagnostics(_message.Message):
     __slots__ = ("rhat", "ess", "acceptance", "below_init_fraction", "diverged_chains", "mcse_relative", "below_init_segments", "drift", "predicted_bias", "drift_error")

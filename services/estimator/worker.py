@@ -2,10 +2,13 @@
 
 Started by the estimator's job manager as `python -m services.estimator.worker` (protocol in
 lambdascope.worker); the same entry point runs in a Kubernetes Job's pod. Several model
-versions (LLC over training) are audited in order with the same settings, one report each.
+versions (LLC over training) are audited in order with the same settings, one report each; a
+localization the request left unset is set from the first version's curvature and then held for
+the rest, so their λ̂ compare at one γ.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import tempfile
@@ -20,7 +23,7 @@ from lambdascope.client import Client
 from lambdascope.v1 import audit_pb2, estimator_pb2, registry_pb2
 from lambdascope.llc import losses
 from services.estimator import audit_spec
-from lambdascope.llc.audit import AuditResult, run_audit
+from lambdascope.llc.audit import AuditResult, AuditSettings, run_audit
 from lambdascope.llc import llc as llc_core
 from lambdascope.llc.llc import SamplerDivergedError
 from lambdascope.reports import MAX_PAGE_BYTES, page_check
@@ -63,7 +66,10 @@ def run(ctx: worker.JobContext) -> worker.Result:
         except artifacts.ArtifactError as exc:
             raise worker.BadInput(f"cannot load the dataset: {exc}") from None
         reports: list[audit_pb2.AuditReport] = []
+        shared_gamma = len(versions) > 1 and not request.config.sampler.HasField("localization")
         for index, version in enumerate(versions):
+            if shared_gamma and reports:
+                audit_settings = _held_localization(audit_settings, reports[0])
             earlier = _reported(client, version.id, ctx.job_id)
             if earlier is not None:  # a retried worker: this version's report is in already
                 reports.append(earlier)
@@ -96,6 +102,10 @@ def run(ctx: worker.JobContext) -> worker.Result:
             except ValueError as exc:
                 raise worker.BadInput(f"the audit cannot run: {exc}") from None
             report = to_report(result, request.config, version, dataset, ctx.job_id, device)
+            if shared_gamma and reports:
+                report.calibration.summary += (
+                    f" Localization γ = {report.config.sampler.localization:.3g} held from the first version of this "
+                    "audit (set from its curvature), so the versions' λ̂ compare at one γ.")
             report.loss_description = losses.describe(loss_name, tuple(y.shape))
             report.timing.load_seconds = load_seconds
             report.timing.seconds = time.perf_counter() - started
@@ -105,6 +115,12 @@ def run(ctx: worker.JobContext) -> worker.Result:
     metrics = {"llc": last.llc.mean, "llc_std": last.llc.std, **service_metrics(reports)}
     return worker.Result(output_ids=[r.id for r in reports], metrics=metrics, step=total,
                          total=total, message=f"verdict: {enums.VERDICT_NAMES[last.verdict.state]}")
+
+
+def _held_localization(settings: AuditSettings, first: audit_pb2.AuditReport) -> AuditSettings:
+    """``settings`` with the localization the first version's audit used."""
+    sgld = dataclasses.replace(settings.sgld, localization=first.config.sampler.localization)
+    return dataclasses.replace(settings, sgld=sgld)
 
 
 def _page(report: audit_pb2.AuditReport) -> bytes:
@@ -165,6 +181,7 @@ def to_report(result: AuditResult, config: audit_pb2.AuditConfig,
         c = llc.calibration
         calibration = audit_pb2.Calibration(
             ran=c.ran, chosen_step_size=c.chosen_step_size, summary=c.summary, seconds=c.seconds,
+            top_eigenvalue=c.top_eigenvalue if math.isfinite(c.top_eigenvalue) else 0.0,
             candidates=[audit_pb2.CalibrationCandidate(
                 step_size=k.step_size, acceptance=k.acceptance, llc=k.llc, stable=k.stable,
                 note=k.note) for k in c.candidates])

@@ -119,18 +119,23 @@ def test_a_dataset_with_nan_is_refused(client, regression, tmp_path):
     assert done.attempts == 1  # bad input fails the same way every time: never retried
 
 
-def test_llc_over_training(client):
+def _trajectory(client, checkpoints: int) -> tuple[list[str], str, int]:
+    """(a small MLP's checkpoint versions, their dataset, the training's total steps)."""
     spec = trainer_pb2.TrainSpec(
         model_name="trajectory", loss=models_pb2.LOSS_KIND_CROSS_ENTROPY, epochs=8,
         batch_size=64, seed=3,
         architecture=models_pb2.Architecture(mlp=models_pb2.MLPArchitecture(widths=[64, 24, 10])),
         dataset=trainer_pb2.DatasetSpec(builtin="digits", test_fraction=0.2),
         optimizer=trainer_pb2.OptimizerSpec(kind="adam", learning_rate=3e-3),
-        checkpoints=trainer_pb2.CheckpointPolicy(count=3))
+        checkpoints=trainer_pb2.CheckpointPolicy(count=checkpoints))
     trained = client.wait(client.start_training(spec).id)
     assert trained.state == jobs_pb2.JOB_STATE_SUCCEEDED, trained.message
     versions = list(trained.output_ids)
-    data = client.get_model_version(versions[0]).lineage.dataset_version_id
+    return versions, client.get_model_version(versions[0]).lineage.dataset_version_id, trained.total
+
+
+def test_llc_over_training(client):
+    versions, data, total = _trajectory(client, 3)
     c = audit_pb2.AuditConfig(loss=models_pb2.LOSS_KIND_CROSS_ENTROPY)
     c.sampler.chains, c.sampler.draws, c.sampler.burnin = 2, 100, 100
     c.sampler.step_size, c.sampler.localization = 1e-3, 10.0
@@ -139,6 +144,21 @@ def test_llc_over_training(client):
     reports = [client.get_report(r) for r in done.output_ids]
     assert [r.model_version_id for r in reports] == versions
     steps = [r.step for r in reports]
-    assert steps == sorted(steps) and steps[-1] == trained.total
+    assert steps == sorted(steps) and steps[-1] == total
     assert all(r.config.sampler.step_size == 1e-3 for r in reports)
     assert all(math.isfinite(r.llc.mean) for r in reports)
+
+
+def test_checkpoints_audited_together_share_the_first_ones_default_localization(client):
+    """γ unset: the first version's curvature sets it (lambdascope.llc.localization), the rest
+    hold it, so the trajectory's λ̂ compare at one γ; each report says where its γ came from."""
+    versions, data, _ = _trajectory(client, 2)
+    c = audit_pb2.AuditConfig(loss=models_pb2.LOSS_KIND_CROSS_ENTROPY)
+    c.sampler.chains, c.sampler.draws, c.sampler.burnin, c.sampler.step_size = 2, 60, 60, 1e-3
+    done = client.wait(client.start_audit(versions, data, c).id)
+    assert done.state == jobs_pb2.JOB_STATE_SUCCEEDED, done.message
+    first, second = (client.get_report(r) for r in done.output_ids)
+    gamma = first.config.sampler.localization
+    assert 3 <= gamma <= 10 and second.config.sampler.localization == gamma
+    assert "set from the curvature" in first.calibration.summary and first.calibration.top_eigenvalue > 0
+    assert "held from the first version of this audit" in second.calibration.summary

@@ -94,7 +94,7 @@ def test_calibrated_deep_linear_network_matches_aoyagi() -> None:
 
 def test_explicit_step_size_skips_calibration() -> None:
     model, x, y = _regression(d=5, n=500)
-    config = SGLDConfig(chains=2, draws=50, burnin=20, step_size=2e-4)
+    config = SGLDConfig(chains=2, draws=50, burnin=20, step_size=2e-4, localization=10.0)
 
     result = estimate_llc(model, x, y, mse, config, device="cpu")
 

@@ -208,7 +208,7 @@ def test_a_preconditioned_default_run_converges_on_the_anisotropy_it_can_follow(
     result = estimate_llc(model, x, y, mse, config, device="cpu")
     assert f"sampled with a {structure} preconditioner, estimated" in result.stopping.summary
     assert result.stopping.reason == "converged"
-    assert result.mean == pytest.approx(_localized_lambda(x, outputs, config.localization, default_nbeta(n)),
+    assert result.mean == pytest.approx(_localized_lambda(x, outputs, result.localization, default_nbeta(n)),
                                         rel=0.05)
 
 
