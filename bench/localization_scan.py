@@ -34,6 +34,7 @@ from pathlib import Path
 import common  # sets sys.path for dln and the product
 import dln
 import torch
+from softmax_regression import exact_lambda, softmax_problem
 
 from lambdascope.llc.audit import diagnose
 from lambdascope.llc.llc import SGLDConfig, default_nbeta, estimate_llc
@@ -73,29 +74,6 @@ def first_layer_cut(widths: tuple[int, ...], rank: int, seed: int) -> torch.nn.M
     return dln._module(widths, mats)
 
 
-def softmax_problem(p: int, k: int, n: int, seed: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """Standardized features, labels drawn from a random softmax teacher, w* its maximum-likelihood
-    fit (L-BFGS to a gradient of ~1e-5)."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, p, generator=gen)
-    logits = x @ torch.randn(k, p, generator=gen).T + 0.5 * torch.randn(k, generator=gen)
-    y = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(1)
-    torch.manual_seed(seed)
-    model = torch.nn.Linear(p, k)
-    opt = torch.optim.LBFGS(model.parameters(), lr=1, max_iter=500, tolerance_grad=1e-10,
-                            tolerance_change=1e-14, history_size=50, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = cross_entropy(model(x), y)
-        loss.backward()
-        return loss
-
-    for _ in range(5):
-        opt.step(closure)
-    return model, x, y
-
-
 def curvatures(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, nbeta: float) -> torch.Tensor:
     """nβh over the eigenvalues h of the cross-entropy's Hessian at w* (dense)."""
     _, hessian = common.dense_hessian(model, x, y, cross_entropy)
@@ -124,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         label = f"softmax regression p={pp} K={k} n={n:,}"
         if wanted(label):  # before the fit and the dense Hessian, which take a while at n = 200,000
             model, x, y = softmax_problem(pp, k, n, seed)
-            problems.append((label, model, x, y, (k - 1) * (pp + 1) / 2, curvatures(model, x, y, default_nbeta(n))))
+            problems.append((label, model, x, y, exact_lambda(pp, k), curvatures(model, x, y, default_nbeta(n))))
     rows = []
     payload = {"machine": common.machine(), "gammas": list(gammas), "rows": rows}
     print(f"{'case':<52} {'λ':>6} {'nβ·h_top':>9} {'γ':>13} {'λ̂':>8} {'err':>7} {'quadratic':>9} {'verdict':<8} "

@@ -411,7 +411,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for r in reports:
         s = r.config.sampler
         print(f"{r.id}\t{r.model_version_id}\t{r.llc.mean:.3f} ± {r.llc.std:.3f}\t{views.verdict(r)}\t"
-              f"{len(r.llc.per_chain)}\t{s.nbeta:.4g}\t{s.step_size:.3g}\t{s.localization:g}\t{r.dataset_id}")
+              f"{len(r.llc.per_chain)}\t{s.nbeta:.4g}\t{s.step_size:.3g}\t{s.localization:.3g}\t{r.dataset_id}")
     for comparison in views.compare(reports, digests):
         print(comparison.sentence)
         for warning in comparison.warnings:
@@ -574,7 +574,7 @@ def _print_report(report: audit_pb2.AuditReport) -> None:
     stop = report.stopping
     draws, burnin = (stop.draws, stop.burnin) if report.HasField("stopping") else (s.draws, s.burnin)
     print(f"sampler: {s.chains} chains x {draws} draws (burn-in {burnin}), step {s.step_size:.3g} "
-          f"({how}), localization {s.localization:g}, batch {s.batch_size}, seed {s.seed}")
+          f"({how}), localization {s.localization:.3g}, batch {s.batch_size}, seed {s.seed}")
     if stop.summary:
         print(f"length: {stop.summary}")
     if report.calibration.summary:

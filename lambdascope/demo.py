@@ -75,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {reason}")
         print(f"    {report.stopping.draws} draws per chain after {report.stopping.burnin} burn-in steps: "
               f"{report.stopping.summary}")
-    print(f"\nLLC: λ̂ = nβ·(E[L_n(w)] − L_n(w*)) from {sampler.chains} SGLD chains (step calibrated per "
-          f"model, localization {sampler.localization:g}, nβ {sampler.nbeta:.1f}) on each model's "
-          "training split; ± is the spread across chains.")
     reports = [report for _label, _acc, report, _t, _a in rows]
+    gammas = " and ".join(dict.fromkeys(f"{r.config.sampler.localization:.3g}" for r in reports))
+    print(f"\nLLC: λ̂ = nβ·(E[L_n(w)] − L_n(w*)) from {sampler.chains} SGLD chains (step calibrated per "
+          f"model, localization {gammas} set from each model's curvature, nβ {sampler.nbeta:.1f}) on each "
+          "model's training split; ± is the spread across chains.")
     for comparison in views.compare(reports, digests):
         print(comparison.sentence)
         for warning in comparison.warnings:

@@ -191,7 +191,7 @@ def compare_page(reports: list[audit_pb2.AuditReport], digests: Mapping[str, str
     comparisons = views.compare(reports, digests)
     rows = [(r.id, r.model_version_id, f"{r.llc.mean:.4g} ± {r.llc.std:.2g}", views.verdict(r),
              len(r.llc.per_chain), f"{r.config.sampler.nbeta:.4g}", f"{r.config.sampler.step_size:.3g}",
-             f"{r.config.sampler.localization:g}", r.dataset_id) for r in reports]
+             f"{r.config.sampler.localization:.3g}", r.dataset_id) for r in reports]
     body = [f"<h1>Comparison of {len(reports)} audits</h1>", _figure("Audits side by side", plots.compare(reports)),
             _table(rows, ("report", "model version", "λ̂", "verdict", "chains", "nβ", "step", "γ", "dataset")),
             "<h2>Against the first</h2>"]

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from bench.softmax_regression import exact_lambda, softmax_problem
 from lambdascope.llc.localization import GAMMA_MAX, GAMMA_MIN, default_localization
 from lambdascope.llc.llc import SGLDConfig, estimate_llc
 from lambdascope.llc.losses import cross_entropy
@@ -18,26 +19,9 @@ mse = torch.nn.functional.mse_loss
 
 
 def _softmax_regression(p: int, k: int, n: int, seed: int = 0):
-    """Standardized features, labels drawn from a random softmax teacher, w* the maximum-likelihood
-    fit: a regular model with one class's weights redundant, λ = (K − 1)(p + 1)/2 exactly."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, p, generator=gen)
-    logits = x @ torch.randn(k, p, generator=gen).T + 0.5 * torch.randn(k, generator=gen)
-    y = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(1)
-    torch.manual_seed(seed)
-    model = torch.nn.Linear(p, k)
-    opt = torch.optim.LBFGS(model.parameters(), lr=1, max_iter=500, tolerance_grad=1e-10,
-                            tolerance_change=1e-14, history_size=50, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = cross_entropy(model(x), y)
-        loss.backward()
-        return loss
-
-    for _ in range(5):
-        opt.step(closure)
-    return model, x, y, (k - 1) * (p + 1) / 2
+    """(model at its maximum-likelihood fit, x, y, exact λ = (K − 1)(p + 1)/2)."""
+    model, x, y = softmax_problem(p, k, n, seed)
+    return model, x, y, exact_lambda(p, k)
 
 
 def test_rule_follows_the_curvature_within_its_bounds() -> None:
