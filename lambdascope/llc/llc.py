@@ -437,7 +437,7 @@ def estimate_llc(
     if resumed is not None:  # an interrupted run of this estimate: continue from its snapshot
         began = time.perf_counter() - resumed["elapsed"]
         calibration = snapshots_lib.calibration_from(resumed["calibration"])
-        config = dataclasses.replace(config, localization=calibration.localization)
+        gamma = calibration.localization
         step_size, warm, retries = resumed["step_size"], resumed["warm"], resumed["retries"]
         start = None if resumed["start"] is None else resumed["start"].to(device)
     else:
@@ -447,9 +447,9 @@ def estimate_llc(
         h_top = math.nan
         if config.step_size is None or config.localization is None:
             h_top = loss_curvature(model, x, y, loss_fn, names, config.seed, calibration_deadline)
+        # (the config stays as given: calibrate derives the same γ from the same h_top)
         chosen_gamma = config.localization is None
-        if chosen_gamma:
-            config = dataclasses.replace(config, localization=default_localization(nbeta, h_top))
+        gamma = default_localization(nbeta, h_top) if chosen_gamma else config.localization
         step_size = config.step_size
         calibration = given(step_size)
         if step_size is None:
@@ -459,9 +459,9 @@ def estimate_llc(
                 deadline=calibration_deadline, top_eigenvalue=h_top)
             step_size = calibration.chosen_step_size
             start, calibration.states = calibration.states, None  # the result stays plain data
-        calibration.top_eigenvalue, calibration.localization = h_top, config.localization
+        calibration.top_eigenvalue, calibration.localization = h_top, gamma
         if chosen_gamma:
-            calibration.summary += " " + describe_localization(config.localization, nbeta, h_top) + "."
+            calibration.summary += " " + describe_localization(gamma, nbeta, h_top) + "."
         # With calibration, a warm-up stage at the larger warm-up step comes first; its
         # well-relaxed statistics then refine the step for the main run (calibration.refine).
         warm = warmup_steps(config) if calibration.ran else 0
@@ -474,7 +474,7 @@ def estimate_llc(
             "step_size", "start", "warm", "retries", "warmup", "main")}
 
     sampler = _Sampler(model, x, y, loss_fn, config, nbeta, init_loss, progress,
-                       dict(chains=config.chains, localization=config.localization, nbeta=nbeta,
+                       dict(chains=config.chains, localization=gamma, nbeta=nbeta,
                             batch_size=config.batch_size, weight_decay=config.weight_decay, params=names,
                             explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass,
                             compiler=compiler), began,
@@ -520,7 +520,7 @@ def estimate_llc(
         calibration=calibration,
         wbic=n * kept.mean().item(),
         step_size=step_size,
-        localization=config.localization,
+        localization=gamma,
         chain_steps_per_second=config.chains * losses.shape[1] / max(trace.seconds, 1e-12),
         bias_estimate=bias,
         uncorrected_mean=sum(sampled) / len(sampled),
@@ -816,7 +816,7 @@ class _Preconditioning:
     def __init__(self, config: SGLDConfig, calibration: CalibrationResult, first: SGLDTrace | None):
         self.structure = config.precondition
         self.on = self.structure != "none" and calibration.ran
-        self.localization = config.localization
+        self.localization = calibration.localization  # the γ the run uses (set from the curvature if unset)
         self.m: Preconditioner | None = None
         self.pending: dict | None = None  # the moments since the last estimate
         self.estimates, self.raise_factor, self.declined = 0, 1.0, math.nan
