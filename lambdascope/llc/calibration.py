@@ -76,7 +76,6 @@ import torch
 
 from lambdascope.llc import diagnostics
 from lambdascope.llc.compiled import GradientCompiler
-from lambdascope.llc.localization import default_localization
 from lambdascope.llc.sgld import LossFn, SamplerDivergedError, run_sgld
 
 log = logging.getLogger(__name__)
@@ -260,32 +259,26 @@ def calibrate(
     deadline: float | None = None,
     chains_per_pass: int | None = None,
     compiler: GradientCompiler | None = None,
-    top_eigenvalue: float | None = None,
+    top_eigenvalue: float,
+    localization: float,
 ) -> CalibrationResult:
     """Choose the SGLD step size for ``config`` (an SGLDConfig) on this model and data.
 
     ``model``, ``x``, ``y`` already on the sampling device; ``params`` the sampled parameter
     names; ``init_loss`` = L_n(w*); ``explode_at`` the divergence threshold of the main run;
-    ``chains_per_pass`` and ``compiler`` as in :func:`run_sgld`; ``top_eigenvalue``: the
-    loss's, when the caller already measured it (:func:`loss_curvature`); ``deadline`` (a
-    ``time.perf_counter()`` value): the Hessian eigenvalue gets :data:`HESSIAN_TIME_SHARE` of the
-    time to it, no pilot starts after it, and one running stops there (the choice is then made
+    ``chains_per_pass`` and ``compiler`` as in :func:`run_sgld`; ``top_eigenvalue`` the loss's
+    at w* (:func:`loss_curvature`, nan if unavailable) and ``localization`` the run's γ, both as
+    the caller settled them; ``deadline`` (a ``time.perf_counter()`` value): no pilot starts
+    after it, and one running stops there (the choice is then made
     from what was measured). See the module docstring for the procedure. Never raises for a
     diverging candidate (that is a finding); the returned ``states`` warm-start the main run.
     """
     began = time.perf_counter()
     named = dict(model.named_parameters())
     dim = sum(named[k].numel() for k in params)
-    gamma, wd = config.localization, config.weight_decay
+    gamma, wd, h_max = localization, config.weight_decay, top_eigenvalue
     chains = config.chains
 
-    # The eigenvalue places the grid's first step (and sets an unset γ) but needs no precision,
-    # so it gets a small share of the time: on a 1M-parameter transformer its 20 products on
-    # 2048 examples took 93 s (2 CPU threads).
-    h_max = top_eigenvalue if top_eigenvalue is not None else loss_curvature(
-        model, x, y, loss_fn, params, config.seed, deadline)
-    if gamma is None:  # unset: from the curvature, as estimate_llc does
-        gamma = default_localization(nbeta, h_max)
     curvature = nbeta * h_max if math.isfinite(h_max) and h_max > 0 else 0.0
     a_max = curvature + gamma + wd
     if a_max <= 0:  # no curvature, no localization, no prior: nothing sets a scale but nβ

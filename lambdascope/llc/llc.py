@@ -443,11 +443,12 @@ def estimate_llc(
     else:
         start = None
         calibration_deadline = began + CALIBRATION_TIME_SHARE * config.max_seconds if config.adaptive else None
-        # The loss's top curvature sets calibration's first step and the default γ.
+        # The loss's top curvature sets calibration's first step and the default γ; it needs no
+        # precision, so it gets a small share of calibration's time (on a 1M-parameter
+        # transformer its 20 products on 2048 examples took 93 s, 2 CPU threads).
         h_top = math.nan
         if config.step_size is None or config.localization is None:
             h_top = loss_curvature(model, x, y, loss_fn, names, config.seed, calibration_deadline)
-        # (the config stays as given: calibrate derives the same γ from the same h_top)
         chosen_gamma = config.localization is None
         gamma = default_localization(nbeta, h_top) if chosen_gamma else config.localization
         step_size = config.step_size
@@ -456,10 +457,10 @@ def estimate_llc(
             calibration = calibrate(
                 model, x, y, loss_fn, config, params=names, nbeta=nbeta, init_loss=init_loss,
                 explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass, compiler=compiler,
-                deadline=calibration_deadline, top_eigenvalue=h_top)
+                deadline=calibration_deadline, top_eigenvalue=h_top, localization=gamma)
             step_size = calibration.chosen_step_size
             start, calibration.states = calibration.states, None  # the result stays plain data
-        calibration.top_eigenvalue, calibration.localization = h_top, gamma
+        calibration.top_eigenvalue, calibration.localization = h_top, gamma  # a given step's too
         if chosen_gamma:
             calibration.summary += " " + describe_localization(gamma, nbeta, h_top) + "."
         # With calibration, a warm-up stage at the larger warm-up step comes first; its
