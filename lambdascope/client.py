@@ -232,17 +232,20 @@ class Client:
                      format: int | None = None, architecture: models_pb2.Architecture | None = None,
                      task_outputs: int = 0, lineage: registry_pb2.Lineage | None = None,
                      metadata: dict[str, str] | None = None,
-                     tags: dict[str, str] | None = None) -> registry_pb2.ModelVersion:
-        """Upload a .pt2 archive, or safetensors weights of a built-in `architecture`."""
+                     tags: dict[str, str] | None = None,
+                     request_id: str | None = None) -> registry_pb2.ModelVersion:
+        """Upload a .pt2 archive, or safetensors weights of a built-in `architecture`. Retried
+        while the registry is unavailable, under one request id (a fresh one unless given), so
+        an attempt that committed before its answer was lost is not uploaded twice."""
         path = pathlib.Path(path)
         format = _format_of(path) if format is None else format
         sha, size = file_digest(path)
         header = registry_pb2.ModelUploadHeader(
             model_name=model_name, format=format, architecture=architecture,
             task_outputs=task_outputs, lineage=lineage, metadata=metadata or {},
-            tags=tags or {}, sha256=sha, size_bytes=size)
-        messages = _upload_stream(path, registry_pb2.UploadModelVersionRequest, header)
-        return self.registry.UploadModelVersion(messages, timeout=self._transfer_seconds(size))
+            tags=tags or {}, sha256=sha, size_bytes=size, request_id=request_id or str(uuid.uuid4()))
+        return self._upload(self.registry.UploadModelVersion, path, registry_pb2.UploadModelVersionRequest,
+                            header)
 
     def find_model_version(self, path: str | os.PathLike, model_name: str, *, format: int | None = None,
                            architecture: models_pb2.Architecture | None = None,
@@ -315,14 +318,36 @@ class Client:
 
     def upload_dataset(self, path: str | os.PathLike, name: str,
                        metadata: dict[str, str] | None = None,
-                       tags: dict[str, str] | None = None) -> registry_pb2.Dataset:
-        """Upload a safetensors file holding tensors `x` and `y`."""
+                       tags: dict[str, str] | None = None,
+                       request_id: str | None = None) -> registry_pb2.Dataset:
+        """Upload a safetensors file holding tensors `x` and `y`; retried as `upload_model`."""
         path = pathlib.Path(path)
         sha, size = file_digest(path)
-        header = registry_pb2.DatasetUploadHeader(name=name, metadata=metadata or {},
-                                                  tags=tags or {}, sha256=sha, size_bytes=size)
-        messages = _upload_stream(path, registry_pb2.UploadDatasetRequest, header)
-        return self.registry.UploadDataset(messages, timeout=self._transfer_seconds(size))
+        header = registry_pb2.DatasetUploadHeader(name=name, metadata=metadata or {}, tags=tags or {},
+                                                  sha256=sha, size_bytes=size,
+                                                  request_id=request_id or str(uuid.uuid4()))
+        return self._upload(self.registry.UploadDataset, path, registry_pb2.UploadDatasetRequest, header)
+
+    def _upload(self, call: Callable[..., Any], path: pathlib.Path, message_type: Any, header: Any) -> Any:
+        """Stream `path` under `header`, again from the start while the registry answers
+        UNAVAILABLE (restarting, its database or object store down), until the transfer's
+        deadline. A stream cannot be replayed by the channel's retry policy or the
+        interceptor; the header's request id makes a repeat safe."""
+        deadline, delay = time.monotonic() + self._transfer_seconds(header.size_bytes), 0.5
+        unavailable: grpc.RpcError | None = None  # the last answer that said why
+        while True:
+            try:
+                return call(_upload_stream(path, message_type, header),
+                            timeout=max(0.001, deadline - time.monotonic()))
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and unavailable is not None:
+                    raise unavailable from None  # the try cut short by the deadline says less
+                pause = _retry_pause(deadline, delay)
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or pause is None:
+                    raise
+                unavailable = exc
+            time.sleep(pause)
+            delay = min(2 * delay, MAX_RETRY_DELAY)
 
     def download_model_version(self, version_id: str, dest: str | os.PathLike, *,
                                via: str = "auto") -> pathlib.Path:
@@ -572,6 +597,16 @@ def file_digest(path: pathlib.Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+MAX_RETRY_DELAY = 5.0  # seconds: the longest pause between two tries of a call UNAVAILABLE
+
+
+def _retry_pause(deadline: float, delay: float) -> float | None:
+    """A jittered pause of about `delay` seconds before another try, None when it would end past
+    `deadline` (time.monotonic())."""
+    pause = delay * (0.5 + random.random())
+    return None if time.monotonic() + pause >= deadline else pause
+
+
 def _upload_stream(path: pathlib.Path, message_type: Any, header: Any) -> Iterator[Any]:
     yield message_type(header=header)
     with open(path, "rb") as src:
@@ -649,13 +684,11 @@ class _Credentials(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInter
         while True:
             outcome = continuation(details._replace(timeout=max(0.001, deadline - time.monotonic())),
                                    request)
-            if outcome.code() != grpc.StatusCode.UNAVAILABLE:
-                return outcome
-            pause = delay * (0.5 + random.random())
-            if time.monotonic() + pause >= deadline:
+            pause = _retry_pause(deadline, delay)
+            if outcome.code() != grpc.StatusCode.UNAVAILABLE or pause is None:
                 return outcome
             time.sleep(pause)
-            delay = min(2 * delay, 5.0)
+            delay = min(2 * delay, MAX_RETRY_DELAY)
 
     def intercept_unary_stream(self, continuation, details, request):
         return continuation(self._details(details), request)

@@ -151,7 +151,7 @@ class Dataset(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., num_examples: _Optional[int] = ..., x_shape: _Optional[_Iterable[int]] = ..., y_shape: _Optional[_Iterable[int]] = ..., x_dtype: _Optional[str] = ..., y_dtype: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class ModelUploadHeader(_message.Message):
-    __slots__ = ("model_name", "tags", "format", "architecture", "task_outputs", "lineage", "metadata", "sha256", "size_bytes")
+    __slots__ = ("model_name", "tags", "format", "architecture", "task_outputs", "lineage", "metadata", "sha256", "size_bytes", "request_id")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +175,7 @@ class ModelUploadHeader(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     tags: _containers.ScalarMap[str, str]
     format: _models_pb2.ArtifactFormat
@@ -184,7 +185,8 @@ class ModelUploadHeader(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     sha256: str
     size_bytes: int
-    def __init__(self, model_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., format: _Optional[_Union[_models_pb2.ArtifactFormat, str]] = ..., architecture: _Optional[_Union[_models_pb2.Architecture, _Mapping]] = ..., task_outputs: _Optional[int] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, model_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., format: _Optional[_Union[_models_pb2.ArtifactFormat, str]] = ..., architecture: _Optional[_Union[_models_pb2.Architecture, _Mapping]] = ..., task_outputs: _Optional[int] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class UploadModelVersionRequest(_message.Message):
     __slots__ = ("header", "chunk")
@@ -195,7 +197,7 @@ class UploadModelVersionRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[ModelUploadHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class DatasetUploadHeader(_message.Message):
-    __slots__ = ("name", "tags", "metadata", "sha256", "size_bytes")
+    __slots__ = ("name", "tags", "metadata", "sha256", "size_bytes", "request_id")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -215,12 +217,14 @@ class DatasetUploadHeader(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     tags: _containers.ScalarMap[str, str]
     metadata: _containers.ScalarMap[str, str]
     sha256: str
     size_bytes: int
-    def __init__(self, name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class UploadDatasetRequest(_message.Message):
     __slots__ = ("header", "chunk")

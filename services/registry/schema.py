@@ -38,9 +38,14 @@ versions = sa.Table(
     sa.Column("dataset_version_id", sa.String(64), nullable=False, server_default="",
               index=True),
     sa.Column("owner", sa.String(100), nullable=False, server_default="default"),
+    # the upload's "<team>\x1f<request_id>" and its header's digest (a retry answers with this
+    # record); NULL for records written before 0010 or uploaded without a request id
+    sa.Column("request_key", sa.String(260), nullable=True),
+    sa.Column("request_digest", sa.String(64), nullable=True),
     sa.UniqueConstraint("model_name", "version"),
     sa.Index("ix_model_versions_model_created", "model_name", "created_at", "id"),
     sa.Index("ix_model_versions_created", "created_at", "id"),
+    sa.Index("ix_model_versions_request_key", "request_key", unique=True),
 )
 
 datasets = sa.Table(
@@ -52,8 +57,11 @@ datasets = sa.Table(
     sa.Column("proto", sa.LargeBinary, nullable=False),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     sa.Column("owner", sa.String(100), nullable=False, server_default="default"),
+    sa.Column("request_key", sa.String(260), nullable=True),  # as model_versions'
+    sa.Column("request_digest", sa.String(64), nullable=True),
     sa.UniqueConstraint("name", "version", name="uq_datasets_name_version"),
     sa.Index("ix_datasets_created", "created_at", "id"),
+    sa.Index("ix_datasets_request_key", "request_key", unique=True),
 )
 
 reports = sa.Table(

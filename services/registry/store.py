@@ -13,6 +13,7 @@ answers PERMISSION_DENIED.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -48,6 +49,27 @@ from services.registry.schema import (
 # collectors may ignore it. The registry passes its staging TTL.
 STALE_PIN_SECONDS = 86400.0
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadRequest:
+    """What makes an upload idempotent: the team's request id and its header's digest."""
+
+    key: str  # "<team>/<request_id>", unique among versions (and among datasets)
+    request_id: str
+    digest: str  # sha256 of the header without its request id
+
+
+class Replayed(Exception):
+    """An upload whose request id already made `record`: the retry answers with it."""
+
+    def __init__(self, record: Message):
+        super().__init__(record)
+        self.record = record
+
+
+class _Taken(Exception):
+    """Raised inside an insert's transaction: a record already holds the upload's request key."""
 
 
 class RegistryStore:
@@ -337,9 +359,10 @@ class RegistryStore:
     # -- versions -------------------------------------------------------------------------
 
     def add_version(self, version: registry_pb2.ModelVersion, tags: dict[str, str],
-                    owner: str) -> registry_pb2.ModelVersion:
+                    owner: str, request: UploadRequest | None = None) -> registry_pb2.ModelVersion:
         """Record verified, stored bytes as the model's next version (the model is created if
-        new) and release the upload's pin, in one transaction."""
+        new) and release the upload's pin, in one transaction. Replayed when the upload's
+        `request` already made a version (a concurrent retry committed first)."""
         version.id = f"mv-{uuid.uuid4().hex[:16]}"
         version.state = registry_pb2.VERSION_STATE_READY
         version.owner = owner
@@ -348,6 +371,7 @@ class RegistryStore:
         model_key = key(owner, version.model_name)
 
         def insert(conn: sa.Connection, number: int) -> None:
+            _check_request(conn, versions, request)
             if conn.execute(sa.select(models.c.name)
                             .where(models.c.name == model_key)).first() is None:
                 conn.execute(models.insert().values(name=model_key, owner=owner,
@@ -358,14 +382,28 @@ class RegistryStore:
                 job_id=version.lineage.job_id, sha256=version.sha256, created_at=now,
                 parent_version_id=version.lineage.parent_version_id,
                 dataset_version_id=version.lineage.dataset_version_id, owner=owner,
-                proto=version.SerializeToString()))
+                proto=version.SerializeToString(), **_request_columns(request)))
             _put_tags(conn, version_tags, "version_id", version.id, tags, created_at=now)
             self._unpin(conn, version.sha256)
 
         self._insert_next_version(versions.c.model_name, model_key, insert,
-                                  "too many concurrent uploads to this model; retry")
+                                  "too many concurrent uploads to this model; retry", request, owner)
         version.tags.update(tags)
         return version
+
+    def replay(self, request: UploadRequest, team: str, *, dataset: bool = False) -> Message | None:
+        """The version (or dataset) this upload request already made, None when it made none;
+        ALREADY_EXISTS when the request id was used for an upload with another header."""
+        table = datasets if dataset else versions
+        row = self.read(lambda conn: conn.execute(
+            sa.select(table.c.id, table.c.request_digest).where(table.c.request_key == request.key)).first())
+        if row is None:
+            return None
+        if row.request_digest != request.digest:
+            raise errors.AlreadyExists(
+                f"request_id {request.request_id!r} was already used for a different upload ({row.id}); "
+                "use a new request id for a new upload")
+        return self.get_dataset(row.id, team) if dataset else self.get_version(row.id, team)
 
     def resolve(self, reference: str, team: str) -> str:
         """The id of the version a reference names ("mv-...", "name/N", "name/latest",
@@ -567,8 +605,9 @@ class RegistryStore:
 
     # -- datasets -------------------------------------------------------------------------
 
-    def add_dataset(self, dataset: registry_pb2.Dataset, tags: dict[str, str], owner: str
-                    ) -> registry_pb2.Dataset:
+    def add_dataset(self, dataset: registry_pb2.Dataset, tags: dict[str, str], owner: str,
+                    request: UploadRequest | None = None) -> registry_pb2.Dataset:
+        """As `add_version`, for a dataset: the next version of its name."""
         dataset.id = f"ds-{uuid.uuid4().hex[:16]}"
         dataset.owner = owner
         now = time.time()
@@ -576,15 +615,17 @@ class RegistryStore:
         stored_name = key(owner, dataset.name)
 
         def insert(conn: sa.Connection, number: int) -> None:
+            _check_request(conn, datasets, request)
             dataset.version = number
             conn.execute(datasets.insert().values(
                 id=dataset.id, name=stored_name, sha256=dataset.sha256, created_at=now,
-                version=dataset.version, owner=owner, proto=dataset.SerializeToString()))
+                version=dataset.version, owner=owner, proto=dataset.SerializeToString(),
+                **_request_columns(request)))
             _put_tags(conn, dataset_tags, "dataset_id", dataset.id, tags)
             self._unpin(conn, dataset.sha256)
 
         self._insert_next_version(datasets.c.name, stored_name, insert,
-                                  "too many concurrent uploads of this dataset name; retry")
+                                  "too many concurrent uploads of this dataset name; retry", request, owner)
         dataset.tags.update(tags)
         return dataset
 
@@ -711,13 +752,16 @@ class RegistryStore:
     # -- writing ----------------------------------------------------------------------------
 
     def _insert_next_version(self, name_column: sa.Column, name: str,
-                             insert: Callable[[sa.Connection, int], None], busy: str) -> None:
+                             insert: Callable[[sa.Connection, int], None], busy: str,
+                             request: UploadRequest | None, team: str) -> None:
         """Run `insert(conn, number)` in one transaction, `number` being one past the highest
         version of `name` (a model's or a dataset's stored key; `name_column` of a table with
         a `version` column). Two writers may pick the same number: a unique index refuses the
-        second one's insert (or its creating the same new model), and it tries again with the
-        next number, up to 50 times; then UNAVAILABLE, saying `busy`."""
-        version_column = name_column.table.c.version
+        second one's insert (or its creating the same new model, or a concurrent retry's taking
+        the same request key), and it tries again with the next number, up to 50 times; then
+        UNAVAILABLE, saying `busy`. Replayed when the upload's `request` made a record already."""
+        table = name_column.table
+        version_column = table.c.version
         for _attempt in range(50):
             try:
                 with self.engine.begin() as conn:
@@ -727,6 +771,10 @@ class RegistryStore:
                 return
             except sa.exc.IntegrityError:
                 time.sleep(0.01)  # a concurrent upload took this number (or created the model)
+            except _Taken:
+                found = self.replay(request, team, dataset=table is datasets)
+                if found is not None:
+                    raise Replayed(found) from None
         raise errors.Unavailable(busy)
 
     # -- paging ---------------------------------------------------------------------------
@@ -809,3 +857,15 @@ def _update_tags(conn: sa.Connection, table: sa.Table, column: str, owner_id: st
     _put_tags(conn, table, column, owner_id, set_, **row)
     rows = conn.execute(sa.select(table.c.key, table.c.value).where(owner_col == owner_id))
     return dict(sorted((r.key, r.value) for r in rows))
+
+
+def _check_request(conn: sa.Connection, table: sa.Table, request: UploadRequest | None) -> None:
+    """Inside an insert's transaction: _Taken when a record of `table` holds the request key."""
+    if request is not None and conn.execute(
+            sa.select(table.c.id).where(table.c.request_key == request.key)).first() is not None:
+        raise _Taken
+
+
+def _request_columns(request: UploadRequest | None) -> dict[str, str | None]:
+    return {"request_key": request.key if request else None,
+            "request_digest": request.digest if request else None}

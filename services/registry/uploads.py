@@ -26,7 +26,7 @@ from lambdascope import errors, inspection, quotas
 from lambdascope.storage.objects import CHUNK, ObjectStore, content_key
 from lambdascope.v1 import registry_pb2
 from services.registry import checks
-from services.registry.store import RegistryStore
+from services.registry.store import RegistryStore, Replayed, UploadRequest
 
 if TYPE_CHECKING:
     from lambdascope.metrics import RegistryMetrics
@@ -35,6 +35,7 @@ log = logging.getLogger("lambdascope.registry")
 MAX_CHUNK = 4 << 20
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 MAX_ARTIFACT_BYTES = 16 << 30
+MAX_REQUEST_ID = 128
 # Uploads at least this large go to the object store while they arrive (smaller ones gain
 # nothing from the overlap and are stored after verification).
 STREAM_AT_BYTES = 16 << 20
@@ -211,15 +212,15 @@ class Artifacts:
 
     def upload_model(self, requests: Iterator[registry_pb2.UploadModelVersionRequest],
                      team: str) -> registry_pb2.ModelVersion:
-        return self._upload(requests, lambda header: self._check_model_header(header, team),
+        return self._upload(requests, team, False, lambda header: self._check_model_header(header, team),
                             _describe_model,
-                            lambda version, tags: self.store.add_version(version, tags, team))
+                            lambda version, tags, request: self.store.add_version(version, tags, team, request))
 
     def upload_dataset(self, requests: Iterator[registry_pb2.UploadDatasetRequest],
                        team: str) -> registry_pb2.Dataset:
-        return self._upload(requests, lambda header: self._check_dataset_header(header, team),
+        return self._upload(requests, team, True, lambda header: self._check_dataset_header(header, team),
                             _describe_dataset,
-                            lambda dataset, tags: self.store.add_dataset(dataset, tags, team))
+                            lambda dataset, tags, request: self.store.add_dataset(dataset, tags, team, request))
 
     def download(self, sha256: str, size: int) -> Iterator[registry_pb2.DownloadChunk]:
         key = content_key(sha256)
@@ -261,23 +262,37 @@ class Artifacts:
         self.store.forget_object(sha256)
         return True
 
-    def _upload(self, requests: Iterator[Any], check_header: Callable[[Any], None],
-                describe: Callable[[Staged], R], add: Callable[[R, dict[str, str]], R]) -> R:
+    def _upload(self, requests: Iterator[Any], team: str, dataset: bool, check_header: Callable[[Any], None],
+                describe: Callable[[Staged], R],
+                add: Callable[[R, dict[str, str], UploadRequest | None], R]) -> R:
         """Receive an upload, `describe` the staged bytes as a record (refusing what does not
         parse), make sure the bytes are stored (a no-op when they were streamed or existed),
         then `add` the record with the header's tags, which releases the upload's pin in its
-        transaction. Any failure releases the pin instead; the staging file goes either way."""
-        staged = self._receive(requests, check_header)
+        transaction. Any failure releases the pin instead; the staging file goes either way.
+        A header whose request id already made a record (a retry) is answered with that record,
+        before its bytes are read or, when the first attempt commits meanwhile, at the commit."""
+        request: UploadRequest | None = None
+
+        def check(header: Any) -> None:
+            nonlocal request
+            request = upload_request(header, team)
+            if request is not None and (found := self.store.replay(request, team, dataset=dataset)) is not None:
+                raise Replayed(found)
+            check_header(header)
         try:
+            staged = self._receive(requests, check)
             try:
-                record = describe(staged)
-                self.objects.put_file(content_key(staged.sha256), staged.path)
-                return add(record, dict(staged.header.tags))
-            except BaseException:
-                self._release(staged.sha256)
-                raise
-        finally:
-            staged.discard()
+                try:
+                    record = describe(staged)
+                    self.objects.put_file(content_key(staged.sha256), staged.path)
+                    return add(record, dict(staged.header.tags), request)
+                except BaseException:
+                    self._release(staged.sha256)
+                    raise
+            finally:
+                staged.discard()
+        except Replayed as replay:
+            return replay.record
 
     def _receive(self, requests: Iterator[Any], check_header: Callable[[Any], None]) -> Staged:
         """Receive an upload into staging. Once the header passed, its content is pinned (a
@@ -349,6 +364,23 @@ class Artifacts:
                                                                team).id
         if lineage.dataset_version_id:
             self.store.get_dataset(lineage.dataset_version_id, team)
+
+
+def upload_request(header: Any, team: str) -> UploadRequest | None:
+    """The idempotency key of an upload header (None without a request id): the team's request
+    id, and the digest of the header as sent less that id, so a retry matches and another upload
+    under the same id does not."""
+    request_id = header.request_id
+    if not request_id:
+        return None
+    if len(request_id) > MAX_REQUEST_ID or not request_id.isprintable():
+        raise errors.InvalidArgument(
+            f"header.request_id must be at most {MAX_REQUEST_ID} printable characters (got {len(request_id)})")
+    bare = type(header)()
+    bare.CopyFrom(header)
+    bare.ClearField("request_id")
+    digest = hashlib.sha256(bare.SerializeToString(deterministic=True)).hexdigest()
+    return UploadRequest(f"{team}/{request_id}", request_id, digest)
 
 
 def _describe_model(staged: Staged) -> registry_pb2.ModelVersion:

@@ -59,8 +59,11 @@ def test_an_s3_outage_is_reported_refused_cleanly_and_outlived(tmp_path, s3, reg
         wait_for(lambda: serving(registry) == health_pb2.HealthCheckResponse.NOT_SERVING,
                  "the registry kept reporting SERVING with its object store down")
         assert serving(platform.endpoints["trainer"]) == serving_now  # its database is up
-        with pytest.raises(grpc.RpcError) as refused:
-            client.upload_model(model_path, "mlp-outage")
+        # the SDK streams the upload again until its deadline (20 s here), then says why it failed
+        with platform.client(timeout=20) as impatient, pytest.raises(grpc.RpcError) as refused:
+            began = time.monotonic()
+            impatient.upload_model(model_path, "mlp-outage")
+        assert time.monotonic() - began > 10, "the upload was not retried through the outage"
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
         assert "object store" in refused.value.details().lower() or "s3" in refused.value.details().lower()
         time.sleep(3)  # the training run meets the outage at its next checkpoint

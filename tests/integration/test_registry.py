@@ -17,7 +17,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lambdascope.client import file_digest
+from lambdascope import auth
+from lambdascope.client import Client, file_digest
 from lambdascope.v1 import models_pb2, registry_pb2
 from registry_backend import BACKENDS, registry_backend
 from s3server import MotoS3
@@ -204,6 +205,80 @@ def test_fifty_concurrent_uploads_of_distinct_models_all_commit(backend, tmp_pat
         listed = {m.name for m in _all_models(c) if m.name.startswith(prefix)}
         assert listed == {f"{prefix}-{i:02d}" for i in range(50)}
         assert all(c.get_model_version(f"{prefix}-{i:02d}/1").id == ids[i] for i in range(50))
+
+
+def test_an_upload_repeated_under_its_request_id_makes_one_record(backend, client, tmp_path):
+    """A retry (same request id, same header) answers with the first upload's record without
+    reading its bytes again; the id reused for another upload is ALREADY_EXISTS; ids are per
+    team."""
+    name, data_name, rid = unique("retried"), unique("retried-data"), unique("request")
+    path = weights(tmp_path / "w.safetensors", seed=21)
+    first = client.upload_model(path, name, architecture=ARCH, tags={"stage": "a"}, request_id=rid)
+    again = client.upload_model(path, name, architecture=ARCH, tags={"stage": "a"}, request_id=rid)
+    assert again.id == first.id and again.version == 1 and dict(again.tags) == {"stage": "a"}
+    # the header alone is answered: the bytes of a repeat are not needed
+    sha, size = file_digest(path)
+    header = registry_pb2.ModelUploadHeader(
+        model_name=name, format=models_pb2.ARTIFACT_FORMAT_SAFETENSORS, architecture=ARCH,
+        tags={"stage": "a"}, sha256=sha, size_bytes=size, request_id=rid)
+    assert client.registry.UploadModelVersion(
+        iter([registry_pb2.UploadModelVersionRequest(header=header)])).id == first.id
+    other = weights(tmp_path / "other.safetensors", seed=22)
+    for args in ((other, name), (path, unique("renamed"))):  # other bytes, another name
+        code, details = code_of(client.upload_model, *args, architecture=ARCH, request_id=rid)
+        assert code == grpc.StatusCode.ALREADY_EXISTS and rid in details and first.id in details, details
+    assert [v.id for v in client.list_model_versions(name)] == [first.id]
+    # datasets keep their own request ids, retried alike
+    data_path = regression_file(tmp_path / "d.safetensors")
+    dataset = client.upload_dataset(data_path, data_name, request_id=rid)
+    assert client.upload_dataset(data_path, data_name, request_id=rid).id == dataset.id
+    assert [d.id for d in client.list_datasets(data_name)] == [dataset.id]
+    # another team's same request id is its own upload
+    with backend.client() as admin:
+        admin.create_team(team := unique("team"))
+        secret = admin.create_key(team, auth.Role.ROLE_WRITER).secret
+    with Client(registry=backend.address, api_key=secret) as theirs:
+        mine = theirs.upload_model(path, name, architecture=ARCH, tags={"stage": "a"}, request_id=rid)
+        assert mine.id != first.id and mine.owner == team
+
+
+def test_concurrent_repeats_of_one_upload_make_one_version(backend, tmp_path):
+    name, rid = unique("raced"), unique("request")
+    path = weights(tmp_path / "w.safetensors", seed=23)
+
+    def upload(_: int) -> str:
+        with backend.client() as c:
+            return c.upload_model(path, name, architecture=ARCH, request_id=rid).id
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(upload, range(8)))
+    with backend.client() as c:
+        assert [v.id for v in c.list_model_versions(name)] == list(ids)
+
+
+def test_an_upload_waits_out_a_registry_restart(backend, tmp_path):
+    """The SDK streams an upload again while the registry is down, and it lands once."""
+    name = unique("restarted")
+    path = regression_file(tmp_path / "d.safetensors")
+    backend.kill()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool, \
+                Client(registry=backend.address, api_key=backend.api_key, timeout=60) as c:
+            pending = pool.submit(c.upload_dataset, path, name)
+            time.sleep(1.0)
+            assert not pending.done()  # still trying
+            backend.restart()
+            dataset = pending.result(60)
+    finally:
+        if "registry" not in backend.platform.procs:
+            backend.restart()
+    with backend.client() as c:
+        assert [d.id for d in c.list_datasets(name)] == [dataset.id]
+
+
+def regression_file(path: pathlib.Path) -> pathlib.Path:
+    save_file({"x": torch.randn(64, 4), "y": torch.randn(64, 1)}, str(path))
+    return path
 
 
 def _all_models(client) -> list[registry_pb2.Model]:
