@@ -17,6 +17,7 @@ plateau cannot be mistaken for its neighbour within the 10% the check allows.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +49,7 @@ class Checkpoint:
     llc_stderr: float = math.nan
     verdict: str = ""
     seconds: float = 0.0
+    gamma: float = math.nan  # the localization its audit used
 
 
 @dataclass
@@ -135,7 +137,9 @@ def train(seed: int, steps: int, checkpoints: Sequence[int], n: int = 10_000,
 
 def audit(checkpoints: list[Checkpoint], x: torch.Tensor, config: SGLDConfig,
           progress: Callable[[Checkpoint], None] | None = None) -> None:
-    """λ̂ of every checkpoint against its own outputs (in place)."""
+    """λ̂ of every checkpoint against its own outputs (in place). An unset γ is set from the
+    first checkpoint's curvature and held for the rest, as the product's audit of several
+    versions does (services/estimator/worker.py): a trajectory's λ̂ compare at one γ."""
     for c in checkpoints:
         began = time.perf_counter()
         result = run_audit(c.model, x, torch.zeros(x.shape[0], WIDTHS[-1]), mse,
@@ -143,6 +147,9 @@ def audit(checkpoints: list[Checkpoint], x: torch.Tensor, config: SGLDConfig,
         c.llc, c.llc_std = result.llc.mean, result.llc.std
         c.llc_stderr = result.llc.std / math.sqrt(len(result.llc.per_chain))
         c.verdict, c.seconds = result.verdict.state, time.perf_counter() - began
+        c.gamma = result.llc.calibration.localization if result.llc.calibration else config.localization
+        if config.localization is None:
+            config = dataclasses.replace(config, localization=c.gamma)
         if progress is not None:
             progress(c)
 

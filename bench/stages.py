@@ -83,7 +83,7 @@ def main(argv=None) -> int:
 
     def show(c: saddles.Checkpoint) -> None:
         print(f"  step {c.step:>6}  loss {c.loss:9.5f}  rank {c.rank}  λ̂ {c.llc:7.2f} ± {c.llc_std:5.2f}  "
-              f"{c.verdict:<7} {c.seconds:5.1f} s", flush=True)
+              f"γ {c.gamma:.3g}  {c.verdict:<7} {c.seconds:5.1f} s", flush=True)
     saddles.audit(checkpoints, x, SGLDConfig(seed=args.seed), show)
     found, plateaus = saddles.plateaus(checkpoints)
     print("\nstages:")
@@ -106,7 +106,8 @@ def main(argv=None) -> int:
         "argv": sys.argv[1:], "machine": common.machine(), "seed": args.seed, "steps": args.steps,
         "widths": list(saddles.WIDTHS), "singular_values": list(saddles.SINGULAR_VALUES),
         "checkpoints": [{"step": c.step, "loss": c.loss, "rank": c.rank, "singular_values": c.singular_values,
-                         "llc": c.llc, "llc_std": c.llc_std, "verdict": c.verdict, "seconds": c.seconds}
+                         "llc": c.llc, "llc_std": c.llc_std, "gamma": c.gamma, "verdict": c.verdict,
+                         "seconds": c.seconds}
                         for c in checkpoints],
         "stages": [{"start": st.start, "end": st.end, "llc": st.llc, "loss": st.loss, "llc_change": st.llc_change}
                    for st in found],

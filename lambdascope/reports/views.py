@@ -84,7 +84,9 @@ def incomparable(a: audit_pb2.AuditReport, b: audit_pb2.AuditReport,
     if not math.isclose(sa.nbeta, sb.nbeta, rel_tol=1e-6):
         out.append(f"different nβ ({sa.nbeta:.4g}, {sb.nbeta:.4g}): λ̂ depends on the temperature")
     if not math.isclose(sa.localization, sb.localization, rel_tol=1e-6):
-        out.append(f"different localization γ ({sa.localization:.3g}, {sb.localization:.3g})")
+        out.append(f"different localization γ ({sa.localization:.3g}, {sb.localization:.3g}; an unset γ is set "
+                   f"from each model's curvature): λ̂ depends on γ, so audit both with --localization "
+                   f"{sa.localization:.3g} to compare them at one")
     if sa.step_size > 0 and sb.step_size > 0 and max(sa.step_size, sb.step_size) > 2 * min(sa.step_size, sb.step_size):
         out.append(f"step sizes differ by more than 2x ({sa.step_size:.3g}, {sb.step_size:.3g}); each was "
                    "calibrated for its model and its first-order bias removed, but not all of it")

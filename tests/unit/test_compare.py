@@ -40,6 +40,14 @@ def test_settings_that_differ_are_named() -> None:
     assert len(warnings) == 3 and "different data" in warnings[0] and "nβ" in warnings[1] and "2x" in warnings[2]
 
 
+def test_a_different_localization_says_which_to_audit_both_at() -> None:
+    a, b = audit_pb2.AuditReport(dataset_id="ds-1"), audit_pb2.AuditReport(dataset_id="ds-1")
+    for r, gamma in ((a, 3.0), (b, 5.3)):
+        r.config.sampler.nbeta, r.config.sampler.localization = 100, gamma
+    [warning] = views.incomparable(a, b)
+    assert "γ (3, 5.3" in warning and "--localization 3 " in warning
+
+
 def test_the_same_bytes_registered_twice_are_the_same_data() -> None:
     a, b = audit_pb2.AuditReport(dataset_id="ds-1"), audit_pb2.AuditReport(dataset_id="ds-2")
     for r in (a, b):
