@@ -373,9 +373,11 @@ def upload_request(header: Any, team: str) -> UploadRequest | None:
     request_id = header.request_id
     if not request_id:
         return None
-    if len(request_id) > MAX_REQUEST_ID or not request_id.isprintable():
+    if len(request_id) > MAX_REQUEST_ID:
         raise errors.InvalidArgument(
-            f"header.request_id must be at most {MAX_REQUEST_ID} printable characters (got {len(request_id)})")
+            f"header.request_id must be at most {MAX_REQUEST_ID} characters (got {len(request_id)})")
+    if not request_id.isprintable():
+        raise errors.InvalidArgument("header.request_id must be printable (no line breaks or control characters)")
     bare = type(header)()
     bare.CopyFrom(header)
     bare.ClearField("request_id")

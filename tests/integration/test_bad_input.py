@@ -21,10 +21,10 @@ def code_of(call, *args, **kwargs) -> tuple[grpc.StatusCode, str]:
 
 
 def raw_upload(client, data: bytes, *, sha256: str | None = None, name: str = "raw",
-               fmt=models_pb2.ARTIFACT_FORMAT_TORCH_EXPORT, architecture=None):
+               fmt=models_pb2.ARTIFACT_FORMAT_TORCH_EXPORT, architecture=None, request_id: str = ""):
     header = registry_pb2.ModelUploadHeader(
         model_name=name, format=fmt, architecture=architecture,
-        sha256=sha256 or hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+        sha256=sha256 or hashlib.sha256(data).hexdigest(), size_bytes=len(data), request_id=request_id)
     messages = [registry_pb2.UploadModelVersionRequest(header=header)]
     messages += [registry_pb2.UploadModelVersionRequest(chunk=data[i:i + 1000])
                  for i in range(0, len(data), 1000)]
@@ -84,6 +84,14 @@ def test_dataset_that_does_not_fit_the_model(client, uploaded, tmp_path):
     code, message = code_of(client.start_audit, version.id, dataset.id,
                             audit_pb2.AuditConfig(loss=models_pb2.LOSS_KIND_CROSS_ENTROPY))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "cross_entropy" in message
+
+
+def test_a_bad_upload_request_id_is_invalid_and_registers_nothing(client, regression_files):
+    data = regression_files[0].read_bytes()
+    for request_id, hint in (("r" * 129, "at most 128"), ("line\nbreak", "printable")):
+        code, message = code_of(raw_upload, client, data, name="bad-request-id", request_id=request_id)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in message and hint in message, message
+    assert versions_of(client, "bad-request-id") == []
 
 
 def test_sha256_mismatch_is_data_loss_and_registers_nothing(client, regression_files):
