@@ -68,10 +68,6 @@ class Replayed(Exception):
         self.record = record
 
 
-class _Taken(Exception):
-    """Raised inside an insert's transaction: a record already holds the upload's request key."""
-
-
 class RegistryStore:
     """`url` is opened twice. On SQLite, writes take the write lock when they begin (BEGIN
     IMMEDIATE, see lambdascope.storage.db) while reads stay lock-free under WAL. On PostgreSQL,
@@ -371,7 +367,6 @@ class RegistryStore:
         model_key = key(owner, version.model_name)
 
         def insert(conn: sa.Connection, number: int) -> None:
-            _check_request(conn, versions, request)
             if conn.execute(sa.select(models.c.name)
                             .where(models.c.name == model_key)).first() is None:
                 conn.execute(models.insert().values(name=model_key, owner=owner,
@@ -615,7 +610,6 @@ class RegistryStore:
         stored_name = key(owner, dataset.name)
 
         def insert(conn: sa.Connection, number: int) -> None:
-            _check_request(conn, datasets, request)
             dataset.version = number
             conn.execute(datasets.insert().values(
                 id=dataset.id, name=stored_name, sha256=dataset.sha256, created_at=now,
@@ -770,11 +764,11 @@ class RegistryStore:
                     insert(conn, (latest or 0) + 1)
                 return
             except sa.exc.IntegrityError:
-                time.sleep(0.01)  # a concurrent upload took this number (or created the model)
-            except _Taken:
-                found = self.replay(request, team, dataset=table is datasets)
+                # a concurrent retry of this upload committed first (its request key is taken) ...
+                found = self.replay(request, team, dataset=table is datasets) if request is not None else None
                 if found is not None:
                     raise Replayed(found) from None
+                time.sleep(0.01)  # ... or a concurrent upload took this number (or created the model)
         raise errors.Unavailable(busy)
 
     # -- paging ---------------------------------------------------------------------------
@@ -857,13 +851,6 @@ def _update_tags(conn: sa.Connection, table: sa.Table, column: str, owner_id: st
     _put_tags(conn, table, column, owner_id, set_, **row)
     rows = conn.execute(sa.select(table.c.key, table.c.value).where(owner_col == owner_id))
     return dict(sorted((r.key, r.value) for r in rows))
-
-
-def _check_request(conn: sa.Connection, table: sa.Table, request: UploadRequest | None) -> None:
-    """Inside an insert's transaction: _Taken when a record of `table` holds the request key."""
-    if request is not None and conn.execute(
-            sa.select(table.c.id).where(table.c.request_key == request.key)).first() is not None:
-        raise _Taken
 
 
 def _request_columns(request: UploadRequest | None) -> dict[str, str | None]:
