@@ -72,17 +72,18 @@ class Moments:
     """Σ over scored gradients of ∂U's second moments, per coordinate and (for the given blocks)
     of each matrix's rows and columns; :meth:`state` is plain data (snapshots keep it)."""
 
-    def __init__(self, dim: int, matrices: list[Block], device: torch.device):
+    def __init__(self, dim: int, matrices: list[Block], device: torch.device, dtype: torch.dtype = torch.float64):
         f64 = torch.float64
-        self.blocks = matrices
+        self.blocks, self.dtype = matrices, dtype  # dtype: the rows' and columns' products'; sums stay float64
         self.squares = torch.zeros(dim, dtype=f64, device=device)
         self.rows = [torch.zeros(b.rows, b.rows, dtype=f64, device=device) for b in matrices]
         self.cols = [torch.zeros(b.cols, b.cols, dtype=f64, device=device) for b in matrices]
         self.samples = 0
 
     def observe(self, gu: Tensor) -> None:
-        """Add each chain's ∇U, (chains, D) float64."""
-        self.squares.add_(gu.square().sum(dim=0))
+        """Add each chain's ∇U, (chains, D): products in ``dtype``, sums in float64."""
+        gu = gu.to(self.dtype)
+        self.squares.add_(gu.square().sum(dim=0, dtype=torch.float64))
         for b, rows, cols in zip(self.blocks, self.rows, self.cols):
             g = b.of(gu)
             rows.add_((g @ g.mT).sum(dim=0))
@@ -147,9 +148,10 @@ class Preconditioner:
         return self.unrotate_(self.rotate_(drift).mul_(self.m).addcmul_(noise, self.root, value=scale))
 
     def norm_sq(self, v: Tensor) -> Tensor:
-        """vᵀ·M·v per chain, (chains,), for ``v`` (chains, D) (not modified)."""
-        rotated = self.rotate_(v.clone()) if self.bases else v
-        return (rotated.square() * self.m).sum(dim=1)
+        """vᵀ·M·v per chain, (chains,) float64, for ``v`` (chains, D) (not modified): each
+        coordinate's arithmetic in M's dtype (the sampled model's), the sum in float64."""
+        rotated = self.rotate_(v.to(self.m.dtype, copy=True)) if self.bases else v.to(self.m.dtype)
+        return (rotated.square() * self.m).sum(dim=1, dtype=torch.float64)
 
     def state(self) -> dict:
         """Plain data for snapshots (:meth:`from_state`)."""

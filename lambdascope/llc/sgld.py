@@ -512,15 +512,15 @@ def run_sgld(
     slot, pending_grad = 0, None  # pending_grad: loss gradient at w' on the scored step's batch
     xb, yb = x, y
     noise = torch.empty(chains, noise_block, dim, dtype=dtype, device=device)
-    pre = pre64 = None
+    pre = None
     if precondition is not None:
         if tuple(precondition.m.shape) != (dim,):
             raise ValueError(f"precondition must hold {dim} positive numbers")
-        pre, pre64 = precondition.to(device, dtype), precondition.to(device, f64)
+        pre = precondition.to(device, dtype)
     gathered = None
     if m:
         matrices = preconditioner_lib.blocks(layout.shapes, layout.offsets) if moments == "kronecker" else []
-        gathered = preconditioner_lib.Moments(dim, matrices, device)
+        gathered = preconditioner_lib.Moments(dim, matrices, device, dtype)
     began = time.perf_counter()
     for t in range(steps):
         if t == warm_steps and current != step_size:
@@ -548,8 +548,7 @@ def run_sgld(
             grad, loss = grad_fn(w, xb, yb)
         losses[:, t] = loss
         if pending_grad is not None:
-            change = (grad - pending_grad).double()
-            noise_stat[:, slot - 1] = _norm_sq(change, pre64) * nbeta**2
+            noise_stat[:, slot - 1] = _norm_sq(grad - pending_grad, pre) * nbeta**2
             pending_grad = None
         # w' = (1 − (ε/2)(γ + wd))·w + (ε/2)γ·w* − (ε/2)nβ·g + √ε·ξ, in four passes over the
         # gradient's own buffer (nothing allocated), or over a copy when the move is scored and
@@ -571,7 +570,7 @@ def run_sgld(
         if is_scored:
             grad2, loss2 = grad_fn(w_next, xb, yb)
             _score_move(w, w_next, w - center, grad, loss, grad2, loss2, nbeta, localization, weight_decay,
-                        current, out=(acc, curv, loc_energy), slot=slot, precondition=pre64, moments=gathered)
+                        current, out=(acc, curv, loc_energy), slot=slot, precondition=pre, moments=gathered)
             pending_grad = grad2 if t + 1 < steps else None
             slot += 1
         w = w_next
@@ -614,7 +613,7 @@ def _score_move(
     *, out: tuple[Tensor, Tensor, Tensor], slot: int, precondition: Preconditioner | None = None,
     moments: preconditioner_lib.Moments | None = None,
 ) -> None:
-    """MALA log-acceptance of the move w → w_next on one minibatch, in float64, per chain.
+    """MALA log-acceptance of the move w → w_next on one minibatch, per chain.
 
     With δ = w' − w (the move actually made) and G, G' = ∇U at w, w'::
 
@@ -623,31 +622,39 @@ def _score_move(
     which is ``−ΔU + log q(w|w') − log q(w'|w)`` for the proposal N(w − (ε/2)M·G, ε·M) (M = I
     without a preconditioner; ‖G‖²_M = G·M·G) with the Gaussian normalizers cancelled and the
     terms regrouped so that no two large numbers are subtracted (for a quadratic U the first two
-    terms cancel exactly). ``moments`` gathers G's second moments; ``precondition`` is in float64.
+    terms cancel exactly). ``moments`` gathers G's second moments.
+
+    Precision: each coordinate's arithmetic runs in the model's dtype, every sum over coordinates
+    in float64 (:func:`_dot`). δ, and G' − G for the curvature probe, are differences of close
+    numbers, exact in any binary float (Sterbenz); the rest rounds each coordinate's term by
+    ~1e-7 of itself, which the float64 sums keep from accumulating. The model's float32 losses
+    already limit ΔU to ~nβ·1e-8. (The whole in float64 cost a deep network's scored step
+    twice as much: docs/benchmarks.md §2i.)
     """
     acc, curv, loc_energy = out
-    f64 = torch.float64
-    d = w_next.to(f64) - w.to(f64)
-    r = diff.to(f64)
-    g, g2 = grad.to(f64), grad2.to(f64)
-    gu = g * nbeta + r * localization
-    gu2 = g2 * nbeta + (r + d) * localization
-    du = nbeta * (loss2.to(f64) - loss.to(f64)) + (localization / 2) * (d * (2 * r + d)).sum(dim=1)
+    d = w_next - w
+    gu = grad * nbeta + diff * localization
+    gu2 = grad2 * nbeta + (diff + d) * localization
+    du = nbeta * (loss2.double() - loss.double()) + (localization / 2) * (2 * _dot(d, diff) + _dot(d, d))
     if weight_decay:
-        w64 = w.to(f64)
-        gu = gu + weight_decay * w64
-        gu2 = gu2 + weight_decay * (w64 + d)
-        du = du + (weight_decay / 2) * (d * (2 * w64 + d)).sum(dim=1)
+        gu.add_(w, alpha=weight_decay)
+        gu2.add_(w_next, alpha=weight_decay)
+        du = du + (weight_decay / 2) * (2 * _dot(d, w) + _dot(d, d))
     if moments is not None:
         moments.observe(gu)
-    log_alpha = -du + (d * (gu + gu2)).sum(dim=1) / 2 + (step_size / 8) * (_norm_sq(gu, precondition)
-                                                                            - _norm_sq(gu2, precondition))
+    log_alpha = -du + _dot(d, gu + gu2) / 2 + (step_size / 8) * (_norm_sq(gu, precondition)
+                                                                 - _norm_sq(gu2, precondition))
     a = torch.exp(log_alpha.clamp(max=0.0))
     acc[:, slot] = torch.where(torch.isnan(a), torch.zeros_like(a), a)
-    curv[:, slot] = nbeta * ((g2 - g) * d).sum(dim=1)
-    loc_energy[:, slot] = (localization / 2) * r.square().sum(dim=1)
+    curv[:, slot] = nbeta * _dot(grad2 - grad, d)
+    loc_energy[:, slot] = (localization / 2) * _dot(diff, diff)
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Σ a·b per chain, (chains,) float64, for ``a``, ``b`` (chains, D) in any float dtype."""
+    return (a * b).sum(dim=1, dtype=torch.float64)
 
 
 def _norm_sq(v: Tensor, precondition: Preconditioner | None) -> Tensor:
-    """vᵀ·M·v per chain (M = I without a preconditioner), for ``v`` (chains, D)."""
-    return v.square().sum(dim=1) if precondition is None else precondition.norm_sq(v)
+    """vᵀ·M·v per chain (M = I without a preconditioner), (chains,) float64, for ``v`` (chains, D)."""
+    return _dot(v, v) if precondition is None else precondition.norm_sq(v)

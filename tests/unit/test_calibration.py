@@ -6,6 +6,7 @@ Fixed seeds throughout, so every number is deterministic; each tolerance says wh
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 
@@ -119,16 +120,22 @@ def test_acceptance_is_a_probability_that_falls_as_the_step_grows() -> None:
     assert means == sorted(means, reverse=True) and means[0] > 0.99 and means[-1] < 0.95
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("structure", ["plain", "diagonal", "kronecker"])
-def test_acceptance_equals_a_direct_metropolis_hastings_ratio(structure: str) -> None:
+def test_acceptance_equals_a_direct_metropolis_hastings_ratio(structure: str, dtype: torch.dtype) -> None:
     """One step from w*, full batch, with weight decay: the sampler's α against autograd's U and
     the proposal N(w − (ε/2)M∇U, εM) (M = I unpreconditioned; kronecker: the first layer's
-    weight rotated by random orthogonal bases, M written out as a dense matrix)."""
+    weight rotated by random orthogonal bases, M written out as a dense matrix), all in float64.
+    A float32 model's scoring runs each coordinate in float32 and sums in float64: its α must
+    still match the float64 reference at the same (float32) points, to what float32 losses
+    resolve (nβ·|U|·1e-7 ≈ 1e-5 in log α here). The curvature probe and the localization
+    energy likewise."""
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(64, 3, generator=gen, dtype=torch.float64)
     y = torch.sin(x.sum(dim=1, keepdim=True))
     torch.manual_seed(5)
     model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).double()
+    sampled = model if dtype == torch.float64 else copy.deepcopy(model).to(dtype)
     nbeta, gamma, wd = 50.0, 3.0, 0.7
     eps = 2e-2 if structure == "plain" else 4e-2
     center = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
@@ -143,8 +150,10 @@ def test_acceptance_equals_a_direct_metropolis_hastings_ratio(structure: str) ->
         rotation[:15, :15] = torch.kron(u, v)  # row-major vec(U·X·Vᵀ) = (U ⊗ V)·vec(X)
     m = rotation @ torch.diag(m_diag) @ rotation.T
     pre = None if structure == "plain" else preconditioner.Preconditioner(m_diag, bases)
-    trace = run_sgld(model, x, y, mse, chains=3, steps=1, step_size=eps, localization=gamma, nbeta=nbeta,
-                     batch_size=1000, seed=1, weight_decay=wd, accept_every=1, precondition=pre)
+    trace = run_sgld(sampled, x.to(dtype), y.to(dtype), mse, chains=3, steps=1, step_size=eps, localization=gamma,
+                     nbeta=nbeta, batch_size=1000, seed=1, weight_decay=wd, accept_every=1, precondition=pre)
+    if dtype != torch.float64:  # w* as the sampler saw it
+        center = torch.cat([p.detach().reshape(-1) for p in sampled.parameters()]).double()
     shapes = [p.shape for p in model.parameters()]
     names = [k for k, _ in model.named_parameters()]
 
@@ -162,13 +171,19 @@ def test_acceptance_equals_a_direct_metropolis_hastings_ratio(structure: str) ->
         r = a - b + eps / 2 * m @ grad_b
         return -(r @ torch.linalg.solve(m, r)) / (2 * eps)
 
-    expected = []
-    for new in trace.final:
+    expected, curvature, energy = [], [], []
+    for new in trace.final.double():
         u0, g0 = grad_u(center)
         u1, g1 = grad_u(new)
         log_alpha = -u1 + u0 + log_q(center, new, g1) - log_q(new, center, g0)
         expected.append(min(1.0, math.exp(log_alpha.item())))
-    assert trace.acceptance[:, 0].tolist() == pytest.approx(expected, rel=1e-6, abs=1e-9)
+        step = new - center  # ∇U's own localization and decay terms left out: the probe is nβ·∇L's
+        curvature.append(((g1 - g0) @ step - (gamma + wd) * step @ step).item())
+        energy.append(0.0)  # the step starts at w*
+    rel = 1e-6 if dtype == torch.float64 else 1e-4
+    assert trace.acceptance[:, 0].tolist() == pytest.approx(expected, rel=rel, abs=1e-9)
+    assert trace.curvature[:, 0].tolist() == pytest.approx(curvature, rel=rel)
+    assert trace.localization_energy[:, 0].tolist() == energy
     assert min(expected) < 0.99  # the check is not vacuous: some moves are really rejected
 
 
