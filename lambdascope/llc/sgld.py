@@ -626,10 +626,10 @@ def _score_move(
 
     Precision: each coordinate's arithmetic runs in the model's dtype, every sum over coordinates
     in float64 (:func:`_dot`). δ, and G' − G for the curvature probe, are differences of close
-    numbers, exact in any binary float (Sterbenz); the rest rounds each coordinate's term by
-    ~1e-7 of itself, which the float64 sums keep from accumulating. The model's float32 losses
-    already limit ΔU to ~nβ·1e-8. (The whole in float64 cost a deep network's scored step
-    twice as much: docs/benchmarks.md §2i.)
+    numbers, exact where the two are within a factor 2 of each other (Sterbenz); the rest rounds
+    each coordinate's term by ~1e-7 of itself, which the float64 sums keep from accumulating.
+    A float32 model's own losses already limit ΔU to ~nβ·|L|·1e-7. (All in float64, a deep
+    network's scored step cost twice as much: docs/benchmarks.md §2i.)
     """
     acc, curv, loc_energy = out
     d = w_next - w
