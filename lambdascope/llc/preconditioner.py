@@ -72,9 +72,10 @@ class Moments:
     """Σ over scored gradients of ∂U's second moments, per coordinate and (for the given blocks)
     of each matrix's rows and columns; :meth:`state` is plain data (snapshots keep it)."""
 
-    def __init__(self, dim: int, matrices: list[Block], device: torch.device, dtype: torch.dtype = torch.float64):
+    def __init__(self, dim: int, matrices: list[Block], device: torch.device, dtype: torch.dtype):
+        """``dtype``: what the products are computed in (the sampled model's); the sums are float64."""
         f64 = torch.float64
-        self.blocks, self.dtype = matrices, dtype  # dtype: the rows' and columns' products'; sums stay float64
+        self.blocks, self.dtype = matrices, dtype
         self.squares = torch.zeros(dim, dtype=f64, device=device)
         self.rows = [torch.zeros(b.rows, b.rows, dtype=f64, device=device) for b in matrices]
         self.cols = [torch.zeros(b.cols, b.cols, dtype=f64, device=device) for b in matrices]
