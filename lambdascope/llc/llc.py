@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.func import vmap
 
 from lambdascope.llc.calibration import (CalibrationResult, Lowered, after_divergence, calibrate, given, loss_curvature,
                                          predicted_bias, refine, retune, window_bias)
@@ -228,7 +229,9 @@ class LLCResult:
     nbeta: float
     num_examples: int
     num_parameters: int  # the SAMPLED parameters (a restricted run counts only its group)
-    traces: list[list[float]]  # per chain, the minibatch loss at every step, warm-up and burn-in included
+    # per chain, the minibatch loss at every step (less the minibatch's own loss at w*, plus L_n(w*),
+    # when the loss is a mean over examples: sgld.run_sgld's baseline), warm-up and burn-in included
+    traces: list[list[float]]
     sampling_seconds: float  # the main run only (calibration.seconds is separate)
     vectorized: bool  # whether the chains ran under vmap
     # mean MALA acceptance probability of the scored steps after burn-in (all scored steps if
@@ -278,20 +281,44 @@ def default_nbeta(n: int) -> float:
 
 def batch_losses(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, batch_size: int
-) -> tuple[float, list[float]]:
-    """(mean loss over all of (x, y), the loss of each full batch), without gradients."""
+) -> tuple[float, list[float], torch.Tensor | None]:
+    """(mean loss over all of (x, y), the loss of each full batch, each example's loss less that
+    mean), without gradients. The last is None when the loss is not a mean over examples (a
+    batch's loss differs from the mean of its examples' losses, or ``loss_fn`` cannot be mapped
+    over single examples): see :func:`lambdascope.llc.sgld.run_sgld`'s ``baseline``."""
     forward = make_forward(model, vectorized=True)
     state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     state = {k: v.detach() for k, v in state.items()}
-    total, per_batch = 0.0, []
+    total, per_batch, examples = 0.0, [], []
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
             xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-            value = loss_fn(forward(state, xb), yb).item()
+            output = forward(state, xb)
+            value = loss_fn(output, yb).item()
             total += value * xb.shape[0]
             if xb.shape[0] == batch_size:
                 per_batch.append(value)
-    return total / x.shape[0], per_batch
+            if examples is not None:
+                examples = _example_losses(loss_fn, output, yb, value, examples)
+    mean = total / x.shape[0]
+    baseline = torch.cat(examples).sub_(mean) if examples else None
+    return mean, per_batch, baseline
+
+
+def _example_losses(loss_fn: LossFn, output: torch.Tensor, target: torch.Tensor, batch_loss: float,
+                    found: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    """``found`` with this batch's per-example losses (float64) appended, or None when the batch's
+    loss is not their mean (to float32's precision)."""
+    try:
+        each = vmap(lambda o, t: loss_fn(o.unsqueeze(0), t.unsqueeze(0)))(output, target).double()
+    except Exception:  # noqa: BLE001 - a loss that cannot be mapped per example gets no baseline
+        return None
+    if each.shape != (output.shape[0],) or not bool(torch.isfinite(each).all()):
+        return None
+    if abs(float(each.mean()) - batch_loss) > 1e-5 * max(abs(batch_loss), float(each.abs().mean()), 1e-30):
+        return None
+    found.append(each)
+    return found
 
 
 def full_loss(
@@ -419,7 +446,7 @@ def estimate_llc(
     num_parameters = sum(named[k].numel() for k in names)
 
     try:
-        init_loss, per_batch = batch_losses(model, x, y, loss_fn, config.batch_size)
+        init_loss, per_batch, baseline = batch_losses(model, x, y, loss_fn, config.batch_size)
     except (RuntimeError, IndexError, TypeError) as exc:  # shapes, dtypes or ids the model rejects
         raise ValueError(f"the model cannot evaluate the loss on this data ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}); check that x, y and the loss "
@@ -457,7 +484,7 @@ def estimate_llc(
             calibration = calibrate(
                 model, x, y, loss_fn, config, params=names, nbeta=nbeta, init_loss=init_loss,
                 explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass, compiler=compiler,
-                deadline=calibration_deadline, top_eigenvalue=h_top, localization=gamma)
+                deadline=calibration_deadline, top_eigenvalue=h_top, localization=gamma, baseline=baseline)
             step_size = calibration.chosen_step_size
             start, calibration.states = calibration.states, None  # the result stays plain data
         calibration.top_eigenvalue, calibration.localization = h_top, gamma  # a given step's too
@@ -478,7 +505,7 @@ def estimate_llc(
                        dict(chains=config.chains, localization=gamma, nbeta=nbeta,
                             batch_size=config.batch_size, weight_decay=config.weight_decay, params=names,
                             explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass,
-                            compiler=compiler), began,
+                            compiler=compiler, baseline=baseline), began,
                        saver, resumed, device)
     deadline = began + config.max_seconds
     while True:
@@ -780,11 +807,11 @@ class _Sampler:
             check = judge()
             checks += 1
             status = check.status(rule)
+            if check.not_a_minimum:  # first: a stable estimate below L_n(w*) is no estimate
+                reason = "not_a_minimum"
+                break
             if check.met:
                 reason = "converged"
-                break
-            if check.not_a_minimum:
-                reason = "not_a_minimum"
                 break
             if done >= cap:
                 break

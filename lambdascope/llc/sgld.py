@@ -85,7 +85,9 @@ class SGLDTrace:
     scored step was the last one (no next minibatch to compare with).
     """
 
-    losses: Tensor  # (chains, steps) minibatch loss at the weights each step started from
+    # (chains, steps) minibatch loss at the weights each step started from; with run_sgld's
+    # ``baseline``, less the minibatch's own loss at w* plus L_n(w*)
+    losses: Tensor
     vectorized: bool  # whether the chains ran under vmap
     seconds: float
     accept_steps: Tensor  # (m,) long
@@ -440,6 +442,7 @@ def run_sgld(
     compiler: GradientCompiler | None = None,
     precondition: Preconditioner | None = None,
     moments: str = "diagonal",
+    baseline: Tensor | None = None,
 ) -> SGLDTrace:
     """Run ``chains`` SGLD chains for ``steps`` steps from the model's parameters w*.
 
@@ -465,6 +468,13 @@ def run_sgld(
     scoring, the curvature probe and the gradient noise measure that move (the noise weighted by
     M). ``moments``: which second moments of ∇U the scored steps gather (:attr:`SGLDTrace.moments`),
     "diagonal" (per coordinate) or "kronecker" (and each weight matrix's rows' and columns').
+    ``baseline`` (n,): each example's loss at w* less L_n(w*) (``llc.batch_losses``), for a loss
+    that is a mean over examples. Each recorded loss is then the minibatch's loss less the
+    minibatch's mean of it, ``L_B(w) − L_B(w*) + L_n(w*)``: the same expectation (every example
+    is drawn equally often), without the spread of L_B(w*) itself, which on noisy data sets
+    swamps λ̂: a regression with label noise of sd 0.5, n = 10,000 and a batch of 256 reads
+    nβ·L_B(w*) with an sd of ~24 against λ = 2.5 (docs/benchmarks.md §4zg). The chains move
+    exactly as without it; only the readout changes.
     """
     device = x.device
     layout, fixed, center = _sampled_layout(model, params)
@@ -511,6 +521,10 @@ def run_sgld(
     loc_energy = torch.full((chains, m), math.nan, dtype=f64, device=device)
     slot, pending_grad = 0, None  # pending_grad: loss gradient at w' on the scored step's batch
     xb, yb = x, y
+    if baseline is not None and tuple(baseline.shape) != (n,):
+        raise ValueError(f"baseline must hold one loss per example ({n}), not {tuple(baseline.shape)}")
+    # per-example baseline, read per step by the minibatch's indices (nothing to take off a full batch)
+    base = None if baseline is None or full_batch else baseline.to(device=device, dtype=dtype)
     noise = torch.empty(chains, noise_block, dim, dtype=dtype, device=device)
     pre = None
     if precondition is not None:
@@ -546,7 +560,7 @@ def run_sgld(
             vectorized = False
             grad_fn = _grad_fn(model, layout, fixed, loss_fn, vectorized, full_batch, chains_per_pass)
             grad, loss = grad_fn(w, xb, yb)
-        losses[:, t] = loss
+        losses[:, t] = loss if base is None else loss - base.index_select(0, idx).view(chains, batch_size).mean(1)
         if pending_grad is not None:
             noise_stat[:, slot - 1] = _norm_sq(grad - pending_grad, pre) * nbeta**2
             pending_grad = None

@@ -36,8 +36,9 @@ class Snapshots(Protocol):
 # The layout of a snapshot's state; raised when it changes, so that a worker never resumes one
 # written by another version (2: the main run records its sampling clock; 3: and its
 # preconditioner, and traces their gradients' second moments; 4: M in a basis, the moments of
-# each weight matrix's rows and columns).
-FORMAT = 4
+# each weight matrix's rows and columns; 5: the recorded losses less each minibatch's own loss at
+# w*, sgld.run_sgld's ``baseline``).
+FORMAT = 5
 
 
 def fingerprint(config: Any, num_parameters: int, num_examples: int, init_loss: float) -> str:
