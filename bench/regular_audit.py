@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| inputs | κ | n | d/2 | exact E at (nβ, γ) | γ | λ̂ (default audit) | rel err | verdict | stopped | steps | s |")
     print("|---:|---:|---:|---:|---:|---:|---|---:|---|---|---:|---:|")
     for spec in args.cases.split(","):
-        inputs, kappa, n = int(spec.split(":")[0]), float(spec.split(":")[1]), int(spec.split(":")[2])
+        inputs, kappa, n = (t(v) for t, v in zip((int, float, int), spec.split(":")))
         model, x, y, h = problem(inputs, kappa, n)
         began = time.perf_counter()
         audit = run_audit(model, x, y, F.mse_loss, AuditSettings(sgld=SGLDConfig()), device="cpu")

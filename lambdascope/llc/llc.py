@@ -298,17 +298,18 @@ def batch_losses(
             total += value * xb.shape[0]
             if xb.shape[0] == batch_size:
                 per_batch.append(value)
-            if examples is not None:
-                examples = _example_losses(loss_fn, output, yb, value, examples)
+            if examples is not None:  # dropped for good once a batch is not a mean over its examples
+                each = _example_losses(loss_fn, output, yb, value)
+                examples = None if each is None else examples + [each]
     mean = total / x.shape[0]
     baseline = torch.cat(examples).sub_(mean) if examples else None
     return mean, per_batch, baseline
 
 
-def _example_losses(loss_fn: LossFn, output: torch.Tensor, target: torch.Tensor, batch_loss: float,
-                    found: list[torch.Tensor]) -> list[torch.Tensor] | None:
-    """``found`` with this batch's per-example losses (float64) appended, or None when the batch's
-    loss is not their mean (to float32's precision)."""
+def _example_losses(loss_fn: LossFn, output: torch.Tensor, target: torch.Tensor,
+                    batch_loss: float) -> torch.Tensor | None:
+    """This batch's per-example losses (float64), or None when the batch's loss is not their mean
+    (to float32's precision)."""
     try:
         each = vmap(lambda o, t: loss_fn(o.unsqueeze(0), t.unsqueeze(0)))(output, target).double()
     except Exception:  # noqa: BLE001 - a loss that cannot be mapped per example gets no baseline
@@ -317,8 +318,7 @@ def _example_losses(loss_fn: LossFn, output: torch.Tensor, target: torch.Tensor,
         return None
     if abs(float(each.mean()) - batch_loss) > 1e-5 * max(abs(batch_loss), float(each.abs().mean()), 1e-30):
         return None
-    found.append(each)
-    return found
+    return each
 
 
 def full_loss(
