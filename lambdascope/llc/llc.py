@@ -918,9 +918,9 @@ def _too_late(lowered: Lowered, steps_left: int, clock: float, since: int, step_
 def _steps_wanted(check: Check | None, rule: StoppingRule, window: int, settle: float) -> tuple[int, str]:
     """(steps of the final window that would meet what a capped run lacked, as far as it scales
     with the window, and what that is), or (0, "") when none of it does: the ESS grows with the
-    window's length, the MCSE falls with its square root, a restarted window must span ``settle``
-    steps. Rounded up to a thousand. R-hat and the drift have no such rate, so a run lacking
-    them may need more."""
+    window's length, the MCSE and the drift's error fall with its square root, a restarted window
+    must span ``settle`` steps. Rounded up to a thousand. R-hat and the drift itself have no such
+    rate, so a run lacking them may need more."""
     if check is None or window <= 0:
         return 0, ""
     needs = {}
@@ -928,6 +928,9 @@ def _steps_wanted(check: Check | None, rule: StoppingRule, window: int, settle: 
         needs["ESS"] = window * rule.until_ess / check.ess
     if math.isfinite(check.mcse) and check.mcse > rule.max_mcse:
         needs["MCSE"] = window * (check.mcse / rule.max_mcse) ** 2
+    resolution = stopping_lib.resolution(check.llc, rule)
+    if abs(check.drift) <= rule.max_drift and math.isfinite(check.drift_error) and check.drift_error > resolution:
+        needs["the drift's resolution"] = window * (check.drift_error / resolution) ** 2
     if settle > window:
         needs["settling"] = settle
     if not needs:
