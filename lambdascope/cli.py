@@ -35,8 +35,8 @@ SAMPLER_FLAGS = {  # flag -> (SamplerConfig field, type, help); a test checks th
     "max_rhat": ("max_rhat", float, "... and their split R-hat is at most this (default 1.05)"),
     "max_mcse": ("max_mcse", float, "... and the Monte Carlo error of λ̂ is at most this fraction of it "
                  "(default 0.02)"),
-    "max_drift": ("max_drift", float, "... and λ̂ moves by at most this fraction into the draws "
-                  "(default 0.02)"),
+    "max_drift": ("max_drift", float, "... and λ̂ moves by at most this fraction per doubling of the "
+                  "chains' age into the draws, measured to within it (default 0.02)"),
     "max_steps": ("max_steps", int, "cap on steps per chain of a run that chooses its length "
                   "(default 100000; reaching it gives a warning)"),
     "max_seconds": ("max_seconds", float, "cap on the wall time of one estimate (default 1800; reaching "
