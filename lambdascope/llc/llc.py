@@ -928,9 +928,8 @@ def _steps_wanted(check: Check | None, rule: StoppingRule, window: int, settle: 
         needs["ESS"] = window * rule.until_ess / check.ess
     if math.isfinite(check.mcse) and check.mcse > rule.max_mcse:
         needs["MCSE"] = window * (check.mcse / rule.max_mcse) ** 2
-    resolution = stopping_lib.resolution(check.llc, rule)
-    if abs(check.drift) <= rule.max_drift and math.isfinite(check.drift_error) and check.drift_error > resolution:
-        needs["the drift's resolution"] = window * (check.drift_error / resolution) ** 2
+    if stopping_lib.unresolved(check, rule) and math.isfinite(check.drift_error):
+        needs["the drift's resolution"] = window * (check.drift_error / stopping_lib.resolution(check.llc, rule)) ** 2
     if settle > window:
         needs["settling"] = settle
     if not needs:

@@ -19,7 +19,10 @@ asks :func:`assess` whether its estimate can be trusted. The rule, all on the ma
   third of a doubling and stopped 8.4% low, while sampled on to 100,000 steps it climbed
   4-7% per doubling throughout. Each window's λ̂ is taken net of its predicted bias (as the
   reported λ̂ is): at a fixed step that bias grows as the chains stiffen, and its climb alone
-  read +4% per doubling on 3- and 6-layer DLNs whose λ̂ was within 1.6% of λ;
+  read +4% per doubling on 3- and 6-layer DLNs whose λ̂ was within 1.6% of λ. The drift must
+  also be **resolved**: its standard error at most ``max_drift`` (or half a unit of λ on small
+  models, :func:`resolution`), else a window too noisy to see a climb of several times the
+  bound would pass it by chance;
 - **settling** after the step was lowered mid-run: the window that restarts there must span a
   doubling of the chains' age (``settle``). Lowering the step drops the stiff modes' energy
   quickly while the slow ones go on climbing, and early on the two cancel in the drift: on a
@@ -28,9 +31,6 @@ asks :func:`assess` whether its estimate can be trusted. The rule, all on the ma
   doubling to 60,000 steps. A lowering whose window could not span that before the step cap is
   declined while the predicted bias is within the verdict's 5% (it is corrected): it could only
   end the run at its cap on a short window (``llc._too_late``);
-  The drift must also be **resolved**: its standard error at most ``max_drift`` (or half a
-  unit of λ on small models, :func:`resolution`), else a window too noisy to see a climb of
-  several times the bound would pass it by chance;
 - **split R-hat** (rank-normalized, bulk and tail) of the kept draws at most ``max_rhat``;
 - **bulk ESS** of the kept draws, over all chains, at least ``until_ess``;
 - **Monte Carlo error** of λ̂ (sd / sqrt(ESS of the mean), relative to λ̂) at most ``max_mcse``;
@@ -69,13 +69,13 @@ import numpy as np
 from lambdascope.llc import diagnostics
 
 __all__ = ["MIN_DRAWS", "Check", "StoppingRule", "assess", "drift", "drift_error", "drift_windows", "next_chunk",
-           "resolution"]
+           "resolution", "unresolved"]
 
 MIN_DRAWS = 100  # kept draws per chain before any check may pass
 FIRST_CHUNK = 400  # steps of the main run before the first check
 MIN_CHUNK = 100
-HALF_UNIT = 0.5  # λ units: the drift is resolved to within this much per doubling on small models (resolution)
 GROWTH = 0.25  # each later chunk adds this fraction of the main run so far
+HALF_UNIT = 0.5  # λ units: the drift is resolved to within this much per doubling on small models (resolution)
 
 
 @dataclass(frozen=True)
@@ -239,10 +239,16 @@ def assess(losses: np.ndarray, nbeta: float, init_loss: float, rule: StoppingRul
         missing.append(f"MCSE {_pct(mcse)}/{100 * rule.max_mcse:g}%")
     if not abs(d) <= rule.max_drift:
         missing.append(_drift_text(d, check.drift_error, rule))
-    elif not check.drift_error <= resolution(llc, rule):
+    elif unresolved(check, rule):
         missing.append(f"drift error ±{_pct(check.drift_error)}/{_pct(resolution(llc, rule))} per doubling "
                        f"(too noisy to tell a climb)")
     return check
+
+
+def unresolved(check: Check, rule: StoppingRule) -> bool:
+    """The check's drift is within its bound but not measured finely enough to say so
+    (:func:`resolution`; an unknown error counts as too large)."""
+    return abs(check.drift) <= rule.max_drift and not check.drift_error <= resolution(check.llc, rule)
 
 
 def resolution(llc: float, rule: StoppingRule) -> float:
