@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     energy = nbeta * hessian
     eye = torch.eye(dim, dtype=torch.float64)
     stiffness = energy + gamma * eye
-    rotation_t = m.unrotate_(eye.clone())  # row i is R·e_i: Rᵀ
+    rotation_t = m.unrotated(eye)  # row i is R·e_i: Rᵀ
     kronecker_root = rotation_t.T @ (m.root[:, None] * rotation_t)
     a, v = torch.linalg.eigh(stiffness)
     exact_root = (v * (a.clamp(min=gamma) / gamma).pow(-preconditioner.POWER / 2)) @ v.T

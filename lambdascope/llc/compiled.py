@@ -52,6 +52,8 @@ class GradientCompiler:
         self._trace: Callable | None = None  # the chains' gradient as a function of tensors only
         self._names: list[str] = []  # the fixed tensors' names, in the order the graphs take them
         self._graphs: dict[tuple, Callable] = {}  # compiled graphs by the shapes they were built for
+        self._moves: dict[tuple, Callable] = {}  # compiled preconditioned moves, by blocks and layout
+        self.move_failure = ""  # why compiling the preconditioned move failed ("" if it did not)
 
     def due(self, eager_seconds_now: float) -> bool:
         """Whether to compile, with ``eager_seconds_now`` spent eagerly by the run in progress."""
@@ -89,7 +91,7 @@ class GradientCompiler:
             except Exception as err:  # noqa: BLE001 - any failure to compile leaves eager, which works
                 self.compiled_before = self.state == "compiled"  # a later group size's graph failed
                 self.state, self._trace, self._graphs = "failed", None, {}
-                self.failure = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+                self.failure = _first_line(err)
                 log.warning("compiling the gradient failed (%s); sampling goes on with the eager gradient", self.failure)
                 return eager(flat, xb, yb)
             self.state = "compiled"
@@ -97,10 +99,41 @@ class GradientCompiler:
 
         return step
 
+    def move(self, blocks: tuple, eager: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        """The compiled counterpart of a preconditioned move, ``eager`` =
+        :func:`~lambdascope.llc.preconditioner.step_function` of ``blocks``: one graph per layout
+        of its inputs (M's tensors are inputs, so a re-estimated M of the same blocks reuses it).
+        Eager for the rest of the estimate if compiling or running it fails; its inputs are never
+        modified, so the eager move can redo a failed one."""
+        def step(*inputs: torch.Tensor) -> torch.Tensor:
+            if self.move_failure:
+                return eager(*inputs)
+            key = (blocks, *((t.shape, t.stride(), t.dtype) for t in inputs))
+            try:
+                graph = self._moves.get(key)
+                if graph is None:
+                    began = time.perf_counter()
+                    graph = self._moves[key] = _compile(eager, inputs)
+                    self.compile_seconds += time.perf_counter() - began
+                out = graph(*inputs)
+            except Exception as err:  # noqa: BLE001 - the eager move does the same
+                self._moves = {}
+                self.move_failure = _first_line(err)
+                log.warning("compiling the preconditioned move failed (%s); it goes on eagerly", self.move_failure)
+                return eager(*inputs)
+            return out[0] if isinstance(out, (tuple, list)) else out
+        return step
+
     def summary(self) -> str:
         """What happened, for the estimate's report."""
+        if self.move_failure:
+            return f"{self._gradient_summary()}; compiling the preconditioned move failed ({self.move_failure}), it ran eagerly"
+        return self._gradient_summary()
+
+    def _gradient_summary(self) -> str:
         if self.state == "compiled":
-            return (f"gradient compiled with torch's inductor after {self.eager_seconds:.1f} s of eager sampling "
+            what = "gradient and preconditioned move" if self._moves else "gradient"
+            return (f"{what} compiled with torch's inductor after {self.eager_seconds:.1f} s of eager sampling "
                     f"(compiling took {self.compile_seconds:.1f} s)")
         if self.state == "failed" and self.compiled_before:
             return (f"gradient compiled with torch's inductor after {self.eager_seconds:.1f} s of eager sampling, "
@@ -113,6 +146,11 @@ class GradientCompiler:
                     f"{self.after_seconds:g} s after which compiling pays")
         return (f"not compiled: the run passed the {self.after_seconds:g} s after which compiling pays "
                 f"only in its last stretch (sampled {self.eager_seconds:.1f} s eagerly)")
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _compile(fn: Callable, inputs: tuple[torch.Tensor, ...]) -> Callable:

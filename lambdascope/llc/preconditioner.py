@@ -36,7 +36,7 @@ probes measure the move it made (ε·nβ·tr(M∇²L) along it).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -130,28 +130,27 @@ class Preconditioner:
                               [(b, u.to(device=device, dtype=dtype), v.to(device=device, dtype=dtype))
                                for b, u, v in self.bases], self.bias_ratio)
 
-    def rotate_(self, flat: Tensor) -> Tensor:
-        """``flat`` (chains, D) into M's eigenbasis, in place."""
-        for b, u, v in self.bases:
-            part = b.of(flat)
-            part.copy_(u.mT @ part @ v)
-        return flat
+    def rotated(self, flat: Tensor) -> Tensor:
+        """``flat`` (chains, D) in M's eigenbasis: Rᵀ·flat (a new tensor)."""
+        return _rotated(flat, self.bases, inverse=False)
 
-    def unrotate_(self, flat: Tensor) -> Tensor:
-        for b, u, v in self.bases:
-            part = b.of(flat)
-            part.copy_(u @ part @ v.mT)
-        return flat
+    def unrotated(self, flat: Tensor) -> Tensor:
+        """R·flat (a new tensor): back from M's eigenbasis."""
+        return _rotated(flat, self.bases, inverse=True)
 
-    def move_(self, drift: Tensor, noise: Tensor, scale: float) -> Tensor:
-        """``drift`` ← M·drift + scale·M^½·ξ, in place, for ``noise`` ξ ~ N(0, I) (drawn in the
-        eigenbasis: a rotation of N(0, I) is N(0, I))."""
-        return self.unrotate_(self.rotate_(drift).mul_(self.m).addcmul_(noise, self.root, value=scale))
+    @property
+    def blocks(self) -> tuple[Block, ...]:
+        """The rotated matrices: with the chains' shapes, what fixes :func:`step_function`'s graph."""
+        return tuple(b for b, _, _ in self.bases)
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        """M as :func:`step_function` takes it: m, M^½'s diagonal, each block's (U_rows, U_cols)."""
+        return (self.m, self.root, *(t for _, u, v in self.bases for t in (u, v)))
 
     def norm_sq(self, v: Tensor) -> Tensor:
         """vᵀ·M·v per chain, (chains,) float64, for ``v`` (chains, D) (not modified): each
         coordinate's arithmetic in M's dtype (the sampled model's), the sum in float64."""
-        rotated = self.rotate_(v.to(self.m.dtype, copy=True)) if self.bases else v.to(self.m.dtype)
+        rotated = self.rotated(v.to(self.m.dtype)) if self.bases else v.to(self.m.dtype)
         return (rotated.square() * self.m).sum(dim=1, dtype=torch.float64)
 
     def state(self) -> dict:
@@ -164,6 +163,43 @@ class Preconditioner:
     def from_state(state: dict) -> Preconditioner:
         bases = [(Block(*b), u, v) for b, u, v in zip(state["blocks"], state["rows"], state["cols"])]
         return Preconditioner(state["m"], bases, state["bias_ratio"])
+
+
+def _rotated(flat: Tensor, bases: Sequence[tuple[Block, Tensor, Tensor]], inverse: bool) -> Tensor:
+    """Rᵀ·flat, or R·flat when ``inverse``, as one new tensor of the pieces (compiled, this is
+    the matrices' products and one copy; writing each block into ``flat`` in place becomes a
+    scatter of the whole tensor per block once functionalized, slower than eager)."""
+    if not bases:
+        return flat.clone()
+    pieces, at = [], 0
+    for b, u, v in bases:
+        if b.offset > at:
+            pieces.append(flat[:, at:b.offset])
+        part = b.of(flat)
+        pieces.append((u @ part @ v.mT if inverse else u.mT @ part @ v).flatten(1))
+        at = b.offset + b.rows * b.cols
+    if at < flat.shape[1]:
+        pieces.append(flat[:, at:])
+    return torch.cat(pieces, dim=1)
+
+
+def step_function(blocks: Sequence[Block]) -> Callable[..., Tensor]:
+    """One preconditioned SGLD move as a function of tensors only, so that the same code runs
+    eagerly and compiled into one graph (:meth:`compiled.GradientCompiler.graph`; eagerly a move
+    is ~40 small operations, whose dispatch was a fifth to a third of their time on the suite's
+    deep linear networks, docs/benchmarks.md §2j):
+
+    ``step(g, w, w*, ξ, coef, *M.tensors())`` = ``w + M·(c₀·g + c₁·w + c₂·w*) + c₃·M^½·ξ``, with
+    ``coef`` = (−(ε/2)·nβ, −(ε/2)·(γ + wd), (ε/2)·γ, √ε) and ξ ~ N(0, I) drawn in M's eigenbasis
+    (a rotation of N(0, I) is N(0, I)). Nothing given is modified."""
+    blocks = tuple(blocks)
+
+    def step(grad: Tensor, w: Tensor, center: Tensor, noise: Tensor, coef: Tensor, m: Tensor, root: Tensor,
+             *factors: Tensor) -> Tensor:
+        bases = list(zip(blocks, factors[0::2], factors[1::2]))
+        drift = _rotated(grad * coef[0] + w * coef[1] + center * coef[2], bases, inverse=False)
+        return w + _rotated(drift * m + noise * root * coef[3], bases, inverse=True)
+    return step
 
 
 def estimate(moments: dict, localization: float, structure: str) -> Preconditioner | None:

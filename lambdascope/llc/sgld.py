@@ -497,13 +497,22 @@ def run_sgld(
     grad_fn = _grad_fn(model, layout, fixed, loss_fn, vectorized, full_batch, chains_per_pass)
     compiled = False
 
-    def compile_now() -> None:  # the same passes, each through the compiled gradient
-        nonlocal grad_fn, compiled
+    def compile_now() -> None:  # the same passes, each through the compiled gradient (and move)
+        nonlocal grad_fn, compiled, move
         eager_pass = _grad_fn(model, layout, fixed, loss_fn, True, full_batch)
         one_pass = compiler.gradient(_chain_loss(model, layout, loss_fn, True), fixed, full_batch, eager_pass)
         grad_fn = _in_groups(one_pass, chains_per_pass, full_batch)
+        if pre is not None:
+            move = compiler.move(pre.blocks, eager_move)
         compiled = True
 
+    pre = move = eager_move = None
+    if precondition is not None:
+        if tuple(precondition.m.shape) != (dim,):
+            raise ValueError(f"precondition must hold {dim} positive numbers")
+        pre = precondition.to(device, dtype)
+        move = eager_move = preconditioner_lib.step_function(pre.blocks)
+    held = pre.tensors() if pre is not None else ()
     if compiler is not None and vectorized and compiler.state == "compiled":
         compile_now()
     losses = torch.empty(chains, steps, dtype=dtype, device=device)
@@ -526,11 +535,13 @@ def run_sgld(
     # per-example baseline, read per step by the minibatch's indices (nothing to take off a full batch)
     base = None if baseline is None or full_batch else baseline.to(device=device, dtype=dtype)
     noise = torch.empty(chains, noise_block, dim, dtype=dtype, device=device)
-    pre = None
-    if precondition is not None:
-        if tuple(precondition.m.shape) != (dim,):
-            raise ValueError(f"precondition must hold {dim} positive numbers")
-        pre = precondition.to(device, dtype)
+
+    def coefficients() -> Tensor | None:
+        """The move's constants at the current step size (preconditioner.step_function)."""
+        return None if pre is None else torch.tensor(
+            [-half * nbeta, -half * (localization + weight_decay), half * localization, scale], dtype=dtype,
+            device=device)
+    coef = coefficients()
     gathered = None
     if m:
         matrices = preconditioner_lib.blocks(layout.shapes, layout.offsets) if moments == "kronecker" else []
@@ -540,6 +551,7 @@ def run_sgld(
         if t == warm_steps and current != step_size:
             current = step_size
             half, scale = current / 2, math.sqrt(current)
+            coef = coefficients()
         kn, ki = t % noise_block, t % index_block
         if kn == 0:
             for c, g in enumerate(noise_gens):
@@ -567,20 +579,17 @@ def run_sgld(
         # w' = (1 − (ε/2)(γ + wd))·w + (ε/2)γ·w* − (ε/2)nβ·g + √ε·ξ, in four passes over the
         # gradient's own buffer (nothing allocated), or over a copy when the move is scored and
         # its parts are needed; both give the same numbers, so scoring never changes a chain.
-        # Preconditioned: w' = w + M·(−(ε/2)(nβ·g + (γ + wd)·w − γ·w*)) + √ε·M^½ξ (Preconditioner.move_).
+        # Preconditioned: w' = w + M·(−(ε/2)(nβ·g + (γ + wd)·w − γ·w*)) + √ε·M^½ξ, one function
+        # (preconditioner.step_function) that leaves g as it is, compiled with the gradient.
         is_scored = slot < m and scored[slot] == t
-        w_next = grad.mul(-half * nbeta) if is_scored else grad.mul_(-half * nbeta)
         if pre is None:
+            w_next = grad.mul(-half * nbeta) if is_scored else grad.mul_(-half * nbeta)
             w_next.add_(w, alpha=1.0 - half * (localization + weight_decay))
             if localization:
                 w_next.add_(center, alpha=half * localization)
             w_next.add_(noise[:, kn], alpha=scale)
         else:
-            if localization + weight_decay:
-                w_next.add_(w, alpha=-half * (localization + weight_decay))
-            if localization:
-                w_next.add_(center, alpha=half * localization)
-            pre.move_(w_next, noise[:, kn], scale).add_(w)
+            w_next = move(grad, w, center, noise[:, kn], coef, *held)
         if is_scored:
             grad2, loss2 = grad_fn(w_next, xb, yb)
             _score_move(w, w_next, w - center, grad, loss, grad2, loss2, nbeta, localization, weight_decay,

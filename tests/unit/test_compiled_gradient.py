@@ -215,3 +215,58 @@ def test_a_failure_after_a_first_graph_says_when_the_estimate_went_eager(monkeyp
     assert "then compiling a graph for another group of chains failed (RuntimeError: no compiler for this one)" \
         in compiler.summary()
     torch.testing.assert_close(sampled.losses, eager.losses, rtol=1e-4, atol=1e-7)
+
+
+def _kronecker_m(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """A Kronecker M from a scored run's gradients on the DLN (its three weight matrices rotated)."""
+    from lambdascope.llc import preconditioner
+
+    gathered = run_sgld(model, x, y, _mse, chains=4, steps=400, step_size=2e-5, localization=10.0, nbeta=300.0,
+                        batch_size=64, seed=1, accept_every=1, moments="kronecker").moments
+    pre = preconditioner.estimate(gathered, 10.0, "kronecker")
+    assert pre is not None and len(pre.bases) == 3
+    return pre
+
+
+def test_preconditioned_chains_compiled_follow_the_eager_ones():
+    """The default audit's move (a Kronecker M, every 10th move scored): the gradient and the move
+    compiled give the eager chains, losses, acceptance and gathered moments."""
+    model, x, y = _dln(40)
+    run = dict(chains=3, steps=300, step_size=2e-5, localization=10.0, nbeta=300.0, batch_size=64, seed=4,
+               accept_every=10, precondition=_kronecker_m(model, x, y), moments="kronecker")
+    eager = run_sgld(model, x, y, _mse, **run)
+    compiler = GradientCompiler(after_seconds=0.0)
+    compiled = run_sgld(model, x, y, _mse, compiler=compiler, **run)
+    assert compiler.summary().startswith("gradient and preconditioned move compiled"), compiler.summary()
+    torch.testing.assert_close(compiled.losses, eager.losses, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(compiled.final, eager.final, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(compiled.acceptance, eager.acceptance, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(compiled.moments["rows"], eager.moments["rows"], rtol=1e-3, atol=1e-6)
+    assert not torch.allclose(compiled.final[0], compiled.final[1])  # the chains moved apart
+
+
+def test_a_move_that_fails_to_compile_goes_on_eagerly_and_says_so(monkeypatch):
+    """Compiling the gradient works, compiling the move does not: the chains are the eager ones
+    (the failed move redone eagerly, nothing lost) and the summary names the failure."""
+    import lambdascope.llc.compiled as compiled_module
+
+    real = compiled_module._compile
+
+    def move_fails(fn, inputs):
+        if fn.__name__ == "step":  # preconditioner.step_function's
+            raise RuntimeError("no graph for the move")
+        return real(fn, inputs)
+
+    monkeypatch.setattr(compiled_module, "_compile", move_fails)
+    model, x, y = _dln(41)
+    run = dict(chains=2, steps=60, step_size=2e-5, localization=10.0, nbeta=300.0, batch_size=64, seed=6,
+               accept_every=10, precondition=_kronecker_m(model, x, y))
+    eager = run_sgld(model, x, y, _mse, **run)
+    compiler = GradientCompiler(after_seconds=0.0)
+    sampled = run_sgld(model, x, y, _mse, compiler=compiler, **run)
+    assert compiler.state == "compiled"
+    assert compiler.summary().startswith("gradient compiled with torch's inductor")
+    assert compiler.summary().endswith(
+        "; compiling the preconditioned move failed (RuntimeError: no graph for the move), it ran eagerly")
+    torch.testing.assert_close(sampled.losses, eager.losses, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(sampled.final, eager.final, rtol=1e-4, atol=1e-6)

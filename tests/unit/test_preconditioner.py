@@ -40,14 +40,57 @@ def _exact_energy(h_loss: torch.Tensor, gamma: float, eps: float, root: torch.Te
     return exact, 0.5 * torch.trace(h_loss @ torch.linalg.inv(h_loss + gamma * eye)).item()
 
 
-def _dense(pre: preconditioner.Preconditioner, power: float) -> torch.Tensor:
-    """M^power as a dense matrix: R·diag(m^power)·Rᵀ."""
-    d = pre.m.numel()
-    rotation = torch.eye(d, dtype=torch.float64)
+def _rotation(pre: preconditioner.Preconditioner) -> torch.Tensor:
+    """R as a dense matrix: the identity but for each block's U ⊗ V."""
+    rotation = torch.eye(pre.m.numel(), dtype=torch.float64)
     for block, u, v in pre.bases:
         s = slice(block.offset, block.offset + block.rows * block.cols)
         rotation[s, s] = torch.kron(u.double(), v.double())  # row-major vec(U·X·Vᵀ) = (U ⊗ V)·vec(X)
+    return rotation
+
+
+def _dense(pre: preconditioner.Preconditioner, power: float) -> torch.Tensor:
+    """M^power as a dense matrix: R·diag(m^power)·Rᵀ."""
+    rotation = _rotation(pre)
     return rotation @ torch.diag(pre.m.double().pow(power)) @ rotation.T
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_one_move_is_the_preconditioned_sgld_step(compiled: bool) -> None:
+    """step_function, eagerly and compiled to one graph, against the step written out with dense
+    matrices: w + M·(c₀g + c₁w + c₂w*) + c₃·R·diag(√m)·ξ, on a layout with vectors before, between
+    and after two rotated matrices (float64: the two must agree to rounding)."""
+    from lambdascope.llc.compiled import GradientCompiler
+
+    gen = torch.Generator().manual_seed(3)
+    shapes = [torch.Size(s) for s in [(3,), (4, 5), (2,), (3, 6), (5,)]]
+    offsets = [0, 3, 23, 25, 43]
+    d = 48
+
+    def orthogonal(k: int) -> torch.Tensor:
+        return torch.linalg.qr(torch.randn(k, k, generator=gen, dtype=torch.float64))[0]
+    bases = [(b, orthogonal(b.rows), orthogonal(b.cols)) for b in preconditioner.blocks(shapes, offsets)]
+    assert [b for b, _, _ in bases] == [preconditioner.Block(3, 4, 5), preconditioner.Block(25, 3, 6)]
+    pre = preconditioner.Preconditioner(torch.rand(d, generator=gen, dtype=torch.float64) + 0.1, bases)
+    grad, w, noise = (torch.randn(2, d, generator=gen, dtype=torch.float64) for _ in range(3))
+    center = torch.randn(d, generator=gen, dtype=torch.float64)
+    coef = torch.tensor([-0.3, -0.02, 0.015, 0.1], dtype=torch.float64)
+    step = preconditioner.step_function(pre.blocks)
+    if compiled:
+        compiler = GradientCompiler(after_seconds=0.0)
+        step = compiler.move(pre.blocks, step)
+    inputs = (grad, w, center, noise, coef, *pre.tensors())
+    kept = [t.clone() for t in inputs]
+    moved = step(*inputs)
+
+    rotation = _rotation(pre)
+    drift = coef[0] * grad + coef[1] * w + coef[2] * center
+    expected = w + drift @ _dense(pre, 1.0).T + coef[3] * (noise * pre.m.sqrt()) @ rotation.T
+    torch.testing.assert_close(moved, expected, rtol=1e-12, atol=1e-12)
+    assert all(torch.equal(a, b) for a, b in zip(inputs, kept))  # nothing given was modified
+    if compiled:
+        assert not compiler.move_failure and compiler.summary().startswith("not compiled")  # the gradient was not
+        assert compiler.compile_seconds > 0
 
 
 def test_a_fixed_preconditioner_samples_the_exact_euler_maruyama_energy() -> None:
