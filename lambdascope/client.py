@@ -279,17 +279,20 @@ class Client:
     # -- a job's own files (a job's credential only: lambdascope.job_state) -----------------
 
     def put_job_state(self, name: str, path: str | os.PathLike) -> registry_pb2.JobStateFile:
-        """Replace the running job's file `name` with the file at `path`."""
+        """Replace the running job's file `name` with the file at `path`. Streamed again while the
+        registry is unavailable, as `upload_model` (a repeat replaces the file whole again)."""
         path = pathlib.Path(path)
         sha, size = file_digest(path)
         header = registry_pb2.JobStateHeader(name=name, sha256=sha, size_bytes=size)
-        return self.registry.PutJobState(
-            _upload_stream(path, registry_pb2.PutJobStateRequest, header),
-            timeout=self._transfer_seconds(size))
+        return self._upload(self.registry.PutJobState, path, registry_pb2.PutJobStateRequest, header)
 
     def get_job_state(self, name: str, dest: str | os.PathLike) -> pathlib.Path | None:
-        """Write the running job's file `name` to `dest`; None when the job has none."""
+        """Write the running job's file `name` to `dest`; None when the job has none. Read again
+        from the start while the registry answers UNAVAILABLE, for up to the client's timeout."""
         dest = pathlib.Path(dest)
+        return _while_unavailable(time.monotonic() + self.timeout, lambda _left: self._read_job_state(name, dest))
+
+    def _read_job_state(self, name: str, dest: pathlib.Path) -> pathlib.Path | None:
         chunks = self.registry.GetJobState(registry_pb2.GetJobStateRequest(name=name), timeout=None)
         tmp = dest.with_name(dest.name + ".part")
         try:
@@ -332,22 +335,10 @@ class Client:
         """Stream `path` under `header`, again from the start while the registry answers
         UNAVAILABLE (restarting, its database or object store down), until the transfer's
         deadline. A stream cannot be replayed by the channel's retry policy or the
-        interceptor; the header's request id makes a repeat safe."""
-        deadline, delay = time.monotonic() + self._transfer_seconds(header.size_bytes), 0.5
-        unavailable: grpc.RpcError | None = None  # the last answer that said why
-        while True:
-            try:
-                return call(_upload_stream(path, message_type, header),
-                            timeout=max(0.001, deadline - time.monotonic()))
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and unavailable is not None:
-                    raise unavailable from None  # the try cut short by the deadline says less
-                pause = _retry_pause(deadline, delay)
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or pause is None:
-                    raise
-                unavailable = exc
-            time.sleep(pause)
-            delay = min(2 * delay, MAX_RETRY_DELAY)
+        interceptor; a repeat is safe (an upload's header carries its request id, a job's file
+        is replaced whole)."""
+        return _while_unavailable(time.monotonic() + self._transfer_seconds(header.size_bytes),
+                                  lambda left: call(_upload_stream(path, message_type, header), timeout=left))
 
     def download_model_version(self, version_id: str, dest: str | os.PathLike, *,
                                via: str = "auto") -> pathlib.Path:
@@ -605,6 +596,25 @@ def _retry_pause(deadline: float, delay: float) -> float | None:
     `deadline` (time.monotonic())."""
     pause = delay * (0.5 + random.random())
     return None if time.monotonic() + pause >= deadline else pause
+
+
+def _while_unavailable(deadline: float, attempt: Callable[[float], Any]) -> Any:
+    """``attempt(seconds left)``, again from the start after jittered pauses while it fails
+    UNAVAILABLE and `deadline` (time.monotonic()) leaves time for another try. A try that the
+    deadline cut short after an UNAVAILABLE raises that UNAVAILABLE: it says why."""
+    delay, unavailable = 0.5, None
+    while True:
+        try:
+            return attempt(max(0.001, deadline - time.monotonic()))
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and unavailable is not None:
+                raise unavailable from None
+            pause = _retry_pause(deadline, delay)
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or pause is None:
+                raise
+            unavailable = exc
+        time.sleep(pause)
+        delay = min(2 * delay, MAX_RETRY_DELAY)
 
 
 def _upload_stream(path: pathlib.Path, message_type: Any, header: Any) -> Iterator[Any]:

@@ -18,6 +18,10 @@ an operation torch cannot compile) the estimate goes on eagerly and says so.
 Chains stepped in groups (models too large for all chains at once, or timed faster that way)
 go through the same compiled gradient group by group (a smaller last group is a second graph).
 The vmap-less fallback for models vmap cannot batch stays eager.
+
+A preconditioned run's move (:func:`lambdascope.llc.preconditioner.step_function`: the rotations
+into M's eigenbasis and back, ~40 small operations) is compiled at the same moment, to its own
+graph (:meth:`GradientCompiler.move`): about 8% off a default audit's step (docs/benchmarks.md §2j).
 """
 from __future__ import annotations
 

@@ -3,8 +3,11 @@ a job's credential reaches them, and only its own job's; the training run's resu
 through them; the collector removes those of jobs that ended without removing them."""
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -106,3 +109,36 @@ def test_the_collector_removes_the_files_of_jobs_that_ended(platform, tmp_path):
         assert admin.collect_garbage().job_files_removed == 1
     assert not (objects / "train-ended").exists() or not any((objects / "train-ended").iterdir())
     assert (objects / "train-running" / "state").exists()
+
+
+def _kill_registry(platform) -> None:
+    """SIGKILL the registry: a crash, not a graceful stop."""
+    proc = platform.procs.pop("registry")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_a_jobs_file_waits_out_a_registry_restart(platform, tmp_path):
+    """A worker's snapshot is not lost to a registry restart: put_job_state streams again while
+    the registry is down and lands once it is back; get_job_state reads again until it is."""
+    source = tmp_path / "state.bin"
+    source.write_bytes(b"chain positions" * 5000)
+    worker, _ = job_client(platform, "team-a", "audit-restarted")
+    try:
+        with worker, ThreadPoolExecutor(1) as pool:
+            _kill_registry(platform)
+            pending = pool.submit(worker.put_job_state, "snapshot", source)
+            time.sleep(1.0)
+            assert not pending.done()  # still trying
+            platform.restart("registry")
+            assert pending.result(60).size_bytes == source.stat().st_size
+
+            _kill_registry(platform)
+            pending = pool.submit(worker.get_job_state, "snapshot", tmp_path / "back.bin")
+            time.sleep(1.0)
+            assert not pending.done()
+            platform.restart("registry")
+            assert pending.result(60).read_bytes() == source.read_bytes()
+    finally:
+        if "registry" not in platform.procs:
+            platform.restart("registry")
