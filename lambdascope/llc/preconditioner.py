@@ -185,13 +185,12 @@ def _rotated(flat: Tensor, bases: Sequence[tuple[Block, Tensor, Tensor]], invers
 
 def step_function(blocks: Sequence[Block]) -> Callable[..., Tensor]:
     """One preconditioned SGLD move as a function of tensors only, so that the same code runs
-    eagerly and compiled into one graph (:meth:`compiled.GradientCompiler.graph`; eagerly a move
-    is ~40 small operations, whose dispatch was a fifth to a third of their time on the suite's
-    deep linear networks, docs/benchmarks.md §2j):
+    eagerly and compiled into one graph (:meth:`compiled.GradientCompiler.move`; eagerly a move
+    is ~40 small operations, docs/benchmarks.md §2j):
 
-    ``step(g, w, w*, ξ, coef, *M.tensors())`` = ``w + M·(c₀·g + c₁·w + c₂·w*) + c₃·M^½·ξ``, with
-    ``coef`` = (−(ε/2)·nβ, −(ε/2)·(γ + wd), (ε/2)·γ, √ε) and ξ ~ N(0, I) drawn in M's eigenbasis
-    (a rotation of N(0, I) is N(0, I)). Nothing given is modified."""
+    ``step(g, w, w*, ξ, coef, *M.tensors())`` = ``w + M·(c₀·g + c₁·w + c₂·w*) + c₃·R·diag(√m)·ξ``,
+    with ``coef`` = (−(ε/2)·nβ, −(ε/2)·(γ + wd), (ε/2)·γ, √ε) and ξ ~ N(0, I) drawn in M's
+    eigenbasis (R·diag(√m)·ξ has covariance M, as M^½·ξ does). Nothing given is modified."""
     blocks = tuple(blocks)
 
     def step(grad: Tensor, w: Tensor, center: Tensor, noise: Tensor, coef: Tensor, m: Tensor, root: Tensor,
