@@ -6,8 +6,8 @@
 
 The network is rebuilt from a default_audit results file (its row's case); the estimate is
 `estimate_llc(..., SGLDConfig())`, the defaults the CLI's audit runs with; the other flags change
-one setting each (nβ, γ, M, how long it samples) for a study of what the estimator tends to
-(docs/benchmarks.md §4za). Each line: seconds,
+one setting each (nβ, γ, M, the target bias, how long it samples) for a study of what the
+estimator tends to (docs/benchmarks.md §4za, §4zj). Each line: seconds,
 steps per chain, the window's λ̂ as sampled (before the bias correction) over λ, the status.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ import dln
 import torch
 import torch.nn.functional as F
 
+from lambdascope.llc import calibration
 from lambdascope.llc.llc import SGLDConfig, estimate_llc
 
 
@@ -36,8 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--until-ess", type=float, default=SGLDConfig.until_ess, help="a larger one samples on")
     p.add_argument("--max-steps", type=int, default=SGLDConfig.max_steps)
     p.add_argument("--precondition", default=SGLDConfig.precondition, choices=("kronecker", "diagonal", "none"))
+    p.add_argument("--target-bias", type=float, default=calibration.DEFAULT_TARGET_BIAS,
+                   help="the step's predicted bias calibration aims at, as a fraction of λ̂ (a study of the "
+                        "bias correction: a smaller one samples at smaller steps; the step is lowered "
+                        "during the run above twice it, as the default's 2%% and 4%%)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    # Not an SGLDConfig field (no user sets it): the two module constants are set for this process.
+    calibration.calibrate.__kwdefaults__["target_bias"] = args.target_bias
+    calibration.RETUNE_BIAS = 2 * args.target_bias
     row = common.audited_case(args.results, args.case)
     model, x, y = dln.make_problem(dln.case_from_dict(row["case"]))
     lam, began, last = row["lambda"], time.perf_counter(), [None]
@@ -51,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     config = SGLDConfig(nbeta=args.nbeta_scale * n / math.log(n), localization=args.localization,
                         precondition=args.precondition, until_ess=args.until_ess, max_steps=args.max_steps)
     result = estimate_llc(model, x, y, F.mse_loss, config, device="cpu", progress=progress)
-    print(f"λ̂ {result.mean:.2f} against λ {lam} ({100 * (result.mean / lam - 1):+.2f}%), "
-          f"{result.stopping.reason} at {result.stopping.steps} steps, {time.perf_counter() - began:.0f} s")
+    print(f"λ̂ {result.mean:.2f} against λ {lam} ({100 * (result.mean / lam - 1):+.2f}%; as sampled, before the "
+          f"bias correction, {100 * (result.uncorrected_mean / lam - 1):+.2f}%), {result.stopping.reason} at "
+          f"{result.stopping.steps} steps, {time.perf_counter() - began:.0f} s")
     print(result.stopping.summary)
     return 0
 
