@@ -13,6 +13,7 @@ steps per chain, the window's λ̂ as sampled (before the bias correction) over 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -22,7 +23,7 @@ import dln
 import torch
 import torch.nn.functional as F
 
-from lambdascope.llc import calibration
+from lambdascope.llc import audit, calibration
 from lambdascope.llc.llc import SGLDConfig, estimate_llc
 
 
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the step's predicted bias calibration aims at, as a fraction of λ̂ (a study of the "
                         "bias correction: a smaller one samples at smaller steps; the step is lowered "
                         "during the run above twice it, as the default's 2%% and 4%%)")
+    p.add_argument("--seed", type=int, default=SGLDConfig.seed, help="the chains' seed (a rerun study)")
+    p.add_argument("--json", default=None, help="append the result as one JSON line to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     # Not an SGLDConfig field (no user sets it): the two module constants are set for this process.
@@ -57,12 +60,24 @@ def main(argv: list[str] | None = None) -> int:
 
     n = x.shape[0]
     config = SGLDConfig(nbeta=args.nbeta_scale * n / math.log(n), localization=args.localization,
-                        precondition=args.precondition, until_ess=args.until_ess, max_steps=args.max_steps)
+                        precondition=args.precondition, until_ess=args.until_ess, max_steps=args.max_steps,
+                         seed=args.seed)
     result = estimate_llc(model, x, y, F.mse_loss, config, device="cpu", progress=progress)
     print(f"λ̂ {result.mean:.2f} against λ {lam} ({100 * (result.mean / lam - 1):+.2f}%; as sampled, before the "
           f"bias correction, {100 * (result.uncorrected_mean / lam - 1):+.2f}%), {result.stopping.reason} at "
           f"{result.stopping.steps} steps, {time.perf_counter() - began:.0f} s")
     print(result.stopping.summary)
+    if args.json:
+        diag, verdict = audit.diagnose(result)
+        record = {"results": args.results, "case": args.case, "lambda": lam, "seed": args.seed,
+                  "argv": sys.argv[1:], "lambda_hat": result.mean, "std": result.std,
+                  "per_chain": result.per_chain, "uncorrected": result.uncorrected_mean,
+                  "predicted_bias": result.bias_estimate, "mcse": diag.mcse_relative, "rhat": diag.rhat,
+                  "ess": diag.ess, "verdict": verdict.state, "drift": result.drift,
+                  "drift_error": result.drift_error, "stop": result.stopping.reason,
+                  "steps": result.stopping.steps, "seconds": time.perf_counter() - began}
+        with open(args.json, "a") as f:
+            f.write(json.dumps(record) + "\n")
     return 0
 
 

@@ -383,10 +383,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_reports(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        print("report\tcreated\tmodel version\tstep\tLLC\tverdict\tseconds")
+        print("report\tcreated\tmodel version\tstep\tLLC ± standard error\tverdict\tseconds")
         for r in client.list_reports(args.version or ""):
             print(f"{r.id}\t{_when(r.created_at)}\t{r.model_version_id}\t{r.step}\t"
-                  f"{r.llc.mean:.3f} ± {r.llc.std:.3f}\t{views.verdict(r)}\t{r.timing.seconds:.1f}")
+                  f"{r.llc.mean:.3f} ± {views.stderr(r):.3g}\t{views.verdict(r)}\t{r.timing.seconds:.1f}")
     return 0
 
 
@@ -407,10 +407,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     with _client(args) as client:
         reports = [client.get_report(r) for r in args.report_ids]
         digests = client.dataset_digests(r.dataset_id for r in reports)
-    print("report\tmodel version\tLLC\tverdict\tchains\tnβ\tstep\tγ\tdataset")
+    print("report\tmodel version\tLLC ± standard error\tverdict\tchains\tnβ\tstep\tγ\tdataset")
     for r in reports:
         s = r.config.sampler
-        print(f"{r.id}\t{r.model_version_id}\t{r.llc.mean:.3f} ± {r.llc.std:.3f}\t{views.verdict(r)}\t"
+        print(f"{r.id}\t{r.model_version_id}\t{r.llc.mean:.3f} ± {views.stderr(r):.3g}\t{views.verdict(r)}\t"
               f"{len(r.llc.per_chain)}\t{s.nbeta:.4g}\t{s.step_size:.3g}\t{s.localization:.3g}\t{r.dataset_id}")
     for comparison in views.compare(reports, digests):
         print(comparison.sentence)
@@ -460,7 +460,7 @@ def _show(args: argparse.Namespace, reports: list[audit_pb2.AuditReport],
     if args.json:
         body = specs.to_dict(reports[0]) if len(reports) == 1 else {
             "trajectory": [{"model_version_id": r.model_version_id, "step": r.step,
-                            "llc_mean": r.llc.mean, "llc_std": r.llc.std,
+                            "llc_mean": r.llc.mean, "llc_std": r.llc.std, "llc_standard_error": views.stderr(r),
                             "verdict": views.verdict(r), "at_minimum": not r.verdict.not_at_minimum}
                            for r in reports],
             "stages": [{"start_step": st.start, "end_step": st.end, "llc": st.llc, "loss": st.loss,
@@ -556,7 +556,8 @@ def _after_interrupt(client: Client, job_id: str) -> str:
 def _print_report(report: audit_pb2.AuditReport) -> None:
     per_chain = ", ".join(f"{v:.2f}" for v in report.llc.per_chain)
     s, d = report.config.sampler, report.diagnostics
-    print(f"LLC  {report.llc.mean:.3f} ± {report.llc.std:.3f}   (chains: {per_chain})")
+    print(f"LLC  {report.llc.mean:.3f} ± {views.stderr(report):.3g}   ({views.uncertainty(report)})")
+    print(f"     chains: {per_chain} (spread {report.llc.std:.3g})")
     if report.llc.bias_corrected:
         print(f"     less the step's predicted bias {d.predicted_bias:+.3g} (as sampled "
               f"{report.llc.uncorrected_mean:.3f}; --bias-correction off keeps it)")
@@ -580,7 +581,8 @@ def _print_report(report: audit_pb2.AuditReport) -> None:
     if report.calibration.summary:
         print(f"calibration: {report.calibration.summary}")
     for group in report.group_llc:
-        print(f"  LLC[{group.name}] {group.llc.mean:.3f} ± {group.llc.std:.3f} "
+        error = f"± {group.llc.standard_error:.3g} (standard error)" if group.llc.standard_error else ""
+        print(f"  LLC[{group.name}] {group.llc.mean:.3f} {error} chains' spread {group.llc.std:.3g} "
               f"({group.num_parameters} params)")
     if report.HasField("hessian"):
         h = report.hessian
@@ -602,13 +604,14 @@ def _print_report(report: audit_pb2.AuditReport) -> None:
 
 def _print_trajectory(reports: list[audit_pb2.AuditReport]) -> None:
     """One line per checkpoint; those not at a minimum say so instead of a λ̂ (it means nothing)."""
-    print(f"{'step':>8}  {'LLC':>9}  {'± std':>7}  verdict   version")
+    print(f"{'step':>8}  {'LLC':>9}  {'± s.e.':>7}  verdict   version")
     for r in reports:
         if r.verdict.not_at_minimum:
             print(f"{r.step:>8}  {'-':>9}  {'-':>7}  not at a minimum (λ̂ {r.llc.mean:.3g} not meaningful)  "
                   f"{r.model_version_id}")
         else:
-            print(f"{r.step:>8}  {r.llc.mean:9.3f}  {r.llc.std:7.3f}  {views.verdict(r):<8}  {r.model_version_id}")
+            print(f"{r.step:>8}  {r.llc.mean:9.3f}  {views.stderr(r):7.3g}  {views.verdict(r):<8}  "
+                  f"{r.model_version_id}")
     early = sum(r.verdict.not_at_minimum for r in reports)
     if early:
         print(f"{early} of {len(reports)} checkpoints were not at a minimum of the loss (taken before training "

@@ -64,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             digests = client.dataset_digests(row[2].dataset_id for row in rows)
             pages = write_pages(client, [row[2] for row in rows], digests, pathlib.Path(data_dir) / "pages")
     print()
-    print(f"{'model':<18} {'test acc':>9} {'LLC':>9}   {'± std':<7} {'verdict':<8} {'step':>9} "
+    print(f"{'model':<18} {'test acc':>9} {'LLC':>9}   {'± s.e.':<7} {'verdict':<8} {'step':>9} "
           f"{'train s':>8} {'audit s':>8}")
     for label, acc, report, train_s, audit_s in rows:
         verdict = audit_pb2.VerdictState.Name(report.verdict.state).removeprefix("VERDICT_STATE_")
-        print(f"{label:<18} {100 * acc:8.2f}% {report.llc.mean:9.2f} ± {report.llc.std:<5.2f} "
+        print(f"{label:<18} {100 * acc:8.2f}% {report.llc.mean:9.2f} ± {report.llc.standard_error:<5.2f} "
               f"{verdict.lower():<8} {report.config.sampler.step_size:9.3g} {train_s:8.1f} "
               f"{audit_s:8.1f}")
         for reason in report.verdict.reasons:

@@ -47,13 +47,15 @@ class AuditFailed(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class Estimate:
-    """λ̂ of the sampled parameters: the mean over chains, their spread and each chain's value."""
+    """λ̂ of the sampled parameters: the mean over chains, its standard error, the chains' spread
+    and each chain's value."""
 
     mean: float
-    std: float
+    std: float  # how far the chains lie apart
     per_chain: list[float]
     uncorrected_mean: float  # λ̂ as sampled, before the step's predicted bias was subtracted
     bias_corrected: bool
+    standard_error: float  # what another run's λ̂ may differ by (lambdascope.llc.uncertainty); 0: not stored
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +66,8 @@ class AuditResult:
     model_version_id: str
     dataset_id: str
     llc: float
-    llc_std: float
+    llc_std: float  # the chains' spread
+    llc_standard_error: float  # what another run's λ̂ may differ by (lambdascope.llc.uncertainty)
     estimate: Estimate
     verdict: str  # "ok", "warning" or "failed"
     reasons: list[str]  # what a non-ok verdict is about, most serious first
@@ -148,7 +151,7 @@ class Trajectory:
             return next((st.label for st in self.stages if st.start <= step <= st.end), "")
         return pandas.DataFrame([{
             "step": r.report.step, "llc": r.llc if r.at_minimum else math.nan,
-            "llc_std": r.llc_std if r.at_minimum else math.nan, "llc_stderr": views.stderr(r.report),
+            "llc_std": r.llc_std if r.at_minimum else math.nan, "llc_stderr": r.llc_standard_error,
             "train_loss": r.report.init_loss, "verdict": r.verdict, "at_minimum": r.at_minimum,
             "stage": stage_of(r.report.step) if r.at_minimum else "", "model_version_id": r.model_version_id,
             "report_id": r.report_id} for r in self.results])
@@ -202,7 +205,8 @@ def result_of(report: audit_pb2.AuditReport) -> AuditResult:
     stop = audit_pb2.StopReason.Name(report.stopping.reason).removeprefix("STOP_REASON_").lower()
     return AuditResult(
         report_id=report.id, model_version_id=report.model_version_id, dataset_id=report.dataset_id,
-        llc=report.llc.mean, llc_std=report.llc.std, estimate=_estimate(report.llc),
+        llc=report.llc.mean, llc_std=report.llc.std, llc_standard_error=views.stderr(report),
+        estimate=_estimate(report.llc),
         verdict=views.verdict(report),
         reasons=list(report.verdict.reasons), at_minimum=not report.verdict.not_at_minimum, stopped_by=stop,
         diagnostics={"rhat": d.rhat, "ess": d.ess, "mcse_relative": d.mcse_relative, "drift": d.drift,
@@ -276,7 +280,8 @@ class LocalResult:
     library's full record (traces, calibration, stopping)."""
 
     llc: float
-    llc_std: float
+    llc_std: float  # the chains' spread
+    llc_standard_error: float  # what another run's λ̂ may differ by (lambdascope.llc.uncertainty)
     per_chain: list[float]
     uncorrected_llc: float  # λ̂ as sampled, before the step's predicted bias was subtracted
     verdict: str  # "ok", "warning" or "failed"
@@ -316,6 +321,7 @@ def estimate_llc(model: Any, data: Any, y: Any = None, *, loss: str | Callable =
     from lambdascope.llc import SGLDConfig
     from lambdascope.llc.audit import AuditSettings, run_audit
     from lambdascope.llc.losses import LOSSES
+    from lambdascope.llc.uncertainty import standard_error
 
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"model must be an nn.Module (got {type(model).__name__})")
@@ -336,7 +342,8 @@ def estimate_llc(model: Any, data: Any, y: Any = None, *, loss: str | Callable =
     audit = run_audit(model, x, y, loss_fn, AuditSettings(sgld=config), device=device)
     llc, d = audit.llc, audit.diagnostics
     return LocalResult(
-        llc=llc.mean, llc_std=llc.std, per_chain=list(llc.per_chain), uncorrected_llc=llc.uncorrected_mean,
+        llc=llc.mean, llc_std=llc.std, llc_standard_error=standard_error(llc).total, per_chain=list(llc.per_chain),
+        uncorrected_llc=llc.uncorrected_mean,
         verdict=audit.verdict.state, reasons=list(audit.verdict.reasons), at_minimum=not audit.verdict.not_at_minimum,
         stopped_by=llc.stopping.reason if llc.stopping is not None else "fixed",
         diagnostics={"rhat": d.rhat, "ess": d.ess, "mcse_relative": d.mcse_relative, "drift": d.drift,
@@ -372,7 +379,7 @@ def _gathered(data: Any, y: Any) -> tuple[Any, Any, int]:
 
 
 def _estimate(e: audit_pb2.LLCEstimate) -> Estimate:
-    return Estimate(e.mean, e.std, list(e.per_chain), e.uncorrected_mean, e.bias_corrected)
+    return Estimate(e.mean, e.std, list(e.per_chain), e.uncorrected_mean, e.bias_corrected, e.standard_error)
 
 
 def _loss(name: str) -> int:

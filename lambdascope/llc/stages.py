@@ -6,8 +6,9 @@ new piece of structure climbs to a higher λ̂, and a stretch where the loss sta
 falls is the "pruning" the free-energy trade-off predicts.
 
 How: λ̂ against log(step) is cut into straight pieces, meeting at checkpoints, by optimal
-partitioning: the cut that minimizes the pieces' weighted squared residuals (weights 1 / standard error², the error being
-the chains' spread / √chains) plus ``penalty`` per piece. With the estimator's own noise as the
+partitioning: the cut that minimizes the pieces' weighted squared residuals (weights 1 / standard
+error², each audit's standard error: Monte Carlo and the drift left at its stop,
+lambdascope.llc.uncertainty) plus ``penalty`` per piece. With the estimator's own noise as the
 yardstick, pure noise costs about one per point and never pays for a cut, while a real change of
 direction removes far more than ``penalty``: no boundary from noise. Each piece is "up" or
 "down" when its slope is more than ``z`` of its own standard errors from zero, else "flat";

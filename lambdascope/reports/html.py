@@ -74,8 +74,9 @@ def _verdict_box(report: audit_pb2.AuditReport) -> str:
                  f"{report.diagnostics.predicted_bias:+.3g})" if llc.bias_corrected else "")
     return (f'<div class="verdict" style="border-color:{VERDICT_COLOURS.get(state, "#888")}">'
             f'<strong style="color:{VERDICT_COLOURS.get(state, "#888")}">verdict: {_e(state)}</strong>'
-            f"<p>λ̂ = <strong>{llc.mean:.4g} ± {llc.std:.2g}</strong> (spread of {len(llc.per_chain)} chains: "
-            f"{_e(', '.join(f'{v:.4g}' for v in llc.per_chain))}){_e(corrected)}</p>"
+            f"<p>λ̂ = <strong>{llc.mean:.4g} ± {views.stderr(report):.2g}</strong> ({_e(views.uncertainty(report))})"
+            f"{_e(corrected)}; {len(llc.per_chain)} chains: {_e(', '.join(f'{v:.4g}' for v in llc.per_chain))} "
+            f"(spread {llc.std:.2g})</p>"
             + (f"<ul>{reasons}</ul>" if reasons else "<p>No reservations: every check passed.</p>") + "</div>")
 
 
@@ -120,8 +121,10 @@ def audit_page(report: audit_pb2.AuditReport) -> str:
     if report.group_llc:
         body.append("<h2>λ̂ per layer or group</h2>")
         body.append(_figure("λ̂ per layer or group", plots.groups(report)))
-        body.append(_table([(g.name, g.num_parameters, f"{g.llc.mean:.4g} ± {g.llc.std:.2g}")
-                            for g in report.group_llc], ("group", "parameters", "λ̂")))
+        body.append(_table([(g.name, g.num_parameters, f"{g.llc.mean:.4g} ± {g.llc.standard_error:.2g}"
+                             if g.llc.standard_error else f"{g.llc.mean:.4g}", f"{g.llc.std:.2g}")
+                            for g in report.group_llc], ("group", "parameters", "λ̂ ± standard error",
+                                                         "chains' spread")))
     if report.HasField("hessian"):
         h = report.hessian
         body.append("<h2>Hessian at w*</h2>")
@@ -168,7 +171,7 @@ def trajectory_page(reports: list[audit_pb2.AuditReport], test_loss: dict[str, f
     version id, when the checkpoints recorded one), the stages found."""
     found = views.stages(reports)
     test_loss = test_loss or {}
-    rows = [(r.step, "not at a minimum" if r.verdict.not_at_minimum else f"{r.llc.mean:.4g} ± {r.llc.std:.2g}",
+    rows = [(r.step, "not at a minimum" if r.verdict.not_at_minimum else f"{r.llc.mean:.4g} ± {views.stderr(r):.2g}",
              f"{r.init_loss:.5g}", f"{test_loss[r.model_version_id]:.5g}" if r.model_version_id in test_loss else "",
              views.verdict(r), r.model_version_id, r.id) for r in reports]
     body = [f"<h1>LLC over training: {len(reports)} checkpoints</h1>",
@@ -181,7 +184,7 @@ def trajectory_page(reports: list[audit_pb2.AuditReport], test_loss: dict[str, f
     else:
         body.append("<p>No stages: fewer than three checkpoints at a minimum, or no training steps recorded.</p>")
     body += ["<h2>Checkpoints</h2>",
-             _table(rows, ("step", "λ̂", "training loss", "test loss", "verdict", "model version", "report"))]
+             _table(rows, ("step", "λ̂ ± standard error", "training loss", "test loss", "verdict", "model version", "report"))]
     return _page("lambdascope: LLC over training", body)
 
 
@@ -189,11 +192,11 @@ def compare_page(reports: list[audit_pb2.AuditReport], digests: Mapping[str, str
     """Audits side by side, each against the first, with the noise test and setting warnings
     (``digests``: dataset id → sha256, see :func:`views.incomparable`)."""
     comparisons = views.compare(reports, digests)
-    rows = [(r.id, r.model_version_id, f"{r.llc.mean:.4g} ± {r.llc.std:.2g}", views.verdict(r),
+    rows = [(r.id, r.model_version_id, f"{r.llc.mean:.4g} ± {views.stderr(r):.2g}", views.verdict(r),
              len(r.llc.per_chain), f"{r.config.sampler.nbeta:.4g}", f"{r.config.sampler.step_size:.3g}",
              f"{r.config.sampler.localization:.3g}", r.dataset_id) for r in reports]
     body = [f"<h1>Comparison of {len(reports)} audits</h1>", _figure("Audits side by side", plots.compare(reports)),
-            _table(rows, ("report", "model version", "λ̂", "verdict", "chains", "nβ", "step", "γ", "dataset")),
+            _table(rows, ("report", "model version", "λ̂ ± standard error", "verdict", "chains", "nβ", "step", "γ", "dataset")),
             "<h2>Against the first</h2>"]
     for c in comparisons:
         body.append(f"<p>{_e(c.sentence)}</p>")

@@ -70,8 +70,9 @@ def running_llc(report: audit_pb2.AuditReport) -> Figure:
         shift = report.llc.mean - (report.llc.uncorrected_mean if report.llc.bias_corrected else report.llc.mean)
         for c, row in enumerate(running):
             ax.plot(steps[kept], row + shift, lw=1, label=f"chain {c}")
-    ax.axhspan(report.llc.mean - report.llc.std, report.llc.mean + report.llc.std, color="#cccccc", alpha=0.5,
-               label="λ̂ ± spread of chains")
+    se = views.stderr(report)
+    ax.axhspan(report.llc.mean - se, report.llc.mean + se, color="#cccccc", alpha=0.5,
+               label="λ̂ ± standard error")
     ax.axhline(report.llc.mean, color="black", lw=1)
     ax.set(xlabel="step", ylabel="running λ̂", title="Running λ̂ per chain (kept draws"
            + (", less the predicted bias)" if report.llc.bias_corrected else ")"))
@@ -87,7 +88,7 @@ def chains(report: audit_pb2.AuditReport) -> Figure:
     ax.axvline(report.llc.mean, color="black", lw=1)
     ax.scatter(values, range(len(values)), zorder=3)
     ax.set_yticks(range(len(values)), [f"chain {c}" for c in range(len(values))])
-    ax.set(xlabel="λ̂", title=f"λ̂ per chain: {report.llc.mean:.4g} ± {report.llc.std:.2g}")
+    ax.set(xlabel="λ̂", title=f"λ̂ per chain: mean {report.llc.mean:.4g}, spread {report.llc.std:.2g} (band)")
     return figure
 
 
@@ -122,7 +123,7 @@ def groups(report: audit_pb2.AuditReport) -> Figure | None:
         return None
     figure, ax = _figure(max(1.6, 0.35 * len(report.group_llc) + 1.0))
     names = [_plain(g.name) for g in report.group_llc]
-    ax.barh(names, [g.llc.mean for g in report.group_llc], xerr=[g.llc.std for g in report.group_llc],
+    ax.barh(names, [g.llc.mean for g in report.group_llc], xerr=[g.llc.standard_error or g.llc.std for g in report.group_llc],
             color="tab:blue", alpha=0.8)
     ax.invert_yaxis()
     ax.set(xlabel="restricted λ̂", title="λ̂ per layer or group (the other parameters held at w*)")
@@ -154,9 +155,9 @@ def trajectory(reports: list[audit_pb2.AuditReport], found: list[Stage] | None =
                 ha="center", va="bottom", fontsize=7)
     steps = np.array([max(r.step, 1) for r in points], dtype=float)
     mean = np.array([r.llc.mean for r in points])
-    spread = np.array([r.llc.std for r in points])
+    error = np.array([views.stderr(r) for r in points])
     if len(points):
-        ax.fill_between(steps, mean - spread, mean + spread, color="tab:blue", alpha=0.2, label="± spread of chains")
+        ax.fill_between(steps, mean - error, mean + error, color="tab:blue", alpha=0.2, label="± standard error")
         ax.plot(steps, mean, color="tab:blue", marker="o", ms=3, label="λ̂")
     early = [r for r in reports if r.verdict.not_at_minimum]
     loss_ax = ax.twinx()
@@ -181,13 +182,13 @@ def trajectory(reports: list[audit_pb2.AuditReport], found: list[Stage] | None =
 
 
 def compare(reports: list[audit_pb2.AuditReport]) -> Figure:
-    """λ̂ ± spread of several audits side by side, each chain's λ̂ as a dot."""
+    """λ̂ ± standard error of several audits side by side, each chain's λ̂ as a dot."""
     figure, ax = _figure(max(1.8, 0.45 * len(reports) + 1.0))
     labels = [_plain(f"{r.id[:12]}\n{r.model_version_id[:20]}") for r in reports]
     for i, r in enumerate(reports):
-        ax.errorbar(r.llc.mean, i, xerr=r.llc.std, fmt="s", color="black", capsize=4)
+        ax.errorbar(r.llc.mean, i, xerr=views.stderr(r), fmt="s", color="black", capsize=4)
         ax.scatter(list(r.llc.per_chain), [i] * len(r.llc.per_chain), color="tab:blue", alpha=0.6, s=14)
     ax.set_yticks(range(len(reports)), labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set(xlabel="λ̂", title="Audits side by side (square: λ̂ ± spread; dots: chains)")
+    ax.set(xlabel="λ̂", title="Audits side by side (square: λ̂ ± standard error; dots: chains)")
     return figure

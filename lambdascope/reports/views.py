@@ -10,9 +10,10 @@ import numpy as np
 
 from lambdascope.llc.compare import Difference, compare_chains
 from lambdascope.llc.stages import Stage, detect_stages
+from lambdascope.llc.uncertainty import StandardError, combine
 from lambdascope.v1 import audit_pb2
 
-__all__ = ["Comparison", "compare", "energy_trace", "incomparable", "stages", "stderr", "trajectory_points",
+__all__ = ["Comparison", "compare", "energy_trace", "incomparable", "stages", "standard_error", "stderr", "uncertainty", "trajectory_points",
            "drift", "verdict", "warmup_and_burnin"]
 
 
@@ -29,9 +30,29 @@ def drift(d: audit_pb2.Diagnostics) -> str:
     return f"{100 * d.drift:+.1f}% per doubling{error}"
 
 
+def standard_error(report: audit_pb2.AuditReport) -> StandardError:
+    """λ̂'s standard error and its parts (lambdascope.llc.uncertainty), from the report's
+    numbers: the same figure as the stored LLCEstimate.standard_error, and for reports stored
+    before that was kept, the only one."""
+    llc, d = report.llc, report.diagnostics
+    return combine(llc.mean, llc.std, len(llc.per_chain), d.mcse_relative, d.drift, d.drift_error,
+                   llc.uncorrected_mean or None)
+
+
 def stderr(report: audit_pb2.AuditReport) -> float:
-    """Standard error of λ̂: the chains' spread / √chains (the chains are independent)."""
-    return report.llc.std / math.sqrt(max(1, len(report.llc.per_chain)))
+    """Standard error of λ̂ (:func:`standard_error`'s total)."""
+    return report.llc.standard_error if report.llc.standard_error > 0 else standard_error(report).total
+
+
+def uncertainty(report: audit_pb2.AuditReport) -> str:
+    """E.g. "standard error 15.1 (Monte Carlo 2.2, drift 14.9: one doubling at +1.3% per doubling)"."""
+    se = standard_error(report)
+    d = report.diagnostics
+    if not se.drift_measured:
+        return (f"standard error {stderr(report):.3g} (Monte Carlo only: the run was too short to measure "
+                f"whether λ̂ still drifts)")
+    return (f"standard error {stderr(report):.3g} (Monte Carlo {se.monte_carlo:.2g}, drift {se.drift:.2g}: "
+            f"one doubling at {drift(d)})")
 
 
 def energy_trace(report: audit_pb2.AuditReport) -> tuple[np.ndarray, np.ndarray]:
@@ -110,20 +131,23 @@ class Comparison:
         if d is None:
             return f"{self.other.id} vs {self.base.id}: cannot judge against the noise (fewer than two chains)"
         judged = "larger than the estimator's noise" if d.significant else "within the estimator's noise"
+        if d.within_errors:
+            judged += (" (the chains alone would call it larger, but where each run stopped moves λ̂ by as much: "
+                       "see each audit's standard error)")
         return (f"{self.other.id} vs {self.base.id}: ΔLLC {d.difference:+.3f} (95% interval {d.low:+.3f} … "
                 f"{d.high:+.3f}), permutation p = {d.p_value:.3f} (smallest possible {d.smallest_p:.3f}): {judged}")
 
 
 def compare(reports: list[audit_pb2.AuditReport], digests: Mapping[str, str] | None = None) -> list[Comparison]:
     """Each report after the first against the first: the difference of λ̂ over the chain
-    estimates (lambdascope.llc.compare) and the settings that make them less comparable
-    (``digests`` as in :func:`incomparable`)."""
+    estimates, its interval widened by each audit's standard error (lambdascope.llc.compare), and
+    the settings that make them less comparable (``digests`` as in :func:`incomparable`)."""
     if len(reports) < 2:
         raise ValueError("compare needs at least two audit reports")
     base = reports[0]
     out = []
     for r in reports[1:]:
         enough = len(base.llc.per_chain) >= 2 and len(r.llc.per_chain) >= 2
-        diff = compare_chains(base.llc.per_chain, r.llc.per_chain) if enough else None
+        diff = compare_chains(base.llc.per_chain, r.llc.per_chain, errors=(stderr(base), stderr(r))) if enough else None
         out.append(Comparison(base, r, diff, incomparable(base, r, digests)))
     return out

@@ -118,18 +118,20 @@ class AuditConfig(_message.Message):
     def __init__(self, loss: _Optional[_Union[_models_pb2.LossKind, str]] = ..., sampler: _Optional[_Union[SamplerConfig, _Mapping]] = ..., device: _Optional[str] = ..., measures: _Optional[_Union[Measures, _Mapping]] = ..., dtype: _Optional[str] = ..., model_targets: _Optional[bool] = ...) -> None: ...
 
 class LLCEstimate(_message.Message):
-    __slots__ = ("mean", "std", "per_chain", "uncorrected_mean", "bias_corrected")
+    __slots__ = ("mean", "std", "per_chain", "uncorrected_mean", "bias_corrected", "standard_error")
     MEAN_FIELD_NUMBER: _ClassVar[int]
     STD_FIELD_NUMBER: _ClassVar[int]
     PER_CHAIN_FIELD_NUMBER: _ClassVar[int]
     UNCORRECTED_MEAN_FIELD_NUMBER: _ClassVar[int]
     BIAS_CORRECTED_FIELD_NUMBER: _ClassVar[int]
+    STANDARD_ERROR_FIELD_NUMBER: _ClassVar[int]
     mean: float
     std: float
     per_chain: _containers.RepeatedScalarFieldContainer[float]
     uncorrected_mean: float
     bias_corrected: bool
-    def __init__(self, mean: _Optional[float] = ..., std: _Optional[float] = ..., per_chain: _Optional[_Iterable[float]] = ..., uncorrected_mean: _Optional[float] = ..., bias_corrected: _Optional[bool] = ...) -> None: ...
+    standard_error: float
+    def __init__(self, mean: _Optional[float] = ..., std: _Optional[float] = ..., per_chain: _Optional[_Iterable[float]] = ..., uncorrected_mean: _Optional[float] = ..., bias_corrected: _Optional[bool] = ..., standard_error: _Optional[float] = ...) -> None: ...
 
 class ChainTrace(_message.Message):
     __slots__ = ("loss",)

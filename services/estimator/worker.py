@@ -21,7 +21,7 @@ from google.protobuf import json_format
 from lambdascope import artifacts, enums, fit, tls, worker
 from lambdascope.client import Client
 from lambdascope.v1 import audit_pb2, estimator_pb2, registry_pb2
-from lambdascope.llc import losses
+from lambdascope.llc import losses, uncertainty
 from services.estimator import audit_spec
 from lambdascope.llc.audit import AuditResult, AuditSettings, run_audit
 from lambdascope.llc import llc as llc_core
@@ -258,7 +258,8 @@ def stopping_of(llc) -> audit_pb2.Stopping:
 
 def estimate_of(llc) -> audit_pb2.LLCEstimate:
     return audit_pb2.LLCEstimate(mean=llc.mean, std=llc.std, per_chain=llc.per_chain,
-                                 uncorrected_mean=llc.uncorrected_mean, bias_corrected=llc.bias_corrected)
+                                 uncorrected_mean=llc.uncorrected_mean, bias_corrected=llc.bias_corrected,
+                                 standard_error=uncertainty.standard_error(llc).total)
 
 
 if __name__ == "__main__":

@@ -55,3 +55,34 @@ def test_the_same_bytes_registered_twice_are_the_same_data() -> None:
     assert "different data" in views.incomparable(a, b)[0]  # nothing known of their bytes
     assert views.incomparable(a, b, {"ds-1": "abc", "ds-2": "abc"}) == []
     assert "different data" in views.incomparable(a, b, {"ds-1": "abc", "ds-2": "def"})[0]
+
+
+def test_audits_whose_standard_errors_hold_the_difference_are_not_called_different() -> None:
+    """Tight chains, but each audit stopped while λ̂ still drifted (a standard error of 3): the chains
+    alone would call 4.95 apart a difference, the audits' standard errors do not."""
+    a, b = [10.1, 9.8, 10.3, 9.9], [14.9, 15.2, 15.1, 14.7]
+    d = compare_chains(a, b, errors=(3.0, 3.0))
+    assert not d.significant and d.within_errors and d.p_value == pytest.approx(2 / 70)
+    assert d.high - d.difference == pytest.approx(1.96 * 3.0 * 2**0.5) and d.low < 0 < d.high
+    small = compare_chains(a, b, errors=(0.05, 0.05))  # errors within the chains' own spread: the Welch interval
+    assert small.significant and not small.within_errors
+    assert (small.low, small.high) == pytest.approx((compare_chains(a, b).low, compare_chains(a, b).high))
+    with pytest.raises(ValueError, match="standard errors"):
+        compare_chains(a, b, errors=(float("nan"), 1.0))
+
+
+def test_the_comparison_sentence_says_when_the_stop_points_explain_a_difference() -> None:
+    def report(name: str, values: list[float], drift: float) -> audit_pb2.AuditReport:
+        r = audit_pb2.AuditReport(id=name, dataset_id="ds-1")
+        r.config.sampler.nbeta, r.config.sampler.localization = 100, 10
+        r.llc.mean, r.llc.per_chain[:] = sum(values) / 4, values
+        r.llc.std = float(__import__("statistics").stdev(values))
+        r.diagnostics.mcse_relative, r.diagnostics.drift, r.diagnostics.drift_error = 0.002, drift, 0.005
+        return r
+    a = report("rep-a", [1000, 1001, 999, 1000.5], 0.015)
+    b = report("rep-b", [1025, 1026, 1024, 1025.5], 0.012)
+    [c] = views.compare([a, b])
+    assert not c.difference.significant and "where each run stopped" in c.sentence, c.sentence
+    steady = [report("rep-a", [1000, 1001, 999, 1000.5], 0.0), report("rep-b", [1025, 1026, 1024, 1025.5], 0.0)]
+    [c] = views.compare(steady)  # the same chains, no drift left: 25 apart is beyond the noise
+    assert c.difference.significant and "larger than the estimator's noise" in c.sentence, c.sentence
