@@ -184,7 +184,8 @@ def trajectory_page(reports: list[audit_pb2.AuditReport], test_loss: dict[str, f
     else:
         body.append("<p>No stages: fewer than three checkpoints at a minimum, or no training steps recorded.</p>")
     body += ["<h2>Checkpoints</h2>",
-             _table(rows, ("step", "λ̂ ± standard error", "training loss", "test loss", "verdict", "model version", "report"))]
+             _table(rows, ("step", "λ̂ ± standard error", "training loss", "test loss", "verdict", "model version",
+                           "report"))]
     return _page("lambdascope: LLC over training", body)
 
 
@@ -196,7 +197,8 @@ def compare_page(reports: list[audit_pb2.AuditReport], digests: Mapping[str, str
              len(r.llc.per_chain), f"{r.config.sampler.nbeta:.4g}", f"{r.config.sampler.step_size:.3g}",
              f"{r.config.sampler.localization:.3g}", r.dataset_id) for r in reports]
     body = [f"<h1>Comparison of {len(reports)} audits</h1>", _figure("Audits side by side", plots.compare(reports)),
-            _table(rows, ("report", "model version", "λ̂ ± standard error", "verdict", "chains", "nβ", "step", "γ", "dataset")),
+            _table(rows, ("report", "model version", "λ̂ ± standard error", "verdict", "chains", "nβ", "step", "γ",
+                          "dataset")),
             "<h2>Against the first</h2>"]
     for c in comparisons:
         body.append(f"<p>{_e(c.sentence)}</p>")

@@ -123,8 +123,8 @@ def groups(report: audit_pb2.AuditReport) -> Figure | None:
         return None
     figure, ax = _figure(max(1.6, 0.35 * len(report.group_llc) + 1.0))
     names = [_plain(g.name) for g in report.group_llc]
-    ax.barh(names, [g.llc.mean for g in report.group_llc], xerr=[g.llc.standard_error or g.llc.std for g in report.group_llc],
-            color="tab:blue", alpha=0.8)
+    errors = [g.llc.standard_error or g.llc.std for g in report.group_llc]
+    ax.barh(names, [g.llc.mean for g in report.group_llc], xerr=errors, color="tab:blue", alpha=0.8)
     ax.invert_yaxis()
     ax.set(xlabel="restricted λ̂", title="λ̂ per layer or group (the other parameters held at w*)")
     return figure

@@ -13,8 +13,8 @@ from lambdascope.llc.stages import Stage, detect_stages
 from lambdascope.llc.uncertainty import StandardError, combine
 from lambdascope.v1 import audit_pb2
 
-__all__ = ["Comparison", "compare", "energy_trace", "incomparable", "stages", "standard_error", "stderr", "uncertainty", "trajectory_points",
-           "drift", "verdict", "warmup_and_burnin"]
+__all__ = ["Comparison", "compare", "drift", "energy_trace", "incomparable", "stages", "standard_error", "stderr",
+           "trajectory_points", "uncertainty", "verdict", "warmup_and_burnin"]
 
 
 def verdict(report: audit_pb2.AuditReport) -> str:
@@ -45,14 +45,17 @@ def stderr(report: audit_pb2.AuditReport) -> float:
 
 
 def uncertainty(report: audit_pb2.AuditReport) -> str:
-    """E.g. "standard error 15.1 (Monte Carlo 2.2, drift 14.9: one doubling at +1.3% per doubling)"."""
+    """E.g. "standard error 15.1 (Monte Carlo 2.2, drift 14.9: one doubling at +1.4% per doubling
+    (± 0.5%), net of that noise)"."""
     se = standard_error(report)
     d = report.diagnostics
     if not se.drift_measured:
         return (f"standard error {stderr(report):.3g} (Monte Carlo only: the run was too short to measure "
                 f"whether λ̂ still drifts)")
+    if se.drift == 0:
+        return f"standard error {stderr(report):.3g} (Monte Carlo; the drift, {drift(d)}, is within its own noise)"
     return (f"standard error {stderr(report):.3g} (Monte Carlo {se.monte_carlo:.2g}, drift {se.drift:.2g}: "
-            f"one doubling at {drift(d)})")
+            f"one doubling at {drift(d)}, net of that noise)")
 
 
 def energy_trace(report: audit_pb2.AuditReport) -> tuple[np.ndarray, np.ndarray]:
@@ -132,8 +135,8 @@ class Comparison:
             return f"{self.other.id} vs {self.base.id}: cannot judge against the noise (fewer than two chains)"
         judged = "larger than the estimator's noise" if d.significant else "within the estimator's noise"
         if d.within_errors:
-            judged += (" (the chains alone would call it larger, but where each run stopped moves λ̂ by as much: "
-                       "see each audit's standard error)")
+            judged += (" (the chains alone would call it larger; the audits' standard errors, which include the "
+                       "drift left where each run stopped, do not)")
         return (f"{self.other.id} vs {self.base.id}: ΔLLC {d.difference:+.3f} (95% interval {d.low:+.3f} … "
                 f"{d.high:+.3f}), permutation p = {d.p_value:.3f} (smallest possible {d.smallest_p:.3f}): {judged}")
 
@@ -148,6 +151,7 @@ def compare(reports: list[audit_pb2.AuditReport], digests: Mapping[str, str] | N
     out = []
     for r in reports[1:]:
         enough = len(base.llc.per_chain) >= 2 and len(r.llc.per_chain) >= 2
-        diff = compare_chains(base.llc.per_chain, r.llc.per_chain, errors=(stderr(base), stderr(r))) if enough else None
+        errors = (stderr(base), stderr(r))
+        diff = compare_chains(base.llc.per_chain, r.llc.per_chain, errors=errors) if enough else None
         out.append(Comparison(base, r, diff, incomparable(base, r, digests)))
     return out

@@ -112,7 +112,8 @@ def run(ctx: worker.JobContext) -> worker.Result:
             reports.append(client.put_report(report, _page(report)))
         _forget_snapshots(client)
     last = reports[-1]
-    metrics = {"llc": last.llc.mean, "llc_std": last.llc.std, **service_metrics(reports)}
+    metrics = {"llc": last.llc.mean, "llc_std": last.llc.std, "llc_standard_error": last.llc.standard_error,
+               **service_metrics(reports)}
     return worker.Result(output_ids=[r.id for r in reports], metrics=metrics, step=total,
                          total=total, message=f"verdict: {enums.VERDICT_NAMES[last.verdict.state]}")
 

@@ -82,7 +82,7 @@ def test_the_comparison_sentence_says_when_the_stop_points_explain_a_difference(
     a = report("rep-a", [1000, 1001, 999, 1000.5], 0.015)
     b = report("rep-b", [1025, 1026, 1024, 1025.5], 0.012)
     [c] = views.compare([a, b])
-    assert not c.difference.significant and "where each run stopped" in c.sentence, c.sentence
+    assert not c.difference.significant and "drift left where each run stopped" in c.sentence, c.sentence
     steady = [report("rep-a", [1000, 1001, 999, 1000.5], 0.0), report("rep-b", [1025, 1026, 1024, 1025.5], 0.0)]
     [c] = views.compare(steady)  # the same chains, no drift left: 25 apart is beyond the noise
     assert c.difference.significant and "larger than the estimator's noise" in c.sentence, c.sentence
