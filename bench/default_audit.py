@@ -225,8 +225,8 @@ def summarize(rows: list[dict]) -> dict:
 
 def print_table(rows: list[dict], s: dict) -> None:
     print()
-    print("| case | widths | d | r | λ | λ̂ ± standard error (default audit) | rel err | verdict | stopped | steps | time s "
-          "| devinterp λ̂ | rel err | time s |")
+    print("| case | widths | d | r | λ | λ̂ ± standard error (default audit) | rel err | verdict | stopped | steps "
+          "| time s | devinterp λ̂ | rel err | time s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         o, d, c = r["ours"], r["devinterp"], r["case"]

@@ -7,8 +7,8 @@ all call this.
     result = estimate_llc(model.eval(), x, y, torch.nn.functional.mse_loss, SGLDConfig())
 
 Those names load torch when first used, not when the package is imported: the CLI and the
-report views use the library's torch-free modules (``compare``, ``stages``) and start a second
-faster without it.
+report views use the library's torch-free modules (``compare``, ``stages``, ``uncertainty``) and
+start a second faster without it.
 """
 from __future__ import annotations
 

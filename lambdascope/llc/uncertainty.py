@@ -36,8 +36,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lambdascope.llc import diagnostics
-
 __all__ = ["StandardError", "combine", "standard_error"]
 
 
@@ -72,6 +70,8 @@ def combine(mean: float, std: float, chains: int, mcse_relative: float, drift: f
 
 def standard_error(llc) -> StandardError:
     """The standard error of an estimate (a lambdascope.llc.LLCResult) from its kept draws."""
+    from lambdascope.llc import diagnostics  # loads torch: the report views need only combine
+
     kept = np.asarray([trace[llc.burnin::llc.thin] for trace in llc.traces], dtype=np.float64)
     finite = kept[np.isfinite(kept).all(axis=1)] if kept.size else kept
     mcse = diagnostics.mcse_relative(finite, llc.init_loss) if finite.size else math.nan

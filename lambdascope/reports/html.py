@@ -171,7 +171,8 @@ def trajectory_page(reports: list[audit_pb2.AuditReport], test_loss: dict[str, f
     version id, when the checkpoints recorded one), the stages found."""
     found = views.stages(reports)
     test_loss = test_loss or {}
-    rows = [(r.step, "not at a minimum" if r.verdict.not_at_minimum else f"{r.llc.mean:.4g} ± {views.stderr(r):.2g}",
+    rows = [(r.step, "not at a minimum" if r.verdict.not_at_minimum
+             else f"{r.llc.mean:.4g} ± {views.stderr(r):.2g}",
              f"{r.init_loss:.5g}", f"{test_loss[r.model_version_id]:.5g}" if r.model_version_id in test_loss else "",
              views.verdict(r), r.model_version_id, r.id) for r in reports]
     body = [f"<h1>LLC over training: {len(reports)} checkpoints</h1>",

@@ -45,17 +45,16 @@ def stderr(report: audit_pb2.AuditReport) -> float:
 
 
 def uncertainty(report: audit_pb2.AuditReport) -> str:
-    """E.g. "standard error 15.1 (Monte Carlo 2.2, drift 14.9: one doubling at +1.4% per doubling
-    (± 0.5%), net of that noise)"."""
+    """What the standard error is made of, e.g. "standard error: Monte Carlo 2.2 and drift 14.9, one
+    doubling at +1.4% per doubling (± 0.5%) net of that noise"."""
     se = standard_error(report)
     d = report.diagnostics
     if not se.drift_measured:
-        return (f"standard error {stderr(report):.3g} (Monte Carlo only: the run was too short to measure "
-                f"whether λ̂ still drifts)")
+        return "standard error: Monte Carlo only, the run too short to measure whether λ̂ still drifts"
     if se.drift == 0:
-        return f"standard error {stderr(report):.3g} (Monte Carlo; the drift, {drift(d)}, is within its own noise)"
-    return (f"standard error {stderr(report):.3g} (Monte Carlo {se.monte_carlo:.2g}, drift {se.drift:.2g}: "
-            f"one doubling at {drift(d)}, net of that noise)")
+        return f"standard error: Monte Carlo; the drift, {drift(d)}, is within its own noise"
+    return (f"standard error: Monte Carlo {se.monte_carlo:.2g} and drift {se.drift:.2g}, one doubling at "
+            f"{drift(d)} net of that noise")
 
 
 def energy_trace(report: audit_pb2.AuditReport) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,8 @@ and the Monte Carlo error alone do not, and the report states the same figure th
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -76,3 +78,10 @@ def test_the_stored_standard_error_is_the_one_the_views_compute() -> None:
     old.llc.standard_error = 0.0  # stored before the field was kept: computed from the report's numbers
     assert views.stderr(old) == pytest.approx(report.llc.standard_error, rel=1e-6)
     assert "standard error" in views.uncertainty(report)
+
+
+def test_the_report_views_still_load_without_torch() -> None:
+    """The CLI reads reports through the views; torch would add a second to every command."""
+    code = "import lambdascope.reports.views, sys; assert 'torch' not in sys.modules, 'torch loaded'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
