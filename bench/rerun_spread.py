@@ -52,22 +52,21 @@ def _chains(r: dict) -> int:
     return len(r["per_chain"]) or 4
 
 
+def _monte_carlo(r: dict) -> float:
+    return combine(r["lambda_hat"], r["std"], _chains(r), r["mcse"], math.nan, math.nan, r["uncorrected"]).monte_carlo
+
+
 PRODUCT = "standard error (the product's)"
 READINGS = {
     "chains' spread (devinterp's ±)": lambda r: r["std"],
     "chains' spread / √chains": lambda r: r["std"] / math.sqrt(_chains(r)),
-    "Monte Carlo part alone": lambda r: combine(r["lambda_hat"], r["std"], _chains(r), r["mcse"], math.nan, math.nan,
-                                                r["uncorrected"]).monte_carlo,
-    PRODUCT: lambda r: combine(r["lambda_hat"], r["std"], _chains(r), r["mcse"], r["drift"],
-                                                        r["drift_error"], r["uncorrected"]).total,
+    "Monte Carlo part alone": _monte_carlo,
+    PRODUCT: lambda r: combine(r["lambda_hat"], r["std"], _chains(r), r["mcse"], r["drift"], r["drift_error"],
+                               r["uncorrected"]).total,
     "MC + |drift|": lambda r: math.hypot(_monte_carlo(r), abs(r["drift"] * r["lambda_hat"])),
     "MC + the larger of |drift| and its error": lambda r: math.hypot(
         _monte_carlo(r), max(abs(r["drift"]), r["drift_error"]) * abs(r["lambda_hat"])),
 }
-
-
-def _monte_carlo(r: dict) -> float:
-    return combine(r["lambda_hat"], r["std"], _chains(r), r["mcse"], math.nan, math.nan, r["uncorrected"]).monte_carlo
 
 
 def main(argv: list[str] | None = None) -> int:
