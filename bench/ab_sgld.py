@@ -7,7 +7,8 @@ by make test): ms per chain-step on DLNs of several sizes, rounds alternating be
 ``--audit-step`` times the step a default audit takes instead of the plain one: a Kronecker
 preconditioner (estimated once from a scored run of the working tree's sampler, the same M given
 to both), every 10th move scored, the gradient compiled before the timed rounds (each side its
-own compiler). The revision's preconditioner module is loaded beside its sampler.
+own compiler). ``--compiled`` times the plain step with each side's gradient compiled (as
+bench/compile_gain.py does). The revision's preconditioner module is loaded beside its sampler.
 """
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--widths", action="append", default=[],
                    help="a DLN's widths, e.g. 51,41,67,31,64,23,10 (repeatable; replaces --sizes)")
     p.add_argument("--audit-step", action="store_true", help="the default audit's step (see above)")
+    p.add_argument("--compiled", action="store_true",
+                   help="the plain step with each side's gradient (and move) compiled before the timed rounds")
+    p.add_argument("--n", type=int, default=20_000, help="examples in the data set (minibatches are drawn from it)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=400)
@@ -62,9 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     for widths in shapes:
         case = dln.Case(name="ab", widths=widths, seed=1, rank=min(widths))
         case = dln.Case(name="ab", widths=widths, seed=1, rank=dln.product_rank(dln.teacher_matrices(case)))
-        model, x, y = dln.make_problem(case, n=20_000)
+        model, x, y = dln.make_problem(case, n=args.n)
         kw = dict(chains=4, step_size=1e-9, localization=1.0, nbeta=1e4, batch_size=500, seed=0, accept_every=0)
         extra = {"base": {}, "current": {}}
+        if args.compiled:
+            extra = {side: dict(compiler=GradientCompiler(after_seconds=0.0)) for side in extra}
         if args.audit_step:
             kw.update(step_size=1e-6, localization=10.0, batch_size=256, accept_every=10)
             gathered = current.run_sgld(model, x, y, dln.mse, steps=1200, moments="kronecker", **kw).moments

@@ -16,9 +16,13 @@ process, alternating, median of ``--reps``:
 - devinterp: its sampling call at the same settings (bench/devinterp_worker.py, plain DataLoader),
   one run per case, its wall time per chain-step.
 
-λ̂ (over the second half of each run, same seed) is printed for eager, compiled and devinterp:
-the compiled chains must give eager's λ̂ to rounding, and both devinterp's within the chains'
-spread (bench/vs_devinterp.py checks that spread case by case).
+λ̂ (over the second half of each run, same seed) is printed for eager, compiled and devinterp. The
+compiled move draws the chains' noise from Philox (lambdascope.llc.noise) where eager draws it from
+each chain's Mersenne Twister, so the two are different chains of one sampler: their λ̂ must agree
+within the chains' spread ("agree": the difference within 2 standard errors of the two means), and
+both devinterp's (bench/vs_devinterp.py checks that spread case by case). That the compiled
+gradient and move compute the eager ones' numbers is tested (tests/unit/test_compiled_gradient.py,
+with the same noise on both sides).
 
 Writes bench/results/compile_gain.json.
 """
@@ -74,7 +78,7 @@ def main(argv=None) -> int:
     print(f"{CHAINS} chains × {args.steps} steps, batch {dln.BATCH_SIZE}, ε {dln.PUBLISHED_STEP_SIZE:g}, "
           f"{args.threads} threads; ms per chain-step, median of {args.reps}")
     print(f"{'case':14s} {'d':>6s} {'floor':>7s} {'eager':>7s} {'compiled':>8s} {'gain':>6s} {'compile s':>9s} "
-          f"{'λ̂ eager':>9s} {'compiled':>9s} {'devinterp':>9s} "
+          f"{'λ̂ eager':>9s} {'compiled':>9s} {'agree':>5s} {'devinterp':>9s} "
           f"{'compiled/floor':>14s} {'devinterp':>9s} {'vs eager':>8s} {'vs compiled':>11s}")
     for case in cases:
         problem = dln.make_problem(case)
@@ -85,6 +89,8 @@ def main(argv=None) -> int:
         for _ in range(args.reps):
             eager_s, eager_llc = sample(problem, args.steps, None)
             compiled_s, compiled_llc = sample(problem, args.steps, compiler)
+            se = ((eager_llc.var() + compiled_llc.var()) / CHAINS).sqrt().item()
+            agree = abs(eager_llc.mean().item() - compiled_llc.mean().item()) <= 2 * se
             eager_llc, compiled_llc = eager_llc.mean().item(), compiled_llc.mean().item()
             eager.append(eager_s)
             compiled.append(compiled_s)
@@ -94,7 +100,7 @@ def main(argv=None) -> int:
                "eager_ms": statistics.median(eager) * per, "compiled_ms": statistics.median(compiled) * per,
                "floor_ms": statistics.median(floor), "compile_state": compiler.state,
                "compile_seconds": compiler.compile_seconds, "compile_summary": compiler.summary(),
-               "eager_llc": eager_llc, "compiled_llc": compiled_llc,
+               "eager_llc": eager_llc, "compiled_llc": compiled_llc, "llc_difference_se": se, "llc_agree": agree,
                "runs": {"eager_s": eager, "compiled_s": compiled, "floor_ms": floor}}
         row["gain"] = row["eager_ms"] / row["compiled_ms"]
         row["compiled_vs_floor"] = row["compiled_ms"] / row["floor_ms"]
@@ -112,7 +118,7 @@ def main(argv=None) -> int:
         dv = row.get("devinterp_ms")
         print(f"{case.name:14s} {case.num_parameters:6d} {row['floor_ms']:7.3f} {row['eager_ms']:7.3f} "
               f"{row['compiled_ms']:8.3f} {row['gain']:5.2f}× {row['compile_seconds']:9.1f} "
-              f"{eager_llc:9.1f} {compiled_llc:9.1f} {vs_devinterp.fmt((row.get('devinterp') or {}).get('lambda_hat'), '9.1f')} "
+              f"{eager_llc:9.1f} {compiled_llc:9.1f} {'yes' if agree else 'NO':>5s} {vs_devinterp.fmt((row.get('devinterp') or {}).get('lambda_hat'), '9.1f')} "
               f"{row['compiled_vs_floor']:13.2f}× "
               f"{vs_devinterp.fmt(dv, '9.3f')} {vs_devinterp.fmt(row.get('speedup_eager'), '7.1f')}× "
               f"{vs_devinterp.fmt(row.get('speedup_compiled'), '10.1f')}×", flush=True)

@@ -22,6 +22,9 @@ The vmap-less fallback for models vmap cannot batch stays eager.
 A preconditioned run's move (:func:`lambdascope.llc.preconditioner.step_function`: the rotations
 into M's eigenbasis and back, ~40 small operations) is compiled at the same moment, to its own
 graph (:meth:`GradientCompiler.move`): about 8% off a default audit's step (docs/benchmarks.md §2j).
+On the CPU the compiled move, preconditioned or not, also draws the chains' noise (Philox,
+:mod:`lambdascope.llc.noise`) in its own loop instead of reading the Mersenne Twister's serial
+draws (docs/benchmarks.md §2k).
 """
 from __future__ import annotations
 
@@ -56,8 +59,9 @@ class GradientCompiler:
         self._trace: Callable | None = None  # the chains' gradient as a function of tensors only
         self._names: list[str] = []  # the fixed tensors' names, in the order the graphs take them
         self._graphs: dict[tuple, Callable] = {}  # compiled graphs by the shapes they were built for
-        self._moves: dict[tuple, Callable] = {}  # compiled preconditioned moves, by blocks and layout
-        self.move_failure = ""  # why compiling the preconditioned move failed ("" if it did not)
+        self._moves: dict[tuple, Callable] = {}  # compiled moves, by blocks, function and layout
+        self.move_failure = ""  # why compiling the move failed ("" if it did not)
+        self.move_what = "preconditioned move"  # the compiled move, as the summary names it
 
     def due(self, eager_seconds_now: float) -> bool:
         """Whether to compile, with ``eager_seconds_now`` spent eagerly by the run in progress."""
@@ -103,16 +107,22 @@ class GradientCompiler:
 
         return step
 
-    def move(self, blocks: tuple, eager: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        """The compiled counterpart of a preconditioned move, ``eager`` =
-        :func:`~lambdascope.llc.preconditioner.step_function` of ``blocks``: one graph per layout
-        of its inputs (M's tensors are inputs, so a re-estimated M of the same blocks reuses it).
-        Eager for the rest of the estimate if compiling or running it fails; its inputs are never
-        modified, so the eager move can redo a failed one."""
+    def move(self, blocks: tuple, eager: Callable[..., torch.Tensor], what: str = "preconditioned move"
+             ) -> Callable[..., torch.Tensor]:
+        """The compiled counterpart of a move, ``eager`` = a function of tensors for the layout
+        ``blocks`` (:func:`~lambdascope.llc.preconditioner.step_function` of M's blocks, or the
+        plain move; either may draw its own noise, :func:`lambdascope.llc.noise.with_noise`): one
+        graph per layout of its inputs (M's tensors are inputs, so a re-estimated M of the same
+        blocks reuses it). Eager for the rest of the estimate if compiling or running it fails;
+        its inputs are never modified, so the eager move can redo a failed one. ``what`` names it
+        in the summary."""
+        if not self.move_failure:  # a failure keeps the name of what failed
+            self.move_what = what
+
         def step(*inputs: torch.Tensor) -> torch.Tensor:
             if self.move_failure:
                 return eager(*inputs)
-            key = (blocks, *((t.shape, t.stride(), t.dtype) for t in inputs))
+            key = (blocks, eager.__name__, *((t.shape, t.stride(), t.dtype) for t in inputs))
             try:
                 graph = self._moves.get(key)
                 if graph is None:
@@ -123,7 +133,7 @@ class GradientCompiler:
             except Exception as err:  # noqa: BLE001 - the eager move does the same
                 self._moves = {}
                 self.move_failure = _first_line(err)
-                log.warning("compiling the preconditioned move failed (%s); it goes on eagerly", self.move_failure)
+                log.warning("compiling the %s failed (%s); it goes on eagerly", self.move_what, self.move_failure)
                 return eager(*inputs)
             return out[0] if isinstance(out, (tuple, list)) else out
         return step
@@ -131,12 +141,12 @@ class GradientCompiler:
     def summary(self) -> str:
         """What happened, for the estimate's report."""
         if self.move_failure:
-            return f"{self._gradient_summary()}; compiling the preconditioned move failed ({self.move_failure}), it ran eagerly"
+            return f"{self._gradient_summary()}; compiling the {self.move_what} failed ({self.move_failure}), it ran eagerly"
         return self._gradient_summary()
 
     def _gradient_summary(self) -> str:
         if self.state == "compiled":
-            what = "gradient and preconditioned move" if self._moves else "gradient"
+            what = f"gradient and {self.move_what}" if self._moves else "gradient"
             return (f"{what} compiled with torch's inductor after {self.eager_seconds:.1f} s of eager sampling "
                     f"(compiling took {self.compile_seconds:.1f} s)")
         if self.state == "failed" and self.compiled_before:

@@ -18,7 +18,9 @@ Randomness: chain c owns two generators seeded from ``SeedSequence(seed).spawn(c
 drawing its minibatches (reshuffled epochs), one its noise; both are drawn in blocks of steps
 whose length depends only on the batch size and on D. The vmapped and chain-by-chain paths
 therefore consume identical random numbers and agree up to floating-point rounding, and a chain's
-stream does not depend on how many chains run beside it.
+stream does not depend on how many chains run beside it. Once a run's move is compiled on the
+CPU, the noise comes from Philox instead (:mod:`lambdascope.llc.noise`), keyed per chain from the
+same seed sequence: a function of (chain, step, coordinate), drawn inside the compiled move.
 
 Acceptance estimate (MALA). Every ``accept_every``-th step the SGLD move w → w' is scored as a
 Metropolis-adjusted Langevin proposal: ``α = min(1, exp(−U(w') + U(w) + log q(w|w') − log q(w'|w)))``
@@ -51,6 +53,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
+from lambdascope.llc import noise as noise_lib
 from lambdascope.llc import preconditioner as preconditioner_lib
 from lambdascope.llc.chain_groups import saved_bytes_per_chain
 from lambdascope.llc.compiled import GradFn, GradientCompiler
@@ -102,14 +105,15 @@ class SGLDTrace:
     moments: dict | None = None
 
 
-def _chain_generators(seed: int, chains: int, device: torch.device) -> tuple[list, list]:
-    """(batch generators, noise generators), two independent streams per chain."""
-    batch, noise = [], []
+def _chain_generators(seed: int, chains: int, device: torch.device) -> tuple[list, list, Tensor]:
+    """(batch generators, noise generators, Philox keys (chains, 2)): independent streams per chain."""
+    batch, noise, words = [], [], []
     for s in np.random.SeedSequence(seed).spawn(chains):
-        a, b = (int(v) for v in s.generate_state(2, np.uint64))
+        a, b, c = (int(v) for v in s.generate_state(3, np.uint64))
         batch.append(torch.Generator(device=device).manual_seed(a))
         noise.append(torch.Generator(device=device).manual_seed(b))
-    return batch, noise
+        words.append(c)
+    return batch, noise, noise_lib.keys_from_words(words, device)
 
 
 def static_batch_size(model: torch.nn.Module) -> int | None:
@@ -443,6 +447,7 @@ def run_sgld(
     precondition: Preconditioner | None = None,
     moments: str = "diagonal",
     baseline: Tensor | None = None,
+    counter_noise: bool | None = None,
 ) -> SGLDTrace:
     """Run ``chains`` SGLD chains for ``steps`` steps from the model's parameters w*.
 
@@ -475,6 +480,12 @@ def run_sgld(
     swamps λ̂: a regression with label noise of sd 0.5, n = 10,000 and a batch of 256 reads
     nβ·L_B(w*) with an sd of ~24 against λ = 2.5 (docs/benchmarks.md §4zg). The chains move
     exactly as without it; only the readout changes.
+    ``counter_noise``: where the chains' noise comes from. None (the default): each chain's Mersenne
+    Twister generator while the move runs eagerly, and on the CPU, once the run compiles, Philox
+    (:mod:`lambdascope.llc.noise`) inside the compiled move (the same law, a different stream from
+    that step on; on a GPU torch's own generator is already a counter-based one). True: Philox
+    from the first step, eagerly until compiled (slow eagerly; for comparing eager and compiled
+    chains). False: the Mersenne Twister throughout.
     """
     device = x.device
     layout, fixed, center = _sampled_layout(model, params)
@@ -486,7 +497,7 @@ def run_sgld(
             raise ValueError(f"init must have shape ({chains}, {dim}) (got {tuple(init.shape)})")
         w = init.to(device=device, dtype=dtype).clone()
 
-    batch_gens, noise_gens = _chain_generators(seed, chains, device)
+    batch_gens, noise_gens, keys = _chain_generators(seed, chains, device)
     n = x.shape[0]
     full_batch = batch_size >= n
     batches = None if full_batch else _Minibatches(n, batch_size, batch_gens, device)
@@ -496,25 +507,37 @@ def run_sgld(
     vectorized = vectorize
     grad_fn = _grad_fn(model, layout, fixed, loss_fn, vectorized, full_batch, chains_per_pass)
     compiled = False
+    # counter: Philox noise drawn inside the move function (noise_lib.with_noise), else a block
+    # of each chain's Mersenne Twister numbers handed to it; plain moves run as in-place ops then
+    counter_when_compiled = device.type == "cpu" if counter_noise is None else counter_noise
+    counter = bool(counter_noise)
 
     def compile_now() -> None:  # the same passes, each through the compiled gradient (and move)
-        nonlocal grad_fn, compiled, move
+        nonlocal grad_fn, compiled, move, counter
         eager_pass = _grad_fn(model, layout, fixed, loss_fn, True, full_batch)
         one_pass = compiler.gradient(_chain_loss(model, layout, loss_fn, True), fixed, full_batch, eager_pass)
         grad_fn = _in_groups(one_pass, chains_per_pass, full_batch)
-        if pre is not None:
-            move = compiler.move(pre.blocks, eager_move)
+        what = "move" if pre is None else "preconditioned move"
+        if counter_when_compiled:
+            noisy = compiler.move(layout_key, noise_lib.with_noise(eager_move, dim), f"{what} with Philox noise")
+            # compiles it (each input its own tensor: the tracer would take one tensor given twice for one input)
+            noisy(torch.zeros_like(w), w, center, keys, torch.zeros((), dtype=torch.int64, device=device), coef, *held)
+            if not compiler.move_failure:  # else the Mersenne Twister's block goes on where it was
+                counter, move = True, noisy
+        if not counter and pre is not None:
+            move = compiler.move(layout_key, eager_move, what)
         compiled = True
 
-    pre = move = eager_move = None
+    pre = None
+    eager_move = plain_move
     if precondition is not None:
         if tuple(precondition.m.shape) != (dim,):
             raise ValueError(f"precondition must hold {dim} positive numbers")
         pre = precondition.to(device, dtype)
-        move = eager_move = preconditioner_lib.step_function(pre.blocks)
+        eager_move = preconditioner_lib.step_function(pre.blocks)
+    layout_key = ("plain",) if pre is None else pre.blocks
+    move = noise_lib.with_noise(eager_move, dim) if counter else eager_move
     held = pre.tensors() if pre is not None else ()
-    if compiler is not None and vectorized and compiler.state == "compiled":
-        compile_now()
     losses = torch.empty(chains, steps, dtype=dtype, device=device)
     every, checked = max(1, min(50, steps // 100)), 0
     warm_steps, warm_size = warmup if warmup is not None else (0, step_size)
@@ -535,10 +558,21 @@ def run_sgld(
     # per-example baseline, read per step by the minibatch's indices (nothing to take off a full batch)
     base = None if baseline is None or full_batch else baseline.to(device=device, dtype=dtype)
     noise = torch.empty(chains, noise_block, dim, dtype=dtype, device=device)
+    kn = noise_block  # how many of the block's steps are used: none drawn yet
 
-    def coefficients() -> Tensor | None:
-        """The move's constants at the current step size (preconditioner.step_function)."""
-        return None if pre is None else torch.tensor(
+    def drawn() -> Tensor:
+        """The next step's Mersenne Twister numbers (chains, D), drawn a block of steps at a time."""
+        nonlocal kn
+        if kn == noise_block:
+            for c, g in enumerate(noise_gens):
+                torch.randn(noise_block, dim, generator=g, out=noise[c])
+            kn = 0
+        kn += 1
+        return noise[:, kn - 1]
+
+    def coefficients() -> Tensor:
+        """The move's constants at the current step size (plain_move, preconditioner.step_function)."""
+        return torch.tensor(
             [-half * nbeta, -half * (localization + weight_decay), half * localization, scale], dtype=dtype,
             device=device)
     coef = coefficients()
@@ -546,16 +580,15 @@ def run_sgld(
     if m:
         matrices = preconditioner_lib.blocks(layout.shapes, layout.offsets) if moments == "kronecker" else []
         gathered = preconditioner_lib.Moments(dim, matrices, device, dtype)
+    if compiler is not None and vectorized and compiler.state == "compiled":  # an earlier run of the estimate compiled
+        compile_now()
     began = time.perf_counter()
     for t in range(steps):
         if t == warm_steps and current != step_size:
             current = step_size
             half, scale = current / 2, math.sqrt(current)
             coef = coefficients()
-        kn, ki = t % noise_block, t % index_block
-        if kn == 0:
-            for c, g in enumerate(noise_gens):
-                torch.randn(noise_block, dim, generator=g, out=noise[c])
+        ki = t % index_block
         if not full_batch:
             if ki == 0:
                 indices = batches.block(index_block)
@@ -581,15 +614,21 @@ def run_sgld(
         # its parts are needed; both give the same numbers, so scoring never changes a chain.
         # Preconditioned: w' = w + M·(−(ε/2)(nβ·g + (γ + wd)·w − γ·w*)) + √ε·M^½ξ, one function
         # (preconditioner.step_function) that leaves g as it is, compiled with the gradient.
+        # With counter noise either move is one function (plain_move or step_function) drawing
+        # its own ξ (noise_lib.with_noise), compiled into one loop on the CPU.
         is_scored = slot < m and scored[slot] == t
-        if pre is None:
+        if counter and compiled and counter_noise is None and (compiler.state == "failed" or compiler.move_failure):
+            counter, move = False, eager_move  # Philox is slow eagerly: the Mersenne Twister's block goes on
+        if counter:
+            w_next = move(grad, w, center, keys, torch.tensor(t, dtype=torch.int64, device=device), coef, *held)
+        elif pre is None:
             w_next = grad.mul(-half * nbeta) if is_scored else grad.mul_(-half * nbeta)
             w_next.add_(w, alpha=1.0 - half * (localization + weight_decay))
             if localization:
                 w_next.add_(center, alpha=half * localization)
-            w_next.add_(noise[:, kn], alpha=scale)
+            w_next.add_(drawn(), alpha=scale)
         else:
-            w_next = move(grad, w, center, noise[:, kn], coef, *held)
+            w_next = move(grad, w, center, drawn(), coef, *held)
         if is_scored:
             grad2, loss2 = grad_fn(w_next, xb, yb)
             _score_move(w, w_next, w - center, grad, loss, grad2, loss2, nbeta, localization, weight_decay,
@@ -628,6 +667,13 @@ def run_sgld(
         final=w,
         moments=None if gathered is None else gathered.state(),
     )
+
+
+def plain_move(grad: Tensor, w: Tensor, center: Tensor, noise: Tensor, coef: Tensor) -> Tensor:
+    """The unpreconditioned move as a function of tensors, for the compiled move with Philox noise:
+    ``w + c₀·g + c₁·w + c₂·w* + c₃·ξ``, ``coef`` as in preconditioner.step_function. (Eagerly the
+    loop runs the same move as in-place operations on the gradient's buffer.)"""
+    return w + grad * coef[0] + w * coef[1] + center * coef[2] + noise * coef[3]
 
 
 def _score_move(

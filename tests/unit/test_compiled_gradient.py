@@ -39,7 +39,7 @@ def _mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def test_compiled_chains_follow_the_eager_ones():
     model, x, y = _dln()
     run = dict(chains=3, steps=300, step_size=2e-5, localization=10.0, nbeta=300.0, batch_size=64, seed=4,
-               accept_every=10)
+               accept_every=10, counter_noise=True)  # the compiled move's noise, drawn eagerly too
     eager = run_sgld(model, x, y, _mse, **run)
     compiler = GradientCompiler(after_seconds=0.0)  # compile at the first check
     compiled = run_sgld(model, x, y, _mse, compiler=compiler, **run)
@@ -129,7 +129,7 @@ def test_an_exported_transformer_compiles_and_follows_the_eager_chains():
         return torch.nn.functional.cross_entropy(out.reshape(-1, VOCAB), target.reshape(-1))
 
     run = dict(chains=3, steps=80, step_size=1e-5, localization=100.0, nbeta=50.0, batch_size=16, seed=2,
-               accept_every=10, chains_per_pass=2)
+               accept_every=10, chains_per_pass=2, counter_noise=True)
     eager = run_sgld(exported, x, y, token_loss, **run)
     compiler = GradientCompiler(after_seconds=0.0)
     compiled = run_sgld(exported, x, y, token_loss, compiler=compiler, **run)
@@ -159,7 +159,7 @@ def test_compiled_chains_follow_the_eager_ones_in_every_layout(case):
     the eager chains."""
     model, x, y = _dln(20, widths=(5, 7, 4), n=300)
     run = dict(chains=2, steps=60, step_size=2e-5, localization=10.0, nbeta=300.0, batch_size=32, seed=3,
-               accept_every=10)
+               accept_every=10, counter_noise=True)
     if case == "float64":
         model, x, y = model.double(), x.double(), y.double()
     elif case == "full_batch":
@@ -207,7 +207,7 @@ def test_a_failure_after_a_first_graph_says_when_the_estimate_went_eager(monkeyp
     monkeypatch.setattr(compiled_module, "_compile", second_fails)
     model, x, y = _dln(30, widths=(4, 6, 3), n=200)
     run = dict(chains=3, steps=40, step_size=2e-5, localization=10.0, nbeta=300.0, batch_size=32, seed=5,
-               accept_every=0, chains_per_pass=2)
+               accept_every=0, chains_per_pass=2, counter_noise=False)  # the gradient's graphs only
     compiler = GradientCompiler(after_seconds=0.0)
     sampled = run_sgld(model, x, y, _mse, compiler=compiler, **run)
     eager = run_sgld(model, x, y, _mse, **run)
@@ -233,11 +233,12 @@ def test_preconditioned_chains_compiled_follow_the_eager_ones():
     compiled give the eager chains, losses, acceptance and gathered moments."""
     model, x, y = _dln(40)
     run = dict(chains=3, steps=300, step_size=2e-5, localization=10.0, nbeta=300.0, batch_size=64, seed=4,
-               accept_every=10, precondition=_kronecker_m(model, x, y), moments="kronecker")
+               accept_every=10, precondition=_kronecker_m(model, x, y), moments="kronecker", counter_noise=True)
     eager = run_sgld(model, x, y, _mse, **run)
     compiler = GradientCompiler(after_seconds=0.0)
     compiled = run_sgld(model, x, y, _mse, compiler=compiler, **run)
-    assert compiler.summary().startswith("gradient and preconditioned move compiled"), compiler.summary()
+    assert compiler.summary().startswith("gradient and preconditioned move with Philox noise compiled"), \
+        compiler.summary()
     torch.testing.assert_close(compiled.losses, eager.losses, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(compiled.final, eager.final, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(compiled.acceptance, eager.acceptance, rtol=1e-3, atol=1e-4)
@@ -253,7 +254,7 @@ def test_a_move_that_fails_to_compile_goes_on_eagerly_and_says_so(monkeypatch):
     real = compiled_module._compile
 
     def move_fails(fn, inputs):
-        if fn.__name__ == "step":  # preconditioner.step_function's
+        if fn.__name__ == "noisy":  # preconditioner.step_function's, drawing its own noise
             raise RuntimeError("no graph for the move")
         return real(fn, inputs)
 
@@ -267,6 +268,7 @@ def test_a_move_that_fails_to_compile_goes_on_eagerly_and_says_so(monkeypatch):
     assert compiler.state == "compiled"
     assert compiler.summary().startswith("gradient compiled with torch's inductor")
     assert compiler.summary().endswith(
-        "; compiling the preconditioned move failed (RuntimeError: no graph for the move), it ran eagerly")
+        "; compiling the preconditioned move with Philox noise failed (RuntimeError: no graph for the move), "
+        "it ran eagerly")
     torch.testing.assert_close(sampled.losses, eager.losses, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(sampled.final, eager.final, rtol=1e-4, atol=1e-6)

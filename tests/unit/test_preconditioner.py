@@ -218,7 +218,9 @@ def test_an_m_that_would_hardly_raise_the_step_is_declined(structure: str) -> No
     stiff directions, so the run samples without it and says why (make run's MLPs: a Kronecker
     M at ×1.2 took 44,000-69,000 steps where the plain step took 10,000-19,000)."""
     model, x, y = _regression(10, 2000, outputs=2)
-    result = estimate_llc(model, x, y, mse, SGLDConfig(precondition=structure, max_steps=20_000, seed=2),
+    # the cap leaves room for the drift test's noise (±2-3% per doubling against the 2% bound
+    # here): at 20,000 one stream converged on its last check and another did not (28,713 steps)
+    result = estimate_llc(model, x, y, mse, SGLDConfig(precondition=structure, max_steps=40_000, seed=2),
                           device="cpu")
     assert f"not preconditioned: a {structure} M estimated from the warm-up would have let the calibrated " \
            "step grow only ×1." in result.stopping.summary
