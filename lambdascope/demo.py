@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     gammas = " and ".join(dict.fromkeys(f"{r.config.sampler.localization:.3g}" for r in reports))
     print(f"\nLLC: λ̂ = nβ·(E[L_n(w)] − L_n(w*)) from {sampler.chains} SGLD chains (step calibrated per "
           f"model, localization {gammas} set from each model's curvature, nβ {sampler.nbeta:.1f}) on each "
-          "model's training split; ± is the spread across chains.")
+          "model's training split; ± is λ̂'s standard error (what a rerun would move it by: the Monte "
+          "Carlo error and the drift left in the draws).")
     for comparison in views.compare(reports, digests):
         print(comparison.sentence)
         for warning in comparison.warnings:
