@@ -27,7 +27,6 @@ from lambdascope.llc.audit import AuditResult, AuditSettings, run_audit
 from lambdascope.llc import llc as llc_core
 from lambdascope.llc.llc import SamplerDivergedError
 from lambdascope.reports import MAX_PAGE_BYTES, page_check
-from lambdascope.reports import html as report_html
 from services.estimator.job_snapshots import JobSnapshots
 from services.estimator.loading import load_model
 
@@ -126,8 +125,11 @@ def _held_localization(settings: AuditSettings, first: audit_pb2.AuditReport) ->
 
 def _page(report: audit_pb2.AuditReport) -> bytes:
     """The report's HTML page, or none when it cannot be rendered within the registry's limit
-    (the report itself is what must not be lost; `lambdascope report --html` renders one)."""
+    (the report itself is what must not be lost; `lambdascope report --html` renders one).
+    The renderer is imported here, not at start: matplotlib is 0.9 s of the worker's 2.7 s import."""
     try:
+        from lambdascope.reports import html as report_html
+
         page = report_html.audit_page(report).encode()
     except Exception:  # noqa: BLE001 - a plot that fails must not cost the audit
         log.exception("could not render the report's HTML page")
