@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                   "argv": sys.argv[1:], "lambda_hat": result.mean, "std": result.std,
                   "per_chain": result.per_chain, "uncorrected": result.uncorrected_mean,
                   "predicted_bias": result.bias_estimate, "mcse": diag.mcse_relative, "rhat": diag.rhat,
-                  "ess": diag.ess, "verdict": verdict.state, "drift": result.drift,
+                  "ess": diag.ess, "verdict": verdict.state, "reasons": verdict.reasons, "drift": result.drift,
                   "drift_error": result.drift_error, "stop": result.stopping.reason,
                   "steps": result.stopping.steps, "seconds": time.perf_counter() - began}
         with open(args.json, "a") as f:

@@ -141,7 +141,18 @@ def diagnose(llc: LLCResult) -> tuple[diagnostics.Diagnostics, diagnostics.Verdi
         flag = "--max-steps" if stop.reason == "step_cap" else "--max-seconds"
         more = (f" (to about {stop.steps_wanted:,} steps per chain for the {stop.wanted_for} it lacked, at the "
                 "rate this run saw; R-hat and drift can need more)" if stop.steps_wanted else "")
-        reason = f"the run {stop.summary}; λ̂ may still be off: raise {flag}{more} for a longer run"
+        if stop.ess_stalled is not None:
+            (kept0, ess0), (kept1, ess1) = stop.ess_stalled
+            longer = (f"; for the {stop.wanted_for} it also lacked, about {stop.steps_wanted:,} steps per chain "
+                      f"(raise {flag})" if stop.steps_wanted else "")
+            reason = (f"the run {stop.summary}; λ̂ may still be off, and a longer run is not expected to reach the "
+                      f"ESS it lacked: its window's ESS did not grow as the window doubled (ESS {ess0:.0f} over "
+                      f"{kept0:,} kept steps per chain, {ess1:.0f} over {kept1:,}), so the chains wander more slowly "
+                      "than the run (on deep networks they drift along the weights' rescaling symmetries into ever "
+                      "stiffer regions, and sampling on carries them further); more chains add to the ESS without a "
+                      f"longer run, at their cost per step{longer}")
+        else:
+            reason = f"the run {stop.summary}; λ̂ may still be off: raise {flag}{more} for a longer run"
         state = verdict.state if verdict.state == "failed" else "warning"
         verdict = diagnostics.Verdict(state, [*verdict.reasons, reason] if state == "failed"
                                       else [reason, *verdict.reasons])

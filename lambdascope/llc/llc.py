@@ -629,6 +629,9 @@ class Stopping:
     # (0: unknown, or nothing it lacked grows with the run), and what that was ("ESS and settling")
     steps_wanted: int = 0
     wanted_for: str = ""
+    # a capped run whose window's ESS did not grow as the window doubled: (kept steps, ESS) then
+    # and at the last check; a longer run is then no way to the ESS it lacked (_ess_stalled)
+    ess_stalled: tuple[tuple[int, float], tuple[int, float]] | None = None
 
 
 # Why sampling stopped. "fixed": the length was given; the others only for a run that chose it.
@@ -734,6 +737,7 @@ class _Sampler:
         losses = torch.empty(config.chains, 0, dtype=torch.float64)  # the main run's, on the CPU
         done, origin, checks, check, status, clock = 0, 0, 0, None, "sampling", warm_time
         reason, retunes, declined = "step_cap", [], ""
+        history: list[tuple[int, float]] = []  # (kept steps, ESS) of each check of the current window
 
         def settle() -> float:
             """Steps the window must span: a doubling of the chains' age, once the step was lowered."""
@@ -756,6 +760,7 @@ class _Sampler:
             done, start = losses.shape[1], parts[-1].final
             step_size, origin, checks, status = main["step_size"], main["origin"], main["checks"], main["status"]
             retunes, clock, declined = list(main["retunes"]), main["clock"], main.get("declined", "")
+            history = [(int(k), float(e)) for k, e in main.get("history", [])]
             precond.restore(main["precondition"])
             if main["checked"]:
                 check = judge()
@@ -766,7 +771,7 @@ class _Sampler:
             if len(parts) > saved:  # between chunks: a boundary a resumed run can start from
                 self.saver.main(parts, step_size=step_size, origin=origin, checks=checks, status=status,
                                 retunes=retunes, checked=check is not None, clock=clock, declined=declined,
-                                precondition=precond.state())
+                                precondition=precond.state(), history=[list(h) for h in history])
                 saved = len(parts)
             seconds = sum(p.seconds for p in parts)
             rate = done / seconds if seconds > 0 else math.nan
@@ -801,11 +806,12 @@ class _Sampler:
                     retunes.append(f"at step {warm + done} the step size went {step_size:.3g} → "
                                    f"{smaller.step_size:.3g} ({smaller.why})")
                     clock += (done - origin) * step_size
-                    step_size, origin, check = smaller.step_size, done, None
+                    step_size, origin, check, history = smaller.step_size, done, None, []
                     status = "step size lowered: the window starts again"
                     continue
             check = judge()
             checks += 1
+            history.append((check.steps - check.burnin, check.ess))
             status = check.status(rule)
             if check.not_a_minimum:  # first: a stable estimate below L_n(w*) is no estimate
                 reason = "not_a_minimum"
@@ -827,11 +833,12 @@ class _Sampler:
         summary += precond.summary()
         burnin = origin + (check.burnin if check is not None else 0)
         self.report(warm + done, warm + done, losses[:, burnin:], status)
-        wanted, wanted_for = _steps_wanted(check, rule, done - origin, settle())
+        stalled = _ess_stalled(history, rule) if reason in ("step_cap", "time_cap") else None
+        wanted, wanted_for = _steps_wanted(check, rule, done - origin, settle(), ess_grows=stalled is None)
         if reason != "step_cap" or not wanted:
             wanted, wanted_for = 0, ""
         stop = Stopping(True, reason, summary, warm + done, warm, checks, check,
-                        warm + origin + wanted if wanted else 0, wanted_for)
+                        warm + origin + wanted if wanted else 0, wanted_for, stalled)
         return _join(parts), stop, step_size, burnin
 
 class _Preconditioning:
@@ -915,16 +922,18 @@ def _too_late(lowered: Lowered, steps_left: int, clock: float, since: int, step_
     return steps_left < age_after
 
 
-def _steps_wanted(check: Check | None, rule: StoppingRule, window: int, settle: float) -> tuple[int, str]:
+def _steps_wanted(check: Check | None, rule: StoppingRule, window: int, settle: float,
+                  ess_grows: bool = True) -> tuple[int, str]:
     """(steps of the final window that would meet what a capped run lacked, as far as it scales
     with the window, and what that is), or (0, "") when none of it does: the ESS grows with the
-    window's length, the MCSE and the drift's error fall with its square root, a restarted window
-    must span ``settle`` steps. Rounded up to a thousand. R-hat and the drift itself have no such
-    rate, so a run lacking them may need more."""
+    window's length (unless ``ess_grows`` is False: :func:`_ess_stalled`), the MCSE and the
+    drift's error fall with its square root, a restarted window must span ``settle`` steps.
+    Rounded up to a thousand. R-hat and the drift itself have no such rate, so a run lacking them
+    may need more."""
     if check is None or window <= 0:
         return 0, ""
     needs = {}
-    if math.isfinite(check.ess) and 0 < check.ess < rule.until_ess:
+    if ess_grows and math.isfinite(check.ess) and 0 < check.ess < rule.until_ess:
         needs["ESS"] = window * rule.until_ess / check.ess
     if math.isfinite(check.mcse) and check.mcse > rule.max_mcse:
         needs["MCSE"] = window * (check.mcse / rule.max_mcse) ** 2
@@ -937,6 +946,25 @@ def _steps_wanted(check: Check | None, rule: StoppingRule, window: int, settle: 
     names = list(needs)
     what = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     return int(math.ceil(max(needs.values()) / 1000) * 1000), what
+
+
+def _ess_stalled(history: list[tuple[int, float]], rule: StoppingRule
+                 ) -> tuple[tuple[int, float], tuple[int, float]] | None:
+    """((kept steps, ESS) of an earlier check, of the last) when the last check lacked ESS and
+    an earlier check of the same window, over at most half as many kept steps, had at least as
+    much; else None. The ESS of a stationary trace grows with its length, so the steps a capped
+    run would need are extrapolated from it (:func:`_steps_wanted`); on deep networks it does not:
+    the chains drift along the weights' rescaling symmetries into ever stiffer regions and wander
+    more slowly than the run (docs/benchmarks.md §4zj, §4zp: one window's ESS fell from 285 to 29
+    as it doubled), and a longer run carries them further out. Saying "raise the cap to N steps"
+    there would send a user to a run several times longer that is not expected to help."""
+    if not history:
+        return None
+    kept, ess = history[-1]
+    if not (math.isfinite(ess) and ess < rule.until_ess):
+        return None
+    earlier = [(k, e) for k, e in history[:-1] if 2 * k <= kept and math.isfinite(e) and e >= ess]
+    return (max(earlier, key=lambda h: h[1]), (kept, ess)) if earlier else None
 
 
 def _at_step(note: str) -> int:

@@ -122,6 +122,40 @@ def test_a_capped_run_estimates_the_steps_its_ess_mcse_and_settling_needed() -> 
     assert _steps_wanted(None, rule, 10_000, 0.0) == (0, "")
 
 
+def test_a_window_whose_ess_fell_as_it_doubled_is_not_extrapolated() -> None:
+    """Deep networks' chains wander more slowly than the run (docs/benchmarks.md §4zp): when a
+    window's ESS did not grow as it doubled, no step count is promised for the ESS."""
+    from lambdascope.llc.llc import _ess_stalled, _steps_wanted
+
+    rule = stopping.StoppingRule()
+    fell = [(4000, 120.0), (6000, 285.0), (9000, 150.0), (13_000, 60.0), (20_000, 29.0)]
+    assert _ess_stalled(fell, rule) == ((6000, 285.0), (20_000, 29.0))  # the best check at most half as long
+    growing = [(5000, 50.0), (10_000, 100.0), (20_000, 190.0)]
+    assert _ess_stalled(growing, rule) is None
+    assert _ess_stalled([(15_000, 120.0), (20_000, 100.0)], rule) is None  # less than a doubling apart
+    assert _ess_stalled([(5000, 300.0), (20_000, 250.0)], rule) is None  # the last check had its ESS
+    assert _ess_stalled([(5000, math.nan), (20_000, 29.0)], rule) is None
+    assert _ess_stalled([], rule) is None
+    check = stopping.Check(steps=40_000, burnin=20_000, draws=20_000, llc=100.0, ess=29.0, rhat=1.09, mcse=0.01,
+                           drift=0.0)
+    assert _steps_wanted(check, rule, 40_000, 0.0) == (276_000, "ESS")
+    assert _steps_wanted(check, rule, 40_000, 0.0, ess_grows=False) == (0, "")
+    assert _steps_wanted(check, rule, 40_000, 60_000.0, ess_grows=False) == (60_000, "settling")
+
+
+def test_a_capped_run_whose_ess_stalled_says_a_longer_run_will_not_reach_it() -> None:
+    model, x, y = _regression(20, 2000)
+    result = estimate_llc(model, x, y, mse, SGLDConfig(localization=1.0, max_steps=400), device="cpu")
+    stop = dataclasses.replace(result.stopping, ess_stalled=((100, 80.0), (300, 40.0)), steps_wanted=0,
+                               wanted_for="")
+    verdict = diagnose(dataclasses.replace(result, stopping=stop))[1]
+    assert verdict.state == "warning"
+    said = next(r for r in verdict.reasons if "step cap" in r)
+    assert "a longer run is not expected to reach the ESS it lacked" in said, said
+    assert "ESS 80 over 100 kept steps per chain, 40 over 300" in said, said
+    assert "more chains add to the ESS" in said and "raise --max-steps (to about" not in said, said
+
+
 def test_a_time_cap_stops_the_run_with_a_warning_that_says_so() -> None:
     model, x, y = _regression(20, 2000)
     result = estimate_llc(model, x, y, mse, SGLDConfig(localization=1.0, max_seconds=0.5), device="cpu")
