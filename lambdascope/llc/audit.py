@@ -145,12 +145,12 @@ def diagnose(llc: LLCResult) -> tuple[diagnostics.Diagnostics, diagnostics.Verdi
             (kept0, ess0), (kept1, ess1) = stop.ess_stalled
             longer = (f"; for the {stop.wanted_for} it also lacked, about {stop.steps_wanted:,} steps per chain "
                       f"(raise {flag})" if stop.steps_wanted else "")
-            reason = (f"the run {stop.summary}; λ̂ may still be off, and a longer run is not expected to reach the "
-                      f"ESS it lacked: its window's ESS did not grow as the window doubled (ESS {ess0:.0f} over "
-                      f"{kept0:,} kept steps per chain, {ess1:.0f} over {kept1:,}), so the chains wander more slowly "
-                      "than the run (on deep networks they drift along the weights' rescaling symmetries into ever "
-                      "stiffer regions, and sampling on carries them further); more chains add to the ESS without a "
-                      f"longer run, at their cost per step{longer}")
+            reason = (f"the run {stop.summary}; λ̂ may still be off, and a longer run may not reach the ESS it "
+                      f"lacked: its window's ESS fell as the window doubled (ESS {ess0:.0f} over {kept0:,} kept "
+                      f"steps per chain, {ess1:.0f} over {kept1:,}), so the chains wander more slowly than the run "
+                      "(on deep networks they drift along the weights' rescaling symmetries into ever stiffer "
+                      "regions, and sampling on carries them further) and the steps it would need cannot be told "
+                      f"from this run; more chains add to the ESS without a longer run, at their cost per step{longer}")
         else:
             reason = f"the run {stop.summary}; λ̂ may still be off: raise {flag}{more} for a longer run"
         state = verdict.state if verdict.state == "failed" else "warning"

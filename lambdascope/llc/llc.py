@@ -629,8 +629,8 @@ class Stopping:
     # (0: unknown, or nothing it lacked grows with the run), and what that was ("ESS and settling")
     steps_wanted: int = 0
     wanted_for: str = ""
-    # a capped run whose window's ESS did not grow as the window doubled: (kept steps, ESS) then
-    # and at the last check; a longer run is then no way to the ESS it lacked (_ess_stalled)
+    # a capped run whose window's ESS fell to half as the window doubled: (kept steps, ESS) then
+    # and at the last check; the steps the ESS would need cannot be told then (_ess_stalled)
     ess_stalled: tuple[tuple[int, float], tuple[int, float]] | None = None
 
 
@@ -951,19 +951,20 @@ def _steps_wanted(check: Check | None, rule: StoppingRule, window: int, settle: 
 def _ess_stalled(history: list[tuple[int, float]], rule: StoppingRule
                  ) -> tuple[tuple[int, float], tuple[int, float]] | None:
     """((kept steps, ESS) of an earlier check, of the last) when the last check lacked ESS and
-    an earlier check of the same window, over at most half as many kept steps, had at least as
-    much; else None. The ESS of a stationary trace grows with its length, so the steps a capped
-    run would need are extrapolated from it (:func:`_steps_wanted`); on deep networks it does not:
-    the chains drift along the weights' rescaling symmetries into ever stiffer regions and wander
-    more slowly than the run (docs/benchmarks.md §4zj, §4zp: one window's ESS fell from 285 to 29
-    as it doubled), and a longer run carries them further out. Saying "raise the cap to N steps"
-    there would send a user to a run several times longer that is not expected to help."""
+    an earlier check of the same window, over at most half as many kept steps, had at least
+    twice as much; else None. The ESS of a stationary trace grows with its length, so the steps
+    a capped run would need are extrapolated from it (:func:`_steps_wanted`); on deep networks it
+    need not: the chains drift along the weights' rescaling symmetries into ever stiffer regions
+    and wander more slowly than the run (docs/benchmarks.md §4zj, §4zp: one window's ESS fell
+    from 285 to 29 as it doubled). A fall to half where a stationary trace would have doubled is
+    well beyond the noise of the ESS's estimate (one window's went 49, 14, ..., 152, 65, 144 on
+    its way to 375), and there "raise the cap to N steps" would be a guess."""
     if not history:
         return None
     kept, ess = history[-1]
     if not (math.isfinite(ess) and ess < rule.until_ess):
         return None
-    earlier = [(k, e) for k, e in history[:-1] if 2 * k <= kept and math.isfinite(e) and e >= ess]
+    earlier = [(k, e) for k, e in history[:-1] if 2 * k <= kept and math.isfinite(e) and e >= 2 * ess]
     return (max(earlier, key=lambda h: h[1]), (kept, ess)) if earlier else None
 
 

@@ -124,7 +124,7 @@ def test_a_capped_run_estimates_the_steps_its_ess_mcse_and_settling_needed() -> 
 
 def test_a_window_whose_ess_fell_as_it_doubled_is_not_extrapolated() -> None:
     """Deep networks' chains wander more slowly than the run (docs/benchmarks.md §4zp): when a
-    window's ESS did not grow as it doubled, no step count is promised for the ESS."""
+    window's ESS fell to half as it doubled, no step count is promised for the ESS."""
     from lambdascope.llc.llc import _ess_stalled, _steps_wanted
 
     rule = stopping.StoppingRule()
@@ -132,7 +132,10 @@ def test_a_window_whose_ess_fell_as_it_doubled_is_not_extrapolated() -> None:
     assert _ess_stalled(fell, rule) == ((6000, 285.0), (20_000, 29.0))  # the best check at most half as long
     growing = [(5000, 50.0), (10_000, 100.0), (20_000, 190.0)]
     assert _ess_stalled(growing, rule) is None
-    assert _ess_stalled([(15_000, 120.0), (20_000, 100.0)], rule) is None  # less than a doubling apart
+    assert _ess_stalled([(15_000, 120.0), (20_000, 50.0)], rule) is None  # less than a doubling apart
+    # the noise of the ESS's estimate: short of doubling, or even a little lower, is not a fall
+    assert _ess_stalled([(10_000, 90.0), (20_000, 65.0)], rule) is None
+    assert _ess_stalled([(10_000, 130.0), (20_000, 65.0)], rule) == ((10_000, 130.0), (20_000, 65.0))
     assert _ess_stalled([(5000, 300.0), (20_000, 250.0)], rule) is None  # the last check had its ESS
     assert _ess_stalled([(5000, math.nan), (20_000, 29.0)], rule) is None
     assert _ess_stalled([], rule) is None
@@ -143,7 +146,7 @@ def test_a_window_whose_ess_fell_as_it_doubled_is_not_extrapolated() -> None:
     assert _steps_wanted(check, rule, 40_000, 60_000.0, ess_grows=False) == (60_000, "settling")
 
 
-def test_a_capped_run_whose_ess_stalled_says_a_longer_run_will_not_reach_it() -> None:
+def test_a_capped_run_whose_ess_fell_says_a_longer_run_may_not_reach_it() -> None:
     model, x, y = _regression(20, 2000)
     result = estimate_llc(model, x, y, mse, SGLDConfig(localization=1.0, max_steps=400), device="cpu")
     stop = dataclasses.replace(result.stopping, ess_stalled=((100, 80.0), (300, 40.0)), steps_wanted=0,
@@ -151,7 +154,8 @@ def test_a_capped_run_whose_ess_stalled_says_a_longer_run_will_not_reach_it() ->
     verdict = diagnose(dataclasses.replace(result, stopping=stop))[1]
     assert verdict.state == "warning"
     said = next(r for r in verdict.reasons if "step cap" in r)
-    assert "a longer run is not expected to reach the ESS it lacked" in said, said
+    assert "a longer run may not reach the ESS it lacked" in said, said
+    assert "cannot be told from this run" in said, said
     assert "ESS 80 over 100 kept steps per chain, 40 over 300" in said, said
     assert "more chains add to the ESS" in said and "raise --max-steps (to about" not in said, said
 
