@@ -139,8 +139,6 @@ def diagnose(llc: LLCResult) -> tuple[diagnostics.Diagnostics, diagnostics.Verdi
     stop = llc.stopping
     if stop is not None and stop.adaptive and stop.reason in ("step_cap", "time_cap"):
         flag = "--max-steps" if stop.reason == "step_cap" else "--max-seconds"
-        more = (f" (to about {stop.steps_wanted:,} steps per chain for the {stop.wanted_for} it lacked, at the "
-                "rate this run saw; R-hat and drift can need more)" if stop.steps_wanted else "")
         if stop.ess_stalled is not None:
             (kept0, ess0), (kept1, ess1) = stop.ess_stalled
             longer = (f"; for the {stop.wanted_for} it also lacked, about {stop.steps_wanted:,} steps per chain "
@@ -152,6 +150,8 @@ def diagnose(llc: LLCResult) -> tuple[diagnostics.Diagnostics, diagnostics.Verdi
                       "regions, and sampling on carries them further) and the steps it would need cannot be told "
                       f"from this run; more chains add to the ESS without a longer run, at their cost per step{longer}")
         else:
+            more = (f" (to about {stop.steps_wanted:,} steps per chain for the {stop.wanted_for} it lacked, at the "
+                    "rate this run saw; R-hat and drift can need more)" if stop.steps_wanted else "")
             reason = f"the run {stop.summary}; λ̂ may still be off: raise {flag}{more} for a longer run"
         state = verdict.state if verdict.state == "failed" else "warning"
         verdict = diagnostics.Verdict(state, [*verdict.reasons, reason] if state == "failed"
