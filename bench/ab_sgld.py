@@ -8,7 +8,8 @@ by make test): ms per chain-step on DLNs of several sizes, rounds alternating be
 preconditioner (estimated once from a scored run of the working tree's sampler, the same M given
 to both), every 10th move scored, the gradient compiled before the timed rounds (each side its
 own compiler). ``--compiled`` times the plain step with each side's gradient compiled (as
-bench/compile_gain.py does). The revision's preconditioner module is loaded beside its sampler.
+bench/compile_gain.py does). The revision's preconditioner, noise and compiler modules are loaded
+beside its sampler.
 """
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     base = load_at(args.base, "sgld")
     base_pre = load_at(args.base, "preconditioner")
     base.preconditioner_lib = base_pre
+    base.noise_lib = load_at(args.base, "noise")
+    base_compiler = load_at(args.base, "compiled").GradientCompiler
     shapes = ([tuple(int(v) for v in w.split(",")) for w in args.widths] if args.widths
               else [widths_for(int(s)) for s in args.sizes.split(",")])
     for widths in shapes:
@@ -70,13 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         kw = dict(chains=4, step_size=1e-9, localization=1.0, nbeta=1e4, batch_size=500, seed=0, accept_every=0)
         extra = {"base": {}, "current": {}}
         if args.compiled:
-            extra = {side: dict(compiler=GradientCompiler(after_seconds=0.0)) for side in extra}
+            extra = {side: dict(compiler=(base_compiler if side == "base" else GradientCompiler)(after_seconds=0.0))
+                     for side in extra}
         if args.audit_step:
             kw.update(step_size=1e-6, localization=10.0, batch_size=256, accept_every=10)
             gathered = current.run_sgld(model, x, y, dln.mse, steps=1200, moments="kronecker", **kw).moments
             m = preconditioner.estimate(gathered, 10.0, "kronecker")
             extra = {"base": dict(precondition=base_pre.Preconditioner.from_state(m.state()), moments="kronecker",
-                                  compiler=GradientCompiler(after_seconds=0.0)),
+                                  compiler=base_compiler(after_seconds=0.0)),
                      "current": dict(precondition=m, moments="kronecker", compiler=GradientCompiler(after_seconds=0.0))}
         times: dict[str, list[float]] = {"base": [], "current": []}
         for name, module in (("base", base), ("current", current)):

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
           f"bias correction, {100 * (result.uncorrected_mean / lam - 1):+.2f}%), {result.stopping.reason} at "
           f"{result.stopping.steps} steps, {time.perf_counter() - began:.0f} s")
     print(result.stopping.summary)
+    print(result.compile_summary)
     if args.json:
         diag, verdict = audit.diagnose(result)
         record = {"results": args.results, "case": args.case, "lambda": lam, "seed": args.seed,

@@ -25,6 +25,9 @@ graph (:meth:`GradientCompiler.move`): about 8% off a default audit's step (docs
 On the CPU the compiled move, preconditioned or not, also draws the chains' noise (Philox,
 :mod:`lambdascope.llc.noise`) in its own loop instead of reading the Mersenne Twister's serial
 draws (docs/benchmarks.md §2k).
+
+Every graph goes through inductor's on-disk cache: a model of shapes compiled before (another
+checkpoint, a rerun) loads its code in a few seconds instead of generating it again.
 """
 from __future__ import annotations
 
@@ -53,6 +56,8 @@ class GradientCompiler:
         self.after_seconds = after_seconds
         self.eager_seconds = 0.0  # sampling time spent on the eager gradient so far
         self.compile_seconds = 0.0  # tracing and code generation, every graph's
+        self.graphs_compiled = 0  # graphs compiled (gradient and move, every layout)
+        self.graphs_cached = 0  # of those, the ones inductor loaded from its on-disk cache
         self.state = "eager"  # "eager" (not compiled yet), "compiled", "failed"
         self.failure = ""
         self.compiled_before = False  # whether a graph ran before compiling failed
@@ -93,7 +98,7 @@ class GradientCompiler:
                 graph = self._graphs.get(key)
                 if graph is None:
                     began = time.perf_counter()
-                    graph = self._graphs[key] = _compile(self._trace, inputs)
+                    graph = self._graphs[key] = self._build(self._trace, inputs)
                     self.compile_seconds += time.perf_counter() - began
                 grad, loss = graph(*inputs)
             except Exception as err:  # noqa: BLE001 - any failure to compile leaves eager, which works
@@ -127,7 +132,7 @@ class GradientCompiler:
                 graph = self._moves.get(key)
                 if graph is None:
                     began = time.perf_counter()
-                    graph = self._moves[key] = _compile(eager, inputs)
+                    graph = self._moves[key] = self._build(eager, inputs)
                     self.compile_seconds += time.perf_counter() - began
                 out = graph(*inputs)
             except Exception as err:  # noqa: BLE001 - the eager move does the same
@@ -137,6 +142,16 @@ class GradientCompiler:
                 return eager(*inputs)
             return out[0] if isinstance(out, (tuple, list)) else out
         return step
+
+    def _build(self, fn: Callable, inputs: tuple[torch.Tensor, ...]) -> Callable:
+        """:func:`_compile`, counting the graphs whose code came from inductor's cache."""
+        from torch._dynamo.utils import counters  # 1 s to import: only when compiling
+
+        hits = counters["inductor"]["fxgraph_cache_hit"]
+        graph = _compile(fn, inputs)
+        self.graphs_compiled += 1
+        self.graphs_cached += counters["inductor"]["fxgraph_cache_hit"] > hits
+        return graph
 
     def summary(self) -> str:
         """What happened, for the estimate's report."""
@@ -148,7 +163,7 @@ class GradientCompiler:
         if self.state == "compiled":
             what = f"gradient and {self.move_what}" if self._moves else "gradient"
             return (f"{what} compiled with torch's inductor after {self.eager_seconds:.1f} s of eager sampling "
-                    f"(compiling took {self.compile_seconds:.1f} s)")
+                    f"(compiling took {self.compile_seconds:.1f} s{self._cached()})")
         if self.state == "failed" and self.compiled_before:
             return (f"gradient compiled with torch's inductor after {self.eager_seconds:.1f} s of eager sampling, "
                     f"then compiling a graph for another group of chains failed ({self.failure}); sampled "
@@ -160,6 +175,13 @@ class GradientCompiler:
                     f"{self.after_seconds:g} s after which compiling pays")
         return (f"not compiled: the run passed the {self.after_seconds:g} s after which compiling pays "
                 f"only in its last stretch (sampled {self.eager_seconds:.1f} s eagerly)")
+
+    def _cached(self) -> str:
+        if not self.graphs_cached:
+            return ""
+        if self.graphs_cached == self.graphs_compiled:
+            return ", its code from torch's on-disk kernel cache"
+        return f", {self.graphs_cached} of its {self.graphs_compiled} graphs' code from torch's on-disk kernel cache"
 
 
 def _first_line(err: Exception) -> str:
@@ -178,6 +200,20 @@ def _compile(fn: Callable, inputs: tuple[torch.Tensor, ...]) -> Callable:
     models it samples are exported programs or built-in architectures, whose code has no Python
     branches on tensor values to specialize on (tracing with fake tensors raises on any such
     branch instead of baking one side in).
+
+    The graph is traced on fake copies of ``inputs`` made by a fake-tensor mode with a shape
+    environment and static shapes, and compiled inside a tracing context of that mode: inductor's
+    on-disk graph cache needs the shape environment (without it every compile bypasses the cache
+    and generates the same code again, 10-40 s), and static shapes keep the kernels specialized to
+    the sizes, as they were. So a second audit of a model of the same shapes (another checkpoint,
+    a rerun, another parameter group of one shape) loads its kernels from the cache
+    (docs/benchmarks.md §2l).
     """
-    graph = make_fx(fn, tracing_mode="fake", _allow_non_fake_inputs=True)(*inputs)
-    return torch._inductor.compile(graph, list(inputs))
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    mode = FakeTensorMode(shape_env=ShapeEnv(), static_shapes=True, allow_non_fake_inputs=True)
+    fakes = [mode.from_tensor(t, static_shapes=True) for t in inputs]
+    graph = make_fx(fn, tracing_mode="fake", _allow_non_fake_inputs=True)(*fakes)
+    with torch._guards.tracing(torch._guards.TracingContext(mode)):
+        return torch._inductor.compile(graph, fakes)

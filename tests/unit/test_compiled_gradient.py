@@ -83,6 +83,24 @@ def test_the_compiler_is_due_by_eager_time_spent_across_runs():
     assert not compiler.due(100.0)
 
 
+def test_a_second_estimate_of_the_same_shapes_takes_its_code_from_the_kernel_cache(tmp_path, monkeypatch):
+    """Another checkpoint of one architecture, or a rerun: the graphs are the same, so inductor's
+    on-disk cache must serve their code (before, every compile bypassed it: "No shape env")."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "kernels"))  # empty: the first must miss
+    model, x, y = _dln(3, widths=(5, 7, 6))
+    run = dict(chains=2, steps=60, step_size=2e-5, localization=10.0, nbeta=300.0, batch_size=64, seed=2,
+               accept_every=10, counter_noise=True)
+    first, second = GradientCompiler(after_seconds=0.0), GradientCompiler(after_seconds=0.0)
+    a = run_sgld(model, x, y, _mse, compiler=first, **run)
+    b = run_sgld(model, x, y, _mse, compiler=second, **run)
+    assert first.state == second.state == "compiled", (first.summary(), second.summary())
+    assert first.graphs_compiled == second.graphs_compiled >= 2  # the gradient and the move
+    assert first.graphs_cached == 0 and "cache" not in first.summary()
+    assert second.graphs_cached == second.graphs_compiled
+    assert second.summary().endswith("its code from torch's on-disk kernel cache)")
+    torch.testing.assert_close(b.losses, a.losses, rtol=0, atol=0)  # the same code, the same chains
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="runs a child interpreter with a broken compiler path")
 def test_without_a_cpp_compiler_the_estimate_goes_on_eagerly(tmp_path):
     """As in an image without g++: inductor cannot build its kernels. A child interpreter with an
