@@ -153,9 +153,13 @@ def diagnose(llc: LLCResult) -> tuple[diagnostics.Diagnostics, diagnostics.Verdi
             more = (f" (to about {stop.steps_wanted:,} steps per chain for the {stop.wanted_for} it lacked, at the "
                     "rate this run saw; R-hat and drift can need more)" if stop.steps_wanted else "")
             reason = f"the run {stop.summary}; λ̂ may still be off: raise {flag}{more} for a longer run"
+        others = verdict.reasons
+        if stop.ess_stalled is not None:  # the generic advice on a low ESS is a longer run: not here
+            generic = diagnostics.few_draws(diag.ess)
+            others = [diagnostics.few_draws(diag.ess, "more chains, not a longer run (see the run's length)")
+                      if r == generic else r for r in others]
         state = verdict.state if verdict.state == "failed" else "warning"
-        verdict = diagnostics.Verdict(state, [*verdict.reasons, reason] if state == "failed"
-                                      else [reason, *verdict.reasons])
+        verdict = diagnostics.Verdict(state, [*others, reason] if state == "failed" else [reason, *others])
     return diag, verdict
 
 

@@ -412,6 +412,13 @@ def _chains(ids: Sequence[int]) -> str:
     return ("chain " if len(ids) == 1 else "chains ") + ", ".join(str(c) for c in ids)
 
 
+def few_draws(ess: float, advice: str = "run more draws (a longer chain) or more chains.") -> str:
+    """The warning for an ESS below :data:`ESS_WARN`; ``advice`` says what to change (a run whose
+    ESS stalled as it grew gets other advice, lambdascope.llc.audit.diagnose)."""
+    return (f"few effective draws (ESS {ess:.0f} across all chains, want at least {ESS_WARN:.0f}): the chains "
+            f"mix too slowly for their diagnostics to be trusted; {advice}")
+
+
 def judge(
     diag: Diagnostics,
     per_chain_llc: list[float],
@@ -525,11 +532,7 @@ def judge(
         )
 
     if math.isfinite(diag.ess) and diag.ess < ESS_WARN:
-        warned.append(
-            f"few effective draws (ESS {diag.ess:.0f} across all chains, want at least "
-            f"{ESS_WARN:.0f}): the chains mix too slowly for their diagnostics to be trusted; run "
-            "more draws (a longer chain) or more chains."
-        )
+        warned.append(few_draws(diag.ess))
     mcse = diag.mcse_relative
     if math.isinf(mcse):
         warned.append(

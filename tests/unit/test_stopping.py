@@ -12,6 +12,7 @@ import torch
 
 from lambdascope.llc import stopping
 from lambdascope.llc.audit import diagnose
+from lambdascope.llc.diagnostics import ESS_WARN
 from lambdascope.llc.llc import SGLDConfig, estimate_llc
 from lambdascope.llc.theory import dln_learning_coefficient
 
@@ -151,13 +152,16 @@ def test_a_capped_run_whose_ess_fell_says_a_longer_run_may_not_reach_it() -> Non
     result = estimate_llc(model, x, y, mse, SGLDConfig(localization=1.0, max_steps=400), device="cpu")
     stop = dataclasses.replace(result.stopping, ess_stalled=((100, 80.0), (300, 40.0)), steps_wanted=0,
                                wanted_for="")
-    verdict = diagnose(dataclasses.replace(result, stopping=stop))[1]
+    diag, verdict = diagnose(dataclasses.replace(result, stopping=stop))
     assert verdict.state == "warning"
     said = next(r for r in verdict.reasons if "step cap" in r)
     assert "a longer run may not reach the ESS it lacked" in said, said
     assert "cannot be told from this run" in said, said
     assert "ESS 80 over 100 kept steps per chain, 40 over 300" in said, said
     assert "more chains add to the ESS" in said and "raise --max-steps (to about" not in said, said
+    assert not any("a longer chain" in r for r in verdict.reasons), verdict.reasons  # nothing says the opposite
+    assert diag.ess < ESS_WARN  # the run's own ESS was short too: its reason gives the other advice
+    assert any(r.startswith("few effective draws") and "not a longer run" in r for r in verdict.reasons)
 
 
 def test_a_time_cap_stops_the_run_with_a_warning_that_says_so() -> None:
