@@ -135,7 +135,9 @@ def diagnose(llc: LLCResult) -> tuple[diagnostics.Diagnostics, diagnostics.Verdi
     bias = llc.bias_estimate / llc.mean if llc.mean > 0 else math.nan
     diag = diagnostics.diagnose(kept, llc.init_loss, acceptance=llc.acceptance, drift=llc.drift,
                                 drift_error=llc.drift_error, bias_relative=bias)
-    verdict = diagnostics.judge(diag, llc.per_chain, llc.mean, llc.std, num_parameters=llc.num_parameters)
+    verdict = diagnostics.judge(diag, llc.per_chain, llc.mean, llc.std, num_parameters=llc.num_parameters,
+                                bias_corrected=llc.bias_corrected,
+                                step_calibrated=llc.calibration is not None and llc.calibration.ran)
     stop = llc.stopping
     if stop is not None and stop.adaptive and stop.reason in ("step_cap", "time_cap"):
         flag = "--max-steps" if stop.reason == "step_cap" else "--max-seconds"

@@ -419,6 +419,16 @@ def few_draws(ess: float, advice: str = "run more draws (a longer chain) or more
             f"mix too slowly for their diagnostics to be trusted; {advice}")
 
 
+def _step_too_large(bias: float, corrected: bool, calibrated: bool) -> str:
+    """The reason for a predicted bias above :data:`BIAS_WARN` (of λ̂), with what to change."""
+    seen = (f"it inflates λ̂ by about {_pct(bias)}" if not corrected else
+            f"it inflated λ̂ as sampled by about {_pct(bias)}, which the reported λ̂ has taken off (a "
+            "correction this large is itself uncertain)")
+    advice = ("a longer run (--max-steps, --max-seconds) lets the sampler lower its step, or set a smaller "
+              "--step-size" if calibrated else "lower the step size, or leave it unset to calibrate it")
+    return f"step size too large: {seen}, predicted from the chains' curvature and gradient noise; {advice}."
+
+
 def judge(
     diag: Diagnostics,
     per_chain_llc: list[float],
@@ -426,6 +436,8 @@ def judge(
     llc_std: float,
     *,
     num_parameters: int | None = None,
+    bias_corrected: bool = False,
+    step_calibrated: bool = False,
 ) -> Verdict:
     """``ok`` / ``warning`` / ``failed`` with the reasons, most serious first.
 
@@ -436,7 +448,10 @@ def judge(
     Carlo error above :data:`MCSE_WARN`, acceptance below :data:`ACCEPTANCE_WARN`, draws below
     L_n(w*) above :data:`BELOW_INIT_WARN`, per-chain spread above :data:`SPREAD_WARN`, drift above
     :data:`DRIFT_WARN` (beyond its noise), λ̂ above
-    the d/2 ceiling, R-hat not computable (one chain, too few draws).
+    the d/2 ceiling, R-hat not computable (one chain, too few draws). ``bias_corrected``: λ̂ has
+    the predicted bias taken off; ``step_calibrated``: the step was the sampler's own choice (a
+    large predicted bias then asks for what lets it choose a smaller one, not for leaving the
+    step unset).
     """
     failed: list[str] = []
     warned: list[str] = []
@@ -515,15 +530,9 @@ def judge(
             f"{_pct(acc)} of these steps, so discretization error dominates λ̂; lower the step size."
         )
     elif math.isfinite(bias) and bias > BIAS_FAIL:
-        failed.append(
-            f"step size too large: it inflates λ̂ by about {_pct(bias)} (predicted from the chains' "
-            "curvature and gradient noise); lower the step size, or leave it unset to calibrate it."
-        )
+        failed.append(_step_too_large(bias, bias_corrected, step_calibrated))
     elif math.isfinite(bias) and bias > BIAS_WARN:
-        warned.append(
-            f"step size too large: it inflates λ̂ by about {_pct(bias)} (predicted from the chains' "
-            "curvature and gradient noise); lower the step size, or leave it unset to calibrate it."
-        )
+        warned.append(_step_too_large(bias, bias_corrected, step_calibrated))
     elif not math.isfinite(bias) and math.isfinite(acc) and acc < ACCEPTANCE_WARN:
         warned.append(
             f"step size too large: an exact (Metropolis-adjusted) sampler would accept only "

@@ -938,7 +938,7 @@ def _steps_wanted(check: Check | None, rule: StoppingRule, window: int, settle: 
     if math.isfinite(check.mcse) and check.mcse > rule.max_mcse:
         needs["MCSE"] = window * (check.mcse / rule.max_mcse) ** 2
     if stopping_lib.unresolved(check, rule) and math.isfinite(check.drift_error):
-        needs["the drift's resolution"] = window * (check.drift_error / stopping_lib.resolution(check.llc, rule)) ** 2
+        needs["drift's resolution"] = window * (check.drift_error / stopping_lib.resolution(check.llc, rule)) ** 2
     if settle > window:
         needs["settling"] = settle
     if not needs:

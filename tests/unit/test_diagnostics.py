@@ -347,6 +347,12 @@ def test_a_known_predicted_bias_judges_the_step_instead_of_the_acceptance_line()
     assert judge(healthy(acceptance=0.74, bias_relative=0.02), PER_CHAIN, MEAN, STD).state == "ok"
     v = judge(healthy(acceptance=0.95, bias_relative=0.08), PER_CHAIN, MEAN, STD)
     assert v.state == "warning" and "inflates λ̂ by about 8%" in v.reasons[0]
+    assert "leave it unset to calibrate it" in v.reasons[0]  # a step the user gave
+    # a calibrated step whose bias λ̂ has taken off: neither "inflates" nor "leave it unset"
+    v = judge(healthy(acceptance=0.95, bias_relative=0.08), PER_CHAIN, MEAN, STD, bias_corrected=True,
+              step_calibrated=True)
+    assert v.state == "warning" and "inflated λ̂ as sampled by about 8%, which the reported λ̂ has taken off" \
+        in v.reasons[0] and "leave it unset" not in v.reasons[0] and "--max-steps" in v.reasons[0], v.reasons
     assert judge(healthy(bias_relative=0.3), PER_CHAIN, MEAN, STD).state == "failed"
     # acceptance below 0.5 fails whatever the prediction; unknown bias: the 0.8 line as before
     assert judge(healthy(acceptance=0.4, bias_relative=0.01), PER_CHAIN, MEAN, STD).state == "failed"

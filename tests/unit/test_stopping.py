@@ -118,7 +118,7 @@ def test_a_capped_run_estimates_the_steps_its_ess_mcse_and_settling_needed() -> 
     assert _steps_wanted(check(100.0, 0.03), rule, 10_000, 0.0) == (23_000, "ESS and MCSE")  # 22,500 rounded up
     assert _steps_wanted(check(300.0, 0.01), rule, 10_000, 0.0) == (0, "")  # only R-hat or drift lacking
     unresolved = dataclasses.replace(check(300.0, 0.01), drift_error=0.04)  # ±4%/2%: (2x)^2
-    assert _steps_wanted(unresolved, rule, 10_000, 0.0) == (40_000, "the drift's resolution")
+    assert _steps_wanted(unresolved, rule, 10_000, 0.0) == (40_000, "drift's resolution")  # read after "for the"
     assert _steps_wanted(check(math.nan, math.nan), rule, 10_000, 0.0) == (0, "")
     assert _steps_wanted(None, rule, 10_000, 0.0) == (0, "")
 
