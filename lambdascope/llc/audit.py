@@ -137,7 +137,8 @@ def diagnose(llc: LLCResult) -> tuple[diagnostics.Diagnostics, diagnostics.Verdi
                                 drift_error=llc.drift_error, bias_relative=bias)
     verdict = diagnostics.judge(diag, llc.per_chain, llc.mean, llc.std, num_parameters=llc.num_parameters,
                                 bias_corrected=llc.bias_corrected,
-                                step_calibrated=llc.calibration is not None and llc.calibration.ran)
+                                step_calibrated=llc.calibration is not None and llc.calibration.ran,
+                                ess_stalled=llc.stopping is not None and llc.stopping.ess_stalled is not None)
     stop = llc.stopping
     if stop is not None and stop.adaptive and stop.reason in ("step_cap", "time_cap"):
         flag = "--max-steps" if stop.reason == "step_cap" else "--max-seconds"
@@ -155,13 +156,9 @@ def diagnose(llc: LLCResult) -> tuple[diagnostics.Diagnostics, diagnostics.Verdi
             more = (f" (to about {stop.steps_wanted:,} steps per chain for the {stop.wanted_for} it lacked, at the "
                     "rate this run saw; R-hat and drift can need more)" if stop.steps_wanted else "")
             reason = f"the run {stop.summary}; λ̂ may still be off: raise {flag}{more} for a longer run"
-        others = verdict.reasons
-        if stop.ess_stalled is not None:  # the generic advice on a low ESS is a longer run: not here
-            generic = diagnostics.few_draws(diag.ess)
-            others = [diagnostics.few_draws(diag.ess, "more chains, not a longer run (see the run's length)")
-                      if r == generic else r for r in others]
         state = verdict.state if verdict.state == "failed" else "warning"
-        verdict = diagnostics.Verdict(state, [*others, reason] if state == "failed" else [reason, *others])
+        verdict = diagnostics.Verdict(state, [*verdict.reasons, reason] if state == "failed"
+                                      else [reason, *verdict.reasons])
     return diag, verdict
 
 

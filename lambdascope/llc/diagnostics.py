@@ -412,9 +412,11 @@ def _chains(ids: Sequence[int]) -> str:
     return ("chain " if len(ids) == 1 else "chains ") + ", ".join(str(c) for c in ids)
 
 
-def few_draws(ess: float, advice: str = "run more draws (a longer chain) or more chains.") -> str:
-    """The warning for an ESS below :data:`ESS_WARN`; ``advice`` says what to change (a run whose
-    ESS stalled as it grew gets other advice, lambdascope.llc.audit.diagnose)."""
+def _few_draws(ess: float, stalled: bool) -> str:
+    """The warning for an ESS below :data:`ESS_WARN`, with what to change: not a longer run when
+    the run's ESS fell as its window grew (``stalled``)."""
+    advice = ("more chains, not a longer run (see the run's length)" if stalled
+              else "run more draws (a longer chain) or more chains.")
     return (f"few effective draws (ESS {ess:.0f} across all chains, want at least {ESS_WARN:.0f}): the chains "
             f"mix too slowly for their diagnostics to be trusted; {advice}")
 
@@ -438,6 +440,7 @@ def judge(
     num_parameters: int | None = None,
     bias_corrected: bool = False,
     step_calibrated: bool = False,
+    ess_stalled: bool = False,
 ) -> Verdict:
     """``ok`` / ``warning`` / ``failed`` with the reasons, most serious first.
 
@@ -451,7 +454,8 @@ def judge(
     the d/2 ceiling, R-hat not computable (one chain, too few draws). ``bias_corrected``: λ̂ has
     the predicted bias taken off; ``step_calibrated``: the step was the sampler's own choice (a
     large predicted bias then asks for what lets it choose a smaller one, not for leaving the
-    step unset).
+    step unset); ``ess_stalled``: the run's ESS fell as its window grew (a low ESS then asks for
+    more chains, not a longer run).
     """
     failed: list[str] = []
     warned: list[str] = []
@@ -541,7 +545,7 @@ def judge(
         )
 
     if math.isfinite(diag.ess) and diag.ess < ESS_WARN:
-        warned.append(few_draws(diag.ess))
+        warned.append(_few_draws(diag.ess, ess_stalled))
     mcse = diag.mcse_relative
     if math.isinf(mcse):
         warned.append(
