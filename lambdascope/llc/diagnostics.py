@@ -412,11 +412,17 @@ def _chains(ids: Sequence[int]) -> str:
     return ("chain " if len(ids) == 1 else "chains ") + ", ".join(str(c) for c in ids)
 
 
+def _more_sampling(usual: str, stalled: bool) -> str:
+    """What to change for a diagnostic short of its bound that more sampling would meet: ``usual``,
+    or more chains where the run's ESS fell as its window grew (``stalled``): sampling on carried
+    its chains further apart than it let them mix, so a longer run may not meet it (the run's
+    length says why)."""
+    return "more chains, not a longer run (see the run's length)." if stalled else usual
+
+
 def _few_draws(ess: float, stalled: bool) -> str:
-    """The warning for an ESS below :data:`ESS_WARN`, with what to change: not a longer run when
-    the run's ESS fell as its window grew (``stalled``)."""
-    advice = ("more chains, not a longer run (see the run's length)" if stalled
-              else "run more draws (a longer chain) or more chains.")
+    """The warning for an ESS below :data:`ESS_WARN`, with what to change."""
+    advice = _more_sampling("run more draws (a longer chain) or more chains.", stalled)
     return (f"few effective draws (ESS {ess:.0f} across all chains, want at least {ESS_WARN:.0f}): the chains "
             f"mix too slowly for their diagnostics to be trusted; {advice}")
 
@@ -454,8 +460,8 @@ def judge(
     the d/2 ceiling, R-hat not computable (one chain, too few draws). ``bias_corrected``: λ̂ has
     the predicted bias taken off; ``step_calibrated``: the step was the sampler's own choice (a
     large predicted bias then asks for what lets it choose a smaller one, not for leaving the
-    step unset); ``ess_stalled``: the run's ESS fell as its window grew (a low ESS then asks for
-    more chains, not a longer run).
+    step unset); ``ess_stalled``: the run's ESS fell as its window grew (a low ESS, a high MCSE, a wide
+    spread then ask for more chains, and a high R-hat says a longer run may not lower it).
     """
     failed: list[str] = []
     warned: list[str] = []
@@ -523,8 +529,10 @@ def judge(
         )
     elif math.isfinite(rhat) and rhat > RHAT_WARN:
         warned.append(
-            f"chains disagree (R-hat {rhat:.2f}, want below {RHAT_WARN}): run more draws or a "
-            "longer burn-in."
+            f"chains disagree (R-hat {rhat:.2f}, want below {RHAT_WARN}): "
+            + ("a longer run may not bring them together (see the run's length); more chains measure how "
+               "far apart they lie, in λ̂'s standard error." if ess_stalled
+               else "run more draws or a longer burn-in.")
         )
 
     acc, bias = diag.acceptance, diag.bias_relative
@@ -555,7 +563,7 @@ def judge(
     elif mcse > MCSE_WARN:  # False for nan
         warned.append(
             f"λ̂ is imprecise: its Monte Carlo standard error is {_pct(mcse)} of its value (want "
-            f"at most {_pct(MCSE_WARN)}); run more draws or more chains."
+            f"at most {_pct(MCSE_WARN)}); " + _more_sampling("run more draws or more chains.", ess_stalled)
         )
 
     drift, error = diag.drift, diag.drift_error
@@ -579,8 +587,8 @@ def judge(
     ):
         warned.append(
             f"per-chain estimates disagree (λ̂ from {min(finite_chain_llc):.3g} to "
-            f"{max(finite_chain_llc):.3g}, std {_pct(llc_std / abs(llc_mean))} of the mean): run "
-            "more draws per chain or more chains."
+            f"{max(finite_chain_llc):.3g}, std {_pct(llc_std / abs(llc_mean))} of the mean): "
+            + _more_sampling("run more draws per chain or more chains.", ess_stalled)
         )
 
     if not math.isfinite(rhat) and not diag.diverged_chains:
