@@ -160,16 +160,28 @@ def kronecker_warmup(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "?"
+    """The host a benchmark ran on. The model name alone can hide a different chip ("AMD EPYC" has
+    been both an AVX2 part and a Zen 5 with AVX-512 here, where torch's kernels and MKL's differ),
+    so the CPU family and model and the vector instructions torch uses are recorded too."""
+    cpu, family, model = platform.processor() or "?", "?", "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "model name":
+                cpu = value
+            elif key == "cpu family":
+                family = value
+            elif key == "model":
+                model = value
+            elif not line.strip():
+                break  # the first processor's block is enough
     except OSError:
         pass
     return {
         "cpu": cpu,
+        "cpu_family_model": f"{family}/{model}",
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "logical_cpus": os.cpu_count(),
         "torch": torch.__version__,
         "torch_default_threads": torch.get_num_threads(),
