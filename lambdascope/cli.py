@@ -57,6 +57,10 @@ SAMPLER_FLAGS = {  # flag -> (SamplerConfig field, type, help); a test checks th
                         "off: λ̂ as sampled (default on)"),
     "compile_gradients": ("compile_gradients", _on_off, "on: compile the gradient (torch's inductor) once "
                           "the audit has sampled ~10 s (same λ̂ up to rounding); off: never (default on)"),
+    "remove_slope": ("remove_slope", _on_off, "on: sample the loss less its tangent plane at w*, so a "
+                     "gradient there (a checkpoint short of a minimum) does not pull the chains off w*; "
+                     "off: the loss as it is, as devinterp samples it, the slope's part of λ̂ measured "
+                     "(default off)"),
     "precondition": ("precondition", str, "kronecker: sample with a preconditioner re-estimated as the "
                      "chains stiffen, each weight matrix moving in the eigenbasis of its gradients' row "
                      "and column moments, the other parameters per coordinate (runs that choose their "
@@ -567,6 +571,7 @@ def _print_report(report: audit_pb2.AuditReport) -> None:
     print(f"diagnostics: R-hat {d.rhat:.3f}, ESS {d.ess:.0f}, MCSE {100 * d.mcse_relative:.1f}%, "
           f"drift {views.drift(d)}, acceptance {d.acceptance:.3f}, "
           f"draws below L_n(w*) {100 * d.below_init_fraction:.1f}%")
+    print(f"slope at w*: {views.slope(report)}")
     if report.loss_description:
         print(f"loss: {report.loss_description}")
     print(f"L_n(w*) {report.init_loss:.5g}   n={report.num_examples}   "

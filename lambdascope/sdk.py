@@ -212,7 +212,8 @@ def result_of(report: audit_pb2.AuditReport) -> AuditResult:
         diagnostics={"rhat": d.rhat, "ess": d.ess, "mcse_relative": d.mcse_relative, "drift": d.drift,
                      "drift_error": d.drift_error, "acceptance": d.acceptance,
                      "below_init_fraction": d.below_init_fraction,
-                     "predicted_bias": d.predicted_bias},
+                     "predicted_bias": d.predicted_bias, "gradient_norm": d.gradient_norm,
+                     "slope_term": d.slope_term},
         groups={g.name: _estimate(g.llc) for g in report.group_llc},
         num_parameters=report.num_parameters, num_examples=report.num_examples,
         seconds=report.timing.seconds, report=report)
@@ -349,7 +350,8 @@ def estimate_llc(model: Any, data: Any, y: Any = None, *, loss: str | Callable =
         diagnostics={"rhat": d.rhat, "ess": d.ess, "mcse_relative": d.mcse_relative, "drift": d.drift,
                      "drift_error": d.drift_error, "acceptance": d.acceptance,
                      "below_init_fraction": d.below_init_fraction,
-                     "predicted_bias": llc.bias_estimate},
+                     "predicted_bias": llc.bias_estimate, "gradient_norm": llc.gradient_norm,
+                     "slope_term": llc.slope_term},
         num_parameters=llc.num_parameters, num_examples=llc.num_examples,
         seconds=llc.sampling_seconds + (llc.calibration.seconds if llc.calibration is not None else 0.0),
         result=llc)

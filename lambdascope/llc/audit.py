@@ -133,8 +133,11 @@ def diagnose(llc: LLCResult) -> tuple[diagnostics.Diagnostics, diagnostics.Verdi
     length was decided (a run stopped by a cap before it could be trusted is a warning)."""
     kept = [trace[llc.burnin::llc.thin] for trace in llc.traces]
     bias = llc.bias_estimate / llc.mean if llc.mean > 0 else math.nan
+    # the slope's part of λ̂, when λ̂ holds it (with the slope removed the chains sampled without it)
+    sloped = not llc.slope_removed and llc.mean != 0 and math.isfinite(llc.mean)
+    slope = llc.slope_term / abs(llc.mean) if sloped else math.nan
     diag = diagnostics.diagnose(kept, llc.init_loss, acceptance=llc.acceptance, drift=llc.drift,
-                                drift_error=llc.drift_error, bias_relative=bias)
+                                drift_error=llc.drift_error, bias_relative=bias, slope_relative=slope)
     verdict = diagnostics.judge(diag, llc.per_chain, llc.mean, llc.std, num_parameters=llc.num_parameters,
                                 bias_corrected=llc.bias_corrected,
                                 step_calibrated=llc.calibration is not None and llc.calibration.ran,

@@ -262,6 +262,8 @@ def calibrate(
     top_eigenvalue: float,
     localization: float,
     baseline: torch.Tensor | None = None,
+    slope: torch.Tensor | None = None,
+    tilt: bool = False,
 ) -> CalibrationResult:
     """Choose the SGLD step size for ``config`` (an SGLDConfig) on this model and data.
 
@@ -270,7 +272,8 @@ def calibrate(
     ``chains_per_pass`` and ``compiler`` as in :func:`run_sgld`; ``top_eigenvalue`` the loss's
     at w* (:func:`loss_curvature`, nan if unavailable) and ``localization`` the run's γ, both as
     the caller settled them; ``baseline`` each example's loss at w* less L_n(w*) (as in
-    :func:`run_sgld`); ``deadline`` (a ``time.perf_counter()`` value): no pilot starts
+    :func:`run_sgld`), ``slope`` and ``tilt`` as in :func:`run_sgld` (the pilots sample the
+    main run's potential); ``deadline`` (a ``time.perf_counter()`` value): no pilot starts
     after it, and one running stops there (the choice is then made
     from what was measured). See the module docstring for the procedure. Never raises for a
     diverging candidate (that is a finding); the returned ``states`` warm-start the main run.
@@ -310,7 +313,7 @@ def calibrate(
                 nbeta=nbeta, batch_size=config.batch_size, seed=_segment_seed(config.seed, index),
                 weight_decay=wd, params=params, accept_every=SCORE_EVERY, explode_at=explode_at,
                 init=states, vectorize=vectorize, deadline=deadline, chains_per_pass=chains_per_pass,
-                compiler=compiler, baseline=baseline)
+                compiler=compiler, baseline=baseline, slope=slope, tilt=tilt)
         except SamplerDivergedError as err:
             cand = CalibrationCandidate(step, math.nan, math.nan, False,
                                         f"diverged at step {err.step}: loss {err.loss:.4g}", steps=err.step)

@@ -157,6 +157,14 @@ SPREAD_WARN = 0.30
 DRIFT_WARN = 0.05
 DRIFT_Z = 3.0
 
+# w*'s slope: the mean over the kept draws of nβ·∇L_n(w*)·(w − w*), the first-order part of λ̂
+# owed to a gradient at w* rather than to a minimum's geometry (lambdascope.llc.stationarity),
+# relative to |λ̂|. At a minimum it is noise around zero. Above SLOPE_WARN it is a visible part of
+# λ̂ (warning); above SLOPE_FAIL λ̂ mostly measures how far the chains slid, and w* is treated as
+# no minimum (failed), like a λ̂ below zero.
+SLOPE_WARN = 0.10
+SLOPE_FAIL = 0.50
+
 # λ ≤ d/2 always (d/2 is the regular-model value; singularities only lower it). λ̂ above
 # CEILING_MARGIN · d/2 is beyond Monte Carlo noise: the step size inflates the estimate
 # (warning); above twice that the estimate is dominated by discretization error (failed).
@@ -189,6 +197,7 @@ class Diagnostics:
     drift: float = math.nan  # change of λ̂ into the kept draws per doubling (see DRIFT_WARN); nan if unknown
     drift_error: float = math.nan  # its standard error; nan if unknown
     bias_relative: float = math.nan  # predicted bias of λ̂ from the step, over λ̂ (see BIAS_WARN)
+    slope_relative: float = math.nan  # the part of λ̂ owed to w*'s slope, over |λ̂| (see SLOPE_WARN)
 
 
 VERDICT_STATES = ("ok", "warning", "failed")  # the API's VerdictState, by its short names
@@ -375,10 +384,11 @@ def mcse_relative(draws, init_loss: float) -> float:
 def diagnose(
     draws, init_loss: float, acceptance: float = math.nan, diverged_chains: Iterable[int] = (),
     drift: float = math.nan, drift_error: float = math.nan, bias_relative: float = math.nan,
+    slope_relative: float = math.nan,
 ) -> Diagnostics:
-    """All diagnostics of the kept draws' losses ``draws`` shaped (chains, draws); ``drift`` and
-    ``drift_error`` are passed through (they need the steps before the draws, which ``draws``
-    does not hold).
+    """All diagnostics of the kept draws' losses ``draws`` shaped (chains, draws); ``drift``,
+    ``drift_error``, ``bias_relative`` and ``slope_relative`` are passed through (they need what
+    ``draws`` does not hold: the steps before the draws, the scored steps).
 
     A chain holding any non-finite draw is counted as diverged (added to ``diverged_chains``);
     R-hat, ESS, the segment share and the MCSE are computed over the remaining chains.
@@ -398,6 +408,7 @@ def diagnose(
         drift=float(drift),
         drift_error=float(drift_error),
         bias_relative=float(bias_relative),
+        slope_relative=float(slope_relative),
     )
 
 
@@ -451,12 +462,13 @@ def judge(
     """``ok`` / ``warning`` / ``failed`` with the reasons, most serious first.
 
     Each reason says what was seen and what to change. Failed: diverged chains, a non-finite
-    λ̂, w* not a minimum (many draws, and stretches of draws, below L_n(w*); or λ̂ < 0), R-hat
+    λ̂, w* not a minimum (many draws, and stretches of draws, below L_n(w*); λ̂ < 0; or w*'s slope
+    above :data:`SLOPE_FAIL` of λ̂), R-hat
     above :data:`RHAT_FAIL`, acceptance below :data:`ACCEPTANCE_FAIL`, λ̂ above twice the d/2
     ceiling. Warning: R-hat above :data:`RHAT_WARN`, ESS below :data:`ESS_WARN`, relative Monte
     Carlo error above :data:`MCSE_WARN`, acceptance below :data:`ACCEPTANCE_WARN`, draws below
     L_n(w*) above :data:`BELOW_INIT_WARN`, per-chain spread above :data:`SPREAD_WARN`, drift above
-    :data:`DRIFT_WARN` (beyond its noise), λ̂ above
+    :data:`DRIFT_WARN` (beyond its noise), w*'s slope above :data:`SLOPE_WARN` of λ̂, λ̂ above
     the d/2 ceiling, R-hat not computable (one chain, too few draws). ``bias_corrected``: λ̂ has
     the predicted bias taken off; ``step_calibrated``: the step was the sampler's own choice (a
     large predicted bias then asks for what lets it choose a smaller one, not for leaving the
@@ -498,6 +510,22 @@ def judge(
             f"w* may not be a local minimum: the sampled loss fell below the initial loss L_n(w*) "
             f"in {_pct(frac)} of draws; train longer, or audit the loss the model was trained on."
         )
+
+    slope = diag.slope_relative
+    if math.isfinite(slope) and abs(slope) > SLOPE_WARN:
+        sloped = (
+            f"w* is not a stationary point of the loss: its gradient there makes {'−' if slope < 0 else '+'}"
+            f"{_pct(abs(slope))} of λ̂ (nβ·∇L_n(w*)·(w − w*) over the draws), so λ̂ measures how far the "
+            "chains slid down that slope, which depends on the localization and the run's length, "
+            "more than the minimum's geometry; train to convergence, audit the loss the model was "
+            "trained on (weight decay, extra terms), or sample the loss less its tangent plane at "
+            "w* (--remove-slope on)."
+        )
+        if abs(slope) > SLOPE_FAIL:
+            not_at_minimum = True
+            failed.append(sloped)
+        else:
+            warned.append(sloped)
 
     if math.isfinite(llc_mean) and llc_mean < 0:
         not_at_minimum = True

@@ -33,6 +33,7 @@ from lambdascope.llc import preconditioner as preconditioner_lib
 from lambdascope.llc.preconditioner import Preconditioner
 from lambdascope.llc import snapshots as snapshots_lib
 from lambdascope.llc import stopping as stopping_lib
+from lambdascope.llc.stationarity import loss_gradient
 from lambdascope.llc.snapshots import Snapshots
 from lambdascope.llc.stopping import MIN_DRAWS, Check, StoppingRule, assess, next_chunk
 
@@ -79,6 +80,15 @@ class SGLDConfig:
       errors went from +0.6 … +2.6% (mean |err| 1.7%) to −1.5 … +0.3% (0.5%). Without it λ̂ is the SGLD average as
       sampled, as devinterp reports it.
     - ``weight_decay`` wd ≥ 0 adds a Gaussian prior (wd/2)·‖w‖² to the potential (0 = none).
+    - ``remove_slope``: sample L_n less its tangent plane at w*, L_n(w) − ∇L_n(w*)·(w − w*) (the
+      loss's Bregman divergence from w*, plus L_n(w*)), and read λ̂ from it
+      (:mod:`lambdascope.llc.stationarity`). At a minimum ∇L_n(w*) = 0 and nothing changes; at a
+      linear regression's point off its minimum it gives the minimum's λ̂ exactly where the
+      loss as it is gives a λ̂ lowered by the slope, even negative. Off (the default): the
+      loss as it is, as devinterp samples it, with the slope's part of λ̂ measured
+      (``slope_term``) and judged by the verdict. Not the default: on the digits MLP of the
+      demo (−12% of λ̂ from the slope) the tilted chains mixed ten times more slowly and still
+      drifted (docs/benchmarks.md §4zt), and it changes what λ̂ means along a training run.
     - ``accept_every`` k: score every k-th step with the MALA acceptance probability (one extra
       forward+backward each, on the step's own minibatch); 0 turns it off.
     - ``chains_per_pass``: chains stepped together in one forward+backward pass. None (the
@@ -126,6 +136,7 @@ class SGLDConfig:
     max_steps: int = StoppingRule.max_steps
     max_seconds: float = StoppingRule.max_seconds
     bias_correction: bool = True
+    remove_slope: bool = False
     chains_per_pass: int | None = None
     compile_gradients: bool = True
     precondition: str = "kronecker"
@@ -265,6 +276,12 @@ class LLCResult:
     # relative to λ̂ (lambdascope.llc.stopping.drift); nan when there is nothing to compare
     drift: float = math.nan
     drift_error: float = math.nan
+    # |∇L_n(w*)| over the sampled parameters, and the mean over the kept draws' scored steps of
+    # nβ·∇L_n(w*)·(w − w*): the part of λ̂ owed to w*'s slope, not to a minimum's geometry
+    # (lambdascope.llc.stationarity); nan when not measured (accept_every = 0, or no gradient)
+    gradient_norm: float = math.nan
+    slope_term: float = math.nan
+    slope_removed: bool = False  # the chains sampled L_n less its tangent plane at w* (remove_slope)
 
 
 MIN_STAGE = 10  # a fixed burn-in is split for refinement only if each half has this many steps
@@ -455,6 +472,8 @@ def estimate_llc(
         raise ValueError(f"L_n(w*) is not finite ({init_loss}); check the model, data and loss_fn")
     spread = float(torch.tensor(per_batch, dtype=torch.float64).std()) if len(per_batch) > 1 else 0.0
     explode_at = divergence_threshold(init_loss, nbeta, num_parameters, spread)
+    # the slope at w* is recorded on scored steps only (lambdascope.llc.stationarity)
+    slope = loss_gradient(model, x, y, loss_fn, names, config.batch_size) if config.accept_every else None
     plan = _chain_plan(model, x, y, loss_fn, config, names, device, vectorize)
     compiler = GradientCompiler() if config.compile_gradients and vectorize else None
     reset_peak(device)
@@ -465,6 +484,7 @@ def estimate_llc(
         began = time.perf_counter() - resumed["elapsed"]
         calibration = snapshots_lib.calibration_from(resumed["calibration"])
         gamma = calibration.localization
+        tilted = config.remove_slope and slope is not None and gamma > 0
         step_size, warm, retries = resumed["step_size"], resumed["warm"], resumed["retries"]
         start = None if resumed["start"] is None else resumed["start"].to(device)
     else:
@@ -478,13 +498,15 @@ def estimate_llc(
             h_top = loss_curvature(model, x, y, loss_fn, names, config.seed, calibration_deadline)
         chosen_gamma = config.localization is None
         gamma = default_localization(nbeta, h_top) if chosen_gamma else config.localization
+        tilted = config.remove_slope and slope is not None and gamma > 0
         step_size = config.step_size
         calibration = given(step_size)
         if step_size is None:
             calibration = calibrate(
                 model, x, y, loss_fn, config, params=names, nbeta=nbeta, init_loss=init_loss,
                 explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass, compiler=compiler,
-                deadline=calibration_deadline, top_eigenvalue=h_top, localization=gamma, baseline=baseline)
+                deadline=calibration_deadline, top_eigenvalue=h_top, localization=gamma, baseline=baseline,
+                slope=slope, tilt=tilted)
             step_size = calibration.chosen_step_size
             start, calibration.states = calibration.states, None  # the result stays plain data
         calibration.top_eigenvalue, calibration.localization = h_top, gamma  # a given step's too
@@ -505,7 +527,7 @@ def estimate_llc(
                        dict(chains=config.chains, localization=gamma, nbeta=nbeta,
                             batch_size=config.batch_size, weight_decay=config.weight_decay, params=names,
                             explode_at=explode_at, vectorize=vectorize, chains_per_pass=plan.per_pass,
-                            compiler=compiler, baseline=baseline), began,
+                            compiler=compiler, baseline=baseline, slope=slope, tilt=tilted), began,
                        saver, resumed, device)
     deadline = began + config.max_seconds
     while True:
@@ -532,6 +554,7 @@ def estimate_llc(
     peak, peak_kind = peak_bytes(device)
     drift, drift_error = _drift(losses, burnin, stopping, nbeta, init_loss,
                                 calibration.warmup_step_size / step_size)
+    slope_term = _slope_term(trace, burnin)
     return LLCResult(
         mean=sum(per_chain) / len(per_chain),
         std=std,
@@ -564,7 +587,20 @@ def estimate_llc(
         compile_seconds=compiler.compile_seconds if compiler is not None else 0.0,
         drift=drift,
         drift_error=drift_error,
+        gradient_norm=float(slope.norm()) if slope is not None else math.nan,
+        slope_term=slope_term,
+        slope_removed=tilted,
     )
+
+
+def _slope_term(trace: SGLDTrace, burnin: int) -> float:
+    """Mean of nβ·∇L_n(w*)·(w − w*) over the scored steps after burn-in, all chains (nan when none
+    was recorded): the first-order part of λ̂ that w*'s slope makes (lambdascope.llc.stationarity)."""
+    if trace.slope is None:
+        return math.nan
+    kept = trace.slope[:, trace.accept_steps >= burnin]
+    kept = kept[torch.isfinite(kept)]
+    return float(kept.mean()) if kept.numel() else math.nan
 
 
 def _drift(losses: torch.Tensor, burnin: int, stopping: Stopping, nbeta: float, init_loss: float,
@@ -1005,7 +1041,8 @@ def _not_compiled(config: SGLDConfig) -> str:
 def _unscored(trace: SGLDTrace) -> SGLDTrace:
     empty = trace.acceptance[:, :0]
     return dataclasses.replace(trace, accept_steps=trace.accept_steps[:0], acceptance=empty, curvature=empty,
-                               grad_noise=empty, localization_energy=empty)
+                               grad_noise=empty, localization_energy=empty,
+                               slope=None if trace.slope is None else empty)
 
 
 def _join(traces: list[SGLDTrace]) -> SGLDTrace:
@@ -1023,6 +1060,8 @@ def _join(traces: list[SGLDTrace]) -> SGLDTrace:
         grad_noise=torch.cat([t.grad_noise for t in traces], dim=1),
         localization_energy=torch.cat([t.localization_energy for t in traces], dim=1),
         final=traces[-1].final,
+        # a part without it (a snapshot of an earlier version) leaves the slope unmeasured
+        slope=None if any(t.slope is None for t in traces) else torch.cat([t.slope for t in traces], dim=1),
     )
 
 

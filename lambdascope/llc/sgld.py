@@ -103,6 +103,9 @@ class SGLDTrace:
     # coordinate, and per weight matrix when asked): lambdascope.llc.preconditioner.Moments.state,
     # what M is estimated from; None when nothing was scored
     moments: dict | None = None
+    # (chains, m) nβ·∇L_n(w*)·(w − w*) at each scored step's start: the first-order part of the
+    # excess loss owed to w*'s slope (lambdascope.llc.stationarity); None without run_sgld's slope
+    slope: Tensor | None = None
 
 
 def _chain_generators(seed: int, chains: int, device: torch.device) -> tuple[list, list, Tensor]:
@@ -448,6 +451,8 @@ def run_sgld(
     moments: str = "diagonal",
     baseline: Tensor | None = None,
     counter_noise: bool | None = None,
+    slope: Tensor | None = None,
+    tilt: bool = False,
 ) -> SGLDTrace:
     """Run ``chains`` SGLD chains for ``steps`` steps from the model's parameters w*.
 
@@ -486,6 +491,9 @@ def run_sgld(
     that step on; on a GPU torch's own generator is already a counter-based one). True: Philox
     from the first step, eagerly until compiled (slow eagerly; for comparing eager and compiled
     chains). False: the Mersenne Twister throughout.
+    ``slope`` (D,): ∇L_n(w*) over the sampled parameters in their order
+    (:func:`lambdascope.llc.stationarity.loss_gradient`); each scored step then records
+    nβ·∇L_n(w*)·(w − w*) per chain (:attr:`SGLDTrace.slope`).
     """
     device = x.device
     layout, fixed, center = _sampled_layout(model, params)
@@ -551,6 +559,19 @@ def run_sgld(
     curv = torch.full((chains, m), math.nan, dtype=f64, device=device)
     noise_stat = torch.full((chains, m), math.nan, dtype=f64, device=device)
     loc_energy = torch.full((chains, m), math.nan, dtype=f64, device=device)
+    slope_trace = None
+    anchor = center  # where the move's pull points: w*, or for the tilted loss w* + (nβ/γ)·∇L_n(w*)
+    if slope is not None:
+        if tuple(slope.shape) != (dim,):
+            raise ValueError(f"slope must hold one number per sampled parameter ({dim}), not {tuple(slope.shape)}")
+        slope = slope.to(device=device, dtype=dtype)
+        slope_trace = torch.full((chains, m), math.nan, dtype=f64, device=device)
+    tilt = tilt and slope is not None and bool(slope.any())  # a zero slope leaves nothing to take off
+    if tilt:
+        if not localization:
+            raise ValueError("sampling the tilted loss needs a localization γ > 0")
+        anchor = center + (nbeta / localization) * slope
+        slope_at_center = float(_dot(center[None], slope))
     slot, pending_grad = 0, None  # pending_grad: loss gradient at w' on the scored step's batch
     xb, yb = x, y
     if baseline is not None and tuple(baseline.shape) != (n,):
@@ -606,6 +627,8 @@ def run_sgld(
             grad_fn = _grad_fn(model, layout, fixed, loss_fn, vectorized, full_batch, chains_per_pass)
             grad, loss = grad_fn(w, xb, yb)
         losses[:, t] = loss if base is None else loss - base.index_select(0, idx).view(chains, batch_size).mean(1)
+        if tilt:  # the tilted loss L − ∇L_n(w*)·(w − w*)
+            losses[:, t] -= torch.mv(w, slope).double() - slope_at_center
         if pending_grad is not None:
             noise_stat[:, slot - 1] = _norm_sq(grad - pending_grad, pre) * nbeta**2
             pending_grad = None
@@ -620,19 +643,27 @@ def run_sgld(
         if counter and compiled and counter_noise is None and (compiler.state == "failed" or compiler.move_failure):
             counter, move = False, eager_move  # Philox is slow eagerly: the Mersenne Twister's block goes on
         if counter:
-            w_next = move(grad, w, center, keys, torch.tensor(t, dtype=torch.int64, device=device), coef, *held)
+            w_next = move(grad, w, anchor, keys, torch.tensor(t, dtype=torch.int64, device=device), coef, *held)
         elif pre is None:
             w_next = grad.mul(-half * nbeta) if is_scored else grad.mul_(-half * nbeta)
             w_next.add_(w, alpha=1.0 - half * (localization + weight_decay))
             if localization:
-                w_next.add_(center, alpha=half * localization)
+                w_next.add_(anchor, alpha=half * localization)
             w_next.add_(drawn(), alpha=scale)
         else:
-            w_next = move(grad, w, center, drawn(), coef, *held)
+            w_next = move(grad, w, anchor, drawn(), coef, *held)
         if is_scored:
             grad2, loss2 = grad_fn(w_next, xb, yb)
-            _score_move(w, w_next, w - center, grad, loss, grad2, loss2, nbeta, localization, weight_decay,
+            diff = w - center
+            if tilt:  # score the move on the potential it samples
+                g, l, g2, l2 = (grad - slope, loss - _dot(diff, slope), grad2 - slope,
+                                loss2 - _dot(w_next - center, slope))
+            else:
+                g, l, g2, l2 = grad, loss, grad2, loss2
+            _score_move(w, w_next, diff, g, l, g2, l2, nbeta, localization, weight_decay,
                         current, out=(acc, curv, loc_energy), slot=slot, precondition=pre, moments=gathered)
+            if slope_trace is not None:
+                slope_trace[:, slot] = nbeta * _dot(diff, slope)
             pending_grad = grad2 if t + 1 < steps else None
             slot += 1
         w = w_next
@@ -651,6 +682,7 @@ def run_sgld(
                 m = sum(t < done for t in scored)
                 scored, acc, curv = scored[:m], acc[:, :m], curv[:, :m]
                 noise_stat, loc_energy = noise_stat[:, :m], loc_energy[:, :m]
+                slope_trace = None if slope_trace is None else slope_trace[:, :m]
                 break
     seconds = time.perf_counter() - began
     if compiler is not None and not compiled:
@@ -666,6 +698,7 @@ def run_sgld(
         localization_energy=loc_energy.cpu(),
         final=w,
         moments=None if gathered is None else gathered.state(),
+        slope=None if slope_trace is None else slope_trace.cpu(),
     )
 
 

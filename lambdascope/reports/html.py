@@ -101,6 +101,7 @@ def audit_page(report: audit_pb2.AuditReport) -> str:
         ("Monte Carlo error of λ̂", f"{100 * d.mcse_relative:.2f}%"), ("drift of λ̂", views.drift(d)),
         ("MALA acceptance", _fmt(d.acceptance, ".3f")),
         ("draws below L_n(w*)", f"{100 * d.below_init_fraction:.1f}%"),
+        ("slope at w* (its part of λ̂: nβ·∇L_n(w*)·(w − w*) over the draws)", views.slope(report)),
         ("how the length was decided", stop.summary or "fixed length"),
         ("steps per chain (warm-up, burn-in, draws)",
          f"{stop.steps} ({stop.warmup_steps}, {stop.burnin}, {stop.draws})" if stop.steps else f"{s.burnin + s.draws}"),

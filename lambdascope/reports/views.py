@@ -13,7 +13,7 @@ from lambdascope.llc.stages import Stage, detect_stages
 from lambdascope.llc.uncertainty import StandardError, combine
 from lambdascope.v1 import audit_pb2
 
-__all__ = ["Comparison", "compare", "drift", "energy_trace", "incomparable", "stages", "standard_error", "stderr",
+__all__ = ["Comparison", "compare", "drift", "energy_trace", "incomparable", "slope", "stages", "standard_error", "stderr",
            "trajectory_points", "uncertainty", "verdict", "warmup_and_burnin"]
 
 
@@ -28,6 +28,20 @@ def drift(d: audit_pb2.Diagnostics) -> str:
         return "n/a"
     error = f" (± {100 * d.drift_error:.1f}%)" if math.isfinite(d.drift_error) and d.drift_error > 0 else ""
     return f"{100 * d.drift:+.1f}% per doubling{error}"
+
+
+def slope(report: audit_pb2.AuditReport) -> str:
+    """E.g. "|∇L_n(w*)| 0.03, its part of λ̂ -5.9 (-12%)": how far w* is from a stationary point
+    and what that made of λ̂ (lambdascope.llc.stationarity)."""
+    d, mean = report.diagnostics, report.llc.mean
+    if not math.isfinite(d.gradient_norm):
+        return "not measured"
+    if report.llc.slope_removed:
+        return f"|∇L_n(w*)| {d.gradient_norm:.3g}, the loss sampled less its tangent plane there (λ̂ holds no slope)"
+    if not math.isfinite(d.slope_term):
+        return f"|∇L_n(w*)| {d.gradient_norm:.3g}"
+    share = f" ({100 * d.slope_term / abs(mean):+.0f}%)" if mean and math.isfinite(mean) else ""
+    return f"|∇L_n(w*)| {d.gradient_norm:.3g}, its part of λ̂ {d.slope_term:+.3g}{share}"
 
 
 def standard_error(report: audit_pb2.AuditReport) -> StandardError:

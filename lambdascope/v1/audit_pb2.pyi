@@ -38,7 +38,7 @@ VERDICT_STATE_WARNING: VerdictState
 VERDICT_STATE_FAILED: VerdictState
 
 class SamplerConfig(_message.Message):
-    __slots__ = ("chains", "draws", "burnin", "thin", "step_size", "localization", "nbeta", "batch_size", "seed", "weight_decay", "until_ess", "max_rhat", "max_mcse", "max_drift", "max_steps", "max_seconds", "bias_correction", "chains_per_pass", "compile_gradients", "precondition")
+    __slots__ = ("chains", "draws", "burnin", "thin", "step_size", "localization", "nbeta", "batch_size", "seed", "weight_decay", "until_ess", "max_rhat", "max_mcse", "max_drift", "max_steps", "max_seconds", "bias_correction", "chains_per_pass", "compile_gradients", "precondition", "remove_slope")
     CHAINS_FIELD_NUMBER: _ClassVar[int]
     DRAWS_FIELD_NUMBER: _ClassVar[int]
     BURNIN_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class SamplerConfig(_message.Message):
     CHAINS_PER_PASS_FIELD_NUMBER: _ClassVar[int]
     COMPILE_GRADIENTS_FIELD_NUMBER: _ClassVar[int]
     PRECONDITION_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_SLOPE_FIELD_NUMBER: _ClassVar[int]
     chains: int
     draws: int
     burnin: int
@@ -79,7 +80,8 @@ class SamplerConfig(_message.Message):
     chains_per_pass: int
     compile_gradients: bool
     precondition: str
-    def __init__(self, chains: _Optional[int] = ..., draws: _Optional[int] = ..., burnin: _Optional[int] = ..., thin: _Optional[int] = ..., step_size: _Optional[float] = ..., localization: _Optional[float] = ..., nbeta: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., weight_decay: _Optional[float] = ..., until_ess: _Optional[float] = ..., max_rhat: _Optional[float] = ..., max_mcse: _Optional[float] = ..., max_drift: _Optional[float] = ..., max_steps: _Optional[int] = ..., max_seconds: _Optional[float] = ..., bias_correction: _Optional[bool] = ..., chains_per_pass: _Optional[int] = ..., compile_gradients: _Optional[bool] = ..., precondition: _Optional[str] = ...) -> None: ...
+    remove_slope: bool
+    def __init__(self, chains: _Optional[int] = ..., draws: _Optional[int] = ..., burnin: _Optional[int] = ..., thin: _Optional[int] = ..., step_size: _Optional[float] = ..., localization: _Optional[float] = ..., nbeta: _Optional[float] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., weight_decay: _Optional[float] = ..., until_ess: _Optional[float] = ..., max_rhat: _Optional[float] = ..., max_mcse: _Optional[float] = ..., max_drift: _Optional[float] = ..., max_steps: _Optional[int] = ..., max_seconds: _Optional[float] = ..., bias_correction: _Optional[bool] = ..., chains_per_pass: _Optional[int] = ..., compile_gradients: _Optional[bool] = ..., precondition: _Optional[str] = ..., remove_slope: _Optional[bool] = ...) -> None: ...
 
 class ParameterGroup(_message.Message):
     __slots__ = ("name", "patterns")
@@ -118,20 +120,22 @@ class AuditConfig(_message.Message):
     def __init__(self, loss: _Optional[_Union[_models_pb2.LossKind, str]] = ..., sampler: _Optional[_Union[SamplerConfig, _Mapping]] = ..., device: _Optional[str] = ..., measures: _Optional[_Union[Measures, _Mapping]] = ..., dtype: _Optional[str] = ..., model_targets: _Optional[bool] = ...) -> None: ...
 
 class LLCEstimate(_message.Message):
-    __slots__ = ("mean", "std", "per_chain", "uncorrected_mean", "bias_corrected", "standard_error")
+    __slots__ = ("mean", "std", "per_chain", "uncorrected_mean", "bias_corrected", "standard_error", "slope_removed")
     MEAN_FIELD_NUMBER: _ClassVar[int]
     STD_FIELD_NUMBER: _ClassVar[int]
     PER_CHAIN_FIELD_NUMBER: _ClassVar[int]
     UNCORRECTED_MEAN_FIELD_NUMBER: _ClassVar[int]
     BIAS_CORRECTED_FIELD_NUMBER: _ClassVar[int]
     STANDARD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    SLOPE_REMOVED_FIELD_NUMBER: _ClassVar[int]
     mean: float
     std: float
     per_chain: _containers.RepeatedScalarFieldContainer[float]
     uncorrected_mean: float
     bias_corrected: bool
     standard_error: float
-    def __init__(self, mean: _Optional[float] = ..., std: _Optional[float] = ..., per_chain: _Optional[_Iterable[float]] = ..., uncorrected_mean: _Optional[float] = ..., bias_corrected: _Optional[bool] = ..., standard_error: _Optional[float] = ...) -> None: ...
+    slope_removed: bool
+    def __init__(self, mean: _Optional[float] = ..., std: _Optional[float] = ..., per_chain: _Optional[_Iterable[float]] = ..., uncorrected_mean: _Optional[float] = ..., bias_corrected: _Optional[bool] = ..., standard_error: _Optional[float] = ..., slope_removed: _Optional[bool] = ...) -> None: ...
 
 class ChainTrace(_message.Message):
     __slots__ = ("loss",)
@@ -170,7 +174,7 @@ class Calibration(_message.Message):
     def __init__(self, ran: _Optional[bool] = ..., chosen_step_size: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CalibrationCandidate, _Mapping]]] = ..., summary: _Optional[str] = ..., seconds: _Optional[float] = ..., top_eigenvalue: _Optional[float] = ...) -> None: ...
 
 class Diagnostics(_message.Message):
-    __slots__ = ("rhat", "ess", "acceptance", "below_init_fraction", "diverged_chains", "mcse_relative", "below_init_segments", "drift", "predicted_bias", "drift_error")
+    __slots__ = ("rhat", "ess", "acceptance", "below_init_fraction", "diverged_chains", "mcse_relative", "below_init_segments", "drift", "predicted_bias", "drift_error", "gradient_norm", "slope_term")
     RHAT_FIELD_NUMBER: _ClassVar[int]
     ESS_FIELD_NUMBER: _ClassVar[int]
     ACCEPTANCE_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +185,8 @@ class Diagnostics(_message.Message):
     DRIFT_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_BIAS_FIELD_NUMBER: _ClassVar[int]
     DRIFT_ERROR_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_NORM_FIELD_NUMBER: _ClassVar[int]
+    SLOPE_TERM_FIELD_NUMBER: _ClassVar[int]
     rhat: float
     ess: float
     acceptance: float
@@ -191,7 +197,9 @@ class Diagnostics(_message.Message):
     drift: float
     predicted_bias: float
     drift_error: float
-    def __init__(self, rhat: _Optional[float] = ..., ess: _Optional[float] = ..., acceptance: _Optional[float] = ..., below_init_fraction: _Optional[float] = ..., diverged_chains: _Optional[_Iterable[int]] = ..., mcse_relative: _Optional[float] = ..., below_init_segments: _Optional[float] = ..., drift: _Optional[float] = ..., predicted_bias: _Optional[float] = ..., drift_error: _Optional[float] = ...) -> None: ...
+    gradient_norm: float
+    slope_term: float
+    def __init__(self, rhat: _Optional[float] = ..., ess: _Optional[float] = ..., acceptance: _Optional[float] = ..., below_init_fraction: _Optional[float] = ..., diverged_chains: _Optional[_Iterable[int]] = ..., mcse_relative: _Optional[float] = ..., below_init_segments: _Optional[float] = ..., drift: _Optional[float] = ..., predicted_bias: _Optional[float] = ..., drift_error: _Optional[float] = ..., gradient_norm: _Optional[float] = ..., slope_term: _Optional[float] = ...) -> None: ...
 
 class Stopping(_message.Message):
     __slots__ = ("reason", "summary", "steps", "warmup_steps", "burnin", "draws", "checks")

@@ -95,7 +95,7 @@ def resolved_config(config: audit_pb2.AuditConfig, sgld: SGLDConfig, llc: LLCRes
     s.step_size, s.localization, s.nbeta = llc.step_size, llc.localization, llc.nbeta
     s.batch_size, s.seed, s.weight_decay = sgld.batch_size, sgld.seed, sgld.weight_decay
     s.bias_correction, s.compile_gradients = sgld.bias_correction, sgld.compile_gradients
-    s.precondition = sgld.precondition
+    s.precondition, s.remove_slope = sgld.precondition, sgld.remove_slope
     return out
 
 

@@ -205,7 +205,8 @@ def to_report(result: AuditResult, config: audit_pb2.AuditConfig,
             rhat=d.rhat, ess=d.ess, acceptance=d.acceptance,
             below_init_fraction=d.below_init_fraction, diverged_chains=d.diverged_chains,
             mcse_relative=d.mcse_relative, below_init_segments=d.below_init_segments, drift=d.drift,
-            drift_error=d.drift_error, predicted_bias=llc.bias_estimate),
+            drift_error=d.drift_error, predicted_bias=llc.bias_estimate, gradient_norm=llc.gradient_norm,
+            slope_term=llc.slope_term),
         verdict=audit_pb2.Verdict(state=enums.VERDICTS[result.verdict.state],
                                   reasons=result.verdict.reasons, not_at_minimum=result.verdict.not_at_minimum),
         group_llc=[audit_pb2.GroupLLC(name=g.name, parameter_names=g.parameter_names,
@@ -262,7 +263,8 @@ def stopping_of(llc) -> audit_pb2.Stopping:
 def estimate_of(llc) -> audit_pb2.LLCEstimate:
     return audit_pb2.LLCEstimate(mean=llc.mean, std=llc.std, per_chain=llc.per_chain,
                                  uncorrected_mean=llc.uncorrected_mean, bias_corrected=llc.bias_corrected,
-                                 standard_error=uncertainty.standard_error(llc).total)
+                                 standard_error=uncertainty.standard_error(llc).total,
+                                 slope_removed=llc.slope_removed)
 
 
 if __name__ == "__main__":
