@@ -22,7 +22,7 @@ from torch.func import vmap
 from lambdascope.llc.calibration import (CalibrationResult, Lowered, after_divergence, calibrate, given, loss_curvature,
                                          predicted_bias, refine, retune, window_bias)
 from lambdascope.llc.compiled import GradientCompiler
-from lambdascope.llc.diagnostics import BIAS_WARN
+from lambdascope.llc.diagnostics import BIAS_WARN, SLOPE_FAIL
 from lambdascope.llc.localization import default_localization
 from lambdascope.llc.localization import describe as describe_localization
 from lambdascope.llc.chain_groups import (MEMORY_SHARE, TIMING_ROUNDS, ChainPlan, available_bytes, by_speed, peak_bytes,
@@ -86,9 +86,9 @@ class SGLDConfig:
       linear regression's point off its minimum it gives the minimum's λ̂ exactly where the
       loss as it is gives a λ̂ lowered by the slope, even negative. Off (the default): the
       loss as it is, as devinterp samples it, with the slope's part of λ̂ measured
-      (``slope_term``) and judged by the verdict. Not the default: on the digits MLP of the
-      demo (−12% of λ̂ from the slope) the tilted chains mixed ten times more slowly and still
-      drifted (docs/benchmarks.md §4zt), and it changes what λ̂ means along a training run.
+      (``slope_term``) and judged by the verdict. Not the default: on a digits MLP trained as
+      the demo's (−7% of λ̂ from the slope) the tilted chains mixed several times more slowly and
+      ran to the step cap where the loss as it is converged (docs/benchmarks.md §4zt), and it changes what λ̂ means along a training run.
     - ``accept_every`` k: score every k-th step with the MALA acceptance probability (one extra
       forward+backward each, on the step's own minibatch); 0 turns it off.
     - ``chains_per_pass``: chains stepped together in one forward+backward pass. None (the
@@ -772,7 +772,7 @@ class _Sampler:
         parts: list[SGLDTrace] = []
         losses = torch.empty(config.chains, 0, dtype=torch.float64)  # the main run's, on the CPU
         done, origin, checks, check, status, clock = 0, 0, 0, None, "sampling", warm_time
-        reason, retunes, declined = "step_cap", [], ""
+        reason, retunes, declined, slope_share = "step_cap", [], "", math.nan
         history: list[tuple[int, float]] = []  # (kept steps, ESS) of each check of the current window
 
         def settle() -> float:
@@ -849,6 +849,9 @@ class _Sampler:
             checks += 1
             history.append((check.steps - check.burnin, check.ess))
             status = check.status(rule)
+            slope_share = self._slope_share(parts, origin + check.burnin, check)
+            if abs(slope_share) > SLOPE_FAIL:  # λ̂ is mostly the chains' slide: more sampling slides further
+                check.not_a_minimum = True
             if check.not_a_minimum:  # first: a stable estimate below L_n(w*) is no estimate
                 reason = "not_a_minimum"
                 break
@@ -862,7 +865,7 @@ class _Sampler:
                 origin, clock = 0, warm_time
             check = judge()
             checks += 1
-        summary = _stopping_summary(reason, check, rule, warm + done, warm + origin)
+        summary = _stopping_summary(reason, check, rule, warm + done, warm + origin, slope_share)
         if retunes or declined:
             changes = sorted([*retunes, declined] if declined else retunes, key=_at_step)
             summary += "; the chains met stiffer regions than calibration saw, so " + "; ".join(changes)
@@ -876,6 +879,14 @@ class _Sampler:
         stop = Stopping(True, reason, summary, warm + done, warm, checks, check,
                         warm + origin + wanted if wanted else 0, wanted_for, stalled)
         return _join(parts), stop, step_size, burnin
+
+    def _slope_share(self, parts: list[SGLDTrace], kept_from: int, check: Check) -> float:
+        """w*'s slope's part of the window's λ̂ (lambdascope.llc.stationarity), relative to |λ̂|; nan
+        while the window holds fewer than MIN_DRAWS draws, or when λ̂ holds no slope (removed)."""
+        if self.kwargs.get("tilt") or check.draws < MIN_DRAWS or not check.llc or not math.isfinite(check.llc):
+            return math.nan
+        return _slope_term(_join(parts), kept_from) / abs(check.llc)
+
 
 class _Preconditioning:
     """The M of a preconditioned main run (:mod:`lambdascope.llc.preconditioner`): first from the
@@ -1014,13 +1025,19 @@ def _chunk_seed(seed: int, index: int) -> int:
     return (seed + STAGE_SEED * (index + 1)) % (2**63)
 
 
-def _stopping_summary(reason: str, check: Check | None, rule: StoppingRule, steps: int, before: int) -> str:
-    """``before``: steps ahead of the final window (warm-up, and runs at larger steps)."""
+def _stopping_summary(reason: str, check: Check | None, rule: StoppingRule, steps: int, before: int,
+                      slope_share: float = math.nan) -> str:
+    """``before``: steps ahead of the final window (warm-up, and runs at larger steps); ``slope_share``:
+    w*'s slope's part of the window's λ̂ at the last check."""
     seen = "" if check is None else f" ({check.status(rule)})"
     if reason == "converged":
         kept = (f"the first {before} at larger step sizes, then the first half of the rest discarded as burn-in"
                 if before else "the first half discarded as burn-in")
         return f"stopped when the estimate could be trusted{seen}, after {steps} steps per chain ({kept})"
+    if reason == "not_a_minimum" and abs(slope_share) > SLOPE_FAIL:
+        return (f"stopped after {steps} steps per chain: w*'s slope makes {100 * slope_share:+.0f}% of λ̂ "
+                "(nβ·∇L_n(w*)·(w − w*) over the draws), so w* is not a stationary point and more sampling "
+                "only lets the chains slide further")
     if reason == "not_a_minimum":
         return (f"stopped after {steps} steps per chain: the sampled loss stays below L_n(w*), so w* is "
                 "not a local minimum and more sampling cannot make λ̂ right")

@@ -493,7 +493,10 @@ def run_sgld(
     chains). False: the Mersenne Twister throughout.
     ``slope`` (D,): ∇L_n(w*) over the sampled parameters in their order
     (:func:`lambdascope.llc.stationarity.loss_gradient`); each scored step then records
-    nβ·∇L_n(w*)·(w − w*) per chain (:attr:`SGLDTrace.slope`).
+    nβ·∇L_n(w*)·(w − w*) per chain (:attr:`SGLDTrace.slope`). ``tilt`` (with a nonzero ``slope``):
+    sample the loss less its tangent plane at w*, L(w) − ∇L_n(w*)·(w − w*): the pull points at
+    w* + (nβ/γ)·∇L_n(w*) instead of w* (the same drift, no extra work), each recorded loss has
+    ∇L_n(w*)·(w − w*) taken off, and the MALA score is that of the tilted potential.
     """
     device = x.device
     layout, fixed, center = _sampled_layout(model, params)

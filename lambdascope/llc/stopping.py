@@ -37,7 +37,8 @@ asks :func:`assess` whether its estimate can be trusted. The rule, all on the ma
 - at least :data:`MIN_DRAWS` draws per chain.
 
 It stops early, without converging, when w* is plainly not a minimum (the kept loss sits below
-L_n(w*) beyond minibatch noise and λ̂ < 0): no amount of sampling makes that estimate right.
+L_n(w*) beyond minibatch noise and λ̂ < 0; or, in ``llc``, w*'s slope makes more than
+:data:`lambdascope.llc.diagnostics.SLOPE_FAIL` of λ̂): no amount of sampling makes that estimate right.
 Otherwise it stops at ``max_steps`` steps per chain or ``max_seconds``, and says which: the
 verdict then carries a warning naming what was still missing.
 

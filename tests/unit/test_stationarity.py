@@ -102,3 +102,16 @@ def test_the_verdict_s_lines_for_the_slope(share: float, state: str) -> None:
     assert verdict.state == state
     assert verdict.not_at_minimum == (state == "failed")
     assert any("not a stationary point" in r for r in verdict.reasons) == (state != "ok")
+
+
+def test_a_run_that_chooses_its_length_stops_when_the_slope_makes_most_of_lambda() -> None:
+    model, x, y, theory = _regression(0.1)  # the slope's part: -5.2 of a λ̂ of +2.9 (about 180%)
+    assert theory["raw"] > 0 and abs(theory["slope"] / theory["raw"]) > diagnostics.SLOPE_FAIL
+    audit = run_audit(model, x, y, mse, AuditSettings(SGLDConfig(seed=1)), device="cpu")  # the defaults
+    stop = audit.llc.stopping
+    assert stop.reason == "not_a_minimum", stop.summary
+    assert "slope" in stop.summary
+    assert audit.verdict.state == "failed" and audit.verdict.not_at_minimum
+
+    model, x, y, _ = _regression(0.0)
+    assert run_audit(model, x, y, mse, AuditSettings(SGLDConfig(seed=1)), device="cpu").llc.stopping.reason == "converged"
