@@ -159,6 +159,20 @@ def kronecker_warmup(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, n
     return kwargs, warm, preconditioner.estimate(warm.moments, gamma, "kronecker")
 
 
+def train_classifier(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer,
+                     epochs: int, batch_size: int = 64) -> torch.nn.Module:
+    """``epochs`` of minibatch cross-entropy on reshuffled (x, y), in eval mode after: a classifier
+    trained as a user would, for the benchmarks that audit one (its seed is the caller's)."""
+    for _ in range(epochs):
+        order = torch.randperm(len(x))
+        for i in range(0, len(x), batch_size):
+            batch = order[i:i + batch_size]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            opt.step()
+    return model.eval()
+
+
 def machine() -> dict:
     """The host a benchmark ran on. The model name alone can hide a different chip ("AMD EPYC" has
     been both an AVX2 part and a Zen 5 with AVX-512 here, where torch's kernels and MKL's differ),

@@ -32,14 +32,7 @@ def trained(epochs: int, seed: int) -> tuple[torch.nn.Module, torch.Tensor, torc
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(epochs):
-        order = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            batch = order[i:i + 64]
-            opt.zero_grad()
-            F.cross_entropy(model(x[batch]), y[batch]).backward()
-            opt.step()
-    return model.eval(), x, y
+    return common.train_classifier(model, x, y, opt, epochs), x, y
 
 
 def main(argv=None) -> int:

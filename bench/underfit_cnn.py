@@ -15,7 +15,7 @@ import argparse
 import math
 import time
 
-import common  # noqa: F401  (sets sys.path for the product)
+import common  # sets sys.path for the product
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,15 +55,7 @@ def main(argv=None) -> int:
     x, y = data()
     torch.manual_seed(2)
     model = CNN()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(args.epochs):
-        order = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            batch = order[i:i + 64]
-            opt.zero_grad()
-            F.cross_entropy(model(x[batch]), y[batch]).backward()
-            opt.step()
-    model.eval()
+    common.train_classifier(model, x, y, torch.optim.Adam(model.parameters(), lr=1e-3), args.epochs)
     with torch.no_grad():
         loss = float(F.cross_entropy(model(x), y))
     print(f"{sum(p.numel() for p in model.parameters())} parameters, training loss {loss:.4f}", flush=True)
