@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.func import grad
 
-from lambdascope.llc.sgld import make_forward
+from lambdascope.llc.sgld import _chain_loss, _sampled_layout
 
 __all__ = ["loss_gradient"]
 
@@ -43,26 +43,19 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def loss_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
                   names: Sequence[str], batch_size: int) -> torch.Tensor | None:
-    """∇L_n(w*) over the parameters ``names``, flattened in that order (the sampler's layout),
-    summed over batches as Σ_b (|b|/n)·∇L_b (exact for a loss that is a mean over its batch).
-    None, with a logged warning, when the model cannot be differentiated this way: the slope is
-    a diagnostic, and the sampler reports its own failure on such a model."""
-    named = dict(model.named_parameters())
-    primal = {k: named[k].detach() for k in names}
-    fixed = {k: p.detach() for k, p in named.items() if k not in primal}
-    fixed.update({k: b.detach() for k, b in model.named_buffers()})
-    dtype = primal[names[0]].dtype
-    for t in primal.values():
-        dtype = torch.promote_types(dtype, t.dtype)
+    """∇L_n(w*) over the parameters ``names``, flattened in the sampler's layout, summed over
+    batches as Σ_b (|b|/n)·∇L_b (exact for a loss that is a mean over its batch). None, with a
+    logged warning, when the model cannot be differentiated this way: the slope is a diagnostic,
+    and the sampler reports its own failure on such a model."""
+    layout, fixed, center = _sampled_layout(model, names)
     n = x.shape[0]
 
     def summed(vectorized: bool) -> torch.Tensor:
-        forward = make_forward(model, vectorized=vectorized)
-        total = torch.zeros(sum(p.numel() for p in primal.values()), dtype=dtype, device=x.device)
+        gradient = grad(_chain_loss(model, layout, loss_fn, vectorized))
+        total = torch.zeros_like(center)
         for i in range(0, n, max(1, batch_size)):
             xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-            g = grad(lambda p, xb=xb, yb=yb: loss_fn(forward({**p, **fixed}, xb), yb))(primal)
-            total.add_(torch.cat([g[k].reshape(-1).to(dtype) for k in names]), alpha=xb.shape[0] / n)
+            total.add_(gradient(center, fixed, xb, yb), alpha=xb.shape[0] / n)
         return total
 
     try:
