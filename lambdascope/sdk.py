@@ -212,8 +212,10 @@ def result_of(report: audit_pb2.AuditReport) -> AuditResult:
         diagnostics={"rhat": d.rhat, "ess": d.ess, "mcse_relative": d.mcse_relative, "drift": d.drift,
                      "drift_error": d.drift_error, "acceptance": d.acceptance,
                      "below_init_fraction": d.below_init_fraction,
-                     "predicted_bias": d.predicted_bias, "gradient_norm": d.gradient_norm,
-                     "slope_term": d.slope_term},
+                     "predicted_bias": d.predicted_bias,
+                     # nan where the report predates them (absent), not the 0 of an exact minimum
+                     "gradient_norm": d.gradient_norm if d.HasField("gradient_norm") else math.nan,
+                     "slope_term": d.slope_term if d.HasField("slope_term") else math.nan},
         groups={g.name: _estimate(g.llc) for g in report.group_llc},
         num_parameters=report.num_parameters, num_examples=report.num_examples,
         seconds=report.timing.seconds, report=report)

@@ -473,7 +473,7 @@ def judge(
     the predicted bias taken off; ``step_calibrated``: the step was the sampler's own choice (a
     large predicted bias then asks for what lets it choose a smaller one, not for leaving the
     step unset); ``ess_stalled``: the run's ESS fell as its window grew (a low ESS, a high MCSE, a wide
-    spread then ask for more chains, and a high R-hat says a longer run may not lower it).
+    spread then ask for more chains, and a high R-hat or a drift says a longer run may not settle it).
     """
     failed: list[str] = []
     warned: list[str] = []
@@ -601,8 +601,11 @@ def judge(
         warned.append(
             f"λ̂ was still {'rising' if drift > 0 else 'falling'}: {100 * drift:+.1f}%{known} per doubling "
             "of the chains' sampling time, from the steps just before the draws to the draws, so the "
-            "chains had not settled; run longer (leave draws and burn-in unset to let the audit run "
-            "until its diagnostics are met)."
+            "chains had not settled; "
+            + ("a longer run may not settle them: their ESS fell as the window grew (see the run's "
+               "length)." if ess_stalled else
+               "run longer (leave draws and burn-in unset to let the audit run until its diagnostics "
+               "are met).")
         )
 
     finite_chain_llc = [v for v in per_chain_llc if math.isfinite(v)]

@@ -779,11 +779,12 @@ class _Sampler:
             """Steps the window must span: a doubling of the chains' age, once the step was lowered."""
             return clock / step_size if retunes else 0.0
 
-        def judge() -> Check:
+        def judge(joined: SGLDTrace | None = None) -> Check:
             """The stopping rule on the window since ``origin``, with the chains' age there, its
             drift net of the predicted bias when the estimate is (the bias grows as the chains
-            stiffen at a fixed step, and that climb is not λ̂'s: docs/benchmarks.md §4x)."""
-            probes = _join(parts) if config.bias_correction and parts else None
+            stiffen at a fixed step, and that climb is not λ̂'s: docs/benchmarks.md §4x).
+            ``joined``: the parts already joined, where the caller has them."""
+            probes = (joined if joined is not None else _join(parts)) if config.bias_correction and parts else None
 
             def bias(lo: int, hi: int) -> tuple[float, float]:
                 return window_bias(probes, origin + lo, origin + hi, step_size)
@@ -845,11 +846,12 @@ class _Sampler:
                     step_size, origin, check, history = smaller.step_size, done, None, []
                     status = "step size lowered: the window starts again"
                     continue
-            check = judge()
+            joined = _join(parts)  # once per check: the stopping rule and the slope's share both read it
+            check = judge(joined)
             checks += 1
             history.append((check.steps - check.burnin, check.ess))
             status = check.status(rule)
-            slope_share = self._slope_share(parts, origin + check.burnin, check)
+            slope_share = self._slope_share(joined, origin + check.burnin, check)
             if abs(slope_share) > SLOPE_FAIL:  # λ̂ is mostly the chains' slide: more sampling slides further
                 check.not_a_minimum = True
             if check.not_a_minimum:  # first: a stable estimate below L_n(w*) is no estimate
@@ -880,12 +882,13 @@ class _Sampler:
                         warm + origin + wanted if wanted else 0, wanted_for, stalled)
         return _join(parts), stop, step_size, burnin
 
-    def _slope_share(self, parts: list[SGLDTrace], kept_from: int, check: Check) -> float:
+    def _slope_share(self, joined: SGLDTrace, kept_from: int, check: Check) -> float:
         """w*'s slope's part of the window's λ̂ (lambdascope.llc.stationarity), relative to |λ̂|; nan
-        while the window holds fewer than MIN_DRAWS draws, or when λ̂ holds no slope (removed)."""
+        while the window holds fewer than MIN_DRAWS draws, or when λ̂ holds no slope (removed).
+        ``joined``: the main run's parts as one trace."""
         if self.kwargs.get("tilt") or check.draws < MIN_DRAWS or not check.llc or not math.isfinite(check.llc):
             return math.nan
-        return _slope_term(_join(parts), kept_from) / abs(check.llc)
+        return _slope_term(joined, kept_from) / abs(check.llc)
 
 
 class _Preconditioning:

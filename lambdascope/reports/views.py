@@ -34,6 +34,8 @@ def slope(report: audit_pb2.AuditReport) -> str:
     """E.g. "|∇L_n(w*)| 0.03, its part of λ̂ -5.9 (-12%)": how far w* is from a stationary point
     and what that made of λ̂ (lambdascope.llc.stationarity)."""
     d, mean = report.diagnostics, report.llc.mean
+    if not d.HasField("gradient_norm"):
+        return "not measured (the report predates it)"
     if not math.isfinite(d.gradient_norm):
         return "not measured"
     if report.llc.slope_removed:

@@ -3,6 +3,7 @@ frames and figures, on reports made by the estimator's own code path (tests/repo
 from __future__ import annotations
 
 import base64
+import math
 import re
 import subprocess
 import sys
@@ -68,6 +69,26 @@ def test_a_report_without_optional_parts_renders(report):
     page = html.audit_page(bare)
     assert len(_images(page)) == 3
     assert "no calibration" in page
+
+
+def test_a_report_stored_before_the_slope_was_measured_says_so_not_zero(report):
+    """Reports written before audits measured w*'s slope hold neither field: their page and the
+    SDK must not read that as an exact minimum (0), which a report that measured it can hold."""
+    old = samples.variant(report)
+    old.diagnostics.ClearField("gradient_norm")
+    old.diagnostics.ClearField("slope_term")
+    old = type(old).FromString(old.SerializeToString())  # as read back from storage
+    assert views.slope(old) == "not measured (the report predates it)"
+    assert "not measured (the report predates it)" in html.audit_page(old)
+    assert math.isnan(lambdascope.result_of(old).diagnostics["gradient_norm"])
+    assert math.isnan(lambdascope.result_of(old).diagnostics["slope_term"])
+
+    exact = samples.variant(report)
+    exact.diagnostics.gradient_norm = 0.0
+    exact.diagnostics.slope_term = 0.0
+    exact = type(exact).FromString(exact.SerializeToString())
+    assert views.slope(exact).startswith("|∇L_n(w*)| 0, its part of λ̂ +0")
+    assert lambdascope.result_of(exact).diagnostics["gradient_norm"] == 0.0
 
 
 def test_the_trajectory_page_shows_stages(report):

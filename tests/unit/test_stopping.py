@@ -166,23 +166,29 @@ def test_a_capped_run_whose_ess_fell_says_a_longer_run_may_not_reach_it() -> Non
 
 def test_a_stalled_run_s_other_reasons_do_not_ask_for_a_longer_run() -> None:
     """Beside the warning that a longer run may not help, no reason may advise one: R-hat, the
-    MCSE and the chains' spread each give the stalled run's advice, and the usual one otherwise."""
+    MCSE, the chains' spread and the drift each give the stalled run's advice, and the usual one
+    otherwise."""
     from lambdascope.llc import diagnostics
     diag = diagnostics.Diagnostics(rhat=1.2, ess=30.0, mcse_relative=0.15, below_init_fraction=0.0,
-                                   below_init_segments=0.0, acceptance=0.9, diverged_chains=[])
+                                   below_init_segments=0.0, acceptance=0.9, diverged_chains=[],
+                                   drift=0.12, drift_error=0.02)  # still rising, well beyond its noise
     per_chain = [50.0, 150.0, 60.0, 140.0]
     for stalled in (False, True):
         reasons = diagnostics.judge(diag, per_chain, 100.0, 45.0, ess_stalled=stalled).reasons
         said = {key: next(r for r in reasons if r.startswith(key))
-                for key in ("chains disagree", "few effective draws", "λ̂ is imprecise", "per-chain estimates")}
+                for key in ("chains disagree", "few effective draws", "λ̂ is imprecise", "per-chain estimates",
+                            "λ̂ was still rising")}
         if stalled:
-            assert not any("more draws" in r or "longer burn-in" in r or "longer chain" in r for r in reasons), reasons
+            assert not any("more draws" in r or "longer burn-in" in r or "longer chain" in r or "run longer" in r
+                           for r in reasons), reasons
             assert "may not bring them together" in said["chains disagree"], said
+            assert "a longer run may not settle them" in said["λ̂ was still rising"], said
             for key in ("few effective draws", "λ̂ is imprecise", "per-chain estimates"):
                 assert "more chains, not a longer run" in said[key], said[key]
         else:
             assert "run more draws or a longer burn-in" in said["chains disagree"], said
-            assert all("more draws" in said[key] for key in said), said
+            assert "run longer" in said["λ̂ was still rising"], said
+            assert all("more draws" in said[key] for key in said if key != "λ̂ was still rising"), said
 
 
 def test_a_time_cap_stops_the_run_with_a_warning_that_says_so() -> None:
