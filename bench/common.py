@@ -93,6 +93,9 @@ def run_ours(case: dln.Case, config: SGLDConfig, *, problem=None) -> dict:
         "d": case.num_parameters,
         "lambda_theory": lam,
         "lambda_hat": result.mean,
+        # as sampled, and the step's predicted bias taken off it (where the estimate corrects it)
+        "uncorrected": _get(result, "uncorrected_mean"),
+        "predicted_bias": _get(result, "bias_estimate"),
         "std": result.std,
         "per_chain": result.per_chain,
         "rel_err": result.mean / lam - 1.0,

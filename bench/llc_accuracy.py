@@ -34,6 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--step-size", default=None,
                    help="fixed ε for every case ('published' = 5e-7); default: automatic calibration")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precondition", choices=("kronecker", "diagonal", "none"), default=None,
+                   help="the sampler's preconditioner (default: the estimator's own, kronecker)")
     common.add_run_flags(p, "llc_accuracy.json", quick="2,000 steps, 2 chains",
                          check="the accuracy targets are missed", threads=None)
     return p.parse_args(argv)
@@ -58,6 +60,7 @@ def main(argv=None) -> int:
         "n": dln.N_EXAMPLES, "batch_size": dln.BATCH_SIZE, "localization": dln.LOCALIZATION, "nbeta": nbeta,
         "chains": chains, "steps": steps, "burnin": burnin, "draws": steps - burnin, "thin": 1,
         "step_size": "calibrated" if step_size is None else step_size, "seed": args.seed,
+        "precondition": args.precondition or "the estimator's default",
         "loss": "MSE (mean over batch and outputs)", "inputs": "U(-10, 10)", "targets": "teacher(x), noise-free",
     }
     out = common.Path(args.out)
@@ -73,7 +76,8 @@ def main(argv=None) -> int:
     began = time.perf_counter()
     for case in cases:
         config = common.make_config(chains=chains, steps=steps, burnin=burnin, step_size=step_size,
-                                    seed=args.seed, nbeta=nbeta)
+                                    seed=args.seed, nbeta=nbeta,
+                                    **({"precondition": args.precondition} if args.precondition else {}))
         try:
             rec = common.run_ours(case, config)
         except NotImplementedError:
